@@ -1,0 +1,37 @@
+"""threadpoll: Go's blocking I/O semantics for Python threads.
+
+Close wakes everyone, close is safe, deadlines instead of timeouts, whole writes, one
+poller. See README.md for the tour and DESIGN notes.
+"""
+
+from __future__ import annotations
+
+import sys
+
+if sys.platform == "win32":  # pragma: no cover
+    raise ImportError(
+        "threadpoll needs epoll, kqueue or poll(2) and POSIX file descriptors; "
+        "Windows has none of them"
+    )
+
+from threadpoll.errors import (  # noqa: E402
+    ClosingError,
+    DeadlineExceededError,
+    FileClosingError,
+    NetClosingError,
+    NoDeadlineError,
+    NotPollableError,
+    PollerError,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ClosingError",
+    "DeadlineExceededError",
+    "FileClosingError",
+    "NetClosingError",
+    "NoDeadlineError",
+    "NotPollableError",
+    "PollerError",
+]

@@ -1,0 +1,252 @@
+"""FDMutex: the lifetime and read/write serialisation of one descriptor.
+
+A port of Go's ``internal/poll/fd_mutex.go``. One ``FDMutex`` per ``FD`` manages the
+descriptor's lifetime and serialises its Read, Write and Close methods:
+
+- Read operations must do ``rwlock(True)`` / ``rwunlock(True)``.
+- Write operations must do ``rwlock(False)`` / ``rwunlock(False)``.
+- Misc operations (setsockopt, set_deadline, shutdown, fstat, ...) must do ``incref`` /
+  ``decref``, so that they act on the right descriptor even when a concurrent close runs
+  (otherwise the fd could be closed, and its number reused, under their feet).
+- Close must do ``incref_and_close`` / ``decref``.
+
+Whoever gets True back from ``decref`` or ``rwunlock`` dropped the last reference after close:
+it must call ``FD._destroy()`` (close(2) happens there and nowhere else).
+
+Reads are serialised with reads and writes with writes; a read and a write run concurrently.
+Misc operations never wait. A waiter holds no reference, and there is no hand-off: an unlock
+only wakes one waiter, which then competes for the lock again (barging allowed, no FIFO).
+
+Differences from Go:
+- DIVERGENCE(go): Go updates ``state`` with CAS loops on an atomic uint64; Python has no
+  atomics, so a small ``threading.Lock`` guards the integer and each CAS loop becomes one
+  critical section. Correctness never leans on the GIL (free-threaded builds are safe).
+- DIVERGENCE(go): Go panics; threadpoll raises ``FDMutexError`` with Go's messages.
+"""
+
+from __future__ import annotations
+
+import threading
+
+from typing_extensions import final
+
+from threadpoll._runtime.park import Sema
+
+__all__ = [
+    "FDMutex",
+    "FDMutexError",
+    "MUTEX_CLOSED",
+    "MUTEX_RLOCK",
+    "MUTEX_WLOCK",
+    "MUTEX_REF",
+    "MUTEX_REF_MASK",
+    "MUTEX_RWAIT",
+    "MUTEX_RMASK",
+    "MUTEX_WWAIT",
+    "MUTEX_WMASK",
+    "OVERFLOW_MSG",
+    "INCONSISTENT_MSG",
+]
+
+# FDMutex.state is organised as follows (a uint64 in Go):
+#
+#   bit  0       MUTEX_CLOSED   the FD is closed; every later lock operation fails
+#   bit  1       MUTEX_RLOCK    lock for read operations
+#   bit  2       MUTEX_WLOCK    lock for write operations
+#   bits 3..22   refs           total references (read + write + misc), unit MUTEX_REF
+#   bits 23..42  read waiters   threads waiting for MUTEX_RLOCK, unit MUTEX_RWAIT
+#   bits 43..62  write waiters  threads waiting for MUTEX_WLOCK, unit MUTEX_WWAIT
+#
+# Each count is 20 bits wide; taking the 1_048_576th raises OVERFLOW_MSG.
+MUTEX_CLOSED = 1 << 0
+MUTEX_RLOCK = 1 << 1
+MUTEX_WLOCK = 1 << 2
+MUTEX_REF = 1 << 3
+MUTEX_REF_MASK = ((1 << 20) - 1) << 3
+MUTEX_RWAIT = 1 << 23
+MUTEX_RMASK = ((1 << 20) - 1) << 23
+MUTEX_WWAIT = 1 << 43
+MUTEX_WMASK = ((1 << 20) - 1) << 43
+
+OVERFLOW_MSG = "too many concurrent operations on a single file or socket (max 1048575)"
+INCONSISTENT_MSG = "inconsistent poll.fdMutex"
+
+
+class FDMutexError(RuntimeError):
+    """Go's fdMutex panics: a count overflowed, or an unlock without a matching lock.
+
+    Go: internal/poll/fd_mutex.go panic(overflowMsg), panic("inconsistent poll.fdMutex")
+    """
+
+
+@final
+class FDMutex:
+    """The closed / rlock / wlock / refs / waiters state word and its two semaphores.
+
+    Go: internal/poll/fd_mutex.go fdMutex
+    """
+
+    __slots__ = ("_lock", "rsema", "state", "wsema")
+
+    def __init__(self) -> None:
+        """A fresh mutex: open, unlocked, no references (Go's zero value).
+
+        Go: internal/poll/fd_mutex.go fdMutex
+        """
+        # DIVERGENCE(go): a lock in place of atomic CAS on ``state`` — Python has no atomics.
+        self._lock = threading.Lock()
+        self.state = 0  # guarded by _lock; the layout is documented above MUTEX_CLOSED
+        self.rsema = Sema()  # read waiters sleep here; a Sema synchronises itself
+        self.wsema = Sema()  # write waiters sleep here; a Sema synchronises itself
+
+    def incref(self) -> bool:
+        """Add a reference. Return False if the mutex is closed (no reference taken).
+
+        Go: internal/poll/fd_mutex.go fdMutex.incref
+        """
+        with self._lock:
+            old = self.state
+            if old & MUTEX_CLOSED:
+                return False
+            new = old + MUTEX_REF
+            if new & MUTEX_REF_MASK == 0:
+                raise FDMutexError(OVERFLOW_MSG)
+            self.state = new
+            return True
+
+    def incref_and_close(self) -> bool:
+        """Mark closed and add a reference; wake every waiter. False if already closed.
+
+        The woken waiters see the closed bit when they retry and return False.
+
+        Go: internal/poll/fd_mutex.go fdMutex.increfAndClose
+        """
+        with self._lock:
+            old = self.state
+            if old & MUTEX_CLOSED:
+                return False
+            # Mark as closed and acquire a reference.
+            new = (old | MUTEX_CLOSED) + MUTEX_REF
+            if new & MUTEX_REF_MASK == 0:
+                raise FDMutexError(OVERFLOW_MSG)
+            # Remove all read and write waiters.
+            new &= ~(MUTEX_RMASK | MUTEX_WMASK)
+            self.state = new
+        # Wake all read and write waiters, one post per waiter removed above.
+        for _ in range((old & MUTEX_RMASK) // MUTEX_RWAIT):
+            self.rsema.release()
+        for _ in range((old & MUTEX_WMASK) // MUTEX_WWAIT):
+            self.wsema.release()
+        return True
+
+    def decref(self) -> bool:
+        """Drop a reference. True iff closed and that was the last one: call destroy.
+
+        Go: internal/poll/fd_mutex.go fdMutex.decref
+        """
+        with self._lock:
+            old = self.state
+            if old & MUTEX_REF_MASK == 0:
+                raise FDMutexError(INCONSISTENT_MSG)
+            new = old - MUTEX_REF
+            self.state = new
+        return new & (MUTEX_CLOSED | MUTEX_REF_MASK) == MUTEX_CLOSED
+
+    def rwlock(self, read: bool, wait: bool = True) -> bool:
+        """Add a reference and take the read (``read``) or write lock.
+
+        Return True with the lock held, or False if the mutex is closed (checked again after
+        every wakeup). With ``wait=False`` (a try-lock) also return False when the lock is
+        busy. A waiter holds no reference while it sleeps.
+
+        Go: internal/poll/fd_mutex.go fdMutex.rwlock
+        """
+        if read:
+            mutex_bit = MUTEX_RLOCK
+            mutex_wait = MUTEX_RWAIT
+            mutex_mask = MUTEX_RMASK
+            mutex_sema = self.rsema
+        else:
+            mutex_bit = MUTEX_WLOCK
+            mutex_wait = MUTEX_WWAIT
+            mutex_mask = MUTEX_WMASK
+            mutex_sema = self.wsema
+        while True:
+            with self._lock:
+                old = self.state
+                if old & MUTEX_CLOSED:
+                    return False
+                if old & mutex_bit == 0:
+                    # Lock is free, acquire it.
+                    new = (old | mutex_bit) + MUTEX_REF
+                    if new & MUTEX_REF_MASK == 0:
+                        raise FDMutexError(OVERFLOW_MSG)
+                    self.state = new
+                    return True
+                if not wait:
+                    return False
+                # Wait for lock.
+                new = old + mutex_wait
+                if new & mutex_mask == 0:
+                    raise FDMutexError(OVERFLOW_MSG)
+                self.state = new
+            # An exception out of acquire() (KeyboardInterrupt) leaves our count behind.
+            # Harmless: the stale count only makes a later unlock post a spare token, and a
+            # waiter that takes a spare token re-checks the state and waits again.
+            mutex_sema.acquire()
+            # The signaller has subtracted mutex_wait.
+
+    def rwunlock(self, read: bool) -> bool:
+        """Release the read (``read``) or write lock and its reference; wake one waiter.
+
+        Return True iff closed and that was the last reference: the caller must destroy.
+
+        Go: internal/poll/fd_mutex.go fdMutex.rwunlock
+        """
+        if read:
+            mutex_bit = MUTEX_RLOCK
+            mutex_wait = MUTEX_RWAIT
+            mutex_mask = MUTEX_RMASK
+            mutex_sema = self.rsema
+        else:
+            mutex_bit = MUTEX_WLOCK
+            mutex_wait = MUTEX_WWAIT
+            mutex_mask = MUTEX_WMASK
+            mutex_sema = self.wsema
+        with self._lock:
+            old = self.state
+            if old & mutex_bit == 0 or old & MUTEX_REF_MASK == 0:
+                raise FDMutexError(INCONSISTENT_MSG)
+            # Drop lock, drop reference and wake a waiter if present.
+            new = (old & ~mutex_bit) - MUTEX_REF
+            if old & mutex_mask:
+                new -= mutex_wait
+            self.state = new
+        if old & mutex_mask:
+            mutex_sema.release()
+        return new & (MUTEX_CLOSED | MUTEX_REF_MASK) == MUTEX_CLOSED
+
+    def closing(self) -> bool:
+        """Report whether close has begun (the closed bit is set).
+
+        Go: internal/poll/fd_mutex.go FD.closing
+        """
+        with self._lock:
+            return self.state & MUTEX_CLOSED != 0
+
+    def __repr__(self) -> str:
+        """Go: none"""
+        with self._lock:
+            s = self.state
+        flags = ""
+        if s & MUTEX_CLOSED:
+            flags += " closed"
+        if s & MUTEX_RLOCK:
+            flags += " rlock"
+        if s & MUTEX_WLOCK:
+            flags += " wlock"
+        return (
+            f"<FDMutex{flags} refs={(s & MUTEX_REF_MASK) // MUTEX_REF}"
+            f" rwait={(s & MUTEX_RMASK) // MUTEX_RWAIT}"
+            f" wwait={(s & MUTEX_WMASK) // MUTEX_WWAIT}>"
+        )

@@ -1,0 +1,190 @@
+"""The FD side of the poller: Go's internal/poll/fd_poll_runtime.go.
+
+``PollHandle`` is Go's ``internal/poll.pollDesc``: a handle holding the runtime's pollDesc
+(``runtime_ctx``, None when the descriptor is not pollable) with the calls an FD makes —
+init, close, evict, prepare, wait. ``convert_err`` turns the runtime's integer codes into the
+public exceptions: the boundary between the runtime's tier of errors and the user's.
+
+Differences from Go:
+- DIVERGENCE(go): prepare and wait raise the converted exception instead of returning an
+  error value; ``convert_err`` is still the one place codes become exceptions.
+- DIVERGENCE(go): deadlines arrive as absolute ``time.monotonic()`` seconds (or None); there
+  is no conversion from wall-clock time.
+
+Go: internal/poll/fd_poll_runtime.go
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+
+from typing_extensions import final
+
+from threadpoll._runtime import netpoll
+from threadpoll._runtime.netpoll import (
+    EXPIRED,
+    NO_DEADLINE,
+    POLL_ERR_CLOSING,
+    POLL_ERR_NOT_POLLABLE,
+    POLL_ERR_POLLER,
+    POLL_ERR_TIMEOUT,
+    POLL_NO_ERROR,
+    InternalError,
+    PollDesc,
+    Runtime,
+)
+from threadpoll.errors import (
+    DeadlineExceededError,
+    FileClosingError,
+    NetClosingError,
+    NotPollableError,
+    PollerError,
+)
+
+__all__ = ["PollHandle", "convert_err", "err_closing", "deadline_value"]
+
+
+def err_closing(is_file: bool) -> OSError:
+    """The error for an operation on a closed descriptor.
+
+    Go: internal/poll/fd.go errClosing
+    """
+    return FileClosingError() if is_file else NetClosingError()
+
+
+def convert_err(res: int, is_file: bool, pd: PollDesc | None = None) -> BaseException | None:
+    """Turn a runtime poll code into the public exception (None for POLL_NO_ERROR).
+
+    Go: internal/poll/fd_poll_runtime.go convertErr
+    """
+    if res == POLL_NO_ERROR:
+        return None
+    if res == POLL_ERR_CLOSING:
+        return err_closing(is_file)
+    if res == POLL_ERR_TIMEOUT:
+        return DeadlineExceededError()
+    if res == POLL_ERR_NOT_POLLABLE:
+        return NotPollableError()
+    if res == POLL_ERR_POLLER:
+        err = PollerError()
+        if pd is not None:
+            with pd.lock:
+                err.__cause__ = pd.poller_err
+                pd.poller_err = None  # reported once; later operations use a new poller
+        return err
+    return InternalError(f"unreachable: poll error code {res}")
+
+
+def deadline_value(t: object) -> float:
+    """Validate a public deadline: None or +inf → none; -inf or the past → expired; NaN,
+    booleans and non-numbers rejected. Returns the runtime's representation.
+
+    Go: none (Go's time.Time cannot be malformed)
+    """
+    if t is None:
+        return NO_DEADLINE
+    if isinstance(t, bool) or not isinstance(t, numbers.Real):
+        raise TypeError(
+            f"deadline must be None or a time.monotonic() value in seconds, not {type(t).__name__}"
+        )
+    v = float(t)
+    if math.isnan(v):
+        raise ValueError("deadline must not be NaN")
+    if v == -math.inf:
+        return EXPIRED
+    return v
+
+
+@final
+class PollHandle:
+    """The FD's handle on its runtime pollDesc.
+
+    Go: internal/poll/fd_poll_runtime.go pollDesc
+    """
+
+    __slots__ = ("runtime_ctx",)
+
+    def __init__(self) -> None:
+        """Go: none"""
+        # Written by init before the FD is shared, cleared by close when no op remains.
+        self.runtime_ctx: PollDesc | None = None
+
+    def init(self, sysfd: int, rt: Runtime | None = None) -> int:
+        """Register sysfd with the poller; returns 0 or the backend's errno.
+
+        Go: internal/poll/fd_poll_runtime.go pollDesc.init
+        """
+        pd, errno = netpoll.runtime_poll_open(sysfd, rt)
+        if errno != 0:
+            return errno
+        self.runtime_ctx = pd
+        return 0
+
+    def close(self) -> None:
+        """Go: internal/poll/fd_poll_runtime.go pollDesc.close"""
+        pd = self.runtime_ctx
+        if pd is None:
+            return
+        netpoll.runtime_poll_close(pd)
+        self.runtime_ctx = None
+
+    def evict(self) -> None:
+        """Wake every thread parked on the descriptor; they fail with the closing error.
+
+        Go: internal/poll/fd_poll_runtime.go pollDesc.evict
+        """
+        pd = self.runtime_ctx
+        if pd is None:
+            return
+        netpoll.runtime_poll_unblock(pd)
+
+    def prepare(self, mode: str, is_file: bool) -> None:
+        """Go: internal/poll/fd_poll_runtime.go pollDesc.prepare"""
+        pd = self.runtime_ctx
+        if pd is None:
+            return
+        res = netpoll.runtime_poll_reset(pd, mode)
+        if res != POLL_NO_ERROR:
+            raise convert_err(res, is_file, pd)  # type: ignore[misc]
+
+    def prepare_read(self, is_file: bool) -> None:
+        """Go: internal/poll/fd_poll_runtime.go pollDesc.prepareRead"""
+        self.prepare("r", is_file)
+
+    def prepare_write(self, is_file: bool) -> None:
+        """Go: internal/poll/fd_poll_runtime.go pollDesc.prepareWrite"""
+        self.prepare("w", is_file)
+
+    def wait(self, mode: str, is_file: bool) -> None:
+        """Wait until the descriptor is ready for mode, or raise the reason it never will be.
+
+        Go: internal/poll/fd_poll_runtime.go pollDesc.wait
+        """
+        pd = self.runtime_ctx
+        if pd is None:
+            raise OSError("waiting for unsupported file type")
+        hook = pd.rt.hooks.after_eagain
+        if hook is not None:
+            hook(pd, mode)
+        res = netpoll.runtime_poll_wait(pd, mode)
+        if res != POLL_NO_ERROR:
+            raise convert_err(res, is_file, pd)  # type: ignore[misc]
+
+    def wait_read(self, is_file: bool) -> None:
+        """Go: internal/poll/fd_poll_runtime.go pollDesc.waitRead"""
+        self.wait("r", is_file)
+
+    def wait_write(self, is_file: bool) -> None:
+        """Go: internal/poll/fd_poll_runtime.go pollDesc.waitWrite"""
+        self.wait("w", is_file)
+
+    def pollable(self) -> bool:
+        """Go: internal/poll/fd_poll_runtime.go pollDesc.pollable"""
+        return self.runtime_ctx is not None
+
+    def set_deadline(self, d: float, mode: str) -> None:
+        """Go: internal/poll/fd_poll_runtime.go setDeadlineImpl (its runtime call)"""
+        pd = self.runtime_ctx
+        if pd is not None:
+            netpoll.runtime_poll_set_deadline(pd, d, mode)

@@ -1,0 +1,729 @@
+"""FD: a file descriptor with Go's blocking semantics on OS threads.
+
+Read beside Go's ``internal/poll/fd_unix.go`` (and fd_posix.go, fd_mutex.go's FD wrappers).
+An FD owns one OS descriptor. Every operation takes a reference through the FD's fdMutex
+(reads the read lock, writes the write lock, the rest a plain reference), tries its syscall
+on the non-blocking descriptor, and on EAGAIN parks in the runtime until the poller readies
+it. ``close`` marks the fdMutex closed, evicts the parked threads, and waits on the close
+semaphore until the last in-flight operation has dropped its reference; whoever drops it
+runs ``_destroy``: unregister from the poller, then close(2). So close(2) never runs while
+another thread may still be inside a syscall on that descriptor, and a recycled fd number
+can never receive another descriptor's I/O.
+
+Return conventions are Python's: ``read`` returns ``b""`` at EOF (Go's io.EOF), writes
+return the byte count and raise with ``.written`` set when they fail part-way.
+
+Differences from Go:
+- DIVERGENCE(go): socket calls (accept, recvfrom, sendto, recvmsg, sendmsg, shutdown) go
+  through a non-owning ``socket.socket`` on the same descriptor, in non-blocking mode
+  (timeout 0), because Python has no fd-level recvfrom; it is detached before close(2).
+- DIVERGENCE(go): FD's constructor sets O_NONBLOCK itself for a pollable descriptor and
+  restores the original mode when registration fails (Go leaves that to net and os).
+- DIVERGENCE(go): EINTR is retried by Python itself (PEP 475); a signal handler that raises
+  propagates its exception, leaving the descriptor usable.
+- DIVERGENCE(go): ``read_into``/``recvfrom_into`` fill a caller's buffer, Python's style.
+
+Go: internal/poll/fd_unix.go
+"""
+
+from __future__ import annotations
+
+import _socket
+import errno
+import fcntl
+import os
+import socket
+import threading
+from typing import Any, Callable
+
+from typing_extensions import final
+
+from threadpoll._poll.fd_mutex import FDMutex
+from threadpoll._poll.fd_poll_runtime import PollHandle, deadline_value, err_closing
+from threadpoll._runtime import trace
+from threadpoll._runtime.netpoll import Runtime
+from threadpoll._runtime.park import Sema
+from threadpoll.errors import NoDeadlineError, with_written
+
+__all__ = ["FD", "MAX_RW", "EOF", "eof_error"]
+
+# The C socket type. FD calls its methods unbound, so a socket.socket subclass that overrides
+# recv and friends in Python (threadpoll.socket) can hand itself to an FD without recursion.
+_CSocket = _socket.socket
+
+# Darwin and FreeBSD can't read or write 2GB+ files at a time, even on 64-bit systems.
+# Reads are truncated and writes chunked to it, for stream descriptors only.
+MAX_RW = 1 << 30
+
+
+class _EOFType(EOFError):
+    """Go's io.EOF: a sentinel, never wrapped, never raised to users (reads return b"")."""
+
+
+EOF = _EOFType("EOF")
+
+
+def eof_error(zero_read_is_eof: bool, n: int, err: BaseException | None) -> BaseException | None:
+    """Return EOF iff a read of n bytes with no error means end of file for this FD.
+
+    Go: internal/poll/fd_posix.go FD.eofError
+    """
+    if n == 0 and err is None and zero_read_is_eof:
+        return EOF
+    return err
+
+
+def _unexpected_eof() -> OSError:
+    """Go's io.ErrUnexpectedEOF, for a write(2) that returned 0 without an error.
+
+    Go: io/io.go ErrUnexpectedEOF
+    """
+    return OSError(errno.EIO, "unexpected EOF")
+
+
+@final
+class FD:
+    """A file descriptor with Go's internal/poll semantics.
+
+    ``net`` is Go's network name ("tcp", "udp", "unix", "unixgram", "file", ...): "file"
+    makes closing errors FileClosingError, anything else NetClosingError, and a name other
+    than "file" gives the FD socket operations. ``pollable=False`` (or a backend refusing the
+    descriptor, as epoll does regular files) leaves it in blocking mode, where close does not
+    wait for in-flight operations and deadlines raise NoDeadlineError.
+
+    Go: internal/poll/fd_unix.go FD
+    """
+
+    __slots__ = (
+        "fdmu",
+        "sysfd",
+        "pd",
+        "csema",
+        "is_blocking",
+        "is_stream",
+        "zero_read_is_eof",
+        "is_file",
+        "net",
+        "kind",
+        "_sock",
+        "_was_blocking",
+        "_block_lock",
+        "_detaching",
+        "__weakref__",
+    )
+
+    def __init__(
+        self,
+        sysfd: int,
+        *,
+        net: str = "file",
+        pollable: bool = True,
+        is_stream: bool = True,
+        zero_read_is_eof: bool = True,
+        kind: str = "",
+        runtime: Runtime | None = None,
+        sock: socket.socket | None = None,
+    ) -> None:
+        """Take ownership of sysfd and register it with the poller if pollable.
+
+        ``sock``, for a socket, is a socket object on sysfd to make the socket calls through
+        (its C-level methods, in non-blocking mode); by default the FD makes its own. Either
+        way it is detached, never closed, when the FD is destroyed. If the constructor
+        raises, sysfd is left as it was and the caller still owns it.
+
+        Go: internal/poll/fd_unix.go FD.Init
+        """
+        if isinstance(sysfd, bool) or not isinstance(sysfd, int):
+            raise TypeError(f"fd must be an int, not {type(sysfd).__name__}")
+        if sysfd < 0:
+            raise ValueError(f"fd must be >= 0, not {sysfd}")
+        if not isinstance(net, str):
+            raise TypeError(f"net must be a str, not {type(net).__name__}")
+        was_blocking = os.get_blocking(sysfd)  # EBADF for a descriptor that is not open
+        self.fdmu = FDMutex()
+        self.sysfd = sysfd  # constant until _destroy, which runs when no op holds a ref
+        self.pd = PollHandle()
+        self.csema = Sema()
+        self.is_stream = is_stream
+        self.zero_read_is_eof = zero_read_is_eof
+        self.is_file = net == "file"
+        self.net = net
+        self.kind = kind or net
+        self._was_blocking = was_blocking
+        self._block_lock = threading.Lock()  # guards is_blocking against set_blocking
+        self._sock: socket.socket | None = sock
+        self._detaching = False
+        self.is_blocking = True
+        if not self.is_file and sock is None:
+            self._sock = socket.socket(fileno=sysfd)
+        if pollable:
+            if was_blocking:
+                os.set_blocking(sysfd, False)
+            if self.pd.init(sysfd, runtime) == 0:
+                self.is_blocking = False
+                pd = self.pd.runtime_ctx
+                if pd is not None:
+                    pd.kind = self.kind
+            elif was_blocking:
+                os.set_blocking(sysfd, True)  # the backend refused it: restore the mode
+        if self._sock is not None:
+            # timeout 0: the socket object's calls never block or poll by themselves; for a
+            # blocking FD, timeout None: plain blocking calls.
+            _CSocket.settimeout(self._sock, None if self.is_blocking else 0.0)
+            if self.is_blocking and not was_blocking:
+                os.set_blocking(sysfd, False)  # settimeout(None) changed it: put it back
+
+    def __repr__(self) -> str:
+        """Go: none"""
+        if self.fdmu.closing():
+            state = "closed"
+        else:
+            state = "blocking" if self.is_blocking else "pollable"
+        return f"<threadpoll FD fd={self.sysfd} net={self.net} {state}>"
+
+    # --- references and locks (Go: fd_mutex.go, the FD wrappers) -------------------------
+
+    def incref(self) -> None:
+        """Go: internal/poll/fd_mutex.go FD.incref"""
+        if not self.fdmu.incref():
+            raise err_closing(self.is_file)
+
+    def decref(self) -> None:
+        """Drop a reference; destroy the descriptor if it was the last after close.
+
+        Go: internal/poll/fd_mutex.go FD.decref
+        """
+        if self.fdmu.decref():
+            err = self._destroy()
+            if err is not None:
+                raise err
+
+    def read_lock(self) -> None:
+        """Go: internal/poll/fd_mutex.go FD.readLock"""
+        if not self.fdmu.rwlock(True):
+            raise err_closing(self.is_file)
+
+    def read_unlock(self) -> None:
+        """Go: internal/poll/fd_mutex.go FD.readUnlock"""
+        if self.fdmu.rwunlock(True):
+            self._destroy()
+
+    def write_lock(self) -> None:
+        """Go: internal/poll/fd_mutex.go FD.writeLock"""
+        if not self.fdmu.rwlock(False):
+            raise err_closing(self.is_file)
+
+    def write_unlock(self) -> None:
+        """Go: internal/poll/fd_mutex.go FD.writeUnlock"""
+        if self.fdmu.rwunlock(False):
+            self._destroy()
+
+    def closing(self) -> bool:
+        """Go: internal/poll/fd_mutex.go FD.closing"""
+        return self.fdmu.closing()
+
+    # --- close ---------------------------------------------------------------------------
+
+    def _destroy(self) -> OSError | None:
+        """Unregister, close(2), release the close semaphore. Runs exactly once, in
+        whoever drops the last reference after close.
+
+        Go: internal/poll/fd_unix.go FD.destroy
+        """
+        fd = self.sysfd
+        # Poller first: an fd number must never be registered while it is closed.
+        self.pd.close()
+        if self._sock is not None:
+            _CSocket.detach(self._sock)
+        err: OSError | None = None
+        if not self._detaching:
+            try:
+                os.close(fd)  # not retried on EINTR: POSIX leaves its state undefined
+            except OSError as e:
+                err = e
+        self.sysfd = -1
+        if trace.enabled:
+            trace.emit("destroy", fd)
+        self.csema.release()
+        return err
+
+    def close(self) -> None:
+        """Close the descriptor: wake every parked operation with the closing error and,
+        unless in blocking mode, return only after the last one has left and the OS
+        descriptor is closed. A second close raises the closing error.
+
+        Go: internal/poll/fd_unix.go FD.Close
+        """
+        if not self.fdmu.incref_and_close():
+            raise err_closing(self.is_file)
+        fd = self.sysfd
+        # Unblock any I/O. Once it all unblocks and returns, so that it no longer holds a
+        # reference, the last decref calls _destroy.
+        self.pd.evict()
+        err: OSError | None = None
+        if self.fdmu.decref():
+            err = self._destroy()
+        with self._block_lock:
+            blocking = self.is_blocking
+        if not blocking:
+            # Wait until the descriptor is closed. If this was the only reference, it is
+            # already closed. Only wait if the descriptor is not in blocking mode, since
+            # otherwise a blocked operation could keep close from ever returning.
+            if trace.enabled:
+                trace.emit("csema_wait", fd)
+            self.csema.acquire()
+            if trace.enabled:
+                trace.emit("csema_release", fd)
+        if err is not None:
+            raise err
+
+    def detach(self) -> int:
+        """Give the descriptor back instead of closing it: wake and wait out every operation
+        as close does, unregister it, restore its original blocking mode, return it.
+
+        Go: none (os.File.Fd hands out the descriptor but keeps owning it)
+        """
+        if not self.fdmu.incref_and_close():
+            raise err_closing(self.is_file)
+        fd = self.sysfd
+        with self._block_lock:
+            self._detaching = True
+            blocking = self.is_blocking
+        self.pd.evict()
+        if self.fdmu.decref():
+            self._destroy()
+        if not blocking:
+            self.csema.acquire()
+        os.set_blocking(fd, self._was_blocking)
+        return fd
+
+    # --- reads ---------------------------------------------------------------------------
+
+    def read(self, n: int) -> bytes:
+        """One successful read(2) of at most n bytes; ``b""`` at EOF or for n == 0.
+
+        Go: internal/poll/fd_unix.go FD.Read
+        """
+        n = _size(n)
+        self.read_lock()
+        try:
+            if n == 0:
+                # If the caller wanted a zero byte read, return immediately without trying
+                # (after the lock: a zero read still queues behind a read in progress).
+                return b""
+            self.pd.prepare_read(self.is_file)
+            if self.is_stream and n > MAX_RW:
+                n = MAX_RW
+            while True:
+                try:
+                    return os.read(self.sysfd, n)
+                except BlockingIOError:
+                    if not self.pd.pollable():
+                        raise
+                    self.pd.wait_read(self.is_file)
+        finally:
+            self.read_unlock()
+
+    def read_into(self, buf: Any) -> int:
+        """Like read, into a writable buffer; returns the byte count (0 at EOF).
+
+        Go: internal/poll/fd_unix.go FD.Read
+        """
+        mv = _writable(buf)
+        self.read_lock()
+        try:
+            if len(mv) == 0:
+                return 0
+            self.pd.prepare_read(self.is_file)
+            if self.is_stream and len(mv) > MAX_RW:
+                mv = mv[:MAX_RW]
+            while True:
+                try:
+                    return os.readv(self.sysfd, [mv])
+                except BlockingIOError:
+                    if not self.pd.pollable():
+                        raise
+                    self.pd.wait_read(self.is_file)
+        finally:
+            self.read_unlock()
+
+    def pread(self, n: int, off: int) -> bytes:
+        """Read at an offset; independent of the read lock and of the poller.
+
+        Go: internal/poll/fd_unix.go FD.Pread
+        """
+        n = _size(n)
+        off = _offset(off)
+        self.incref()
+        try:
+            if self.is_stream and n > MAX_RW:
+                n = MAX_RW
+            return os.pread(self.sysfd, n, off)
+        finally:
+            self.decref()
+
+    def recvfrom(self, n: int, flags: int = 0) -> tuple[bytes, Any]:
+        """Go: internal/poll/fd_unix.go FD.ReadFrom"""
+        n = _size(n)
+        sock = self._socket()
+        self.read_lock()
+        try:
+            self.pd.prepare_read(self.is_file)
+            while True:
+                try:
+                    return _CSocket.recvfrom(sock, n, flags)
+                except BlockingIOError:
+                    if not self.pd.pollable():
+                        raise
+                    self.pd.wait_read(self.is_file)
+        finally:
+            self.read_unlock()
+
+    def recvfrom_into(self, buf: Any, nbytes: int = 0, flags: int = 0) -> tuple[int, Any]:
+        """Go: internal/poll/fd_unix.go FD.ReadFrom"""
+        sock = self._socket()
+        self.read_lock()
+        try:
+            self.pd.prepare_read(self.is_file)
+            while True:
+                try:
+                    return _CSocket.recvfrom_into(sock, buf, nbytes, flags)
+                except BlockingIOError:
+                    if not self.pd.pollable():
+                        raise
+                    self.pd.wait_read(self.is_file)
+        finally:
+            self.read_unlock()
+
+    def recvmsg(
+        self, bufsize: int, ancbufsize: int = 0, flags: int = 0
+    ) -> tuple[bytes, list[Any], int, Any]:
+        """Go: internal/poll/fd_unix.go FD.ReadMsg"""
+        sock = self._socket()
+        self.read_lock()
+        try:
+            self.pd.prepare_read(self.is_file)
+            while True:
+                try:
+                    return _CSocket.recvmsg(sock, bufsize, ancbufsize, flags)
+                except BlockingIOError:
+                    if not self.pd.pollable():
+                        raise
+                    self.pd.wait_read(self.is_file)
+        finally:
+            self.read_unlock()
+
+    def accept(self) -> tuple[int, Any]:
+        """Accept a connection; the new descriptor is non-blocking and close-on-exec.
+        ECONNABORTED (the peer gave up while queued) is retried.
+
+        Go: internal/poll/fd_unix.go FD.Accept
+        """
+        sock = self._socket()
+        self.read_lock()
+        try:
+            self.pd.prepare_read(self.is_file)
+            while True:
+                try:
+                    # socket._accept: accept4(SOCK_CLOEXEC) where available; returns (fd, addr)
+                    fd, addr = _CSocket._accept(sock)  # type: ignore[attr-defined]
+                except BlockingIOError:
+                    if not self.pd.pollable():
+                        raise
+                    self.pd.wait_read(self.is_file)
+                    continue
+                except ConnectionAbortedError:
+                    # This means that a socket on the listen queue was closed before we
+                    # Accept()ed it; it's a silly error, so try again.
+                    continue
+                os.set_blocking(fd, False)
+                return fd, addr
+        finally:
+            self.read_unlock()
+
+    # --- writes --------------------------------------------------------------------------
+
+    def write(self, data: Any) -> int:
+        """Write all of data, holding the write lock throughout so writers never
+        interleave; returns len(data). A failure part-way raises with ``.written``.
+
+        Go: internal/poll/fd_unix.go FD.Write
+        """
+        mv = _readable(data)
+        total = len(mv)
+        self.write_lock()
+        try:
+            nn = 0
+            try:
+                self.pd.prepare_write(self.is_file)
+                while True:
+                    end = total
+                    if self.is_stream and total - nn > MAX_RW:
+                        end = nn + MAX_RW
+                    eagain = False
+                    try:
+                        n = os.write(self.sysfd, mv[nn:end])
+                    except BlockingIOError:
+                        n, eagain = 0, True
+                    if n > end - nn:
+                        msg = f"invalid return from write: got {n} from a write of {end - nn}"
+                        raise OSError(errno.EIO, msg)
+                    nn += n
+                    if nn == total:
+                        return nn
+                    if eagain:
+                        if not self.pd.pollable():
+                            raise BlockingIOError(errno.EAGAIN, os.strerror(errno.EAGAIN))
+                        self.pd.wait_write(self.is_file)
+                        continue
+                    if n == 0:
+                        raise _unexpected_eof()
+            except BaseException as e:
+                with_written(e, nn)
+                raise
+        finally:
+            self.write_unlock()
+
+    def pwrite(self, data: Any, off: int) -> int:
+        """Write all of data at an offset; independent of the write lock and the poller.
+
+        Go: internal/poll/fd_unix.go FD.Pwrite
+        """
+        mv = _readable(data)
+        off = _offset(off)
+        total = len(mv)
+        self.incref()
+        try:
+            nn = 0
+            try:
+                while nn < total:
+                    end = total
+                    if self.is_stream and total - nn > MAX_RW:
+                        end = nn + MAX_RW
+                    n = os.pwrite(self.sysfd, mv[nn:end], off + nn)
+                    if n == 0:
+                        raise _unexpected_eof()
+                    nn += n
+                return nn
+            except BaseException as e:
+                with_written(e, nn)
+                raise
+        finally:
+            self.decref()
+
+    def sendto(self, data: Any, addr: Any, flags: int = 0) -> int:
+        """Send one datagram (all or nothing); returns len(data).
+
+        Go: internal/poll/fd_unix.go FD.WriteTo
+        """
+        mv = _readable(data)
+        sock = self._socket()
+        self.write_lock()
+        try:
+            try:
+                self.pd.prepare_write(self.is_file)
+                while True:
+                    try:
+                        _CSocket.sendto(sock, mv, flags, addr)
+                        return len(mv)
+                    except BlockingIOError:
+                        if not self.pd.pollable():
+                            raise
+                        self.pd.wait_write(self.is_file)
+            except BaseException as e:
+                with_written(e, 0)
+                raise
+        finally:
+            self.write_unlock()
+
+    def sendmsg(self, buffers: Any, ancdata: Any = (), flags: int = 0, address: Any = None) -> int:
+        """Go: internal/poll/fd_unix.go FD.WriteMsg"""
+        sock = self._socket()
+        bufs = list(buffers)
+        anc = list(ancdata)
+        self.write_lock()
+        try:
+            try:
+                self.pd.prepare_write(self.is_file)
+                while True:
+                    try:
+                        if address is None:
+                            return _CSocket.sendmsg(sock, bufs, anc, flags)
+                        return _CSocket.sendmsg(sock, bufs, anc, flags, address)
+                    except BlockingIOError:
+                        if not self.pd.pollable():
+                            raise
+                        self.pd.wait_write(self.is_file)
+            except BaseException as e:
+                with_written(e, 0)
+                raise
+        finally:
+            self.write_unlock()
+
+    # --- raw access (Go's syscall.RawConn) -----------------------------------------------
+
+    def raw_read(self, f: Callable[[int], bool]) -> None:
+        """Call f(fd) under the read lock until it returns True, waiting for readability
+        between calls; f does its own non-blocking syscall.
+
+        Go: internal/poll/fd_unix.go FD.RawRead
+        """
+        self.read_lock()
+        try:
+            self.pd.prepare_read(self.is_file)
+            while True:
+                if f(self.sysfd):
+                    return
+                self.pd.wait_read(self.is_file)
+        finally:
+            self.read_unlock()
+
+    def raw_write(self, f: Callable[[int], bool]) -> None:
+        """Go: internal/poll/fd_unix.go FD.RawWrite"""
+        self.write_lock()
+        try:
+            self.pd.prepare_write(self.is_file)
+            while True:
+                if f(self.sysfd):
+                    return
+                self.pd.wait_write(self.is_file)
+        finally:
+            self.write_unlock()
+
+    def wait_write(self) -> None:
+        """Wait for writability with no lock: for connect, before the FD is shared.
+
+        Go: internal/poll/fd_unix.go FD.WaitWrite
+        """
+        self.pd.wait_write(self.is_file)
+
+    # --- the rest: a reference each ------------------------------------------------------
+
+    def shutdown(self, how: int) -> None:
+        """Go: internal/poll/fd_unix.go FD.Shutdown"""
+        sock = self._socket()
+        self.incref()
+        try:
+            _CSocket.shutdown(sock, how)
+        finally:
+            self.decref()
+
+    def set_blocking(self) -> None:
+        """Put the descriptor in blocking mode for good: close will no longer wait for
+        in-flight operations (one may be stuck in a syscall no evict can interrupt).
+
+        Go: internal/poll/fd_unix.go FD.SetBlocking
+        """
+        self.incref()
+        try:
+            with self._block_lock:
+                self.is_blocking = True
+            os.set_blocking(self.sysfd, True)
+        finally:
+            self.decref()
+
+    def dup(self) -> int:
+        """A close-on-exec duplicate (sharing the file status flags, O_NONBLOCK included).
+
+        Go: internal/poll/fd_unix.go FD.Dup
+        """
+        self.incref()
+        try:
+            return fcntl.fcntl(self.sysfd, fcntl.F_DUPFD_CLOEXEC, 0)
+        finally:
+            self.decref()
+
+    def fstat(self) -> os.stat_result:
+        """Go: internal/poll/fd_unix.go FD.Fstat"""
+        self.incref()
+        try:
+            return os.fstat(self.sysfd)
+        finally:
+            self.decref()
+
+    def fileno(self) -> int:
+        """The OS descriptor (-1 once destroyed). Using it directly bypasses every promise.
+
+        Go: internal/poll/fd_unix.go FD.Sysfd (field)
+        """
+        return self.sysfd
+
+    def control(self, f: Callable[[int], Any]) -> Any:
+        """Call f(fd) holding a reference, so the descriptor cannot be closed meanwhile.
+
+        Go: internal/poll/fd_unix.go FD.RawControl
+        """
+        self.incref()
+        try:
+            return f(self.sysfd)
+        finally:
+            self.decref()
+
+    def _socket(self) -> socket.socket:
+        """Go: none"""
+        sock = self._sock
+        if sock is None:
+            raise OSError(errno.ENOTSOCK, os.strerror(errno.ENOTSOCK))
+        return sock
+
+    # --- deadlines -----------------------------------------------------------------------
+
+    def set_deadline(self, t: float | None) -> None:
+        """Set the read and write deadlines: absolute time.monotonic() seconds, or None.
+
+        Go: internal/poll/fd_poll_runtime.go FD.SetDeadline
+        """
+        self._set_deadline_impl(t, "rw")
+
+    def set_read_deadline(self, t: float | None) -> None:
+        """Go: internal/poll/fd_poll_runtime.go FD.SetReadDeadline"""
+        self._set_deadline_impl(t, "r")
+
+    def set_write_deadline(self, t: float | None) -> None:
+        """Go: internal/poll/fd_poll_runtime.go FD.SetWriteDeadline"""
+        self._set_deadline_impl(t, "w")
+
+    def _set_deadline_impl(self, t: float | None, mode: str) -> None:
+        """Go: internal/poll/fd_poll_runtime.go setDeadlineImpl"""
+        d = deadline_value(t)  # bad arguments first: nothing changes
+        self.incref()  # a closed FD: the closing error, checked before pollability
+        try:
+            if not self.pd.pollable():
+                raise NoDeadlineError()
+            self.pd.set_deadline(d, mode)
+        finally:
+            self.decref()
+
+
+def _size(n: object) -> int:
+    """Go: none"""
+    if isinstance(n, bool) or not isinstance(n, int):
+        raise TypeError(f"size must be an int, not {type(n).__name__}")
+    if n < 0:
+        raise ValueError(f"negative size: {n}")
+    return n
+
+
+def _offset(off: object) -> int:
+    """Go: none"""
+    if isinstance(off, bool) or not isinstance(off, int):
+        raise TypeError(f"offset must be an int, not {type(off).__name__}")
+    if off < 0:
+        raise ValueError(f"negative offset: {off}")
+    return off
+
+
+def _readable(data: Any) -> memoryview:
+    """Go: none"""
+    if isinstance(data, str):
+        raise TypeError("a bytes-like object is required, not 'str'")
+    mv = memoryview(data)
+    return mv if mv.format == "B" and mv.ndim == 1 else mv.cast("B")
+
+
+def _writable(buf: Any) -> memoryview:
+    """Go: none"""
+    mv = memoryview(buf)
+    if mv.readonly:
+        raise TypeError("read_into needs a writable buffer")
+    return mv if mv.format == "B" and mv.ndim == 1 else mv.cast("B")

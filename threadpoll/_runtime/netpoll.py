@@ -1,0 +1,984 @@
+"""The network poller: Go's runtime/netpoll.go for OS threads.
+
+Read this file beside Go's ``src/runtime/netpoll.go``. The names are Go's (``netpollblock``,
+``netpollunblock``, ``netpollready``, ``netpollcheckerr``, ``poll_runtime_pollWait`` →
+``runtime_poll_wait``), spelled in PEP 8.
+
+A particular backend (netpoll_epoll.py, netpoll_kqueue.py, netpoll_poll.py) must define a
+class with the following methods (see ``Backend`` below):
+
+    netpollinit(rt)              initialise the poller; rt is the Runtime it serves
+    netpollopen(fd, pd) -> int   arm notifications for fd, associated with pd; 0 or an errno
+    netpollclose(fd) -> int      disable notifications for fd; 0 or an errno
+    netpoll(delay) -> int        poll; delay < 0 blocks, == 0 polls, > 0 waits at most delay
+                                 nanoseconds; readies pollDescs with rt.netpollready and
+                                 returns how many waiters it readied
+    netpoll_break()              wake the poller if it is blocked in netpoll
+    netpoll_is_poll_descriptor(fd) -> bool
+                                 whether fd is one of the poller's own descriptors
+    netpollarm(pd, mode)         (only if ``needs_arm``) arm interest in mode for one wait:
+                                 level-triggered backends, as Go's netpoll_aix.go
+    netpolldeinit()              release the backend's descriptors (not in Go)
+    netpoll_after_fork(rt)       in a forked child: fresh poller descriptors (not in Go)
+
+A backend touches a pollDesc only through ``Runtime.netpollready`` and
+``PollDesc.set_event_err``.
+
+How a thread waits (the ``rg``/``wg`` binary semaphore; rows refer to the transition table
+in shared/reference/go-netpoll.md §1.3):
+
+    state      meaning
+    PD_NIL     nobody waits, no notification pending
+    PD_READY   an I/O notification is pending; the next netpollblock consumes it
+    PD_WAIT    a thread has published that it is about to park (Go's pdWait)
+    PD_PARKED  a thread is asleep on the mode's Condition (Go's *g)
+
+    reader   netpollblock   READY → NIL (return True); NIL → WAIT, re-check, WAIT → PARKED;
+                            on waking PARKED/READY/NIL → NIL, returning old == READY
+    poller   netpollready   NIL → READY; WAIT → READY; PARKED → READY (+notify); READY stays
+    closer,  netpollunblock NIL stays; READY stays; WAIT → NIL; PARKED → NIL (+notify)
+    deadline (ioready=False)
+    reader   poll_reset     any → NIL, only when netpollcheckerr is 0
+
+Differences from Go:
+- DIVERGENCE(go): rg/wg are plain ints guarded by pd.lock instead of atomics, and a parked
+  thread sleeps on a ``threading.Condition`` built on pd.lock (one per mode, so readying a
+  reader never wakes the writer). Go's lock-free CAS steps become short critical sections;
+  the order of publication that Go's comments insist on is kept (publish WAIT, then re-check).
+- DIVERGENCE(go): no deadline timers. A deadline is an absolute ``time.monotonic()`` value;
+  it is "expired" once the clock reaches it, evaluated lazily by netpollcheckerr, and a parked
+  thread waits on its Condition with a timeout equal to the time left. When that wait times
+  out, the parked thread itself runs what Go's ``netpolldeadlineimpl`` does (mark the deadline
+  expired, unblock the mode). This keeps expiry precise to the OS's timed wait, needs no timer
+  thread, and costs nothing for descriptors without deadlines. ``rseq``/``wseq`` are still
+  bumped on every deadline change and on close, as Go does, and show up in traces.
+- DIVERGENCE(go): the poller always blocks (``netpoll(-1)``): it has no timers to wait for.
+  ``netpoll_break`` is used to stop it, to apply a level-triggered backend's new interest,
+  and after fork.
+- DIVERGENCE(go): ``select.epoll`` has no per-event user data, so the epoll backend keeps a
+  fd → pollDesc table; see netpoll_epoll.py for why stale events stay harmless.
+
+Go: runtime/netpoll.go
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import signal
+import sys
+import threading
+import time
+import weakref
+from typing import Callable, Protocol
+
+from typing_extensions import final
+
+from threadpoll._runtime import trace
+
+__all__ = [
+    "POLL_NO_ERROR",
+    "POLL_ERR_CLOSING",
+    "POLL_ERR_TIMEOUT",
+    "POLL_ERR_NOT_POLLABLE",
+    "POLL_ERR_POLLER",
+    "PD_NIL",
+    "PD_READY",
+    "PD_WAIT",
+    "PD_PARKED",
+    "STATE_NAMES",
+    "NO_DEADLINE",
+    "EXPIRED",
+    "InternalError",
+    "Backend",
+    "Hooks",
+    "PollDesc",
+    "PollCache",
+    "Runtime",
+    "netpollblock",
+    "netpollunblock",
+    "netpollcheckerr",
+    "runtime_poll_server_init",
+    "runtime_poll_open",
+    "runtime_poll_close",
+    "runtime_poll_reset",
+    "runtime_poll_wait",
+    "runtime_poll_set_deadline",
+    "runtime_poll_unblock",
+    "get_runtime",
+    "set_default_runtime",
+    "backend_names",
+    "new_backend",
+]
+
+# Error codes returned from runtime_poll_reset and runtime_poll_wait. They must match the
+# values internal/poll's convert_err expects.
+POLL_NO_ERROR = 0  # no error
+POLL_ERR_CLOSING = 1  # descriptor is closed
+POLL_ERR_TIMEOUT = 2  # I/O timeout
+POLL_ERR_NOT_POLLABLE = 3  # general error polling descriptor
+# DIVERGENCE(go): Go's poller cannot die; a Python thread can (an exception in a backend).
+# Parked threads then get this code, and internal/poll raises PollerError with the cause.
+POLL_ERR_POLLER = 4
+
+# The per-mode states (Go: pdNil, pdReady, pdWait, and a *g for a parked goroutine).
+PD_NIL = 0
+PD_READY = 1
+PD_WAIT = 2
+PD_PARKED = 3
+STATE_NAMES = ("pdNil", "pdReady", "pdWait", "parked")
+
+# Deadlines: absolute time.monotonic() seconds. NO_DEADLINE is Go's rd == 0; EXPIRED is
+# Go's rd < 0 (set once the clock has passed the deadline, or for a deadline in the past).
+NO_DEADLINE = math.inf
+EXPIRED = -math.inf
+
+# threading.Condition.wait cannot take more than TIMEOUT_MAX seconds; a longer deadline is
+# waited for in slices (the loop re-checks after each).
+_WAIT_MAX = min(threading.TIMEOUT_MAX, 1e6)
+
+_monotonic = time.monotonic
+
+
+class InternalError(RuntimeError):
+    """A broken runtime invariant: Go's ``throw("runtime: ...")``.
+
+    Never raised by a correct program; raised instead of ``assert`` so ``python -O`` keeps it.
+    """
+
+
+def throw(msg: str) -> InternalError:
+    """Build the exception for a broken invariant; callers ``raise throw("runtime: ...")``.
+
+    Go: runtime/panic.go throw
+    """
+    return InternalError(msg)
+
+
+class Backend(Protocol):
+    """The contract every backend module's poller class fulfils (see the module docstring)."""
+
+    name: str
+    needs_arm: bool
+
+    def netpollinit(self, rt: Runtime) -> None:
+        """Go: runtime/netpoll.go netpollinit"""
+
+    def netpolldeinit(self) -> None:
+        """Go: none"""
+
+    def netpollopen(self, fd: int, pd: PollDesc) -> int:
+        """Go: runtime/netpoll.go netpollopen"""
+
+    def netpollclose(self, fd: int) -> int:
+        """Go: runtime/netpoll.go netpollclose"""
+
+    def netpoll(self, delay: int) -> int:
+        """Go: runtime/netpoll.go netpoll"""
+
+    def netpoll_break(self) -> None:
+        """Go: runtime/netpoll.go netpollBreak"""
+
+    def netpoll_is_poll_descriptor(self, fd: int) -> bool:
+        """Go: runtime/netpoll.go netpollIsPollDescriptor"""
+
+    def netpollarm(self, pd: PollDesc, mode: str) -> None:
+        """Go: runtime/netpoll_aix.go netpollarm"""
+
+    def netpoll_after_fork(self, rt: Runtime) -> None:
+        """Drop the parent's poller descriptors (without touching the parent's
+        registrations) and make fresh ones, as netpollinit does.
+
+        Go: none
+        """
+
+
+@final
+class Hooks:
+    """Test hook points, all None in normal operation (one attribute test each).
+
+    - ``after_eagain(pd, mode)``: internal/poll calls it when a syscall said EAGAIN, before
+      it waits (the window in which readiness may arrive before the thread parks).
+    - ``before_park(pd, mode)``: after the thread published PD_WAIT and re-checked
+      netpollcheckerr, before it commits to PD_PARKED, with no lock held (the window in which
+      a close or deadline change must still be seen).
+    - ``before_ready(pd, mode)``: in the poller, between netpoll returning an event and
+      netpollready acting on it, with no lock held.
+    """
+
+    __slots__ = ("after_eagain", "before_park", "before_ready")
+
+    def __init__(self) -> None:
+        """Go: none"""
+        self.after_eagain: Callable[[PollDesc, str], None] | None = None
+        self.before_park: Callable[[PollDesc, str], None] | None = None
+        self.before_ready: Callable[[PollDesc, str], None] | None = None
+
+
+_pd_ids = 0
+_pd_ids_lock = threading.Lock()
+
+
+def _next_pd_id() -> int:
+    """Go: none"""
+    global _pd_ids
+    with _pd_ids_lock:
+        _pd_ids += 1
+        return _pd_ids
+
+
+@final
+class PollDesc:
+    """Network poller descriptor: one per registered descriptor incarnation.
+
+    Go: runtime/netpoll.go pollDesc
+    """
+
+    __slots__ = (
+        "rt",
+        "id",
+        "fd",
+        "fdseq",
+        "lock",
+        "rcond",
+        "wcond",
+        "rg",
+        "wg",
+        "closing",
+        "event_err",
+        "rd",
+        "wd",
+        "rseq",
+        "wseq",
+        "poller_err",
+        "rparked_by",
+        "wparked_by",
+        "rparked_at",
+        "wparked_at",
+        "kind",
+    )
+
+    def __init__(self, rt: Runtime) -> None:
+        """Go: none (pollDescs are allocated by pollcache.alloc)"""
+        self.rt = rt  # constant
+        self.id = _next_pd_id()  # constant; with fdseq it forms the backend's event tag
+        # fd and fdseq are written by runtime_poll_open and PollCache.free while no other
+        # thread can reach this pollDesc; read under lock or by the backend's own table.
+        self.fd = -1
+        self.fdseq = 0  # incarnation counter, bumped on free (stale-event guard)
+        self.lock = threading.Lock()  # protects every field below
+        self.rcond = threading.Condition(self.lock)  # a parked reader sleeps here
+        self.wcond = threading.Condition(self.lock)  # a parked writer sleeps here
+        self.rg = PD_NIL  # guarded by lock: read state (see module docstring)
+        self.wg = PD_NIL  # guarded by lock: write state
+        self.closing = False  # guarded by lock: set by runtime_poll_unblock (evict)
+        self.event_err = False  # guarded by lock: the backend saw an error event
+        self.rd = NO_DEADLINE  # guarded by lock: read deadline (absolute monotonic seconds)
+        self.wd = NO_DEADLINE  # guarded by lock: write deadline
+        self.rseq = 0  # guarded by lock: bumped when rd changes or the pd is reused
+        self.wseq = 0  # guarded by lock: bumped when wd changes or the pd is reused
+        self.poller_err: BaseException | None = None  # guarded by lock: poller died
+        # For dump(): who is parked and since when (guarded by lock).
+        self.rparked_by: threading.Thread | None = None
+        self.wparked_by: threading.Thread | None = None
+        self.rparked_at = 0.0
+        self.wparked_at = 0.0
+        self.kind = ""  # what the descriptor is ("tcp", "pipe", ...), set by internal/poll
+
+    def set_event_err(self, b: bool, seq: int | None) -> None:
+        """Record whether the backend saw an error event for this incarnation.
+
+        ``seq`` is the fdseq the event was tagged with; an event for an earlier incarnation
+        (or an untagged one, None) may clear but never set the bit (Go issue 59545).
+
+        Go: runtime/netpoll.go pollDesc.setEventErr
+        """
+        with self.lock:
+            if seq is not None and seq == self.fdseq:
+                self.event_err = b
+            elif not b:
+                self.event_err = False
+
+    def __repr__(self) -> str:
+        """Go: none"""
+        return (
+            f"<PollDesc fd={self.fd} seq={self.fdseq} rg={STATE_NAMES[self.rg]} "
+            f"wg={STATE_NAMES[self.wg]} closing={self.closing}>"
+        )
+
+
+@final
+class PollCache:
+    """A free list of pollDescs, so incarnations are reused as Go's pollcache does.
+
+    Go: runtime/netpoll.go pollCache
+    """
+
+    __slots__ = ("rt", "lock", "first")
+
+    def __init__(self, rt: Runtime) -> None:
+        """Go: none"""
+        self.rt = rt
+        self.lock = threading.Lock()
+        self.first: list[PollDesc] = []  # guarded by lock: the free list
+
+    def alloc(self) -> PollDesc:
+        """Go: runtime/netpoll.go pollCache.alloc"""
+        with self.lock:
+            if self.first:
+                return self.first.pop()
+        return PollDesc(self.rt)
+
+    def free(self, pd: PollDesc) -> None:
+        """Return pd to the free list. Bumping fdseq makes events for the old incarnation
+        recognisable as stale.
+
+        Go: runtime/netpoll.go pollCache.free
+        """
+        with pd.lock:
+            pd.fdseq += 1
+            pd.kind = ""
+        with self.lock:
+            self.first.append(pd)
+
+
+def _cond(pd: PollDesc, mode: str) -> threading.Condition:
+    """Go: none"""
+    return pd.rcond if mode == "r" else pd.wcond
+
+
+def _get(pd: PollDesc, mode: str) -> int:
+    """Go: none"""
+    return pd.rg if mode == "r" else pd.wg
+
+
+def _set(pd: PollDesc, mode: str, new: int) -> None:
+    """Set the mode's state. Must be called while holding pd.lock.
+
+    Go: none (a store to pd.rg / pd.wg)
+    """
+    if trace.enabled:
+        old = pd.rg if mode == "r" else pd.wg
+        if old != new:
+            trace.emit("state", pd.fd, mode, STATE_NAMES[old], STATE_NAMES[new])
+    if mode == "r":
+        pd.rg = new
+    else:
+        pd.wg = new
+
+
+def _expired(pd: PollDesc, mode: str) -> bool:
+    """Whether mode's deadline has passed; marks it EXPIRED the first time it is seen.
+
+    Must be called while holding pd.lock.
+
+    Go: none (Go's deadline timer stores rd = -1 and publishInfo sets the expired bit)
+    """
+    d = pd.rd if mode == "r" else pd.wd
+    if d == NO_DEADLINE:
+        return False
+    if d == EXPIRED:
+        return True
+    if d > _monotonic():
+        return False
+    # The timer firing: netpolldeadlineimpl.
+    if mode == "r":
+        pd.rd = EXPIRED
+    else:
+        pd.wd = EXPIRED
+    pd.rt.count_expiry()
+    if trace.enabled:
+        trace.emit("expire", pd.fd, mode)
+    return True
+
+
+def netpollcheckerr(pd: PollDesc, mode: str) -> int:
+    """The poll error code for mode, in Go's priority order: closing, deadline, event error.
+
+    The event-error bit is reported only for reads: a write syscall reports a more specific
+    error. Must be called while holding pd.lock.
+
+    Go: runtime/netpoll.go netpollcheckerr
+    """
+    if pd.closing:
+        return POLL_ERR_CLOSING
+    if pd.poller_err is not None:
+        return POLL_ERR_POLLER
+    if _expired(pd, mode):
+        return POLL_ERR_TIMEOUT
+    if mode == "r" and pd.event_err:
+        return POLL_ERR_NOT_POLLABLE
+    return POLL_NO_ERROR
+
+
+def netpollunblock(pd: PollDesc, mode: str, ioready: bool) -> bool:
+    """Move mode's state for a wake-up; return True if a thread is parked there and the
+    caller must notify the mode's Condition (after it is done with pd).
+
+    Only I/O readiness creates PD_READY. Close and deadline unblocks (ioready=False) never
+    create it and never erase one that is pending: "runtime_pollWait will check for
+    timeout/cancel before waiting". Must be called while holding pd.lock.
+
+    Go: runtime/netpoll.go netpollunblock
+    """
+    old = pd.rg if mode == "r" else pd.wg
+    if old == PD_READY:
+        return False
+    if old == PD_NIL and not ioready:
+        return False
+    _set(pd, mode, PD_READY if ioready else PD_NIL)
+    return old == PD_PARKED
+
+
+def netpollblock(pd: PollDesc, mode: str, waitio: bool) -> bool:
+    """Park the calling thread until mode is ready, closed or timed out.
+
+    Returns True if I/O is ready, False if the thread was woken by close, a deadline, or
+    nothing at all (the caller re-checks the error and may call again). Must be called
+    without pd.lock held, by the one thread that owns mode (internal/poll's fdMutex
+    guarantees that); a second waiter is ``runtime: double wait``.
+
+    Go: runtime/netpoll.go netpollblock
+    """
+    cond = _cond(pd, mode)
+    with pd.lock:
+        old = _get(pd, mode)
+        if old == PD_READY:  # row 1: readiness consumed
+            _set(pd, mode, PD_NIL)
+            return True
+        if old != PD_NIL:  # row 3
+            raise throw("runtime: double wait")
+        _set(pd, mode, PD_WAIT)  # row 2: publish "waiting" ...
+        # ... then re-check error states after setting the state to PD_WAIT: unblockers do
+        # the opposite (store closing/rd/wd, then look at the state), both under pd.lock.
+        park = waitio or netpollcheckerr(pd, mode) == POLL_NO_ERROR
+    if park:
+        hook = pd.rt.hooks.before_park
+        if hook is not None:
+            hook(pd, mode)
+    with pd.lock:
+        # netpollblockcommit: WAIT → PARKED, unless someone changed WAIT meanwhile (row 5).
+        if park and _get(pd, mode) == PD_WAIT:
+            _set(pd, mode, PD_PARKED)
+            me = threading.current_thread()
+            if mode == "r":
+                pd.rparked_by, pd.rparked_at = me, _monotonic()
+            else:
+                pd.wparked_by, pd.wparked_at = me, _monotonic()
+            try:
+                _park(pd, mode, cond)
+            finally:
+                # Whatever ended the park, an exception (Ctrl-C) included, leaves no stale
+                # waiter behind: the swap below resets the state.
+                if mode == "r":
+                    pd.rparked_by = None
+                else:
+                    pd.wparked_by = None
+                if _get(pd, mode) == PD_PARKED:
+                    _set(pd, mode, PD_NIL)
+        # Be careful to not lose a concurrent PD_READY notification (row 6).
+        old = _get(pd, mode)
+        _set(pd, mode, PD_NIL)
+    if old == PD_PARKED or old == PD_WAIT:
+        raise throw("runtime: corrupted polldesc")
+    return old == PD_READY
+
+
+def _park(pd: PollDesc, mode: str, cond: threading.Condition) -> None:
+    """Sleep on cond while mode is PD_PARKED; expire the deadline if the wait times out.
+
+    Must be called while holding pd.lock (the Condition's lock).
+
+    Go: runtime/proc.go gopark, with the timer's runtime/netpoll.go netpolldeadlineimpl
+    """
+    if trace.enabled:
+        trace.emit("park", pd.fd, mode)
+    while _get(pd, mode) == PD_PARKED:
+        d = pd.rd if mode == "r" else pd.wd
+        if d == NO_DEADLINE:
+            cond.wait(_WAIT_MAX)
+            continue
+        if _expired(pd, mode):
+            # The deadline fired while we slept: netpolldeadlineimpl's unblock.
+            _set(pd, mode, PD_NIL)
+            break
+        cond.wait(min(d - _monotonic(), _WAIT_MAX))
+    if trace.enabled:
+        trace.emit("unpark", pd.fd, mode)
+
+
+def _notify(pd: PollDesc, mode: str) -> None:
+    """Wake the thread parked on mode. Must be called while holding pd.lock.
+
+    Go: runtime/proc.go goready
+    """
+    (pd.rcond if mode == "r" else pd.wcond).notify()
+
+
+@final
+class Runtime:
+    """One poller with its backend, pollDesc cache and poller thread.
+
+    Go has exactly one of these per process. threadpoll has one default runtime
+    (``get_runtime()``); tests make one per backend so every backend runs in one process.
+
+    Go: none (the package-level state of runtime/netpoll.go)
+    """
+
+    __slots__ = (
+        "backend",
+        "cache",
+        "hooks",
+        "lock",
+        "open_pds",
+        "poller",
+        "stopping",
+        "poller_error",
+        "stat_lock",
+        "poller_wakeups",
+        "events",
+        "breaks",
+        "stale_events_dropped",
+        "deadline_expiries",
+        "closes_waited",
+        "__weakref__",
+    )
+
+    def __init__(self, backend: Backend) -> None:
+        """Go: runtime/netpoll.go netpollGenericInit"""
+        self.backend = backend
+        self.cache = PollCache(self)
+        self.hooks = Hooks()
+        self.lock = threading.Lock()
+        self.open_pds: dict[int, PollDesc] = {}  # guarded by lock: id → pd, open ones
+        self.poller: threading.Thread | None = None  # guarded by lock
+        self.stopping = False  # guarded by lock
+        self.poller_error: BaseException | None = None  # guarded by lock
+        # Counters. The poller thread alone writes poller_wakeups, events and
+        # stale_events_dropped; the others are written under stat_lock.
+        self.stat_lock = threading.Lock()
+        self.poller_wakeups = 0
+        self.events = 0
+        self.breaks = 0
+        self.stale_events_dropped = 0
+        self.deadline_expiries = 0
+        self.closes_waited = 0
+        backend.netpollinit(self)
+        _runtimes_add(self)
+
+    @property
+    def name(self) -> str:
+        """The backend's name.
+
+        Go: none
+        """
+        return self.backend.name
+
+    def count_expiry(self) -> None:
+        """Go: none"""
+        with self.stat_lock:
+            self.deadline_expiries += 1
+
+    def count_break(self) -> None:
+        """Go: none"""
+        with self.stat_lock:
+            self.breaks += 1
+
+    def ensure_poller(self) -> None:
+        """Start the poller thread if it is not running (first open, or after it died).
+
+        Go: none (Go's scheduler polls the network itself)
+        """
+        with self.lock:
+            if self.poller is not None and self.poller.is_alive():
+                return
+            if self.stopping:
+                raise throw("runtime: poller used after shutdown")
+            self.poller_error = None
+            t = threading.Thread(
+                target=self._poller_loop,
+                name=f"threadpoll-poller-{self.backend.name}",
+                daemon=True,
+            )
+            self.poller = t
+            t.start()
+
+    def _poller_loop(self) -> None:
+        """The poller thread: block in netpoll, ready whoever became ready, repeat.
+
+        Go: runtime/proc.go findRunnable (its netpoll(delay) call) and sysmon
+        """
+        if hasattr(signal, "pthread_sigmask"):
+            # Signals must reach the main thread, not interrupt the poller's epoll_wait.
+            signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals())
+        try:
+            while True:
+                with self.lock:
+                    if self.stopping:
+                        return
+                self.backend.netpoll(-1)
+                self.poller_wakeups += 1
+        except BaseException as exc:  # noqa: B036 - the poller must report any death
+            self._poller_died(exc)
+
+    def _poller_died(self, exc: BaseException) -> None:
+        """Wake every parked thread with POLL_ERR_POLLER; the next open restarts the poller.
+
+        Go: none (Go's poller cannot die)
+        """
+        with self.lock:
+            self.poller_error = exc
+            pds = list(self.open_pds.values())
+        for pd in pds:
+            with pd.lock:
+                pd.poller_err = exc
+                for mode in ("r", "w"):
+                    if netpollunblock(pd, mode, False):
+                        _notify(pd, mode)
+
+    def netpollready(self, pd: PollDesc, mode: str) -> int:
+        """Declare that I/O is ready on pd for mode ("r", "w" or "rw"); returns how many
+        parked threads it readied. Called by the backend's netpoll, without pd.lock held.
+
+        Go: runtime/netpoll.go netpollready
+        """
+        hook = self.hooks.before_ready
+        if hook is not None:
+            hook(pd, mode)
+        n = 0
+        with pd.lock:
+            if trace.enabled:
+                trace.emit("netpollready", pd.fd, mode)
+            if "r" in mode and netpollunblock(pd, "r", True):
+                pd.rcond.notify()
+                n += 1
+            if "w" in mode and netpollunblock(pd, "w", True):
+                pd.wcond.notify()
+                n += 1
+        return n
+
+    def shutdown(self) -> None:
+        """Stop the poller thread and release the backend (tests; process exit).
+
+        Go: none
+        """
+        with self.lock:
+            self.stopping = True
+            t = self.poller
+        if t is not None and t.is_alive():
+            self.backend.netpoll_break()
+            t.join()
+        self.backend.netpolldeinit()
+        _runtimes_discard(self)
+
+    def after_fork_in_child(self) -> None:
+        """Rebuild in a forked child: fresh locks, backend and poller (started lazily).
+
+        The child has only the forking thread, so every waiter recorded in a pollDesc
+        belonged to a parent thread that does not exist here: clear them. Locks that a
+        parent thread held at the fork would never be released: replace them.
+
+        Go: none (Go does not support fork in a multi-threaded process)
+        """
+        self.lock = threading.Lock()
+        self.stat_lock = threading.Lock()
+        self.cache = PollCache(self)
+        self.poller = None
+        self.poller_error = None
+        pds = list(self.open_pds.values())
+        backend = self.backend
+        backend.netpoll_after_fork(self)
+        for pd in pds:
+            pd.lock = threading.Lock()
+            pd.rcond = threading.Condition(pd.lock)
+            pd.wcond = threading.Condition(pd.lock)
+            pd.rg = pd.wg = PD_NIL
+            pd.rparked_by = pd.wparked_by = None
+            backend.netpollopen(pd.fd, pd)
+
+
+# Every live runtime, so fork handling can reach them (weak: tests make and drop runtimes).
+_runtimes: weakref.WeakSet[Runtime] = weakref.WeakSet()
+_runtimes_lock = threading.Lock()
+
+
+def _runtimes_add(rt: Runtime) -> None:
+    """Go: none"""
+    with _runtimes_lock:
+        _runtimes.add(rt)
+
+
+def _runtimes_discard(rt: Runtime) -> None:
+    """Go: none"""
+    with _runtimes_lock:
+        _runtimes.discard(rt)
+
+
+def _after_fork_in_child() -> None:
+    """Go: none"""
+    global _runtimes_lock, _default_lock
+    _runtimes_lock = threading.Lock()
+    _default_lock = threading.Lock()
+    for rt in list(_runtimes):
+        rt.after_fork_in_child()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+# --- Backend selection -------------------------------------------------------------------
+
+
+def backend_names() -> list[str]:
+    """The backends this machine can run, in order of preference (epoll, kqueue, poll).
+
+    Go: none (Go picks its backend at build time, by GOOS)
+    """
+    import select
+
+    names = []
+    if hasattr(select, "epoll"):
+        names.append("epoll")
+    if hasattr(select, "kqueue"):
+        names.append("kqueue")
+    if hasattr(select, "poll"):
+        names.append("poll")
+    return names
+
+
+def new_backend(name: str) -> Backend:
+    """Construct the named backend's poller.
+
+    Go: none
+    """
+    if name == "epoll":
+        from threadpoll._runtime.netpoll_epoll import EpollBackend
+
+        return EpollBackend()
+    if name == "kqueue":
+        from threadpoll._runtime.netpoll_kqueue import KqueueBackend
+
+        return KqueueBackend()
+    if name == "poll":
+        from threadpoll._runtime.netpoll_poll import PollBackend
+
+        return PollBackend()
+    raise ValueError(f"threadpoll: unknown backend {name!r} (have {', '.join(backend_names())})")
+
+
+_default: Runtime | None = None
+_default_lock = threading.Lock()
+
+
+def runtime_poll_server_init(name: str | None = None) -> Runtime:
+    """Make a runtime: the named backend, else $THREADPOLL_BACKEND, else the best available.
+
+    Go: runtime/netpoll.go poll_runtime_pollServerInit
+    """
+    if name is None:
+        name = os.environ.get("THREADPOLL_BACKEND") or None
+    if name is None:
+        names = backend_names()
+        if not names:
+            raise ImportError("threadpoll: this platform has none of epoll, kqueue or poll")
+        name = names[0]
+    return Runtime(new_backend(name))
+
+
+def get_runtime() -> Runtime:
+    """The default runtime, made on first use.
+
+    Go: none
+    """
+    global _default
+    rt = _default
+    if rt is not None:
+        return rt
+    with _default_lock:
+        if _default is None:
+            _default = runtime_poll_server_init()
+        return _default
+
+
+def set_default_runtime(rt: Runtime | None) -> Runtime | None:
+    """Replace the default runtime (tests run every backend this way); returns the old one.
+
+    Go: none
+    """
+    global _default
+    with _default_lock:
+        old, _default = _default, rt
+    return old
+
+
+# --- The runtime entry points internal/poll uses -----------------------------------------
+
+
+def runtime_poll_open(fd: int, rt: Runtime | None = None) -> tuple[PollDesc | None, int]:
+    """Register fd with the poller; returns (pd, 0) or (None, errno).
+
+    Go: runtime/netpoll.go poll_runtime_pollOpen
+    """
+    if rt is None:
+        rt = get_runtime()
+    rt.ensure_poller()
+    pd = rt.cache.alloc()
+    with pd.lock:
+        if pd.rg not in (PD_NIL, PD_READY):
+            raise throw("runtime: blocked read on free polldesc")
+        if pd.wg not in (PD_NIL, PD_READY):
+            raise throw("runtime: blocked write on free polldesc")
+        pd.fd = fd
+        pd.closing = False
+        pd.event_err = False
+        pd.poller_err = None
+        pd.rseq += 1
+        pd.rg = PD_NIL
+        pd.rd = NO_DEADLINE
+        pd.wseq += 1
+        pd.wg = PD_NIL
+        pd.wd = NO_DEADLINE
+    with rt.lock:
+        rt.open_pds[pd.id] = pd
+    errno = rt.backend.netpollopen(fd, pd)
+    if errno != 0:
+        with rt.lock:
+            del rt.open_pds[pd.id]
+        rt.cache.free(pd)
+        return None, errno
+    if trace.enabled:
+        trace.emit("open", fd, "rw", info=rt.backend.name)
+    return pd, 0
+
+
+def runtime_poll_close(pd: PollDesc) -> None:
+    """Unregister pd's descriptor and free pd. The descriptor must have been evicted
+    (runtime_poll_unblock) and have no waiters; close(2) comes after this, never before.
+
+    Go: runtime/netpoll.go poll_runtime_pollClose
+    """
+    with pd.lock:
+        if not pd.closing:
+            raise throw("runtime: close polldesc w/o unblock")
+        if pd.wg in (PD_WAIT, PD_PARKED):
+            raise throw("runtime: blocked write on closing polldesc")
+        if pd.rg in (PD_WAIT, PD_PARKED):
+            raise throw("runtime: blocked read on closing polldesc")
+        fd = pd.fd
+    rt = pd.rt
+    rt.backend.netpollclose(fd)
+    with rt.lock:
+        rt.open_pds.pop(pd.id, None)
+    if trace.enabled:
+        trace.emit("close", fd, "rw")
+    rt.cache.free(pd)
+
+
+def runtime_poll_reset(pd: PollDesc, mode: str) -> int:
+    """Prepare pd for an operation in mode: fail fast on close/deadline/event error, and
+    discard a stale PD_READY left by an earlier edge (the syscall comes next anyway).
+
+    Go: runtime/netpoll.go poll_runtime_pollReset
+    """
+    with pd.lock:
+        errcode = netpollcheckerr(pd, mode)
+        if errcode != POLL_NO_ERROR:
+            return errcode
+        if mode == "r":
+            if pd.rg != PD_NIL:
+                _set(pd, "r", PD_NIL)
+        elif pd.wg != PD_NIL:
+            _set(pd, "w", PD_NIL)
+    return POLL_NO_ERROR
+
+
+def _checkerr(pd: PollDesc, mode: str) -> int:
+    """netpollcheckerr, taking pd.lock.
+
+    Go: none
+    """
+    with pd.lock:
+        return netpollcheckerr(pd, mode)
+
+
+def runtime_poll_wait(pd: PollDesc, mode: str) -> int:
+    """Wait until pd is ready for mode; returns a poll error code.
+
+    Go: runtime/netpoll.go poll_runtime_pollWait
+    """
+    errcode = _checkerr(pd, mode)
+    if errcode != POLL_NO_ERROR:
+        return errcode
+    backend = pd.rt.backend
+    if backend.needs_arm:
+        # Level-triggered backends arm interest for this wait (Go: solaris/aix).
+        backend.netpollarm(pd, mode)
+    while not netpollblock(pd, mode, False):
+        errcode = _checkerr(pd, mode)
+        if errcode != POLL_NO_ERROR:
+            return errcode
+        # Can happen if a deadline fired and unblocked us, but before we had a chance to
+        # run the deadline was reset. Pretend it has not happened and retry.
+    return POLL_NO_ERROR
+
+
+def runtime_poll_set_deadline(pd: PollDesc, d: float, mode: str) -> None:
+    """Set mode's deadline ("r", "w" or "rw") to d, an absolute time.monotonic() value:
+    NO_DEADLINE for none, EXPIRED (or any past time) for already expired.
+
+    A parked thread sees the change at once: moved into the past, it wakes with a timeout;
+    moved earlier, it re-times its wait; moved later or cleared, it keeps waiting.
+
+    Go: runtime/netpoll.go poll_runtime_pollSetDeadline
+    """
+    if math.isnan(d):
+        raise ValueError("threadpoll: deadline is NaN")
+    with pd.lock:
+        if pd.closing:
+            return
+        if d != NO_DEADLINE and d != EXPIRED and d <= _monotonic():
+            d = EXPIRED  # "don't confuse deadline right now with no deadline"
+        if trace.enabled:
+            trace.emit("deadline", pd.fd, mode, info=repr(d))
+        for m in ("r", "w"):
+            if m not in mode:
+                continue
+            old = pd.rd if m == "r" else pd.wd
+            if old == d:
+                continue  # the same value again: no seq bump (Go: timers untouched)
+            if m == "r":
+                pd.rd = d
+                pd.rseq += 1
+            else:
+                pd.wd = d
+                pd.wseq += 1
+            if d == EXPIRED:
+                if netpollunblock(pd, m, False):
+                    _notify(pd, m)
+            elif d < old and _get(pd, m) == PD_PARKED:
+                _notify(pd, m)  # re-time the parked thread's wait
+
+
+def runtime_poll_unblock(pd: PollDesc) -> None:
+    """Evict: mark pd closing and wake every thread parked on it (they see
+    POLL_ERR_CLOSING). Any pending PD_READY is kept.
+
+    Go: runtime/netpoll.go poll_runtime_pollUnblock
+    """
+    with pd.lock:
+        if pd.closing:
+            raise throw("runtime: unblock on closing polldesc")
+        pd.closing = True
+        pd.rseq += 1
+        pd.wseq += 1
+        if trace.enabled:
+            trace.emit("evict", pd.fd, "rw")
+        if netpollunblock(pd, "r", False):
+            pd.rcond.notify()
+        if netpollunblock(pd, "w", False):
+            pd.wcond.notify()
+
+
+if sys.platform == "win32":  # pragma: no cover - the package refuses to import first
+    raise ImportError("threadpoll: Windows is not supported (no epoll, kqueue or poll)")
