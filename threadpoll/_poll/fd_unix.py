@@ -34,6 +34,7 @@ import fcntl
 import os
 import socket
 import threading
+import weakref
 from typing import Any, Callable
 
 from typing_extensions import final
@@ -45,7 +46,7 @@ from threadpoll._runtime.netpoll import Runtime
 from threadpoll._runtime.park import Sema
 from threadpoll.errors import NoDeadlineError, with_written
 
-__all__ = ["FD", "MAX_RW", "EOF", "eof_error"]
+__all__ = ["FD", "MAX_RW", "EOF", "eof_error", "live_fds"]
 
 # The C socket type. FD calls its methods unbound, so a socket.socket subclass that overrides
 # recv and friends in Python (threadpoll.socket) can hand itself to an FD without recursion.
@@ -79,6 +80,20 @@ def _unexpected_eof() -> OSError:
     Go: io/io.go ErrUnexpectedEOF
     """
     return OSError(errno.EIO, "unexpected EOF")
+
+
+_live: weakref.WeakSet[FD] = weakref.WeakSet()  # guarded by _live_lock: every FD made
+_live_lock = threading.Lock()
+
+
+def live_fds() -> list[FD]:
+    """Every FD that is not closed yet (for threadpoll.testing and diagnostics).
+
+    Go: none
+    """
+    with _live_lock:
+        fds = list(_live)
+    return [fd for fd in fds if not fd.fdmu.closing()]
 
 
 @final
@@ -172,6 +187,8 @@ class FD:
             _CSocket.settimeout(self._sock, None if self.is_blocking else 0.0)
             if self.is_blocking and not was_blocking:
                 os.set_blocking(sysfd, False)  # settimeout(None) changed it: put it back
+        with _live_lock:
+            _live.add(self)
 
     def __repr__(self) -> str:
         """Go: none"""

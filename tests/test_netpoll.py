@@ -1,0 +1,514 @@
+"""The runtime poller (threadpoll/_runtime/netpoll.py) driven through its entry points.
+
+Every test runs on every backend (the ``rt`` fixture). The races that matter are made
+deterministic with the runtime's hook points: ``after_eagain`` is simulated by the reader loop
+below, ``before_park`` runs after a thread published PD_WAIT and before it commits to parking,
+``before_ready`` runs in the poller between netpoll and netpollready.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+import time
+from collections.abc import Iterator
+from typing import Callable
+
+import pytest
+from conftest import BACKENDS, make_runtime
+from support import Runner, wait_until
+
+from threadpoll._runtime import trace
+from threadpoll._runtime.netpoll import (
+    EXPIRED,
+    NO_DEADLINE,
+    PD_NIL,
+    PD_PARKED,
+    PD_READY,
+    PD_WAIT,
+    POLL_ERR_CLOSING,
+    POLL_ERR_NOT_POLLABLE,
+    POLL_ERR_TIMEOUT,
+    POLL_NO_ERROR,
+    InternalError,
+    PollDesc,
+    Runtime,
+    netpollblock,
+    netpollunblock,
+    runtime_poll_close,
+    runtime_poll_open,
+    runtime_poll_reset,
+    runtime_poll_set_deadline,
+    runtime_poll_unblock,
+    runtime_poll_wait,
+)
+
+pytestmark = pytest.mark.timeout(30)
+
+Pipe = tuple[int, int, PollDesc]
+
+
+@contextlib.contextmanager
+def pipe_pd(rt: Runtime) -> Iterator[Pipe]:
+    """A non-blocking pipe whose read end is registered with rt."""
+    r, w = os.pipe()
+    os.set_blocking(r, False)
+    os.set_blocking(w, False)
+    pd, errno = runtime_poll_open(r, rt)
+    assert errno == 0 and pd is not None
+    try:
+        yield r, w, pd
+    finally:
+        with pd.lock:
+            closing = pd.closing
+        if not closing:
+            runtime_poll_unblock(pd)
+        runtime_poll_close(pd)
+        os.close(r)
+        os.close(w)
+
+
+def read_via_runtime(
+    r: int, pd: PollDesc, after_eagain: Callable[[], None] | None = None
+) -> bytes | int:
+    """internal/poll's Read loop, at the runtime level: returns data or a poll error code."""
+    code = runtime_poll_reset(pd, "r")
+    if code != POLL_NO_ERROR:
+        return code
+    while True:
+        try:
+            return os.read(r, 100)
+        except BlockingIOError:
+            if after_eagain is not None:
+                after_eagain()
+                after_eagain = None
+            code = runtime_poll_wait(pd, "r")
+            if code != POLL_NO_ERROR:
+                return code
+
+
+def parked(pd: PollDesc, mode: str = "r") -> Callable[[], bool]:
+    return lambda: (pd.rg if mode == "r" else pd.wg) == PD_PARKED
+
+
+def test_parked_reader_readied_by_poller(rt: Runtime) -> None:
+    """The issue's done-criterion: a thread parked on a pipe is readied by the poller."""
+    with pipe_pd(rt) as (r, w, pd):
+        reader = Runner(lambda: read_via_runtime(r, pd))
+        wait_until(parked(pd), what="reader parked")
+        events = rt.events
+        os.write(w, b"hello")
+        assert reader.join() == b"hello"
+        assert rt.events > events
+        assert pd.rg == PD_NIL
+
+
+def test_poller_is_one_daemon_thread(rt: Runtime) -> None:
+    with pipe_pd(rt):
+        pollers = [t for t in threading.enumerate() if t.name == f"threadpoll-poller-{rt.name}"]
+        assert len(pollers) == 1
+        assert pollers[0].daemon
+
+
+def test_readiness_without_waiter_is_kept_as_ready(rt: Runtime) -> None:
+    """Row 7: an edge that arrives while nobody waits becomes pdReady and is consumed by the
+    next netpollblock without parking (row 1)."""
+    if rt.backend.needs_arm:
+        pytest.skip("level-triggered backend: interest is armed per wait, nothing is kept")
+    with pipe_pd(rt) as (r, w, pd):
+        os.write(w, b"x")
+        wait_until(lambda: pd.rg == PD_READY, what="pdReady from the poller")
+        assert netpollblock(pd, "r", False) is True
+        assert pd.rg == PD_NIL
+        assert os.read(r, 10) == b"x"
+
+
+def test_readiness_between_eagain_and_park_is_not_lost(rt: Runtime) -> None:
+    """Data that arrives after the syscall said EAGAIN but before the thread parks must wake
+    it: on edge-triggered backends the edge is kept as pdReady; on poll it is seen when the
+    wait arms interest."""
+    with pipe_pd(rt) as (r, w, pd):
+
+        def arrive() -> None:
+            os.write(w, b"late")
+            if not rt.backend.needs_arm:
+                wait_until(lambda: pd.rg == PD_READY, what="edge delivered before park")
+
+        trace.start()
+        try:
+            got = read_via_runtime(r, pd, after_eagain=arrive)
+        finally:
+            events = trace.stop()
+        assert got == b"late"
+        if not rt.backend.needs_arm:
+            assert not [e for e in events if e.kind == "park"], "should not have parked"
+
+
+def test_close_between_check_and_park(rt: Runtime) -> None:
+    """Row 13: an unblock that finds pdWait turns it to pdNil, the commit to park fails, and
+    pollWait's re-check reports closing. The thread never sleeps."""
+    with pipe_pd(rt) as (r, w, pd):
+        seen = []
+
+        def before_park(p: PollDesc, mode: str) -> None:
+            seen.append(p.rg)
+            # Close from another thread, inside the window, and wait for it to finish.
+            closer = Runner(lambda: runtime_poll_unblock(p), name="closer")
+            closer.join()
+
+        rt.hooks.before_park = before_park
+        try:
+            trace.start()
+            try:
+                code = read_via_runtime(r, pd)
+            finally:
+                events = trace.stop()
+        finally:
+            rt.hooks.before_park = None
+        assert seen == [PD_WAIT]
+        assert code == POLL_ERR_CLOSING
+        assert not [e for e in events if e.kind == "park"]
+        assert pd.rg == PD_NIL
+
+
+def test_deadline_into_past_between_check_and_park(rt: Runtime) -> None:
+    with pipe_pd(rt) as (r, w, pd):
+        rt.hooks.before_park = lambda p, m: runtime_poll_set_deadline(p, EXPIRED, "r")
+        try:
+            code = read_via_runtime(r, pd)
+        finally:
+            rt.hooks.before_park = None
+        assert code == POLL_ERR_TIMEOUT
+
+
+def test_ready_between_check_and_park(rt: Runtime) -> None:
+    """Row 8: the poller turns pdWait into pdReady; the commit fails and the swap sees
+    pdReady, so netpollblock returns True without sleeping."""
+    with pipe_pd(rt) as (r, w, pd):
+        done = []
+
+        def before_park(p: PollDesc, mode: str) -> None:
+            os.write(w, b"z")
+            if rt.backend.needs_arm:
+                return  # interest is armed: the poller readies the parked thread instead
+            wait_until(lambda: p.rg == PD_READY, what="poller readied pdWait")
+            done.append(True)
+
+        rt.hooks.before_park = before_park
+        try:
+            assert read_via_runtime(r, pd) == b"z"
+        finally:
+            rt.hooks.before_park = None
+        if not rt.backend.needs_arm:
+            assert done == [True]
+
+
+def test_close_wakes_parked_reader(rt: Runtime) -> None:
+    with pipe_pd(rt) as (r, w, pd):
+        reader = Runner(lambda: read_via_runtime(r, pd))
+        wait_until(parked(pd))
+        t0 = time.monotonic()
+        runtime_poll_unblock(pd)
+        assert reader.join() == POLL_ERR_CLOSING
+        assert time.monotonic() - t0 < 1.0
+        assert runtime_poll_reset(pd, "r") == POLL_ERR_CLOSING
+
+
+def test_close_keeps_pending_ready(rt: Runtime) -> None:
+    """Row 12: close and timeout never erase a pending pdReady."""
+    with pipe_pd(rt) as (r, w, pd):
+        with pd.lock:
+            pd.rg = PD_READY
+        runtime_poll_unblock(pd)
+        assert pd.rg == PD_READY
+        assert netpollblock(pd, "r", False) is True  # consumed; the caller re-checks after
+        assert runtime_poll_wait(pd, "r") == POLL_ERR_CLOSING
+
+
+def test_deadline_fires_for_parked_reader(rt: Runtime) -> None:
+    with pipe_pd(rt) as (r, w, pd):
+        runtime_poll_set_deadline(pd, time.monotonic() + 0.05, "r")
+        t0 = time.monotonic()
+        assert read_via_runtime(r, pd) == POLL_ERR_TIMEOUT
+        elapsed = time.monotonic() - t0
+        assert 0.045 <= elapsed < 2.0
+        # Sticky: later operations fail at once, even with data buffered.
+        os.write(w, b"data")
+        assert runtime_poll_reset(pd, "r") == POLL_ERR_TIMEOUT
+        assert pd.rd == EXPIRED
+
+
+def test_deadline_moved_into_past_wakes_parked(rt: Runtime) -> None:
+    with pipe_pd(rt) as (r, w, pd):
+        reader = Runner(lambda: read_via_runtime(r, pd))
+        wait_until(parked(pd))
+        runtime_poll_set_deadline(pd, EXPIRED, "r")
+        assert reader.join() == POLL_ERR_TIMEOUT
+
+
+def test_deadline_moved_earlier_rearms_parked(rt: Runtime) -> None:
+    with pipe_pd(rt) as (r, w, pd):
+        runtime_poll_set_deadline(pd, time.monotonic() + 3600, "r")
+        reader = Runner(lambda: read_via_runtime(r, pd))
+        wait_until(parked(pd))
+        t0 = time.monotonic()
+        runtime_poll_set_deadline(pd, time.monotonic() + 0.05, "r")
+        assert reader.join() == POLL_ERR_TIMEOUT
+        assert time.monotonic() - t0 < 2.0
+
+
+def test_deadline_extended_keeps_waiting(rt: Runtime) -> None:
+    with pipe_pd(rt) as (r, w, pd):
+        runtime_poll_set_deadline(pd, time.monotonic() + 0.2, "r")
+        reader = Runner(lambda: read_via_runtime(r, pd))
+        wait_until(parked(pd))
+        runtime_poll_set_deadline(pd, NO_DEADLINE, "r")
+        assert not reader.done.wait(0.4)  # the old deadline passes without effect
+        assert pd.rg == PD_PARKED
+        os.write(w, b"ok")
+        assert reader.join() == b"ok"
+
+
+def test_clearing_expired_deadline_unexpires(rt: Runtime) -> None:
+    with pipe_pd(rt) as (r, w, pd):
+        runtime_poll_set_deadline(pd, EXPIRED, "r")
+        assert runtime_poll_reset(pd, "r") == POLL_ERR_TIMEOUT
+        runtime_poll_set_deadline(pd, NO_DEADLINE, "r")
+        assert runtime_poll_reset(pd, "r") == POLL_NO_ERROR
+
+
+def test_write_deadline_leaves_reads_alone(rt: Runtime) -> None:
+    with pipe_pd(rt) as (r, w, pd):
+        runtime_poll_set_deadline(pd, EXPIRED, "rw")
+        runtime_poll_set_deadline(pd, NO_DEADLINE, "r")
+        assert runtime_poll_reset(pd, "w") == POLL_ERR_TIMEOUT
+        assert runtime_poll_reset(pd, "r") == POLL_NO_ERROR
+
+
+def test_timeout_wake_then_deadline_reset_parks_again(rt: Runtime) -> None:
+    """pollWait's loop: the deadline fired and unblocked the reader, but before it ran the
+    deadline was cleared. It must pretend nothing happened and park again."""
+    with pipe_pd(rt) as (r, w, pd):
+        reader = Runner(lambda: read_via_runtime(r, pd))
+        wait_until(parked(pd))
+        with pd.lock:  # the reader cannot run until we release
+            pd.rd = EXPIRED
+            if netpollunblock(pd, "r", False):
+                pd.rcond.notify()
+            pd.rd = NO_DEADLINE
+        wait_until(parked(pd), what="reader parked again")
+        assert not reader.done.is_set()
+        os.write(w, b"after")
+        assert reader.join() == b"after"
+
+
+def test_double_wait_throws(rt: Runtime) -> None:
+    with pipe_pd(rt) as (r, w, pd):
+        with pd.lock:
+            pd.rg = PD_WAIT
+        with pytest.raises(InternalError, match="runtime: double wait"):
+            netpollblock(pd, "r", False)
+        with pd.lock:
+            pd.rg = PD_NIL
+
+
+def test_exception_while_parked_leaves_no_stale_waiter(rt: Runtime) -> None:
+    """A KeyboardInterrupt (here: any exception) raised in a parked thread leaves pdNil, so
+    the next wait neither finds a stale waiter nor throws double wait."""
+    with pipe_pd(rt) as (r, w, pd):
+
+        class Boom(Exception):
+            pass
+
+        def raising_wait(*args: object) -> bool:
+            raise Boom
+
+        with pd.lock:
+            pd.rcond.wait = raising_wait  # type: ignore[method-assign]
+        try:
+            with pytest.raises(Boom):
+                read_via_runtime(r, pd)
+        finally:
+            with pd.lock:
+                del pd.rcond.wait
+        assert pd.rg == PD_NIL
+        reader = Runner(lambda: read_via_runtime(r, pd))
+        wait_until(parked(pd))
+        os.write(w, b"fine")
+        assert reader.join() == b"fine"
+
+
+def test_readying_reader_does_not_wake_writer(rt: Runtime) -> None:
+    with pipe_pd(rt) as (r, w, pd):
+        with pd.lock:
+            assert pd.rcond is not pd.wcond
+        reader = Runner(lambda: read_via_runtime(r, pd))
+        wait_until(parked(pd))
+        with pd.lock:
+            woke_writer = netpollunblock(pd, "w", True)
+        assert woke_writer is False and pd.rg == PD_PARKED
+        with pd.lock:
+            pd.wg = PD_NIL
+        os.write(w, b"r")
+        assert reader.join() == b"r"
+
+
+def test_stale_event_for_recycled_fd_is_harmless(rt: Runtime) -> None:
+    """An event fetched for descriptor A, whose number is reused by descriptor B before the
+    poller acts on it, is either dropped or a spurious wake-up that B's reader absorbs; A's
+    parked reader gets the closing error, never B's data."""
+    r, w = os.pipe()
+    os.set_blocking(r, False)
+    pd_a, _ = runtime_poll_open(r, rt)
+    assert pd_a is not None
+    reader_a = Runner(lambda: read_via_runtime(r, pd_a), name="reader-A")
+    wait_until(parked(pd_a), what="A's reader parked")
+    fired = threading.Event()
+    swapped: list = []
+
+    def before_ready(p: PollDesc, mode: str) -> None:
+        if p is not pd_a or swapped:
+            return
+        # Close A and give its number to B, inside the poller's window (as FD.close does:
+        # evict, wait until the last operation has left, unregister, close(2)).
+        runtime_poll_unblock(pd_a)
+        reader_a.done.wait(5)
+        runtime_poll_close(pd_a)
+        os.close(r)
+        r2, w2 = os.pipe()
+        os.set_blocking(r2, False)
+        pd_b, _ = runtime_poll_open(r2, rt)
+        swapped.append((r2, w2, pd_b))
+        fired.set()
+
+    rt.hooks.before_ready = before_ready
+    try:
+        os.write(w, b"for A")
+        assert fired.wait(5)
+    finally:
+        rt.hooks.before_ready = None
+    assert reader_a.join() == POLL_ERR_CLOSING
+    r2, w2, pd_b = swapped[0]
+    try:
+        assert r2 == r, "the descriptor number was not reused; the test proves nothing"
+        assert pd_b is not None
+        with pd_b.lock:
+            assert not pd_b.event_err
+        reader = Runner(lambda: read_via_runtime(r2, pd_b))
+        wait_until(parked(pd_b), what="B's reader parked")  # the stale edge gave no data
+        os.write(w2, b"for B")
+        assert reader.join() == b"for B"
+    finally:
+        runtime_poll_unblock(pd_b)
+        runtime_poll_close(pd_b)
+        for fd in (r2, w2, w):
+            os.close(fd)
+
+
+def test_event_err_needs_matching_incarnation(rt: Runtime) -> None:
+    with pipe_pd(rt) as (r, w, pd):
+        pd.set_event_err(True, pd.fdseq - 1)  # an earlier incarnation's error event
+        assert runtime_poll_reset(pd, "r") == POLL_NO_ERROR
+        pd.set_event_err(True, None)  # untagged: may not set
+        assert runtime_poll_reset(pd, "r") == POLL_NO_ERROR
+        pd.set_event_err(True, pd.fdseq)
+        assert runtime_poll_reset(pd, "r") == POLL_ERR_NOT_POLLABLE
+        assert runtime_poll_reset(pd, "w") == POLL_NO_ERROR  # reported for reads only
+        pd.set_event_err(False, None)
+        assert runtime_poll_reset(pd, "r") == POLL_NO_ERROR
+
+
+def test_pollcache_reuses_and_bumps_fdseq(rt: Runtime) -> None:
+    with pipe_pd(rt) as (r, w, pd):
+        seq = pd.fdseq
+        first = pd
+    with pipe_pd(rt) as (r, w, pd):
+        if pd is first:
+            assert pd.fdseq == seq + 1
+
+
+def test_close_without_unblock_throws(rt: Runtime) -> None:
+    with pipe_pd(rt) as (r, w, pd):
+        with pytest.raises(InternalError, match="close polldesc w/o unblock"):
+            runtime_poll_close(pd)
+
+
+def test_nan_deadline_rejected(rt: Runtime) -> None:
+    with pipe_pd(rt) as (r, w, pd):
+        with pytest.raises(ValueError):
+            runtime_poll_set_deadline(pd, float("nan"), "r")
+        assert pd.rd == NO_DEADLINE
+
+
+def test_regular_file_refused_or_accepted_consistently(rt: Runtime, tmp_path) -> None:
+    """epoll and poll refuse regular files (EPERM): internal/poll then uses blocking mode."""
+    path = tmp_path / "f"
+    path.write_bytes(b"data")
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        pd, errno = runtime_poll_open(fd, rt)
+        if rt.name in ("epoll", "poll"):
+            assert pd is None and errno == 1  # EPERM
+        else:
+            assert pd is not None
+            runtime_poll_unblock(pd)
+            runtime_poll_close(pd)
+    finally:
+        os.close(fd)
+
+
+@pytest.mark.parametrize("name", BACKENDS)
+def test_netpoll_break(name: str) -> None:
+    """Port of runtime TestNetpollBreak: netpoll_break interrupts a netpoll blocked for 10 s."""
+    runtime = make_runtime(name)  # fresh: no poller thread, we call netpoll ourselves
+    try:
+        start = time.monotonic()
+        started = threading.Event()
+        done = threading.Event()
+
+        def poll() -> None:
+            started.set()
+            runtime.backend.netpoll(10_000_000_000)
+            done.set()
+
+        t = threading.Thread(target=poll, name="netpoll-10s")
+        t.start()
+        started.wait()
+        # Loop: the break might be consumed before the netpoll call blocks.
+        while not done.wait(0.0001):
+            runtime.backend.netpoll_break()
+            runtime.backend.netpoll_break()
+        t.join()
+        assert time.monotonic() - start < 5, "netpoll_break did not interrupt netpoll"
+    finally:
+        runtime.shutdown()
+
+
+@pytest.mark.parametrize("name", BACKENDS)
+def test_netpoll_break_is_deduplicated(name: str) -> None:
+    runtime = make_runtime(name)
+    try:
+        runtime.backend.netpoll_break()
+        runtime.backend.netpoll_break()
+        runtime.backend.netpoll_break()
+        assert runtime.breaks == 1
+        runtime.backend.netpoll(-1)  # consumes the pending wake-up at once
+        runtime.backend.netpoll_break()
+        assert runtime.breaks == 2
+        runtime.backend.netpoll(-1)
+    finally:
+        runtime.shutdown()
+
+
+@pytest.mark.parametrize("name", BACKENDS)
+def test_nonblocking_poll_leaves_break_pending(name: str) -> None:
+    runtime = make_runtime(name)
+    try:
+        runtime.backend.netpoll_break()
+        runtime.backend.netpoll(0)  # a non-blocking poll must not consume the wake-up
+        t0 = time.monotonic()
+        runtime.backend.netpoll(5_000_000_000)  # returns at once: the break is still there
+        assert time.monotonic() - t0 < 2.5
+    finally:
+        runtime.shutdown()
