@@ -512,3 +512,20 @@ def test_nonblocking_poll_leaves_break_pending(name: str) -> None:
         assert time.monotonic() - t0 < 2.5
     finally:
         runtime.shutdown()
+
+
+def test_error_seen_at_recheck_does_not_park(rt: Runtime) -> None:
+    """Row 4: the re-check after publishing pdWait finds an error: the thread does not park,
+    the swap back to pdNil sees pdWait (not corruption) and netpollblock returns False."""
+    with pipe_pd(rt) as (r, w, pd):
+        with pd.lock:
+            pd.rd = EXPIRED
+        trace.start()
+        try:
+            assert netpollblock(pd, "r", False) is False
+        finally:
+            events = trace.stop()
+        assert pd.rg == PD_NIL
+        assert not [e for e in events if e.kind == "park"]
+        states = [(e.old, e.new) for e in events if e.kind == "state" and e.fd == r]
+        assert states == [("pdNil", "pdWait"), ("pdWait", "pdNil")]

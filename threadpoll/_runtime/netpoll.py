@@ -479,7 +479,7 @@ def netpollblock(pd: PollDesc, mode: str, waitio: bool) -> bool:
         # Be careful to not lose a concurrent PD_READY notification (row 6).
         old = _get(pd, mode)
         _set(pd, mode, PD_NIL)
-    if old == PD_PARKED or old == PD_WAIT:
+    if old == PD_PARKED:  # Go: old > pdWait (a *g left behind)
         raise throw("runtime: corrupted polldesc")
     return old == PD_READY
 
