@@ -24,9 +24,20 @@ from threadpoll.errors import (  # noqa: E402
     PollerError,
 )
 
+from threadpoll.file import File, pipe  # noqa: E402
+from threadpoll.net import Conn, Listener, PacketConn, dial, listen, listen_packet  # noqa: E402
+
 __version__ = "0.1.0"
 
 __all__ = [
+    "dial",
+    "listen",
+    "listen_packet",
+    "Conn",
+    "Listener",
+    "PacketConn",
+    "pipe",
+    "File",
     "ClosingError",
     "DeadlineExceededError",
     "FileClosingError",

@@ -124,6 +124,7 @@ class FD:
         "_was_blocking",
         "_block_lock",
         "_detaching",
+        "init_errno",
         "__weakref__",
     )
 
@@ -166,27 +167,44 @@ class FD:
         self.kind = kind or net
         self._was_blocking = was_blocking
         self._block_lock = threading.Lock()  # guards is_blocking against set_blocking
-        self._sock: socket.socket | None = sock
+        self._sock: _socket.socket | None = sock
         self._detaching = False
         self.is_blocking = True
+        # The backend's errno when it refused the descriptor (epoll: EPERM for a regular
+        # file), 0 otherwise. Go's net treats a refusal as fatal; os falls back to blocking.
+        self.init_errno = 0
         if not self.is_file and sock is None:
-            self._sock = socket.socket(fileno=sysfd)
-        if pollable:
-            if was_blocking:
-                os.set_blocking(sysfd, False)
-            if self.pd.init(sysfd, runtime) == 0:
-                self.is_blocking = False
-                pd = self.pd.runtime_ctx
-                if pd is not None:
-                    pd.kind = self.kind
-            elif was_blocking:
-                os.set_blocking(sysfd, True)  # the backend refused it: restore the mode
-        if self._sock is not None:
-            # timeout 0: the socket object's calls never block or poll by themselves; for a
-            # blocking FD, timeout None: plain blocking calls.
-            _CSocket.settimeout(self._sock, None if self.is_blocking else 0.0)
-            if self.is_blocking and not was_blocking:
-                os.set_blocking(sysfd, False)  # settimeout(None) changed it: put it back
+            # The C type, not socket.socket: under threadpoll.socket.patch() the latter is
+            # threadpoll's own class, which would register the descriptor a second time.
+            self._sock = _CSocket(fileno=sysfd)
+        try:
+            if pollable:
+                if was_blocking:
+                    os.set_blocking(sysfd, False)
+                self.init_errno = self.pd.init(sysfd, runtime)
+                if self.init_errno == 0:
+                    self.is_blocking = False
+                    pd = self.pd.runtime_ctx
+                    if pd is not None:
+                        pd.kind = self.kind
+                elif was_blocking:
+                    os.set_blocking(sysfd, True)  # the backend refused it: restore the mode
+            if self._sock is not None:
+                # timeout 0: the socket object's calls never block or poll by themselves; for
+                # a blocking FD, timeout None: plain blocking calls.
+                _CSocket.settimeout(self._sock, None if self.is_blocking else 0.0)
+                if self.is_blocking and not was_blocking:
+                    os.set_blocking(sysfd, False)  # settimeout(None) changed it: put it back
+        except BaseException:
+            # Leave sysfd as it was, the caller's: unregistered, in its original mode, and
+            # not closed by our socket object's finalizer.
+            if self.pd.pollable():
+                self.pd.evict()
+                self.pd.close()
+            if self._sock is not None and sock is None:
+                _CSocket.detach(self._sock)
+            os.set_blocking(sysfd, was_blocking)
+            raise
         with _live_lock:
             _live.add(self)
 
@@ -453,7 +471,11 @@ class FD:
                     # This means that a socket on the listen queue was closed before we
                     # Accept()ed it; it's a silly error, so try again.
                     continue
-                os.set_blocking(fd, False)
+                try:
+                    os.set_blocking(fd, False)
+                except BaseException:
+                    os.close(fd)
+                    raise
                 return fd, addr
         finally:
             self.read_unlock()
@@ -676,7 +698,7 @@ class FD:
         finally:
             self.decref()
 
-    def _socket(self) -> socket.socket:
+    def _socket(self) -> _socket.socket:
         """Go: none"""
         sock = self._sock
         if sock is None:
