@@ -105,10 +105,15 @@ def test_parked_reader_readied_by_poller(rt: Runtime) -> None:
 
 
 def test_poller_is_one_daemon_thread(rt: Runtime) -> None:
+    """One poller thread per runtime, started on the first open; more opens add none."""
     with pipe_pd(rt):
-        pollers = [t for t in threading.enumerate() if t.name == f"threadpoll-poller-{rt.name}"]
-        assert len(pollers) == 1
-        assert pollers[0].daemon
+        poller = rt.poller
+        assert poller is not None and poller.is_alive() and poller.daemon
+        assert poller.name.startswith("threadpoll-poller")
+        before = set(threading.enumerate())
+        with pipe_pd(rt), pipe_pd(rt), pipe_pd(rt):
+            assert set(threading.enumerate()) == before
+            assert rt.poller is poller
 
 
 def test_readiness_without_waiter_is_kept_as_ready(rt: Runtime) -> None:
