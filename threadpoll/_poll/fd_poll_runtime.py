@@ -88,7 +88,12 @@ def deadline_value(t: object) -> float:
         raise TypeError(
             f"deadline must be None or a time.monotonic() value in seconds, not {type(t).__name__}"
         )
-    v = float(t)
+    try:
+        v = float(t)
+    except OverflowError:
+        # An int (or Fraction) beyond float's range: saturate, as Go's runtime does when
+        # the deadline overflows int64 nanoseconds.
+        v = -math.inf if t < 0 else math.inf
     if math.isnan(v):
         raise ValueError("deadline must not be NaN")
     if v == -math.inf:
