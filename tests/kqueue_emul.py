@@ -1002,7 +1002,8 @@ class _Core:
         # Each knote is looked at most once per call; level knotes go back to
         # the tail and must not be seen again in this call.
         for _ in range(len(self.active)):
-            if len(out) >= max_events:
+            # A purge below can take other knotes off the queue: stop when it is empty.
+            if len(out) >= max_events or not self.active:
                 break
             key, kn = self.active.popitem(last=False)
             kn.queued = False

@@ -23,7 +23,6 @@ from threadpoll.errors import (  # noqa: E402
     NotPollableError,
     PollerError,
 )
-
 from threadpoll.file import File, pipe  # noqa: E402
 from threadpoll.net import Conn, Listener, PacketConn, dial, listen, listen_packet  # noqa: E402
 

@@ -1,0 +1,118 @@
+"""``python -m threadpoll``: ``demo``, ``trace`` and ``bench``.
+
+    python -m threadpoll demo                 the five promises, each shown with its trace
+    python -m threadpoll trace [SCENARIO]     one scenario's timeline, a column per thread
+    python -m threadpoll trace --list         the scenarios
+    python -m threadpoll trace data --json    the recorded events as JSON, for tools
+    python -m threadpoll bench [...]          threadpoll against the alternatives
+
+``--backend NAME`` (demo, trace) runs on a fresh runtime of that backend instead of the
+default one (which ``THREADPOLL_BACKEND`` also chooses).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import textwrap
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from threadpoll._runtime.netpoll import Runtime
+
+__all__ = ["main"]
+
+
+def _parser() -> argparse.ArgumentParser:
+    from threadpoll._runtime.netpoll import backend_names
+    from threadpoll._timeline import SCENARIOS
+
+    p = argparse.ArgumentParser(
+        prog="python -m threadpoll",
+        description="Go's runtime network poller for OS threads: see it work.",
+    )
+    sub = p.add_subparsers(dest="command", metavar="{demo,trace,bench}")
+    sub.required = True
+    backends = backend_names()
+
+    demo = sub.add_parser("demo", help="show each of the five promises holding (exit 0 if all do)")
+    demo.add_argument("--backend", choices=backends, help="run on this backend")
+
+    tr = sub.add_parser(
+        "trace",
+        help="one scenario's state transitions as a timeline, one column per thread",
+        description="Run a scenario and print the runtime's transitions, one column per "
+        "thread. Scenarios: " + ", ".join(SCENARIOS) + ".",
+    )
+    tr.add_argument("scenario", nargs="?", default="data", help="the scenario (default: data)")
+    tr.add_argument("--list", action="store_true", help="list the scenarios and exit")
+    tr.add_argument("--json", action="store_true", help="print the events as JSON")
+    tr.add_argument("--compact", action="store_true", help="leave out the poller's plumbing events")
+    tr.add_argument("--backend", choices=backends, help="run on this backend")
+
+    sub.add_parser(
+        "bench",
+        help="threadpoll against the stdlib and the alternatives (bench --help for options)",
+        add_help=False,
+    )
+    return p
+
+
+def _runtime(name: str | None) -> Runtime | None:
+    """A fresh runtime of the named backend, or None for the default runtime."""
+    if name is None:
+        return None
+    from threadpoll._runtime.netpoll import runtime_poll_server_init
+
+    return runtime_poll_server_init(name)
+
+
+def _trace(args: argparse.Namespace) -> int:
+    from threadpoll import _timeline
+
+    if args.list:
+        width = max(len(n) for n in _timeline.SCENARIOS)
+        for s in _timeline.SCENARIOS.values():
+            print(f"{s.name:{width}}  {s.title}")
+        return 0
+    if args.scenario not in _timeline.SCENARIOS:
+        names = ", ".join(_timeline.SCENARIOS)
+        print(f"unknown scenario {args.scenario!r}; choose one of: {names}", file=sys.stderr)
+        return 2
+    try:
+        result = _timeline.run(args.scenario, _runtime(args.backend))
+    except _timeline.ScenarioError as e:
+        print(f"trace {args.scenario}: {e}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(_timeline.to_json(result))
+        return 0
+    title = _timeline.SCENARIOS[args.scenario].title
+    print(textwrap.fill(f"trace {result.name}: {title}", width=79))
+    about = f"backend {result.backend}, TCP over 127.0.0.1; {_timeline.fds_line(result)}"
+    print(textwrap.fill(about, width=79))
+    print("r/w: the pollDesc's read/write state (Go's rg/wg); parked is Go's G")
+    print()
+    print(_timeline.render(result, compact=args.compact))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line; returns the exit status."""
+    if argv is None:
+        argv = sys.argv[1:]
+    if argv and argv[0] == "bench":
+        # Every option after "bench" is the benchmark's own; it is imported only when used.
+        from threadpoll import bench
+
+        return int(bench.main(argv[1:]))
+    args = _parser().parse_args(argv)
+    if args.command == "demo":
+        from threadpoll import _demo
+
+        return _demo.main(_runtime(args.backend))
+    return _trace(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
