@@ -161,6 +161,22 @@ class FDMutex:
 
         Go: internal/poll/fd_mutex.go fdMutex.rwlock
         """
+        # Fast path: open and the lock free — one critical section, nothing else set up.
+        bit = MUTEX_RLOCK if read else MUTEX_WLOCK
+        with self._lock:
+            old = self.state
+            if not old & (MUTEX_CLOSED | bit):
+                new = (old | bit) + MUTEX_REF
+                if new & MUTEX_REF_MASK:
+                    self.state = new
+                    return True
+        return self._rwlock_slow(read, wait)
+
+    def _rwlock_slow(self, read: bool, wait: bool) -> bool:
+        """rwlock when the fast path could not decide: closed, busy, or a full ref count.
+
+        Go: internal/poll/fd_mutex.go fdMutex.rwlock
+        """
         if read:
             mutex_bit = MUTEX_RLOCK
             mutex_wait = MUTEX_RWAIT
@@ -200,6 +216,24 @@ class FDMutex:
         """Release the read (``read``) or write lock and its reference; wake one waiter.
 
         Return True iff closed and that was the last reference: the caller must destroy.
+
+        Go: internal/poll/fd_mutex.go fdMutex.rwunlock
+        """
+        # Fast path: held as expected and nobody waiting for it.
+        if read:
+            bit, mask = MUTEX_RLOCK, MUTEX_RMASK
+        else:
+            bit, mask = MUTEX_WLOCK, MUTEX_WMASK
+        with self._lock:
+            old = self.state
+            if old & bit and old & MUTEX_REF_MASK and not old & mask:
+                new = (old & ~bit) - MUTEX_REF
+                self.state = new
+                return new & (MUTEX_CLOSED | MUTEX_REF_MASK) == MUTEX_CLOSED
+        return self._rwunlock_slow(read)
+
+    def _rwunlock_slow(self, read: bool) -> bool:
+        """rwunlock with waiters to wake, or a misuse to report.
 
         Go: internal/poll/fd_mutex.go fdMutex.rwunlock
         """
