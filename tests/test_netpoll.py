@@ -534,3 +534,17 @@ def test_error_seen_at_recheck_does_not_park(rt: Runtime) -> None:
         assert not [e for e in events if e.kind == "park"]
         states = [(e.old, e.new) for e in events if e.kind == "state" and e.fd == r]
         assert states == [("pdNil", "pdWait"), ("pdWait", "pdNil")]
+
+
+def test_second_registration_of_same_fd_is_refused(rt: Runtime) -> None:
+    """Registering a descriptor that is already registered fails with EEXIST and leaves the
+    first registration working."""
+    import errno as errno_mod
+
+    with pipe_pd(rt) as (r, w, pd):
+        pd2, err = runtime_poll_open(r, rt)
+        assert pd2 is None and err == errno_mod.EEXIST
+        reader = Runner(lambda: read_via_runtime(r, pd))
+        wait_until(parked(pd))
+        os.write(w, b"still")
+        assert reader.join() == b"still"

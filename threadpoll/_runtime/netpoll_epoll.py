@@ -41,6 +41,7 @@ Go: runtime/netpoll_epoll.go
 
 from __future__ import annotations
 
+import errno
 import os
 import select
 import sys
@@ -151,14 +152,17 @@ class EpollBackend:
         if ep is None:
             raise throw("runtime: netpollopen before netpollinit")
         with self.lock:
-            self.regseq += 1
-            # Into the table first: an event can arrive as soon as epoll_ctl returns.
-            self.table[fd] = (pd, pd.fdseq, self.regseq)
+            # The kernel is the judge of a second registration: EEXIST while the first is
+            # live (the table is left alone), success if that descriptor was closed without
+            # netpollclose (its table entry is stale and is replaced). The poller looks the
+            # table up under this lock, so an event that arrives as soon as epoll_ctl
+            # returns still finds the entry.
             try:
                 ep.register(fd, _EPOLLIN | _EPOLLOUT | _EPOLLRDHUP | _EPOLLET)
             except OSError as e:
-                del self.table[fd]
-                return e.errno or 1
+                return e.errno or errno.EINVAL
+            self.regseq += 1
+            self.table[fd] = (pd, pd.fdseq, self.regseq)
         return 0
 
     def netpollclose(self, fd: int) -> int:

@@ -37,6 +37,7 @@ Go: runtime/netpoll_kqueue.go, runtime/netpoll_kqueue_pipe.go
 
 from __future__ import annotations
 
+import errno
 import os
 import select
 import threading
@@ -149,6 +150,8 @@ class KqueueBackend:
             sel.kevent(fd, sel.KQ_FILTER_WRITE, flags, 0, 0, tag),
         ]
         with self.lock:
+            if fd in self.table:
+                return errno.EEXIST  # registered already: leave that registration alone
             self.table[fd] = (pd, tag, pd.fdseq)  # before kevent: an event may come at once
             try:
                 self.kq.control(evs, 0)

@@ -124,6 +124,8 @@ class PollBackend:
         if stat.S_ISREG(st.st_mode) or stat.S_ISDIR(st.st_mode):
             return errno.EPERM
         with self.lock:
+            if fd in self.table:
+                return errno.EEXIST  # registered already: leave that registration alone
             self.table[fd] = _Entry(pd)
         return 0
 
