@@ -14,6 +14,8 @@ if sys.platform == "win32":  # pragma: no cover
         "Windows has none of them"
     )
 
+from threadpoll import trace
+from threadpoll._diag import dump, dump_on_signal, stats
 from threadpoll.errors import (  # noqa: E402
     ClosingError,
     DeadlineExceededError,
@@ -29,6 +31,10 @@ from threadpoll.net import Conn, Listener, PacketConn, dial, listen, listen_pack
 __version__ = "0.1.0"
 
 __all__ = [
+    "dump",
+    "dump_on_signal",
+    "stats",
+    "trace",
     "dial",
     "listen",
     "listen_packet",

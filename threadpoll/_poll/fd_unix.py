@@ -292,15 +292,20 @@ class FD:
         if not self.fdmu.incref_and_close():
             raise err_closing(self.is_file)
         fd = self.sysfd
+        pd = self.pd.runtime_ctx  # read now: _destroy clears it
         # Unblock any I/O. Once it all unblocks and returns, so that it no longer holds a
         # reference, the last decref calls _destroy.
         self.pd.evict()
         err: OSError | None = None
-        if self.fdmu.decref():
+        destroyed = self.fdmu.decref()
+        if destroyed:
             err = self._destroy()
         with self._block_lock:
             blocking = self.is_blocking
         if not blocking:
+            if not destroyed and pd is not None:
+                with pd.rt.stat_lock:
+                    pd.rt.closes_waited += 1  # an operation still holds a reference
             # Wait until the descriptor is closed. If this was the only reference, it is
             # already closed. Only wait if the descriptor is not in blocking mode, since
             # otherwise a blocked operation could keep close from ever returning.

@@ -57,6 +57,15 @@ Differences from Go:
   and after fork.
 - DIVERGENCE(go): ``select.epoll`` has no per-event user data, so the epoll backend keeps a
   fd → pollDesc table; see netpoll_epoll.py for why stale events stay harmless.
+- DIVERGENCE(go): the poller is a Python thread, and it can die (an exception escaping a
+  backend). ``_poller_died`` wakes every waiter with POLL_ERR_POLLER (internal/poll raises
+  PollerError with the exception as ``__cause__``) and starts a successor at once, which
+  readies every open pollDesc once before it polls, so an edge the dead poller fetched but never
+  delivered cannot leave a thread parked for ever. A poller that dies again before completing a
+  netpoll is restarted with exponential back-off (1 ms doubling, at most 1 s).
+- DIVERGENCE(go): fork. In a child, every runtime gets fresh locks and a fresh backend with
+  the inherited descriptors re-registered; waiters recorded in pollDescs (parent threads) are
+  cleared; the poller starts at the child's first open or wait (runtime_poll_wait).
 
 Go: runtime/netpoll.go
 """
@@ -515,6 +524,17 @@ def _notify(pd: PollDesc, mode: str) -> None:
     (pd.rcond if mode == "r" else pd.wcond).notify()
 
 
+def _poller_backoff(failures: int) -> float:
+    """Seconds a restarted poller waits before polling: none after a poller that worked,
+    then 1 ms doubling per death in a row, at most 1 s.
+
+    Go: none
+    """
+    if failures <= 0:
+        return 0.0
+    return float(min(0.001 * 2 ** (failures - 1), 1.0))
+
+
 @final
 class Runtime:
     """One poller with its backend, pollDesc cache and poller thread.
@@ -534,6 +554,8 @@ class Runtime:
         "poller",
         "stopping",
         "poller_error",
+        "poller_deaths",
+        "poller_failures",
         "stat_lock",
         "poller_wakeups",
         "events",
@@ -553,7 +575,12 @@ class Runtime:
         self.open_pds: dict[int, PollDesc] = {}  # guarded by lock: id → pd, open ones
         self.poller: threading.Thread | None = None  # guarded by lock
         self.stopping = False  # guarded by lock
-        self.poller_error: BaseException | None = None  # guarded by lock
+        # The poller's last death (None if it never died) and how many times it died; both
+        # guarded by lock. poller_failures counts deaths in a row with no netpoll completed
+        # in between, and sets how long a restarted poller backs off (_poller_backoff).
+        self.poller_error: BaseException | None = None
+        self.poller_deaths = 0
+        self.poller_failures = 0
         # Counters. The poller thread alone writes poller_wakeups, events and
         # stale_events_dropped; the others are written under stat_lock.
         self.stat_lock = threading.Lock()
@@ -585,7 +612,8 @@ class Runtime:
             self.breaks += 1
 
     def ensure_poller(self) -> None:
-        """Start the poller thread if it is not running (first open, or after it died).
+        """Start the poller thread if it is not running (first open; first wait in a forked
+        child). A poller that dies restarts itself (_poller_died).
 
         Go: none (Go's scheduler polls the network itself)
         """
@@ -594,14 +622,20 @@ class Runtime:
                 return
             if self.stopping:
                 raise throw("runtime: poller used after shutdown")
-            self.poller_error = None
-            t = threading.Thread(
-                target=self._poller_loop,
-                name=f"threadpoll-poller-{self.backend.name}",
-                daemon=True,
-            )
-            self.poller = t
-            t.start()
+            self._start_poller()
+
+    def _start_poller(self) -> None:
+        """Start a poller thread. Must be called while holding rt.lock.
+
+        Go: none
+        """
+        t = threading.Thread(
+            target=self._poller_loop,
+            name=f"threadpoll-poller-{self.backend.name}",
+            daemon=True,
+        )
+        self.poller = t
+        t.start()
 
     def _poller_loop(self) -> None:
         """The poller thread: block in netpoll, ready whoever became ready, repeat.
@@ -611,7 +645,19 @@ class Runtime:
         if hasattr(signal, "pthread_sigmask"):
             # Signals must reach the main thread, not interrupt the poller's epoll_wait.
             signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals())
+        wakeups = self.poller_wakeups
         try:
+            with self.lock:
+                restarted = self.poller_error is not None
+                backoff = _poller_backoff(self.poller_failures)
+            if restarted:
+                if backoff > 0:
+                    # DIVERGENCE(go): a poller that keeps dying at once (a broken backend)
+                    # is restarted with exponential back-off, not in a hot loop. The sleep
+                    # is the back-off itself, not synchronisation.
+                    time.sleep(backoff)
+                self._sweep_after_death()
+            wakeups = self.poller_wakeups
             while True:
                 with self.lock:
                     if self.stopping:
@@ -619,22 +665,63 @@ class Runtime:
                 self.backend.netpoll(-1)
                 self.poller_wakeups += 1
         except BaseException as exc:  # noqa: B036 - the poller must report any death
-            self._poller_died(exc)
+            self._poller_died(exc, self.poller_wakeups > wakeups)
 
-    def _poller_died(self, exc: BaseException) -> None:
-        """Wake every parked thread with POLL_ERR_POLLER; the next open restarts the poller.
+    def _poller_died(self, exc: BaseException, healthy: bool) -> None:
+        """Wake every thread waiting on a pollDesc with POLL_ERR_POLLER, then start a new
+        poller (unless the runtime is shutting down). ``healthy`` says whether the dead
+        poller completed a netpoll since it started; if not, the new one backs off first.
+
+        Which waiters are told: those in PD_WAIT or PD_PARKED, in either mode. An edge the
+        dead poller fetched but never delivered may be lost, and nobody but the poller would
+        wake them. A thread that has not published PD_WAIT yet is not told: it parks, and the
+        new poller's sweep (_sweep_after_death) readies it. Descriptors nobody waits on are
+        left alone, so their next operation simply works.
+
+        Runs in the dying poller thread.
 
         Go: none (Go's poller cannot die)
         """
         with self.lock:
             self.poller_error = exc
+            self.poller_deaths += 1
+            self.poller_failures = 0 if healthy else self.poller_failures + 1
             pds = list(self.open_pds.values())
+        if trace.enabled:
+            trace.emit("poller_died", info=repr(exc))
         for pd in pds:
             with pd.lock:
+                if pd.rg not in (PD_WAIT, PD_PARKED) and pd.wg not in (PD_WAIT, PD_PARKED):
+                    continue
                 pd.poller_err = exc
                 for mode in ("r", "w"):
                     if netpollunblock(pd, mode, False):
                         _notify(pd, mode)
+        with self.lock:
+            if self.stopping:
+                return
+            try:
+                self._start_poller()
+            except RuntimeError:
+                # "can't create new thread at interpreter shutdown": nobody is left to serve.
+                self.poller = None
+
+    def _sweep_after_death(self) -> None:
+        """In a restarted poller: ready every open pollDesc once in both modes, so an edge
+        the dead poller fetched and dropped cannot leave a thread parked for ever. A thread
+        that did not need it retries its syscall and gets EAGAIN (a spurious wake-up, which
+        internal/poll absorbs). pollDescs whose waiters were told of the death are skipped:
+        they must see POLL_ERR_POLLER, not readiness.
+
+        Go: none
+        """
+        with self.lock:
+            pds = list(self.open_pds.values())
+        for pd in pds:
+            with pd.lock:
+                if pd.closing or pd.poller_err is not None:
+                    continue
+            self.netpollready(pd, "rw")
 
     def netpollready(self, pd: PollDesc, mode: str) -> int:
         """Declare that I/O is ready on pd for mode ("r", "w" or "rw"); returns how many
@@ -683,8 +770,9 @@ class Runtime:
         self.lock = threading.Lock()
         self.stat_lock = threading.Lock()
         self.cache = PollCache(self)
-        self.poller = None
+        self.poller = None  # started by the child's first open or wait (runtime_poll_wait)
         self.poller_error = None
+        self.poller_failures = 0
         pds = list(self.open_pds.values())
         backend = self.backend
         backend.netpoll_after_fork(self)
@@ -716,9 +804,12 @@ def _runtimes_discard(rt: Runtime) -> None:
 
 def _after_fork_in_child() -> None:
     """Go: none"""
-    global _runtimes_lock, _default_lock
+    global _runtimes_lock, _default_lock, _pd_ids_lock
+    # A parent thread may have held any of these at the fork; in the child it never will
+    # release them.
     _runtimes_lock = threading.Lock()
     _default_lock = threading.Lock()
+    _pd_ids_lock = threading.Lock()
     for rt in list(_runtimes):
         rt.after_fork_in_child()
 
@@ -881,6 +972,27 @@ def runtime_poll_reset(pd: PollDesc, mode: str) -> int:
 
     Go: runtime/netpoll.go poll_runtime_pollReset
     """
+    # Go reads pd.atomicInfo and stores pdNil without taking pd.lock; so does the common
+    # case here. Every field read below is one atomic attribute load (also on free-threaded
+    # CPython), and a close or deadline change that races with this check is one that
+    # happened just after it, exactly as in Go. The store of PD_NIL may race only with the
+    # poller storing PD_READY: either order is a valid outcome (a lost stale READY is what
+    # this function is for; a kept one makes the next wait return at once and retry).
+    # Anything unusual — closing, an event error, a poller death, a deadline that has
+    # passed, tracing on — takes the locked path, which reports and records it.
+    d = pd.rd if mode == "r" else pd.wd
+    if not (
+        pd.closing
+        or pd.poller_err is not None
+        or (mode == "r" and pd.event_err)
+        or (d != NO_DEADLINE and d <= _monotonic())
+        or trace.enabled
+    ):
+        if mode == "r":
+            pd.rg = PD_NIL
+        else:
+            pd.wg = PD_NIL
+        return POLL_NO_ERROR
     with pd.lock:
         errcode = netpollcheckerr(pd, mode)
         if errcode != POLL_NO_ERROR:
@@ -910,7 +1022,13 @@ def runtime_poll_wait(pd: PollDesc, mode: str) -> int:
     errcode = _checkerr(pd, mode)
     if errcode != POLL_NO_ERROR:
         return errcode
-    backend = pd.rt.backend
+    rt = pd.rt
+    if rt.poller is None:
+        # A forked child starts its poller lazily, at the first wait (one attribute test;
+        # a poller that died has already started its successor, so this is None only
+        # before the first start).
+        rt.ensure_poller()
+    backend = rt.backend
     if backend.needs_arm:
         # Level-triggered backends arm interest for this wait (Go: solaris/aix).
         backend.netpollarm(pd, mode)
