@@ -548,3 +548,85 @@ def test_second_registration_of_same_fd_is_refused(rt: Runtime) -> None:
         wait_until(parked(pd))
         os.write(w, b"still")
         assert reader.join() == b"still"
+
+
+def test_signal_while_reacquiring_pd_lock_keeps_mutual_exclusion(rt: Runtime) -> None:
+    """A signal handler that raises while a woken thread waits to re-acquire pd.lock (held
+    by another thread, e.g. the poller) must not leave it running without the lock: the
+    exception surfaces only once the lock is back, the holder's critical section is not
+    broken, and the pollDesc is clean afterwards."""
+    import signal
+    import sys
+
+    if threading.current_thread() is not threading.main_thread():
+        pytest.skip("signals are delivered to the main thread")
+
+    class Boom(Exception):
+        pass
+
+    def handler(signum: int, frame: object) -> None:
+        raise Boom
+
+    old = signal.signal(signal.SIGUSR1, handler)
+    main_ident = threading.get_ident()
+    holder_error: list = []
+    try:
+        with pipe_pd(rt) as (r, w, pd):
+
+            import inspect
+
+            lines, first = inspect.getsourcelines(threading.Condition.wait)
+            relock_line = first + next(
+                i for i, line in enumerate(lines) if "_acquire_restore(" in line
+            )
+
+            def main_blocked_on_relock() -> bool:
+                # Woken, and now blocked re-acquiring pd.lock: either inside the Python
+                # _acquire_restore (a plain Lock) or on its line in Condition.wait (an RLock,
+                # which re-acquires in C).
+                f = sys._current_frames().get(main_ident)
+                if f is None:
+                    return False
+                if f.f_code.co_name == "_acquire_restore":
+                    return True
+                return f.f_code.co_name == "wait" and f.f_lineno == relock_line
+
+            def holder() -> None:
+                try:
+                    wait_until(parked(pd), what="main parked")
+                    with pd.lock:
+                        runtime_poll_set_deadline(pd, time.monotonic() + 3600, "r")  # no-op
+                        # Wake the parked thread without changing its state: it must
+                        # re-acquire pd.lock, which we hold.
+                        rt_notify(pd)
+                        wait_until(main_blocked_on_relock, what="main re-acquiring pd.lock")
+                        signal.pthread_kill(main_ident, signal.SIGUSR1)
+                        # Give the handler every chance to run while we still hold the lock.
+                        deadline = time.monotonic() + 0.2
+                        while time.monotonic() < deadline:
+                            if not pd.lock._is_owned():  # type: ignore[attr-defined]
+                                holder_error.append("pd.lock released under the holder")
+                except BaseException as e:  # noqa: BLE001
+                    holder_error.append(repr(e))
+
+            def rt_notify(p: PollDesc) -> None:
+                from threadpoll._runtime import netpoll
+
+                netpoll._notify(p, "r")
+
+            t = threading.Thread(target=holder, name="holder")
+            t.start()
+            with pytest.raises(Boom):
+                read_via_runtime(r, pd)
+            t.join(10)
+            assert not t.is_alive()
+            assert holder_error == []
+            assert pd.lock.acquire(blocking=False)  # free again
+            pd.lock.release()
+            assert pd.rg == PD_NIL
+            reader = Runner(lambda: read_via_runtime(r, pd))
+            wait_until(parked(pd))
+            os.write(w, b"ok")
+            assert reader.join() == b"ok"
+    finally:
+        signal.signal(signal.SIGUSR1, old)

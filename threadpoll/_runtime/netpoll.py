@@ -275,7 +275,12 @@ class PollDesc:
         # thread can reach this pollDesc; read under lock or by the backend's own table.
         self.fd = -1
         self.fdseq = 0  # incarnation counter, bumped on free (stale-event guard)
-        self.lock = threading.Lock()  # protects every field below
+        # Protects every field below. An RLock, not for re-entry (nothing re-enters it), but
+        # because threading.Condition re-acquires an RLock in C, uninterruptibly, after a
+        # wait; over a plain Lock it re-acquires in Python, where a signal handler that
+        # raises (Ctrl-C) can leave the woken thread running without the lock while another
+        # thread holds it. Same cost to enter; notify's ownership check is in C too.
+        self.lock = threading.RLock()
         self.rcond = threading.Condition(self.lock)  # a parked reader sleeps here
         self.wcond = threading.Condition(self.lock)  # a parked writer sleeps here
         self.rg = PD_NIL  # guarded by lock: read state (see module docstring)
@@ -777,7 +782,7 @@ class Runtime:
         backend = self.backend
         backend.netpoll_after_fork(self)
         for pd in pds:
-            pd.lock = threading.Lock()
+            pd.lock = threading.RLock()
             pd.rcond = threading.Condition(pd.lock)
             pd.wcond = threading.Condition(pd.lock)
             pd.rg = pd.wg = PD_NIL
