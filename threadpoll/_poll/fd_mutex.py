@@ -86,7 +86,7 @@ class FDMutex:
     Go: internal/poll/fd_mutex.go fdMutex
     """
 
-    __slots__ = ("_lock", "rsema", "state", "wsema")
+    __slots__ = ("_lock", "poisoned", "rsema", "state", "wsema")
 
     def __init__(self) -> None:
         """A fresh mutex: open, unlocked, no references (Go's zero value).
@@ -98,6 +98,9 @@ class FDMutex:
         self.state = 0  # guarded by _lock; the layout is documented above MUTEX_CLOSED
         self.rsema = Sema()  # read waiters sleep here; a Sema synchronises itself
         self.wsema = Sema()  # write waiters sleep here; a Sema synchronises itself
+        # DIVERGENCE(go): MUTEX_RLOCK/MUTEX_WLOCK bits held by a thread that no longer exists
+        # (a parent thread, in a forked child). rwlock fails instead of waiting for them.
+        self.poisoned = 0  # guarded by _lock
 
     def incref(self) -> bool:
         """Add a reference. Return False if the mutex is closed (no reference taken).
@@ -190,6 +193,8 @@ class FDMutex:
         while True:
             with self._lock:
                 old = self.state
+                if old & mutex_bit & self.poisoned:
+                    return False  # held by a thread that is gone (fork): never released
                 if old & MUTEX_CLOSED:
                     return False
                 if old & mutex_bit == 0:

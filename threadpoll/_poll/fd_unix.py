@@ -39,7 +39,15 @@ from typing import Any, Callable
 
 from typing_extensions import final
 
-from threadpoll._poll.fd_mutex import FDMutex
+from threadpoll._poll.fd_mutex import (
+    MUTEX_CLOSED,
+    MUTEX_REF_MASK,
+    MUTEX_RLOCK,
+    MUTEX_RMASK,
+    MUTEX_WLOCK,
+    MUTEX_WMASK,
+    FDMutex,
+)
 from threadpoll._poll.fd_poll_runtime import PollHandle, convert_err, deadline_value, err_closing
 from threadpoll._runtime import trace
 from threadpoll._runtime.netpoll import POLL_NO_ERROR, Runtime, runtime_poll_reset
@@ -86,6 +94,21 @@ _live: weakref.WeakSet[FD] = weakref.WeakSet()  # guarded by _live_lock: every F
 _live_lock = threading.Lock()
 
 
+def _after_fork_in_child() -> None:
+    """Fresh registry lock, and every live FD made usable or poisoned (FD._after_fork_in_child).
+
+    Go: none
+    """
+    global _live_lock
+    _live_lock = threading.Lock()
+    for fd in list(_live):
+        fd._after_fork_in_child()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 def live_fds() -> list[FD]:
     """Every FD that is not closed yet (for threadpoll.testing and diagnostics).
 
@@ -124,6 +147,7 @@ class FD:
         "_was_blocking",
         "_block_lock",
         "_detaching",
+        "_poisoned",
         "init_errno",
         "__weakref__",
     )
@@ -169,6 +193,7 @@ class FD:
         self._block_lock = threading.Lock()  # guards is_blocking against set_blocking
         self._sock: _socket.socket | None = sock
         self._detaching = False
+        self._poisoned = False  # set in a forked child if a parent thread held the FD
         self.is_blocking = True
         # The backend's errno when it refused the descriptor (epoll: EPERM for a regular
         # file), 0 otherwise. Go's net treats a refusal as fatal; os falls back to blocking.
@@ -221,7 +246,7 @@ class FD:
     def incref(self) -> None:
         """Go: internal/poll/fd_mutex.go FD.incref"""
         if not self.fdmu.incref():
-            raise err_closing(self.is_file)
+            raise self._closed_error()
 
     def decref(self) -> None:
         """Drop a reference; destroy the descriptor if it was the last after close.
@@ -236,7 +261,7 @@ class FD:
     def read_lock(self) -> None:
         """Go: internal/poll/fd_mutex.go FD.readLock"""
         if not self.fdmu.rwlock(True):
-            raise err_closing(self.is_file)
+            raise self._closed_error()
 
     def read_unlock(self) -> None:
         """Go: internal/poll/fd_mutex.go FD.readUnlock"""
@@ -246,7 +271,7 @@ class FD:
     def write_lock(self) -> None:
         """Go: internal/poll/fd_mutex.go FD.writeLock"""
         if not self.fdmu.rwlock(False):
-            raise err_closing(self.is_file)
+            raise self._closed_error()
 
     def write_unlock(self) -> None:
         """Go: internal/poll/fd_mutex.go FD.writeUnlock"""
@@ -256,6 +281,45 @@ class FD:
     def closing(self) -> bool:
         """Go: internal/poll/fd_mutex.go FD.closing"""
         return self.fdmu.closing()
+
+    def _closed_error(self) -> OSError:
+        """The error for an FD that cannot be used: closing, or poisoned by fork.
+
+        Go: internal/poll/fd.go errClosing
+        """
+        if self.fdmu.poisoned:
+            return OSError(
+                errno.EBADF,
+                "threadpoll: this descriptor was in use by another thread when the process "
+                "forked; it cannot be used in the child (close it and open a new one)",
+            )
+        return err_closing(self.is_file)
+
+    def _after_fork_in_child(self) -> None:
+        """Make the FD usable in a forked child, or poison it.
+
+        The child has only the forking thread. Locks and semaphores another thread held are
+        never released here: replace them. A parent thread's reference or read/write lock
+        would never be dropped either, so an FD that had any is poisoned: every operation
+        fails with a clear error instead of waiting for ever; close() still releases the
+        descriptor. Waiter counts belonged to parent threads: cleared.
+
+        Go: none (Go does not fork a multi-threaded runtime)
+        """
+        state = self.fdmu.state  # the lock guarding it may be held by a thread now gone
+        self.fdmu._lock = threading.Lock()
+        self.fdmu.rsema = Sema()
+        self.fdmu.wsema = Sema()
+        self.csema = Sema()
+        self._block_lock = threading.Lock()
+        state &= ~(MUTEX_RMASK | MUTEX_WMASK)
+        if not state & MUTEX_CLOSED:
+            # A read or write lock held by a parent thread poisons that direction; any
+            # reference held by one makes close() release the descriptor itself, since the
+            # last reference will never be dropped.
+            self.fdmu.poisoned = state & (MUTEX_RLOCK | MUTEX_WLOCK)
+            self._poisoned = state & MUTEX_REF_MASK != 0
+        self.fdmu.state = state
 
     # --- close ---------------------------------------------------------------------------
 
@@ -289,8 +353,18 @@ class FD:
 
         Go: internal/poll/fd_unix.go FD.Close
         """
+        if self._poisoned:
+            with self.fdmu._lock:
+                if self.fdmu.state & MUTEX_CLOSED:
+                    raise self._closed_error()
+                self.fdmu.state |= MUTEX_CLOSED
+            self._poisoned = False  # from now on: an ordinary closed FD
+            self.fdmu.poisoned = 0
+            self.pd.evict()
+            self._destroy()  # no thread in this process holds a reference to it
+            return
         if not self.fdmu.incref_and_close():
-            raise err_closing(self.is_file)
+            raise self._closed_error()
         fd = self.sysfd
         pd = self.pd.runtime_ctx  # read now: _destroy clears it
         # Unblock any I/O. Once it all unblocks and returns, so that it no longer holds a
@@ -324,7 +398,7 @@ class FD:
         Go: none (os.File.Fd hands out the descriptor but keeps owning it)
         """
         if not self.fdmu.incref_and_close():
-            raise err_closing(self.is_file)
+            raise self._closed_error()
         fd = self.sysfd
         with self._block_lock:
             self._detaching = True
@@ -350,7 +424,7 @@ class FD:
         # a method call in Go's code too, but Python charges ~60 ns per call).
         fdmu = self.fdmu
         if not fdmu.rwlock(True):
-            raise err_closing(self.is_file)
+            raise self._closed_error()
         try:
             if n == 0:
                 # If the caller wanted a zero byte read, return immediately without trying
@@ -382,7 +456,7 @@ class FD:
         mv = _writable(buf)
         fdmu = self.fdmu
         if not fdmu.rwlock(True):
-            raise err_closing(self.is_file)
+            raise self._closed_error()
         try:
             if len(mv) == 0:
                 return 0
@@ -514,7 +588,7 @@ class FD:
         total = len(mv)
         fdmu = self.fdmu
         if not fdmu.rwlock(False):
-            raise err_closing(self.is_file)
+            raise self._closed_error()
         try:
             nn = 0
             try:
