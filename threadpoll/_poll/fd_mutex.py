@@ -22,6 +22,8 @@ Differences from Go:
   atomics, so a small ``threading.Lock`` guards the integer and each CAS loop becomes one
   critical section. Correctness never leans on the GIL (free-threaded builds are safe).
 - DIVERGENCE(go): Go panics; threadpoll raises ``FDMutexError`` with Go's messages.
+
+Go: internal/poll/fd_mutex.go
 """
 
 from __future__ import annotations

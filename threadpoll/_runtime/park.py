@@ -9,6 +9,8 @@ semaphore used by the fdMutex (rsema, wsema) and the FD's close semaphore (csema
 Differences from Go:
 - DIVERGENCE(go): ``Sema`` is a ``threading.Semaphore`` — the OS (futex) does the sleeping,
   there is no runtime-level queue of waiters and no hand-off.
+
+Go: runtime/sema.go, runtime/proc.go (gopark, goready)
 """
 
 from __future__ import annotations

@@ -11,6 +11,11 @@ reports it). When on, records go to an in-memory list guarded by a lock, in the 
 events happened (each record is appended while the emitter still holds the lock that made
 the transition, so the order is the true order for any one pollDesc).
 
+Differences from Go:
+- DIVERGENCE(go): Go's execution tracer is a binary, per-P buffered event stream for every
+  goroutine transition; this is a list of named records for the netpoll transitions only,
+  meant to be read by people (``python -m threadpoll trace``) and asserted by tests.
+
 Go: none (runtime/trace.go plays this role in Go, with a very different design)
 """
 
