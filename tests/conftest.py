@@ -28,6 +28,7 @@ def _backend_params() -> list[str]:
     names = []
     if hasattr(select, "epoll"):
         names.append("epoll")
+        names.append("epoll-lazy")  # EpollBackend(lazy_write=True): EPOLLOUT armed on demand
     if hasattr(select, "kqueue"):
         names.append("kqueue")
     else:
@@ -51,6 +52,10 @@ _runtimes: dict[str, Runtime] = {}
 
 def make_runtime(name: str) -> Runtime:
     """A fresh runtime for the named test backend (callers shut it down)."""
+    if name == "epoll-lazy":
+        from threadpoll._runtime.netpoll_epoll import EpollBackend
+
+        return Runtime(EpollBackend(lazy_write=True))
     if name == "kqueue-emul":
         import kqueue_emul
 

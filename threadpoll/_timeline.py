@@ -255,8 +255,8 @@ class _Stage:
         """Let the poller deliver the edges a fresh registration produces, so they do not
         land in the middle of the story: on an edge-triggered backend a new connected
         socket is writable at once (wg becomes pdReady). poll(2) reports nothing until a
-        thread arms interest."""
-        if self.rt.backend.needs_arm:
+        thread arms interest, and epoll arms write interest only when a writer first waits."""
+        if "w" in self.rt.backend.arm_modes:
             return
         for f in fds:
             _wait_state(f, "w", PD_READY)

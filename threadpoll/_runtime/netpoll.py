@@ -16,8 +16,9 @@ class with the following methods (see ``Backend`` below):
     netpoll_break()              wake the poller if it is blocked in netpoll
     netpoll_is_poll_descriptor(fd) -> bool
                                  whether fd is one of the poller's own descriptors
-    netpollarm(pd, mode)         (only if ``needs_arm``) arm interest in mode for one wait:
-                                 level-triggered backends, as Go's netpoll_aix.go
+    netpollarm(pd, mode)         (for modes in ``arm_modes``) arm interest in mode before a
+                                 wait: per wait for level-triggered backends, as Go's
+                                 netpoll_aix.go; once per descriptor for epoll's writes
     netpolldeinit()              release the backend's descriptors (not in Go)
     netpoll_after_fork(rt)       in a forked child: fresh poller descriptors (not in Go)
 
@@ -168,7 +169,8 @@ class Backend(Protocol):
     """The contract every backend module's poller class fulfils (see the module docstring)."""
 
     name: str
-    needs_arm: bool
+    needs_arm: bool  # level-triggered: interest lasts one wait (both modes)
+    arm_modes: str  # the modes runtime_poll_wait must arm with netpollarm before waiting
 
     def netpollinit(self, rt: Runtime) -> None:
         """Go: runtime/netpoll.go netpollinit"""
@@ -851,7 +853,7 @@ def new_backend(name: str) -> Backend:
     if name == "epoll":
         from threadpoll._runtime.netpoll_epoll import EpollBackend
 
-        return EpollBackend()
+        return EpollBackend(lazy_write=os.environ.get("THREADPOLL_EPOLL_LAZY_WRITE") == "1")
     if name == "kqueue":
         from threadpoll._runtime.netpoll_kqueue import KqueueBackend
 
@@ -1034,8 +1036,9 @@ def runtime_poll_wait(pd: PollDesc, mode: str) -> int:
         # before the first start).
         rt.ensure_poller()
     backend = rt.backend
-    if backend.needs_arm:
-        # Level-triggered backends arm interest for this wait (Go: solaris/aix).
+    if mode in backend.arm_modes:
+        # Level-triggered backends arm interest for this wait (Go: solaris/aix); epoll arms
+        # write interest the first time a writer waits (netpoll_epoll.py, arm_modes).
         backend.netpollarm(pd, mode)
     while not netpollblock(pd, mode, False):
         errcode = _checkerr(pd, mode)

@@ -82,6 +82,7 @@ class KqueueBackend:
 
     name = "kqueue"
     needs_arm = False
+    arm_modes = ""  # the modes runtime_poll_wait arms with netpollarm
 
     def __init__(self, select_module: Any = None) -> None:
         """Go: none"""

@@ -74,6 +74,7 @@ class PollBackend:
 
     name = "poll"
     needs_arm = True
+    arm_modes = "rw"  # the modes runtime_poll_wait arms with netpollarm
 
     def __init__(self) -> None:
         """Go: none"""
