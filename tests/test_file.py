@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support import Runner, wait_parked
+from support import Runner, wait_parked, wait_until
 
 from threadpoll import file as tpfile
 from threadpoll.errors import DeadlineExceededError, FileClosingError, NoDeadlineError
@@ -536,6 +536,17 @@ def test_unclosed_file_is_closed_by_its_finalizer(rt: Any) -> None:
     with pytest.warns(ResourceWarning, match="unclosed"):
         del r
         gc.collect()
+
+    def closed() -> bool:
+        try:
+            os.fstat(fd)
+        except OSError:
+            return True
+        return False
+
+    # The finalizer hands the close to threadpoll's finalizer thread (closing inline could
+    # deadlock on a runtime lock the collecting thread holds): wait for it.
+    wait_until(closed, what="the finalizer's deferred close")
     with pytest.raises(OSError) as info:
         os.fstat(fd)
     assert info.value.errno == errno.EBADF

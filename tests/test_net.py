@@ -972,3 +972,48 @@ def test_repr(rt: Any, closer: Closer, sockdir: Path) -> None:
     assert repr(c).startswith("<threadpoll.net.Conn tcp4 127.0.0.1:")
     pc = closer(listen_packet("udp4", "127.0.0.1:0"))
     assert repr(pc).startswith("<threadpoll.net.PacketConn udp4 127.0.0.1:")
+
+
+@pytest.mark.timeout(20)
+def test_finalizer_never_closes_inline(rt: Any) -> None:
+    """A garbage collection can run while the collecting thread holds a runtime lock (the
+    poller holds its backend's lock while it sorts events). A Conn finalized there must not
+    close inline (close takes that lock: deadlock); it is closed soon after, elsewhere."""
+    import gc
+    import warnings as _warnings
+
+    if not hasattr(rt.backend, "lock"):
+        pytest.skip("backend has no table lock")
+    ln = listen("tcp", "127.0.0.1:0")
+    try:
+        c = dial("tcp", ln.addr)
+        s = ln.accept()
+        sysfd = c.fileno()
+        backend_lock = rt.backend.lock
+        done = threading.Event()
+
+        def drop_while_holding() -> None:
+            nonlocal c
+            with backend_lock:  # as the poller does around its table
+                with _warnings.catch_warnings():
+                    _warnings.simplefilter("ignore", ResourceWarning)
+                    del c
+                    gc.collect()
+            done.set()
+
+        t = threading.Thread(target=drop_while_holding, name="collector", daemon=True)
+        t.start()
+        assert done.wait(10), "the finalizer closed inline and deadlocked on the backend lock"
+        t.join()
+        wait_until(lambda: not _fd_open(sysfd), what="the deferred close")
+        s.close()
+    finally:
+        ln.close()
+
+
+def _fd_open(fd: int) -> bool:
+    try:
+        os.fstat(fd)
+    except OSError:
+        return False
+    return True

@@ -45,6 +45,7 @@ from typing import Any, Callable
 
 from threadpoll._poll.fd_unix import FD
 from threadpoll.errors import ClosingError
+from threadpoll.socket import _helper as _finalizer
 
 __all__ = ["File", "pipe"]
 
@@ -114,6 +115,7 @@ class File:
     def _setup(self, fd: int, name: str | None, pollable: bool, kind: str) -> None:
         # FD sets O_NONBLOCK for a pollable descriptor and restores the original mode if the
         # backend refuses it; it then stays in blocking mode (is_blocking).
+        _finalizer.start()  # the thread our __del__ hands its close to; cheap once running
         self._fd = FD(fd, net="file", pollable=pollable, is_stream=True, kind=kind)
         #: The name given at construction (pipe() names its ends "|0" and "|1", as Go does).
         self.name = name
@@ -195,9 +197,12 @@ class File:
         name = f" name={self.name!r}" if self.name is not None else ""
         return f"<threadpoll.File{name} {state}>"
 
-    def __del__(self, _warn: Callable[..., None] = warnings.warn) -> None:
-        # Go sets a finalizer that closes the file. Nothing can be blocked on a File nobody
-        # references, so this close never waits.
+    def __del__(
+        self, _warn: Callable[..., None] = warnings.warn, _close_later: Any = _finalizer.close_later
+    ) -> None:
+        # Go sets a finalizer that closes the file. A garbage collection can run while this
+        # thread holds a runtime lock (the poller holds its backend's), so the close is handed
+        # to the finalizer thread, which takes no lock here and never waits.
         fd = getattr(self, "_fd", None)
         if fd is None or fd.closing():
             return
@@ -205,10 +210,7 @@ class File:
             _warn(f"unclosed {self!r}", ResourceWarning, source=self)
         except Exception:  # noqa: BLE001 - interpreter shutdown
             pass
-        try:
-            fd.close()
-        except Exception:  # noqa: BLE001 - nothing to report it to
-            pass
+        _close_later(fd)
 
 
 def pipe() -> tuple[File, File]:

@@ -60,6 +60,7 @@ from typing import Any, Callable, NamedTuple, TypeVar, Union, cast
 from threadpoll._poll.fd_poll_runtime import deadline_value
 from threadpoll._poll.fd_unix import FD
 from threadpoll.errors import ClosingError, DeadlineExceededError, NotPollableError
+from threadpoll.socket import _helper as _finalizer
 
 __all__ = ["Conn", "Listener", "PacketConn", "dial", "listen", "listen_packet"]
 
@@ -729,6 +730,7 @@ class _Endpoint:
     __slots__ = ("_fd", "_sock", "_net", "_laddr", "__weakref__")
 
     def __init__(self, fd: FD, sock: _socket.socket, net: str) -> None:
+        _finalizer.start()  # the thread our __del__ hands its close to; cheap once running
         self._fd = fd
         self._sock = sock  # makes socket calls only; the FD detaches it before close(2)
         self._net = net
@@ -766,9 +768,12 @@ class _Endpoint:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def __del__(self, _warn: Callable[..., None] = warnings.warn) -> None:
-        # Go sets a finalizer that closes the netFD. Nothing can be blocked on an endpoint
-        # nobody references, so this close never waits.
+    def __del__(
+        self, _warn: Callable[..., None] = warnings.warn, _close_later: Any = _finalizer.close_later
+    ) -> None:
+        # Go sets a finalizer that closes the netFD. A garbage collection can run while this
+        # thread holds a runtime lock (the poller holds its backend's), so the close is handed
+        # to the finalizer thread, which takes no lock here and never waits.
         fd = getattr(self, "_fd", None)
         if fd is None or fd.closing():
             return
@@ -776,10 +781,7 @@ class _Endpoint:
             _warn(f"unclosed {self!r}", ResourceWarning, source=self)
         except Exception:  # noqa: BLE001 - interpreter shutdown
             pass
-        try:
-            fd.close()
-        except Exception:  # noqa: BLE001 - nothing to report it to
-            pass
+        _close_later(fd)
 
 
 class Conn(_Endpoint):
