@@ -105,11 +105,16 @@ def _fd_set() -> dict[str, str]:
     return out
 
 
+# threadpoll's own threads, not leaks (DESIGN: leak checks exclude the runtime's threads): the
+# pollers, abandoned resolver threads of timed-out dials, and the timer/finalizer thread.
+_RUNTIME_THREADS = ("threadpoll-poller", "threadpoll-resolver", "threadpoll-timers")
+
+
 def _our_threads() -> list[threading.Thread]:
     return [
         t
         for t in threading.enumerate()
-        if t.is_alive() and not t.name.startswith(("threadpoll-poller", "threadpoll-resolver"))
+        if t.is_alive() and not t.name.startswith(_RUNTIME_THREADS)
     ]
 
 

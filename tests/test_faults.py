@@ -548,3 +548,54 @@ def test_child_read_on_descriptor_locked_by_parent_thread_does_not_hang(
         fb.write(b"done")
         assert reader.join() == b"done"
     assert code == 0, "the child hung on the read lock" if code == 3 else code
+
+
+def test_child_close_of_poisoned_descriptor_waits_for_child_threads(
+    rt: Runtime, pairs: Pairs
+) -> None:
+    """In the child, close() of a descriptor poisoned by a parent thread's read lock still
+    waits for the child's own operations: it drops only the references the parent threads
+    held, so close(2) never runs under a child thread still using the descriptor."""
+    fa, fb = pairs()
+    reader = Runner(lambda: fa.read(100), name="parent-reader")
+    wait_parked(fa, "r")
+
+    def child() -> int:
+        signal.alarm(15)
+        sysfd = fa.fileno()
+        entered, gate = threading.Event(), threading.Event()
+        seen: list = []
+
+        def use(fd: int) -> None:
+            entered.set()
+            gate.wait(10)
+            seen.append(os.fstat(fd).st_ino)  # must still be our descriptor
+
+        user = threading.Thread(target=fa.control, args=(use,))
+        user.start()
+        entered.wait(10)
+        closer = threading.Thread(target=fa.close)
+        closer.start()
+        deadline = time.monotonic() + 10
+        while not fa.fdmu.closing() and time.monotonic() < deadline:
+            time.sleep(0.001)  # observing the mutex state, not synchronising by time
+        closer.join(0.05)  # a bounded negative check: close must still be waiting
+        if not closer.is_alive():
+            return 2  # close returned while a child thread still held the descriptor
+        gate.set()
+        user.join(10)
+        closer.join(10)
+        if not seen:
+            return 3
+        try:
+            os.fstat(sysfd)
+        except OSError:
+            return 0
+        return 4
+
+    try:
+        code = wait_child(fork(child))
+    finally:
+        fb.write(b"done")
+        assert reader.join() == b"done"
+    assert code == 0, code

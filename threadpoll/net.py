@@ -931,10 +931,12 @@ class Listener(_Endpoint):
     def __repr__(self) -> str:
         return f"<threadpoll.net.Listener {self._net} {_format_addr(self._laddr)} {self._state()}>"
 
-    def __del__(self, _warn: Callable[..., None] = warnings.warn) -> None:
+    def __del__(
+        self, _warn: Callable[..., None] = warnings.warn, _close_later: Any = _finalizer.close_later
+    ) -> None:
         fd = getattr(self, "_fd", None)
         closing = fd is None or fd.closing()
-        super().__del__(_warn)
+        super().__del__(_warn, _close_later)
         if not closing and getattr(self, "_unlink", None) is not None:
             try:
                 _unlink_if_same(self._unlink)  # type: ignore[arg-type]

@@ -137,7 +137,7 @@ class _Timer:
 
 @final
 class _Helper:
-    """A daemon thread, ``threadpoll-poller-timers``, with two jobs:
+    """A daemon thread, ``threadpoll-timers``, with two jobs:
 
     - Per-call timeouts: a call that parks with a timeout arms a ``_Timer``; when it is due,
       the thread wakes the parked call with ``netpollready`` (held under ``lock``, so once
@@ -168,9 +168,9 @@ class _Helper:
             return
         with self.lock:
             if self.thread is None:
-                # Named as the poller's: it is the timer half of Go's poller loop (findRunnable
-                # checks timers, then netpolls until the next one), a runtime thread for good.
-                t = threading.Thread(target=self._run, name="threadpoll-poller-timers", daemon=True)
+                # A runtime thread for good: the timer half of Go's poller loop (findRunnable
+                # checks timers, then netpolls until the next one) and the finalizer closer.
+                t = threading.Thread(target=self._run, name="threadpoll-timers", daemon=True)
                 t.start()
                 self.thread = t
 

@@ -148,6 +148,7 @@ class FD:
         "_block_lock",
         "_detaching",
         "_poisoned",
+        "_ghost_refs",
         "init_errno",
         "__weakref__",
     )
@@ -194,6 +195,7 @@ class FD:
         self._sock: _socket.socket | None = sock
         self._detaching = False
         self._poisoned = False  # set in a forked child if a parent thread held the FD
+        self._ghost_refs = 0  # in a forked child: the references parent threads held
         self.is_blocking = True
         # The backend's errno when it refused the descriptor (epoll: EPERM for a regular
         # file), 0 otherwise. Go's net treats a refusal as fatal; os falls back to blocking.
@@ -318,7 +320,8 @@ class FD:
             # reference held by one makes close() release the descriptor itself, since the
             # last reference will never be dropped.
             self.fdmu.poisoned = state & (MUTEX_RLOCK | MUTEX_WLOCK)
-            self._poisoned = state & MUTEX_REF_MASK != 0
+            self._ghost_refs = state & MUTEX_REF_MASK
+            self._poisoned = self._ghost_refs != 0
         self.fdmu.state = state
 
     # --- close ---------------------------------------------------------------------------
@@ -354,15 +357,16 @@ class FD:
         Go: internal/poll/fd_unix.go FD.Close
         """
         if self._poisoned:
+            # A forked child: the references and lock bits parent threads held will never
+            # be dropped. Drop them here, then close as usual, so close() still waits for
+            # the child's own operations before close(2).
             with self.fdmu._lock:
-                if self.fdmu.state & MUTEX_CLOSED:
-                    raise self._closed_error()
-                self.fdmu.state |= MUTEX_CLOSED
-            self._poisoned = False  # from now on: an ordinary closed FD
-            self.fdmu.poisoned = 0
-            self.pd.evict()
-            self._destroy()  # no thread in this process holds a reference to it
-            return
+                state = self.fdmu.state
+                if not state & MUTEX_CLOSED:
+                    self.fdmu.state = (state - self._ghost_refs) & ~self.fdmu.poisoned
+                self.fdmu.poisoned = 0
+                self._ghost_refs = 0
+                self._poisoned = False
         if not self.fdmu.incref_and_close():
             raise self._closed_error()
         fd = self.sysfd
