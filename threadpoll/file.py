@@ -40,8 +40,7 @@ from __future__ import annotations
 import os
 import stat
 import sys
-import warnings
-from typing import Any, Callable
+from typing import Any
 
 from threadpoll._poll.fd_unix import FD
 from threadpoll.errors import ClosingError
@@ -197,20 +196,8 @@ class File:
         name = f" name={self.name!r}" if self.name is not None else ""
         return f"<threadpoll.File{name} {state}>"
 
-    def __del__(
-        self, _warn: Callable[..., None] = warnings.warn, _close_later: Any = _finalizer.close_later
-    ) -> None:
-        # Go sets a finalizer that closes the file. A garbage collection can run while this
-        # thread holds a runtime lock (the poller holds its backend's), so the close is handed
-        # to the finalizer thread, which takes no lock here and never waits.
-        fd = getattr(self, "_fd", None)
-        if fd is None or fd.closing():
-            return
-        try:
-            _warn(f"unclosed {self!r}", ResourceWarning, source=self)
-        except Exception:  # noqa: BLE001 - interpreter shutdown
-            pass
-        _close_later(fd)
+    def __del__(self, _finalize: Any = _finalizer.finalize) -> None:
+        _finalize(self, getattr(self, "_fd", None))  # closes on the finalizer thread
 
 
 def pipe() -> tuple[File, File]:

@@ -54,8 +54,7 @@ import socket
 import sys
 import threading
 import time
-import warnings
-from typing import Any, Callable, NamedTuple, TypeVar, Union, cast
+from typing import Any, NamedTuple, TypeVar, Union, cast
 
 from threadpoll._poll.fd_poll_runtime import deadline_value
 from threadpoll._poll.fd_unix import FD
@@ -768,20 +767,8 @@ class _Endpoint:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def __del__(
-        self, _warn: Callable[..., None] = warnings.warn, _close_later: Any = _finalizer.close_later
-    ) -> None:
-        # Go sets a finalizer that closes the netFD. A garbage collection can run while this
-        # thread holds a runtime lock (the poller holds its backend's), so the close is handed
-        # to the finalizer thread, which takes no lock here and never waits.
-        fd = getattr(self, "_fd", None)
-        if fd is None or fd.closing():
-            return
-        try:
-            _warn(f"unclosed {self!r}", ResourceWarning, source=self)
-        except Exception:  # noqa: BLE001 - interpreter shutdown
-            pass
-        _close_later(fd)
+    def __del__(self, _finalize: Any = _finalizer.finalize) -> None:
+        _finalize(self, getattr(self, "_fd", None))  # closes on the finalizer thread
 
 
 class Conn(_Endpoint):
@@ -931,12 +918,10 @@ class Listener(_Endpoint):
     def __repr__(self) -> str:
         return f"<threadpoll.net.Listener {self._net} {_format_addr(self._laddr)} {self._state()}>"
 
-    def __del__(
-        self, _warn: Callable[..., None] = warnings.warn, _close_later: Any = _finalizer.close_later
-    ) -> None:
+    def __del__(self, _finalize: Any = _finalizer.finalize) -> None:
         fd = getattr(self, "_fd", None)
         closing = fd is None or fd.closing()
-        super().__del__(_warn, _close_later)
+        super().__del__(_finalize)
         if not closing and getattr(self, "_unlink", None) is not None:
             try:
                 _unlink_if_same(self._unlink)  # type: ignore[arg-type]

@@ -211,6 +211,21 @@ class _Helper:
         self.closes.append(fd)
         self.poke()
 
+    def finalize(
+        self, owner: object, fd: FD | None, _warn: Callable[..., None] = warnings.warn
+    ) -> None:
+        """A front's ``__del__`` (Go sets a finalizer that closes the descriptor): warn as the
+        stdlib does, then hand the close to this thread. A garbage collection can run while
+        the collecting thread holds a runtime lock (the poller holds its backend's), so the
+        close must not run inline. Takes no lock and never waits."""
+        if fd is None or fd.closing():
+            return
+        try:
+            _warn(f"unclosed {owner!r}", ResourceWarning, source=owner)
+        except Exception:  # noqa: BLE001 - interpreter shutdown
+            pass
+        self.close_later(fd)
+
     def _run(self) -> None:
         while True:
             timeout = -1.0
