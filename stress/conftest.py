@@ -25,24 +25,26 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 TESTS = os.path.join(os.path.dirname(HERE), "tests")
 
 if os.environ.get("THREADPOLL_SKIP_STRESS") == "1":
+    # Nothing here is collected; the names below are still exported, because a tests/
+    # module's ``from conftest import ...`` may resolve to this module.
     collect_ignore_glob = ["*"]
-else:
-    if TESTS not in sys.path:
-        sys.path.insert(0, TESTS)
-    if HERE not in sys.path:
-        sys.path.insert(0, HERE)
-    _name = "threadpoll_tests_conftest"
-    _tc = sys.modules.get(_name)
-    if _tc is None:
-        _spec = importlib.util.spec_from_file_location(_name, os.path.join(TESTS, "conftest.py"))
-        assert _spec is not None and _spec.loader is not None
-        _tc = importlib.util.module_from_spec(_spec)
-        sys.modules[_name] = _tc
-        _spec.loader.exec_module(_tc)
 
-    # Re-export everything: pytest finds the fixtures (rt, _all_runtimes, _leak_check) by
-    # scanning this module, and ``from conftest import ...`` in a tests/ module may resolve to
-    # this module (whichever conftest was imported last holds the name ``conftest``).
-    for _k, _v in vars(_tc).items():
-        if not _k.startswith("__"):
-            globals().setdefault(_k, _v)
+if TESTS not in sys.path:
+    sys.path.insert(0, TESTS)
+if HERE not in sys.path:
+    sys.path.insert(0, HERE)
+_name = "threadpoll_tests_conftest"
+_tc = sys.modules.get(_name)
+if _tc is None:
+    _spec = importlib.util.spec_from_file_location(_name, os.path.join(TESTS, "conftest.py"))
+    assert _spec is not None and _spec.loader is not None
+    _tc = importlib.util.module_from_spec(_spec)
+    sys.modules[_name] = _tc
+    _spec.loader.exec_module(_tc)
+
+# Re-export everything: pytest finds the fixtures (rt, _all_runtimes, _leak_check) by
+# scanning this module, and ``from conftest import ...`` in a tests/ module may resolve to
+# this module (whichever conftest was imported last holds the name ``conftest``).
+for _k, _v in vars(_tc).items():
+    if not _k.startswith("__"):
+        globals().setdefault(_k, _v)
