@@ -12,6 +12,7 @@ import errno
 import gc
 import http.client
 import http.server
+import inspect
 import io
 import os
 import select
@@ -467,7 +468,9 @@ def test_close_wakes_lock_waiters_too(pair: tuple[ts.socket, ts.socket]) -> None
     first = Runner(lambda: b.recv(1), name="first")
     wait_parked(b._desc, "r")
     second = Runner(lambda: b.recv(1), name="second")  # waits for the read lock
-    wait_until(lambda: _inside(second.thread, "_acquire"), what="second waiting for the lock")
+    wait_until(
+        lambda: _blocked_on_direction_lock(second.thread), what="second waiting for the lock"
+    )
     b.close()
     assert isinstance(first.join_exc(), NetClosingError)
     assert isinstance(second.join_exc(), NetClosingError)
@@ -501,14 +504,19 @@ def test_close_from_a_signal_handler_on_the_blocked_thread(
     assert b.fileno() == -1
 
 
-def _inside(thread: threading.Thread, function: str) -> bool:
-    """Whether thread is currently running function (observed, not slept for)."""
+def _blocked_on_direction_lock(thread: threading.Thread) -> bool:
+    """Whether thread is asleep on a _Desc direction lock: in _acquire (a call with a
+    timeout), or on the ``with lk:`` line of _io_blocking (a blocking call)."""
     frame = sys._current_frames().get(thread.ident or 0)
-    while frame is not None:
-        if frame.f_code.co_name == function:
-            return True
-        frame = frame.f_back
-    return False
+    if frame is None:
+        return False
+    if frame.f_code.co_name == "_acquire":
+        return True
+    if frame.f_code.co_name != "_io_blocking":
+        return False
+    lines, first = inspect.getsourcelines(ts.socket._io_blocking)
+    with_line = next(first + i for i, ln in enumerate(lines) if ln.strip().startswith("with lk:"))
+    return frame.f_lineno == with_line
 
 
 @pytest.mark.timeout(10)
