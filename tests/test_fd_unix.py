@@ -22,6 +22,7 @@ import os
 import signal
 import socket
 import struct
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -32,6 +33,7 @@ from typing import Any, Callable
 import pytest
 from support import Runner, pd_of, wait_parked, wait_until
 
+from threadpoll._poll import fd_unix
 from threadpoll._poll.fd_mutex import (
     MUTEX_REF_MASK,
     MUTEX_RLOCK,
@@ -1484,3 +1486,60 @@ def test_raw_conn_read_write(rt: Runtime, fds: Closer, kind: str) -> None:
     with pytest.raises(DeadlineExceededError):
         rd.raw_read(f)
     assert len(calls) == tried + 1  # prepare failed before f was called
+
+
+def _top_frame_is(thread: threading.Thread, function: str) -> bool:
+    frame = sys._current_frames().get(thread.ident or 0)
+    return frame is not None and frame.f_code.co_name == function
+
+
+@pytest.mark.parametrize("op", ["read", "write"])
+@pytest.mark.timeout(20)
+def test_first_attempt_holds_off_close_until_its_syscall_returns(
+    rt: Runtime, fds: Closer, monkeypatch: pytest.MonkeyPatch, op: str
+) -> None:
+    """read and write make their first attempt inside the fdMutex's state lock, holding no
+    reference (DIVERGENCE(go) in FD.read). A close from another thread while that read(2) or
+    write(2) is running must wait for it: the descriptor number is not released mid-call."""
+    r, w = pipe(fds)
+    fd = r if op == "read" else w
+    if op == "read":
+        os.write(w.sysfd, b"data")
+    seen: dict[str, Any] = {}
+
+    class OsInTheMiddle:
+        """fd_unix's ``os``, whose read/write start a close before doing the real call."""
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(os, name)
+
+        def _middle(self, n: int) -> None:
+            if n != fd.sysfd or "closer" in seen:
+                return
+            seen["state_lock_held"] = fd.fdmu._lock.locked()
+            closer = seen["closer"] = Runner(fd.close, name="closer")
+            wait_until(lambda: _top_frame_is(closer.thread, "incref_and_close"),
+                       what="close waiting for the state lock")
+            seen["sysfd"] = fd.sysfd
+
+        def read(self, n: int, size: int) -> bytes:
+            self._middle(n)
+            return os.read(n, size)
+
+        def write(self, n: int, data: Any) -> int:
+            self._middle(n)
+            return os.write(n, data)
+
+    sysfd = fd.sysfd
+    monkeypatch.setattr(fd_unix, "os", OsInTheMiddle())
+    if op == "read":
+        assert fd.read(10) == b"data"
+    else:
+        assert fd.write(b"data") == 4
+    monkeypatch.undo()
+    assert seen["state_lock_held"] is True
+    assert seen["sysfd"] == sysfd  # still ours while the call ran
+    assert seen["closer"].join_exc() is None
+    assert fd.sysfd == -1
+    if op == "write":
+        assert os.read(r.sysfd, 10) == b"data"

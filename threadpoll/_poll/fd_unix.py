@@ -22,6 +22,12 @@ Differences from Go:
 - DIVERGENCE(go): EINTR is retried by Python itself (PEP 475); a signal handler that raises
   propagates its exception, leaving the descriptor usable.
 - DIVERGENCE(go): ``read_into``/``recvfrom_into`` fill a caller's buffer, Python's style.
+- DIVERGENCE(go): ``read`` and ``write`` make their first attempt inside the fdMutex's state
+  lock, taking no reference: one lock round instead of two (fast path 1.45 -> 1.08 us, 2.8x
+  -> 2.1x the stdlib's recv). The lock keeps close from marking the FD closed, and so from
+  releasing the descriptor, until that read(2)/write(2) has returned; it is non-blocking, so
+  that is at once. An attempt that does not finish takes the read or write lock as Go's
+  does, and everything after is Go's. Other operations (read_into included) are Go's as is.
 
 Go: internal/poll/fd_unix.go
 """
@@ -34,6 +40,7 @@ import fcntl
 import os
 import socket
 import threading
+import time
 import weakref
 from typing import Any, Callable
 
@@ -41,6 +48,7 @@ from typing_extensions import final
 
 from threadpoll._poll.fd_mutex import (
     MUTEX_CLOSED,
+    MUTEX_REF,
     MUTEX_REF_MASK,
     MUTEX_RLOCK,
     MUTEX_RMASK,
@@ -50,7 +58,14 @@ from threadpoll._poll.fd_mutex import (
 )
 from threadpoll._poll.fd_poll_runtime import PollHandle, convert_err, deadline_value, err_closing
 from threadpoll._runtime import trace
-from threadpoll._runtime.netpoll import POLL_NO_ERROR, Runtime, runtime_poll_reset
+from threadpoll._runtime.netpoll import (
+    NO_DEADLINE,
+    PD_NIL,
+    POLL_NO_ERROR,
+    PollDesc,
+    Runtime,
+    runtime_poll_reset,
+)
 from threadpoll._runtime.park import Sema
 from threadpoll.errors import NoDeadlineError, with_written
 
@@ -63,6 +78,8 @@ _CSocket = _socket.socket
 # Darwin and FreeBSD can't read or write 2GB+ files at a time, even on 64-bit systems.
 # Reads are truncated and writes chunked to it, for stream descriptors only.
 MAX_RW = 1 << 30
+
+_monotonic = time.monotonic
 
 
 class _EOFType(EOFError):
@@ -424,6 +441,60 @@ class FD:
         """
         if n.__class__ is not int or n < 0:
             n = _size(n)
+        pd = self.pd.runtime_ctx
+        if pd is None or not n:
+            return self._read_slow(n)
+        # DIVERGENCE(go): the first attempt runs inside the fdMutex's own critical section —
+        # one lock round instead of readLock's and readUnlock's two. The descriptor is
+        # non-blocking (set_blocking changes that under the same lock) and registered, so
+        # read(2) returns at once; while the state lock is
+        # held no close can mark the FD closed or release the descriptor number, and no other
+        # reader can take the read lock. Only on EAGAIN does this thread take the read lock
+        # (and a reference), as readLock would have, before it parks.
+        if n > MAX_RW and self.is_stream:
+            n = MAX_RW
+        fdmu = self.fdmu
+        held = False
+        try:
+            with fdmu._lock:
+                old = fdmu.state
+                new = (old | MUTEX_RLOCK) + MUTEX_REF
+                d = pd.rd
+                if (
+                    old & (MUTEX_CLOSED | MUTEX_RLOCK)
+                    or not new & MUTEX_REF_MASK
+                    or self.is_blocking
+                    or pd.closing
+                    or pd.poller_err is not None
+                    or pd.event_err
+                    or (d != NO_DEADLINE and d <= _monotonic())
+                    or trace.enabled
+                ):
+                    old = -1  # closed, busy or unusual: the full path decides
+                else:
+                    pd.rg = PD_NIL  # prepareRead's reset (see runtime_poll_reset)
+                    try:
+                        return os.read(self.sysfd, n)
+                    except BlockingIOError:
+                        fdmu.state = new
+                        held = True
+            if old == -1:
+                return self._read_slow(n)
+            while True:
+                self.pd.wait_read(self.is_file)
+                try:
+                    return os.read(self.sysfd, n)
+                except BlockingIOError:
+                    pass
+        finally:
+            if held and fdmu.rwunlock(True):
+                self._destroy()
+
+    def _read_slow(self, n: int) -> bytes:
+        """FD.read as Go writes it: readLock, prepareRead, read(2) until not EAGAIN, readUnlock.
+
+        Go: internal/poll/fd_unix.go FD.Read
+        """
         # The hot path: read_lock, prepare_read and read_unlock written out in line (each is
         # a method call in Go's code too, but Python charges ~60 ns per call).
         fdmu = self.fdmu
@@ -590,45 +661,118 @@ class FD:
         """
         mv = _readable(data)
         total = len(mv)
+        pd = self.pd.runtime_ctx
+        if pd is None or not total:
+            return self._write_slow(mv, total)
+        # DIVERGENCE(go): the first attempt runs inside the fdMutex's state lock, as in read
+        # (see there). Only a write that does not finish at once takes the write lock and a
+        # reference, and goes on as Go's loop does.
+        fdmu = self.fdmu
+        held = False
+        slow = False
+        try:
+            try:
+                with fdmu._lock:
+                    old = fdmu.state
+                    new = (old | MUTEX_WLOCK) + MUTEX_REF
+                    d = pd.wd
+                    if (
+                        old & (MUTEX_CLOSED | MUTEX_WLOCK)
+                        or not new & MUTEX_REF_MASK
+                        or self.is_blocking
+                        or pd.closing
+                        or pd.poller_err is not None
+                        or (d != NO_DEADLINE and d <= _monotonic())
+                        or trace.enabled
+                    ):
+                        slow = True  # closed, busy or unusual: the full path decides
+                    else:
+                        pd.wg = PD_NIL  # prepareWrite's reset (see runtime_poll_reset)
+                        end = MAX_RW if self.is_stream and total > MAX_RW else total
+                        eagain = False
+                        try:
+                            n = os.write(self.sysfd, mv if end == total else mv[:end])
+                        except BlockingIOError:
+                            n, eagain = 0, True
+                        if n == total:
+                            return n
+                        fdmu.state = new
+                        held = True
+                if not slow:
+                    if n > end:
+                        msg = f"invalid return from write: got {n} from a write of {end}"
+                        raise OSError(errno.EIO, msg)
+                    if n == 0 and not eagain:
+                        raise _unexpected_eof()
+            except BaseException as e:
+                with_written(e, 0)
+                raise
+            if slow:
+                return self._write_slow(mv, total)
+            return self._write_locked(mv, total, n, pd, eagain)
+        finally:
+            if held and fdmu.rwunlock(False):
+                self._destroy()
+
+    def _write_slow(self, mv: memoryview, total: int) -> int:
+        """FD.write as Go writes it: writeLock, prepareWrite, the write loop, writeUnlock.
+
+        Go: internal/poll/fd_unix.go FD.Write
+        """
         fdmu = self.fdmu
         if not fdmu.rwlock(False):
             raise self._closed_error()
         try:
-            nn = 0
             try:
                 pd = self.pd.runtime_ctx
                 if pd is not None:
                     res = runtime_poll_reset(pd, "w")
                     if res != POLL_NO_ERROR:
                         raise convert_err(res, self.is_file, pd)  # type: ignore[misc]
-                while True:
-                    end = total
-                    if self.is_stream and total - nn > MAX_RW:
-                        end = nn + MAX_RW
-                    eagain = False
-                    try:
-                        n = os.write(self.sysfd, mv if nn == 0 and end == total else mv[nn:end])
-                    except BlockingIOError:
-                        n, eagain = 0, True
-                    if n > end - nn:
-                        msg = f"invalid return from write: got {n} from a write of {end - nn}"
-                        raise OSError(errno.EIO, msg)
-                    nn += n
-                    if nn == total:
-                        return nn
-                    if eagain:
-                        if pd is None:
-                            raise BlockingIOError(errno.EAGAIN, os.strerror(errno.EAGAIN))
-                        self.pd.wait_write(self.is_file)
-                        continue
-                    if n == 0:
-                        raise _unexpected_eof()
             except BaseException as e:
-                with_written(e, nn)
+                with_written(e, 0)
                 raise
+            return self._write_locked(mv, total, 0, pd, False)
         finally:
             if fdmu.rwunlock(False):
                 self._destroy()
+
+    def _write_locked(
+        self, mv: memoryview, total: int, nn: int, pd: PollDesc | None, wait_first: bool
+    ) -> int:
+        """Go's write loop, from nn bytes written, holding the write lock: write(2) until all
+        of mv is written, waiting for room on EAGAIN (first of all if ``wait_first``).
+
+        Go: internal/poll/fd_unix.go FD.Write
+        """
+        try:
+            if wait_first:
+                self.pd.wait_write(self.is_file)
+            while True:
+                end = total
+                if self.is_stream and total - nn > MAX_RW:
+                    end = nn + MAX_RW
+                eagain = False
+                try:
+                    n = os.write(self.sysfd, mv if nn == 0 and end == total else mv[nn:end])
+                except BlockingIOError:
+                    n, eagain = 0, True
+                if n > end - nn:
+                    msg = f"invalid return from write: got {n} from a write of {end - nn}"
+                    raise OSError(errno.EIO, msg)
+                nn += n
+                if nn == total:
+                    return nn
+                if eagain:
+                    if pd is None:
+                        raise BlockingIOError(errno.EAGAIN, os.strerror(errno.EAGAIN))
+                    self.pd.wait_write(self.is_file)
+                    continue
+                if n == 0:
+                    raise _unexpected_eof()
+        except BaseException as e:
+            with_written(e, nn)
+            raise
 
     def pwrite(self, data: Any, off: int) -> int:
         """Write all of data at an offset; independent of the write lock and the poller.
@@ -763,8 +907,12 @@ class FD:
         self.incref()
         try:
             with self._block_lock:
-                self.is_blocking = True
-            os.set_blocking(self.sysfd, True)
+                # Under the fdMutex's state lock too: read's first attempt runs under it and
+                # must see the flag and the descriptor's mode change together (it would
+                # otherwise block in read(2) holding that lock, and close would wait on it).
+                with self.fdmu._lock:
+                    self.is_blocking = True
+                    os.set_blocking(self.sysfd, True)
         finally:
             self.decref()
 
