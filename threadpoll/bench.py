@@ -85,6 +85,8 @@ V_TRIO = "trio"
 V_GEVENT = "gevent"
 V_TPS = "threadpoll drop-in socket"
 V_CONN = "threadpoll Conn"
+V_FLOOR = "floor: read(2) in Python"
+V_FLOOR_LOCK = "floor: + one lock"
 
 ECHO_SIZE = 64  # bytes per echo request and response, as in reference/perf-notes.md
 ECHO_STACK = 256 * 1024  # thread stack while spawning echo threads: 1000 x 8 MiB is 8 GB
@@ -574,6 +576,49 @@ def _gevent_fastpath(ctx: RunCtx) -> Outcome:  # runs in a child process
         return _fp_loop(gb.recv, a.sendall, ctx)
     finally:
         _close(a, gb)
+
+
+def _fp_floor(ctx: RunCtx) -> Outcome:
+    """Reference: read(2) on a non-blocking descriptor from one Python function, the least
+    any pure-Python wrapper that can wait elsewhere on EAGAIN must do."""
+    a, b = _stdlib_pair(ctx.params["transport"])
+    b.setblocking(False)
+    fd = b.fileno()
+    read = os.read
+
+    def recv(n: int) -> bytes:
+        try:
+            return read(fd, n)
+        except BlockingIOError:
+            raise RuntimeError("the fast path found no data") from None
+
+    try:
+        return _fp_loop(recv, a.sendall, ctx)
+    finally:
+        _close(a, b)
+
+
+def _fp_floor_lock(ctx: RunCtx) -> Outcome:
+    """Reference: the floor plus one ``with lock`` around the call, the cheapest way a close
+    from another thread can be kept from releasing the descriptor number mid-call (a bare
+    acquire/release pair leaves a window where Ctrl-C strands the lock)."""
+    a, b = _stdlib_pair(ctx.params["transport"])
+    b.setblocking(False)
+    fd = b.fileno()
+    read = os.read
+    lock = threading.Lock()
+
+    def recv(n: int) -> bytes:
+        with lock:
+            try:
+                return read(fd, n)
+            except BlockingIOError:
+                raise RuntimeError("the fast path found no data") from None
+
+    try:
+        return _fp_loop(recv, a.sendall, ctx)
+    finally:
+        _close(a, b)
 
 
 def _fp_tps(ctx: RunCtx) -> Outcome:
@@ -1644,6 +1689,9 @@ def _cases(quick: bool, rounds: int | None, only: Sequence[str]) -> list[Case]:
                             "own process"),
                     Variant(V_TPS, _fp_tps, _probe_tps),
                     Variant(V_CONN, _fp_conn, _probe_conn, "Conn.read"),
+                    Variant(V_FLOOR, _fp_floor, note="reference: os.read in one function"),
+                    Variant(V_FLOOR_LOCK, _fp_floor_lock,
+                            note="reference: the same inside one `with lock`"),
                 ], {"transport": transport}))
     if "pingpong" in only:
         for transport in ("unix", "tcp"):
