@@ -32,7 +32,7 @@ import weakref
 import xmlrpc.client
 import xmlrpc.server
 from collections.abc import Iterator
-from typing import Any, Callable
+from typing import Any, Callable, cast
 
 import pytest
 from support import Runner, pd_of, wait_parked, wait_until
@@ -1046,3 +1046,38 @@ def test_smtplib_against_a_threaded_smtp_server_under_patch(rt: Any) -> None:
                 refused = smtp.sendmail("a@example.com", ["b@example.com"], "Subject: t\r\n\r\nhi")
                 assert refused == {}
         assert b"hi" in srv.received[0]  # type: ignore[attr-defined]
+
+
+@pytest.mark.timeout(20)
+def test_close_on_the_same_thread_during_the_first_attempt(
+    pair: tuple[ts.socket, ts.socket], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A blocking recv makes its first attempt holding the FD's state lock (_io_blocking). A
+    close running on top of it on the same thread (a signal handler) must not wait for that
+    lock: it returns, the recv completes, and the descriptor is closed right after."""
+    a, b = pair
+    a.sendall(b"data")
+    seen: dict[str, Any] = {}
+    real = ts._CSocket
+
+    class CSocketInTheMiddle:
+        """``_CSocket`` whose recv runs b.close() first, as a handler on this thread would."""
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(real, name)
+
+        @staticmethod
+        def recv(sock: Any, *args: Any) -> bytes:
+            if sock is b and "closed" not in seen:
+                seen["state_lock_held"] = b._desc.fd.fdmu._lock.locked()
+                b.close()  # would deadlock if it took the state lock here
+                seen["closed"] = True
+            return cast(bytes, real.recv(sock, *args))
+
+    monkeypatch.setattr(ts, "_CSocket", CSocketInTheMiddle())
+    assert b.recv(10) == b"data"
+    monkeypatch.undo()
+    assert seen == {"state_lock_held": True, "closed": True}
+    wait_until(lambda: b._desc.fd.sysfd == -1, what="the finalizer thread's close")
+    with pytest.raises(OSError):
+        b.recv(1)

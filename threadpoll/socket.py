@@ -72,9 +72,23 @@ from typing import Any, Callable, TypeVar
 
 from typing_extensions import Self, final
 
+from threadpoll._poll.fd_mutex import (
+    MUTEX_CLOSED,
+    MUTEX_REF,
+    MUTEX_REF_MASK,
+    MUTEX_RLOCK,
+    MUTEX_WLOCK,
+)
 from threadpoll._poll.fd_poll_runtime import convert_err
 from threadpoll._poll.fd_unix import FD
-from threadpoll._runtime.netpoll import POLL_NO_ERROR, PollDesc, runtime_poll_reset
+from threadpoll._runtime import trace as trace_state
+from threadpoll._runtime.netpoll import (
+    NO_DEADLINE,
+    PD_NIL,
+    POLL_NO_ERROR,
+    PollDesc,
+    runtime_poll_reset,
+)
 from threadpoll.errors import ClosingError, with_written
 
 __all__ = [
@@ -538,7 +552,14 @@ class socket(_StdSocket):
             if d.held_by_me():
                 # This thread is itself inside a call on this socket (a signal handler runs
                 # on top of it): waiting for that call to leave would wait forever.
-                _close_nowait(d.fd)
+                lock = d.fd.fdmu._lock
+                if lock.acquire(False):
+                    lock.release()
+                    _close_nowait(d.fd)
+                else:
+                    # ... and it may be in its first attempt, holding the FD's state lock
+                    # (see _io_blocking): the finalizer thread closes it once that returns.
+                    _helper.close_later(d.fd)
             else:
                 d.fd.close()
         except ClosingError:
@@ -643,34 +664,72 @@ class socket(_StdSocket):
         if reading:
             mode = "r"
             lk = d.rlock
+            bit = MUTEX_RLOCK
         else:
             mode = "w"
             lk = d.wlock
+            bit = MUTEX_WLOCK
         with lk:  # a with block: no window for Ctrl-C between acquire and try
-            if not fdmu.rwlock(reading):
-                raise fd._closed_error()
+            if reading:
+                d.rowner = _get_ident()
+            else:
+                d.wowner = _get_ident()
+            held = False
             try:
-                if reading:
-                    d.rowner = _get_ident()
-                else:
-                    d.wowner = _get_ident()
                 pd = fd.pd.runtime_ctx
                 if pd is not None:
-                    res = runtime_poll_reset(pd, mode)
-                    if res != POLL_NO_ERROR:
-                        raise convert_err(res, False, pd)  # type: ignore[misc]
-                while True:
+                    # The first attempt inside the fdMutex's state lock, holding no reference,
+                    # as FD.read makes it (DIVERGENCE(go) there): while the lock is held no
+                    # close can release the descriptor, and the socket is non-blocking, so op
+                    # returns at once. On EAGAIN this thread takes the FD's read or write lock
+                    # right there, as the locked path would have, and goes on to park.
+                    dl = pd.rd if reading else pd.wd
+                    with fdmu._lock:
+                        old = fdmu.state
+                        new = (old | bit) + MUTEX_REF
+                        if not (
+                            old & (MUTEX_CLOSED | bit)
+                            or not new & MUTEX_REF_MASK
+                            or fd.is_blocking
+                            or pd.closing
+                            or pd.poller_err is not None
+                            or (reading and pd.event_err)
+                            or (dl != NO_DEADLINE and dl <= _monotonic())
+                            or trace_state.enabled
+                        ):
+                            if reading:
+                                pd.rg = PD_NIL
+                            else:
+                                pd.wg = PD_NIL
+                            try:
+                                return op(self, *args)
+                            except BlockingIOError:
+                                fdmu.state = new
+                                held = True
+                if not held:
+                    if not fdmu.rwlock(reading):
+                        raise fd._closed_error()
+                    held = True
+                    if pd is not None:
+                        res = runtime_poll_reset(pd, mode)
+                        if res != POLL_NO_ERROR:
+                            raise convert_err(res, False, pd)  # type: ignore[misc]
                     try:
                         return op(self, *args)
                     except BlockingIOError:
                         pass
+                while True:
                     fd.pd.wait(mode, False)
+                    try:
+                        return op(self, *args)
+                    except BlockingIOError:
+                        pass
             finally:
                 if reading:
                     d.rowner = None
                 else:
                     d.wowner = None
-                if fdmu.rwunlock(reading):
+                if held and fdmu.rwunlock(reading):
                     fd._destroy()
 
     def _write(self, op: Callable[..., _T], flags: object, args: tuple[Any, ...]) -> _T:
