@@ -578,9 +578,9 @@ def _gevent_fastpath(ctx: RunCtx) -> Outcome:  # runs in a child process
         _close(a, gb)
 
 
-def _fp_floor(ctx: RunCtx) -> Outcome:
-    """Reference: read(2) on a non-blocking descriptor from one Python function, the least
-    any pure-Python wrapper that can wait elsewhere on EAGAIN must do."""
+def _fp_floor_run(ctx: RunCtx, lock: threading.Lock | None) -> Outcome:
+    """A reference floor: read(2) on a non-blocking descriptor from one Python function, with
+    ``lock`` (if any) held around it by a with block."""
     a, b = _stdlib_pair(ctx.params["transport"])
     b.setblocking(False)
     fd = b.fileno()
@@ -592,33 +592,29 @@ def _fp_floor(ctx: RunCtx) -> Outcome:
         except BlockingIOError:
             raise RuntimeError("the fast path found no data") from None
 
-    try:
-        return _fp_loop(recv, a.sendall, ctx)
-    finally:
-        _close(a, b)
-
-
-def _fp_floor_lock(ctx: RunCtx) -> Outcome:
-    """Reference: the floor plus one ``with lock`` around the call, the cheapest way a close
-    from another thread can be kept from releasing the descriptor number mid-call (a bare
-    acquire/release pair leaves a window where Ctrl-C strands the lock)."""
-    a, b = _stdlib_pair(ctx.params["transport"])
-    b.setblocking(False)
-    fd = b.fileno()
-    read = os.read
-    lock = threading.Lock()
-
-    def recv(n: int) -> bytes:
-        with lock:
+    def recv_locked(n: int) -> bytes:
+        with lock:  # type: ignore[union-attr]
             try:
                 return read(fd, n)
             except BlockingIOError:
                 raise RuntimeError("the fast path found no data") from None
 
     try:
-        return _fp_loop(recv, a.sendall, ctx)
+        return _fp_loop(recv if lock is None else recv_locked, a.sendall, ctx)
     finally:
         _close(a, b)
+
+
+def _fp_floor(ctx: RunCtx) -> Outcome:
+    """Reference: the least any pure-Python wrapper that can wait elsewhere on EAGAIN does."""
+    return _fp_floor_run(ctx, None)
+
+
+def _fp_floor_lock(ctx: RunCtx) -> Outcome:
+    """Reference: the floor plus one ``with lock`` around the call, the cheapest way a close
+    from another thread can be kept from releasing the descriptor number mid-call (a bare
+    acquire/release pair leaves a window where Ctrl-C strands the lock)."""
+    return _fp_floor_run(ctx, threading.Lock())
 
 
 def _fp_tps(ctx: RunCtx) -> Outcome:
