@@ -1419,6 +1419,29 @@ def _overshoot(start_read: Callable[[], float], ctx: RunCtx) -> Outcome:
     return Outcome(samples=samples)
 
 
+def _timeout_overshoot(r: Any, ctx: RunCtx) -> Outcome:
+    """Overshoot of ``r.recv(1)`` under ``r.settimeout(DEADLINE_S)`` (a per-call timeout)."""
+    r.settimeout(DEADLINE_S)
+
+    def once() -> float:
+        limit = time.monotonic() + DEADLINE_S
+        _expect_timeout(lambda: r.recv(1))
+        return limit
+
+    return _overshoot(once, ctx)
+
+
+def _deadline_overshoot(r: Any, read: Callable[[], object], ctx: RunCtx) -> Outcome:
+    """Overshoot of ``read()`` under ``r.set_read_deadline`` (threadpoll's absolute limit)."""
+    def once() -> float:
+        limit = time.monotonic() + DEADLINE_S
+        r.set_read_deadline(limit)
+        _expect_timeout(read)
+        return limit
+
+    return _overshoot(once, ctx)
+
+
 def _expect_timeout(read: Callable[[], object]) -> None:
     try:
         read()
@@ -1430,14 +1453,7 @@ def _expect_timeout(read: Callable[[], object]) -> None:
 def _dl_stdlib(ctx: RunCtx) -> Outcome:
     peer, r = socket.socketpair()
     try:
-        r.settimeout(DEADLINE_S)
-
-        def once() -> float:
-            limit = time.monotonic() + DEADLINE_S
-            _expect_timeout(lambda: r.recv(1))
-            return limit
-
-        return _overshoot(once, ctx)
+        return _timeout_overshoot(r, ctx)
     finally:
         _close(peer, r)
 
@@ -1510,14 +1526,7 @@ def _gevent_deadline(ctx: RunCtx) -> Outcome:  # runs in a child process
     peer, r = socket.socketpair()
     gr = gsocket.socket(fileno=r.detach())
     try:
-        gr.settimeout(DEADLINE_S)
-
-        def once() -> float:
-            limit = time.monotonic() + DEADLINE_S
-            _expect_timeout(lambda: gr.recv(1))
-            return limit
-
-        return _overshoot(once, ctx)
+        return _timeout_overshoot(gr, ctx)
     finally:
         _close(peer, gr)
 
@@ -1525,13 +1534,7 @@ def _gevent_deadline(ctx: RunCtx) -> Outcome:  # runs in a child process
 def _dl_tps_deadline(ctx: RunCtx) -> Outcome:
     peer, r = _tps_pair("unix")
     try:
-        def once() -> float:
-            limit = time.monotonic() + DEADLINE_S
-            r.set_read_deadline(limit)
-            _expect_timeout(lambda: r.recv(1))
-            return limit
-
-        return _overshoot(once, ctx)
+        return _deadline_overshoot(r, lambda: r.recv(1), ctx)
     finally:
         _close(peer, r)
 
@@ -1539,14 +1542,7 @@ def _dl_tps_deadline(ctx: RunCtx) -> Outcome:
 def _dl_tps_timeout(ctx: RunCtx) -> Outcome:
     peer, r = _tps_pair("unix")
     try:
-        r.settimeout(DEADLINE_S)
-
-        def once() -> float:
-            limit = time.monotonic() + DEADLINE_S
-            _expect_timeout(lambda: r.recv(1))
-            return limit
-
-        return _overshoot(once, ctx)
+        return _timeout_overshoot(r, ctx)
     finally:
         _close(peer, r)
 
@@ -1555,13 +1551,7 @@ def _dl_conn(ctx: RunCtx) -> Outcome:
     with tempfile.TemporaryDirectory(prefix="tpbench") as tmp:
         peer, r = _conn_pair("unix", tmp)
         try:
-            def once() -> float:
-                limit = time.monotonic() + DEADLINE_S
-                r.set_read_deadline(limit)
-                _expect_timeout(lambda: r.read(1))
-                return limit
-
-            return _overshoot(once, ctx)
+            return _deadline_overshoot(r, lambda: r.read(1), ctx)
         finally:
             _close(peer, r)
 
