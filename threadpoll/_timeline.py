@@ -295,6 +295,16 @@ class _Stage:
                     pass
 
 
+def _read_expecting(st: _Stage, conn: FD, exc_type: type[BaseException], key: str) -> None:
+    """A read(64) meant to fail with exc_type: note it, and keep the error as outcome[key]."""
+    st.note("read(64)")
+    try:
+        conn.read(64)
+    except exc_type as e:
+        st.outcome[key] = e
+        st.note(f"raised {_exc_text(e)}")
+
+
 def _exc_text(e: BaseException) -> str:
     return f"{type(e).__name__}: {e}"
 
@@ -353,12 +363,7 @@ def _play_deadline(st: _Stage) -> None:
     st.start("reader", "setter")
 
     def read() -> None:
-        st.note("read(64)")
-        try:
-            a.read(64)
-        except DeadlineExceededError as e:
-            st.outcome["error"] = e
-            st.note(f"raised {_exc_text(e)}")
+        _read_expecting(st, a, DeadlineExceededError, "error")
 
     def set_deadline() -> None:
         st.note("set_read_deadline(now+30ms)")
@@ -376,12 +381,7 @@ def _play_deadline_past(st: _Stage) -> None:
     buffered = threading.Event()
 
     def read() -> None:
-        st.note("read(64)")
-        try:
-            a.read(64)
-        except DeadlineExceededError as e:
-            st.outcome["parked_error"] = e
-            st.note(f"raised {_exc_text(e)}")
+        _read_expecting(st, a, DeadlineExceededError, "parked_error")
         if not buffered.wait(_WAIT):
             raise ScenarioError("the data never arrived")
         st.note("read(64), data buffered")
@@ -492,12 +492,7 @@ def _play_close_reuse(st: _Stage) -> None:
     st.start("reader", "closer", "new-owner")
 
     def read() -> None:
-        st.note("read(64)")
-        try:
-            a.read(64)
-        except NetClosingError as e:
-            st.outcome["error"] = e
-            st.note(f"raised {_exc_text(e)}")
+        _read_expecting(st, a, NetClosingError, "error")
 
     def close() -> None:
         st.note("close()")
