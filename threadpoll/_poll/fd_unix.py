@@ -447,10 +447,10 @@ class FD:
         # DIVERGENCE(go): the first attempt runs inside the fdMutex's own critical section —
         # one lock round instead of readLock's and readUnlock's two. The descriptor is
         # non-blocking (set_blocking changes that under the same lock) and registered, so
-        # read(2) returns at once; while the state lock is
-        # held no close can mark the FD closed or release the descriptor number, and no other
-        # reader can take the read lock. Only on EAGAIN does this thread take the read lock
-        # (and a reference), as readLock would have, before it parks.
+        # read(2) returns at once; while the state lock is held no close can mark the FD
+        # closed or release the descriptor number, and no other reader can take the read
+        # lock. Only on EAGAIN does this thread take the read lock (and a reference), as
+        # readLock would have, before it parks.
         if n > MAX_RW and self.is_stream:
             n = MAX_RW
         fdmu = self.fdmu
@@ -495,8 +495,8 @@ class FD:
 
         Go: internal/poll/fd_unix.go FD.Read
         """
-        # The hot path: read_lock, prepare_read and read_unlock written out in line (each is
-        # a method call in Go's code too, but Python charges ~60 ns per call).
+        # read_lock, prepare_read and read_unlock written out in line (each is a method call
+        # in Go's code too, but Python charges ~60 ns per call).
         fdmu = self.fdmu
         if not fdmu.rwlock(True):
             raise self._closed_error()
