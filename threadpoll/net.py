@@ -771,7 +771,29 @@ class _Endpoint:
         _finalize(self, getattr(self, "_fd", None))  # closes on the finalizer thread
 
 
-class Conn(_Endpoint):
+class _Conn(_Endpoint):
+    """What Conn and PacketConn share: per-direction deadlines and the local address.
+
+    Go: net/net.go conn (the struct both embed)
+    """
+
+    __slots__ = ()
+
+    def set_read_deadline(self, t: float | None) -> None:
+        """Go: net/net.go conn.SetReadDeadline"""
+        self._fd.set_read_deadline(t)
+
+    def set_write_deadline(self, t: float | None) -> None:
+        """Go: net/net.go conn.SetWriteDeadline"""
+        self._fd.set_write_deadline(t)
+
+    @property
+    def local_addr(self) -> Addr:
+        """Go: net/net.go conn.LocalAddr"""
+        return self._laddr
+
+
+class Conn(_Conn):
     """A stream or connected datagram connection: made by ``dial`` and ``Listener.accept``.
 
     Thread-safe: any thread may read, write, set deadlines or close; ``close()`` wakes every
@@ -828,19 +850,6 @@ class Conn(_Endpoint):
         Go: net/tcpsock.go TCPConn.CloseWrite
         """
         self._fd.shutdown(socket.SHUT_WR)
-
-    def set_read_deadline(self, t: float | None) -> None:
-        """Go: net/net.go conn.SetReadDeadline"""
-        self._fd.set_read_deadline(t)
-
-    def set_write_deadline(self, t: float | None) -> None:
-        """Go: net/net.go conn.SetWriteDeadline"""
-        self._fd.set_write_deadline(t)
-
-    @property
-    def local_addr(self) -> Addr:
-        """Go: net/net.go conn.LocalAddr"""
-        return self._laddr
 
     @property
     def remote_addr(self) -> Addr:
@@ -929,7 +938,7 @@ class Listener(_Endpoint):
                 pass
 
 
-class PacketConn(_Endpoint):
+class PacketConn(_Conn):
     """A datagram endpoint made by ``listen_packet``: ``read_from`` and ``write_to``.
 
     Go: net.PacketConn (net/udpsock.go UDPConn, net/unixsock.go UnixConn)
@@ -972,19 +981,6 @@ class PacketConn(_Endpoint):
         if self._family == socket.AF_INET:
             raise ValueError(f"cannot send to IPv6 address {a.host!r} from an IPv4 socket")
         return (a.host, a.port, a.flowinfo, a.scope_id)
-
-    def set_read_deadline(self, t: float | None) -> None:
-        """Go: net/net.go conn.SetReadDeadline"""
-        self._fd.set_read_deadline(t)
-
-    def set_write_deadline(self, t: float | None) -> None:
-        """Go: net/net.go conn.SetWriteDeadline"""
-        self._fd.set_write_deadline(t)
-
-    @property
-    def local_addr(self) -> Addr:
-        """Go: net/net.go conn.LocalAddr"""
-        return self._laddr
 
     def __repr__(self) -> str:
         return (
