@@ -168,16 +168,11 @@ def _deadline_text(deadline_in: float | None) -> str:
 
 
 def _fd_index() -> dict[int, Any]:
-    """pollDesc id → FD, for the fdMutex line (empty if internal/poll keeps no registry)."""
-    try:
-        from threadpoll._poll import fd_unix
-    except ImportError:  # pragma: no cover
-        return {}
-    live_fds: Callable[[], list[Any]] | None = getattr(fd_unix, "live_fds", None)
-    if live_fds is None:
-        return {}
+    """pollDesc id → FD, for the fdMutex line."""
+    from threadpoll._poll import fd_unix
+
     out = {}
-    for fd in live_fds():
+    for fd in fd_unix.live_fds():
         pd = fd.pd.runtime_ctx
         if pd is not None:
             out[pd.id] = fd

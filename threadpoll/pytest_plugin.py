@@ -171,11 +171,8 @@ class _Snapshot:
         from threadpoll import _diag
         from threadpoll._poll import fd_unix
 
-        live_fds: Callable[[], list[Any]] | None = getattr(fd_unix, "live_fds", None)
         # Weak: the check must not keep a test's FDs alive (their finalizers must run).
-        self.fds: weakref.WeakSet[Any] = weakref.WeakSet()
-        if live_fds is not None:
-            self.fds.update(live_fds())
+        self.fds: weakref.WeakSet[Any] = weakref.WeakSet(fd_unix.live_fds())
         self.pds: dict[tuple[int, int], str] = {}
         for rt in _diag._live_runtimes():
             for pd in _diag._open_pds(rt):

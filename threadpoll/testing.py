@@ -17,7 +17,7 @@ each descriptor's in-flight operations have left and its fd is closed.
 from __future__ import annotations
 
 import time
-from typing import Any, Callable
+from typing import Any
 
 from threadpoll._diag import Parked, parked
 from threadpoll._poll import fd_unix
@@ -30,13 +30,7 @@ __all__ = ["expire_all_deadlines", "close_all", "wait_parked", "parked", "Parked
 
 def _live_fds() -> list[Any]:
     """Every open FD, from internal/poll's registry."""
-    live_fds: Callable[[], list[Any]] | None = getattr(fd_unix, "live_fds", None)
-    if live_fds is None:  # pragma: no cover - the registry ships with fd_unix
-        raise RuntimeError(
-            "threadpoll.testing needs threadpoll._poll.fd_unix.live_fds(), "
-            "the registry of open FDs, which this version lacks"
-        )
-    return live_fds()
+    return fd_unix.live_fds()
 
 
 def expire_all_deadlines() -> int:
