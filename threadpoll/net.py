@@ -967,10 +967,9 @@ class PacketConn(_Conn):
         return self._fd.sendto(data, self._sockaddr(addr))
 
     def _sockaddr(self, addr: object) -> Any:
-        nw = _NETWORKS[self._net]
         if self._family == socket.AF_UNIX:
             return _unix_addr(addr)
-        a = _inet_addr(addr, nw)
+        a = _inet_addr(addr, _NETWORKS[self._net])
         fam = _ip_family(a.host)
         if fam is None:
             raise ValueError(f"write_to needs a literal IP address, not {a.host!r}")

@@ -399,8 +399,7 @@ class FD:
             blocking = self.is_blocking
         if not blocking:
             if not destroyed and pd is not None:
-                with pd.rt.stat_lock:
-                    pd.rt.closes_waited += 1  # an operation still holds a reference
+                pd.rt.count_close_waited()  # an operation still holds a reference
             # Wait until the descriptor is closed. If this was the only reference, it is
             # already closed. Only wait if the descriptor is not in blocking mode, since
             # otherwise a blocked operation could keep close from ever returning.

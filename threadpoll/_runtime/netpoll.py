@@ -618,6 +618,11 @@ class Runtime:
         with self.stat_lock:
             self.breaks += 1
 
+    def count_close_waited(self) -> None:
+        """Go: none"""
+        with self.stat_lock:
+            self.closes_waited += 1
+
     def ensure_poller(self) -> None:
         """Start the poller thread if it is not running (first open; first wait in a forked
         child). A poller that dies restarts itself (_poller_died).
@@ -664,7 +669,6 @@ class Runtime:
                     # is the back-off itself, not synchronisation.
                     time.sleep(backoff)
                 self._sweep_after_death()
-            wakeups = self.poller_wakeups
             while True:
                 with self.lock:
                     if self.stopping:
