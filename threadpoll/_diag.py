@@ -179,23 +179,6 @@ def _fd_index() -> dict[int, Any]:
     return out
 
 
-def _fdmu_text(state: int) -> str:
-    parts = [f"refs={(state & fd_mutex.MUTEX_REF_MASK) // fd_mutex.MUTEX_REF}"]
-    if state & fd_mutex.MUTEX_CLOSED:
-        parts.append("closed")
-    if state & fd_mutex.MUTEX_RLOCK:
-        parts.append("rlock")
-    if state & fd_mutex.MUTEX_WLOCK:
-        parts.append("wlock")
-    rwait = (state & fd_mutex.MUTEX_RMASK) // fd_mutex.MUTEX_RWAIT
-    wwait = (state & fd_mutex.MUTEX_WMASK) // fd_mutex.MUTEX_WWAIT
-    if rwait:
-        parts.append(f"rwait={rwait}")
-    if wwait:
-        parts.append(f"wwait={wwait}")
-    return " ".join(parts)
-
-
 def _is_internal(filename: str) -> bool:
     return os.path.abspath(filename).startswith(_PACKAGE_DIR + os.sep)
 
@@ -248,7 +231,7 @@ def dump(stacks: bool = True) -> str:
         lines.append(f"    pollDesc {e.state} ({e.backend})")
         fd = fds.get(e.pd.id)
         if fd is not None:
-            lines.append(f"    fdMutex {_fdmu_text(fd.fdmu.state)}")
+            lines.append(f"    fdMutex {fd_mutex.state_text(fd.fdmu.state)}")
         if t.ident is not None:
             lines.extend("    " + s for s in _stack_lines(frames.get(t.ident)))
     return "\n".join(lines) + "\n"

@@ -48,6 +48,7 @@ __all__ = [
     "MUTEX_WMASK",
     "OVERFLOW_MSG",
     "INCONSISTENT_MSG",
+    "state_text",
 ]
 
 # FDMutex.state is organised as follows (a uint64 in Go):
@@ -279,15 +280,26 @@ class FDMutex:
         """Go: none"""
         with self._lock:
             s = self.state
-        flags = ""
-        if s & MUTEX_CLOSED:
-            flags += " closed"
-        if s & MUTEX_RLOCK:
-            flags += " rlock"
-        if s & MUTEX_WLOCK:
-            flags += " wlock"
-        return (
-            f"<FDMutex{flags} refs={(s & MUTEX_REF_MASK) // MUTEX_REF}"
-            f" rwait={(s & MUTEX_RMASK) // MUTEX_RWAIT}"
-            f" wwait={(s & MUTEX_WMASK) // MUTEX_WWAIT}>"
-        )
+        return f"<FDMutex {state_text(s)}>"
+
+
+def state_text(state: int) -> str:
+    """A state word spelled out: ``refs=N``, then ``closed``/``rlock``/``wlock`` and the
+    waiter counts that are set. Takes no lock (dump() reads the word without one).
+
+    Go: none
+    """
+    parts = [f"refs={(state & MUTEX_REF_MASK) // MUTEX_REF}"]
+    if state & MUTEX_CLOSED:
+        parts.append("closed")
+    if state & MUTEX_RLOCK:
+        parts.append("rlock")
+    if state & MUTEX_WLOCK:
+        parts.append("wlock")
+    rwait = (state & MUTEX_RMASK) // MUTEX_RWAIT
+    wwait = (state & MUTEX_WMASK) // MUTEX_WWAIT
+    if rwait:
+        parts.append(f"rwait={rwait}")
+    if wwait:
+        parts.append(f"wwait={wwait}")
+    return " ".join(parts)
