@@ -59,6 +59,7 @@ from typing import Any, NamedTuple, TypeVar, Union, cast
 from threadpoll._poll.fd_poll_runtime import deadline_value
 from threadpoll._poll.fd_unix import FD
 from threadpoll.errors import ClosingError, DeadlineExceededError, NotPollableError
+from threadpoll.socket import _CONNECT_PENDING, _await_connect
 from threadpoll.socket import _helper as _finalizer
 
 __all__ = ["Conn", "Listener", "PacketConn", "dial", "listen", "listen_packet"]
@@ -517,25 +518,12 @@ def _connect(fd: FD, s: _socket.socket, deadline: float) -> None:
     """
     if deadline != math.inf:
         fd.set_write_deadline(deadline)
-    while True:
-        # Performing multiple connect system calls on a non-blocking socket under Unix
-        # variants does not necessarily result in earlier errors being returned. Instead,
-        # once the poller tells us that the socket is ready, get the SO_ERROR socket option
-        # to see if the connection succeeded or failed (Go issue 7474).
-        fd.wait_write()
-        nerr = fd.control(lambda _: s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR))
-        if nerr in (errno.EINPROGRESS, errno.EALREADY, errno.EINTR):
-            continue
-        if nerr == errno.EISCONN:
-            break
-        if nerr == 0:
-            # The poller can wake us up spuriously (Go issues 14548 and 19289). Check that
-            # we are really connected; if not, wait again.
-            try:
-                fd.control(lambda _: s.getpeername())
-            except OSError:
-                continue
-            break
+    nerr = _await_connect(
+        fd.wait_write,
+        lambda: int(fd.control(lambda _: s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR))),
+        lambda: fd.control(lambda _: s.getpeername()),
+    )
+    if nerr:
         raise OSError(nerr, os.strerror(nerr))
     if deadline != math.inf:
         fd.set_write_deadline(None)
@@ -550,14 +538,14 @@ def _dial_one(nw: _Network, family: int, sa: Any, deadline: float) -> Conn:
     try:
         _set_default_sockopts(s, family, nw)
         err = s.connect_ex(sa)
-        if err not in (0, errno.EISCONN, errno.EINPROGRESS, errno.EALREADY, errno.EINTR):
+        if err not in (0, errno.EISCONN, *_CONNECT_PENDING):
             raise OSError(err, os.strerror(err))
     except BaseException:
         s.close()
         raise
     fd = _new_fd(s, nw)  # Go: fd.init after connect returned; it owns s's descriptor now
     try:
-        if err in (errno.EINPROGRESS, errno.EALREADY, errno.EINTR):
+        if err in _CONNECT_PENDING:
             _connect(fd, s, deadline)
         if nw.sotype == socket.SOCK_STREAM and family != socket.AF_UNIX:
             _set_tcp_sockopts(s)

@@ -122,6 +122,36 @@ _MSG_DONTWAIT = getattr(_socket, "MSG_DONTWAIT", 0)
 _CONNECT_IN_PROGRESS = (errno.EINPROGRESS, errno.EINTR)
 # A connect that is not finished yet, when SO_ERROR is read after a wake-up (Go's list).
 _CONNECT_PENDING = (errno.EINPROGRESS, errno.EALREADY, errno.EINTR)
+
+
+def _await_connect(
+    wait_write: Callable[[], None], so_error: Callable[[], int], getpeername: Callable[[], object]
+) -> int:
+    """Wait for a non-blocking connect in progress to finish; its error number (0:
+    connected). Shared by socket.connect and net.dial.
+
+    Go: net/fd_unix.go netFD.connect (the loop after EINPROGRESS)
+    """
+    while True:
+        # Performing multiple connect system calls on a non-blocking socket under Unix
+        # variants does not necessarily result in earlier errors being returned. Instead,
+        # once the poller tells us that the socket is ready, get the SO_ERROR socket option
+        # to see if the connection succeeded or failed (Go issue 7474).
+        wait_write()
+        err = so_error()
+        if err in _CONNECT_PENDING:
+            continue
+        if err == errno.EISCONN:
+            return 0
+        if err == 0:
+            # The poller can wake us up spuriously (Go issues 14548 and 19289; here a
+            # timeout's timer too). Check that we are really connected; if not, wait again.
+            try:
+                getpeername()
+            except OSError:
+                continue
+            return 0
+        return err
 # The largest per-call timeout the C socket accepts: nanoseconds in a signed 64-bit integer.
 _TIMEOUT_NS_MAX = (1 << 63) - 1
 
@@ -939,22 +969,11 @@ class socket(_StdSocket):
 
         Go: net/fd_unix.go netFD.connect (the loop after EINPROGRESS)
         """
-        while True:
-            _wait(fd, "w", until)
-            err = _CSocket.getsockopt(self, _socket.SOL_SOCKET, _socket.SO_ERROR)
-            if err in _CONNECT_PENDING:
-                continue
-            if err == errno.EISCONN:
-                return 0
-            if err == 0:
-                # The runtime poller can wake us up spuriously (and a timeout's timer does);
-                # check that we are really connected, and if not, wait again.
-                try:
-                    _CSocket.getpeername(self)
-                except OSError:
-                    continue
-                return 0
-            return int(err)
+        return _await_connect(
+            lambda: _wait(fd, "w", until),
+            lambda: int(_CSocket.getsockopt(self, _socket.SOL_SOCKET, _socket.SO_ERROR)),
+            lambda: _CSocket.getpeername(self),
+        )
 
     # --- the rest: a reference each -------------------------------------------------------
 
