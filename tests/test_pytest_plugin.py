@@ -153,3 +153,118 @@ def test_leaks_ini_option(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(HELPERS + "\nKEEP = []\n\ndef test_leaks():\n    KEEP.extend(pair())\n")
     result = _run(pytester)
     result.assert_outcomes(passed=1, errors=1)
+
+
+# --- staying out of the way in other projects ----------------------------------------------
+
+# Loaded with -p before the entry points: makes this pytest look like pytest 6 to threadpoll,
+# which has no pytest.StashKey (the plugin used to create one at import and crash every run).
+# pytest-timeout, loaded next to it, still gets the real one.
+FAKE_OLD_PYTEST = """
+import sys
+import pytest
+
+pytest.__version__ = "6.2.5"
+_real = pytest.StashKey
+
+class StashKey(_real):
+    __class_getitem__ = classmethod(lambda cls, item: cls)
+
+    def __init__(self):
+        if sys._getframe(1).f_globals.get("__name__", "").startswith("threadpoll"):
+            raise AttributeError("module 'pytest' has no attribute 'StashKey'")
+        super().__init__()
+
+pytest.StashKey = StashKey
+"""
+
+SLEEPS_PAST_TIMEOUT = """
+import threading, time
+import pytest
+
+@pytest.mark.timeout(1, method="signal")
+def test_hangs_elsewhere():
+    threading.Event().wait(30)   # hangs, but not in threadpoll
+"""
+
+
+def test_old_pytest_disables_plugin_with_one_warning(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(fakeold=FAKE_OLD_PYTEST)
+    pytester.makepyfile(
+        test_inner=HANGING_READ.format(method="signal")
+        + """
+def test_plugin_did_nothing(request):
+    import pytest_timeout
+    assert not hasattr(pytest_timeout.timeout_sigalrm, "_threadpoll_wrapped")
+    assert "_threadpoll_leaks_everywhere" not in request.fixturenames
+"""
+    )
+    pytester.syspathinsert()
+    result = _run(pytester, "-p", "fakeold", "-W", "always")
+    result.assert_outcomes(failed=1, passed=1)
+    out = result.stdout.str() + result.stderr.str()
+    assert out.count("threadpoll's pytest plugin needs pytest>=7.0 (this is pytest 6.2.5)") == 1
+    assert "threadpoll: parked threads at timeout" not in out
+
+
+def test_no_dump_when_the_test_did_not_park_in_threadpoll(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(SLEEPS_PAST_TIMEOUT)
+    result = _run(pytester)
+    result.assert_outcomes(failed=1)
+    out = result.stdout.str()
+    assert "Timeout (>1.0s) from pytest-timeout." in out
+    assert "threadpoll:" not in out and "parked" not in out
+
+
+def test_no_dump_after_threadpoll_was_used_and_left(pytester: pytest.Pytester) -> None:
+    """A runtime exists (an earlier test used threadpoll), but nothing is parked."""
+    pytester.makepyfile(
+        HELPERS
+        + """
+def test_uses_threadpoll():
+    a, b = pair()
+    b.write(b"x")
+    assert a.read(1) == b"x"
+    a.close()
+    b.close()
+"""
+        + SLEEPS_PAST_TIMEOUT
+    )
+    result = _run(pytester)
+    result.assert_outcomes(passed=1, failed=1)
+    assert "threadpoll: parked threads at timeout" not in result.stdout.str()
+
+
+def test_opt_out_with_p_no_threadpoll(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        """
+import pytest_timeout
+
+def test_not_loaded(pytestconfig):
+    assert not pytestconfig.pluginmanager.hasplugin("threadpoll")
+    assert not hasattr(pytest_timeout.timeout_sigalrm, "_threadpoll_wrapped")
+"""
+    )
+    result = _run(pytester, "-p", "no:threadpoll")
+    result.assert_outcomes(passed=1)
+    assert "threadpoll" not in result.stdout.str().replace("test_opt_out_with_p_no_threadpoll", "")
+
+
+def test_no_per_test_fixture_unless_leak_check_is_on(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        """
+def test_fixtures(request):
+    assert "_threadpoll_leaks_everywhere" not in request.fixturenames
+"""
+    )
+    _run(pytester).assert_outcomes(passed=1)
+    _run(pytester, "--threadpoll-leaks").assert_outcomes(failed=1)  # there it is
+
+
+def test_version_tuple() -> None:
+    from threadpoll.pytest_plugin import _version_tuple
+
+    assert _version_tuple("6.2.5") == (6, 2, 5)
+    assert _version_tuple("7.0.0rc1") == (7, 0, 0)
+    assert _version_tuple("8.1.0.dev12+g1234") == (8, 1, 0)
+    assert _version_tuple("9") == (9,)

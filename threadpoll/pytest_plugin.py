@@ -21,14 +21,25 @@ the originals back at ``pytest_unconfigure``. Its hooks ``pytest_timeout_set_tim
 ``pytest_timeout_cancel_timer`` are for replacing the timer, not for adding to its report, so
 wrapping is the smaller intervention. Without pytest-timeout, only the leak check is active.
 
-The plugin loads in every pytest run where threadpoll is installed; it starts no thread and
-makes no runtime until a test uses threadpoll.
+Staying out of the way. The plugin loads in every pytest run of every project where threadpoll
+is installed, so:
+
+- It starts no thread and makes no runtime. A timeout gets the dump only when some thread is
+  parked in threadpoll at that moment; in a process where no threadpoll runtime exists the
+  wrapper hands straight to pytest-timeout's own function without importing anything.
+- ``--threadpoll-leaks`` adds its per-test fixture only when it is on; otherwise no test gets
+  any fixture from this plugin.
+- It needs pytest ``MIN_PYTEST`` (7.0) or newer. Below that it does nothing at all and says so
+  with one ``PytestConfigWarning`` per run.
+- Opt out entirely with ``-p no:threadpoll`` (on the command line, in ``addopts``, or in
+  ``PYTEST_ADDOPTS``).
 """
 
 from __future__ import annotations
 
 import sys
 import time
+import warnings
 import weakref
 from collections.abc import Iterator
 from types import ModuleType
@@ -42,7 +53,11 @@ if TYPE_CHECKING:
 else:
     import pytest
 
-__all__ = ["threadpoll_leak_check"]
+__all__ = ["MIN_PYTEST", "threadpoll_leak_check"]
+
+# The oldest pytest this plugin supports (pytest 7.0 brought what it and its tests use, such
+# as ``pytest.Pytester``); below it the plugin disables itself with one warning.
+MIN_PYTEST = (7, 0)
 
 # How long the leak check lets a test's own threads finish tearing down before it reports.
 LEAK_GRACE = 1.0
@@ -57,7 +72,32 @@ def _fixture(**kwargs: Any) -> Callable[[_F], _F]:
     return cast(Callable[[_F], _F], pytest.fixture(**kwargs))
 
 
+def _version_tuple(text: str) -> tuple[int, ...]:
+    """(6, 2, 5) from "6.2.5"; a pre-release or local suffix ("8.1.0.dev12+g...") ends it."""
+    out = []
+    for part in text.split("."):
+        digits = ""
+        for ch in part:
+            if not ch.isdigit():
+                break
+            digits += ch
+        if not digits:
+            break
+        out.append(int(digits))
+        if len(digits) != len(part):
+            break
+    return tuple(out)
+
+
+def _supported() -> bool:
+    """Whether the running pytest is one this plugin supports (read at each hook, not at
+    import, so that a run can tell; it is a string compare's worth of work)."""
+    return _version_tuple(str(getattr(pytest, "__version__", "0"))) >= MIN_PYTEST
+
+
 def pytest_addoption(parser: Any) -> None:
+    if not _supported():
+        return
     group = parser.getgroup("threadpoll")
     group.addoption(
         "--threadpoll-leaks",
@@ -76,7 +116,9 @@ def pytest_addoption(parser: Any) -> None:
 # --- the dump on timeout -----------------------------------------------------------------
 
 _WRAPPED = "_threadpoll_wrapped"  # a wrapper's attribute holding the function it wraps
-_wrapped_key: Any = pytest.StashKey()  # what this config wrapped
+# id(config) -> (pytest-timeout's module, the names this config wrapped). A plain dict, not
+# config.stash: pytest.StashKey is new in pytest 7.0, and this module must import on any pytest.
+_wrapped_by: dict[int, tuple[ModuleType, list[str]]] = {}
 
 
 def _timeout_module(config: Any) -> ModuleType | None:
@@ -94,14 +136,29 @@ def _debugging(mod: ModuleType, settings: Any) -> bool:
     return bool(is_debugging())
 
 
+def _dump_if_parked() -> str | None:
+    """dump(), or None when no thread is parked in threadpoll (a test that never used it).
+
+    A process that never made a threadpoll runtime is told apart without importing anything.
+    """
+    netpoll = sys.modules.get("threadpoll._runtime.netpoll")
+    if netpoll is None or not getattr(netpoll, "_runtimes", None):
+        return None
+    from threadpoll import _diag
+
+    if not _diag.parked():
+        return None
+    return _diag.dump()
+
+
 def _wrap_sigalrm(mod: ModuleType, orig: Callable[..., Any]) -> Callable[..., Any]:
     def timeout_sigalrm(item: Any, settings: Any) -> Any:
         __tracebackhide__ = True
         if _debugging(mod, settings):
             return orig(item, settings)
-        from threadpoll._diag import dump
-
-        text = dump()  # now: the unwinding below un-parks the test's thread
+        text = _dump_if_parked()  # now: the unwinding below un-parks the test's thread
+        if text is None:
+            return orig(item, settings)
         try:
             return orig(item, settings)
         except pytest.fail.Exception as e:
@@ -117,9 +174,9 @@ def _wrap_timer(mod: ModuleType, orig: Callable[..., Any]) -> Callable[..., Any]
         if _debugging(mod, settings):
             return orig(item, settings)
         try:
-            from threadpoll._diag import dump
-
-            text = dump()
+            text = _dump_if_parked()
+            if text is None:
+                return orig(item, settings)
             capman = item.config.pluginmanager.getplugin("capturemanager")
             if capman is not None:
                 capman.suspend_global_capture(item)  # idempotent; the original does it too
@@ -133,11 +190,34 @@ def _wrap_timer(mod: ModuleType, orig: Callable[..., Any]) -> Callable[..., Any]
     return timeout_timer
 
 
+def _warn_unsupported(config: Any) -> None:
+    have = getattr(pytest, "__version__", "?")
+    need = ".".join(map(str, MIN_PYTEST))
+    message = (
+        f"threadpoll's pytest plugin needs pytest>={need} (this is pytest {have}); it is "
+        "disabled for this run. Upgrade pytest, or silence this with -p no:threadpoll."
+    )
+    warning_class = getattr(pytest, "PytestConfigWarning", UserWarning)
+    issue = getattr(config, "issue_config_time_warning", None)
+    if issue is not None:
+        issue(warning_class(message), stacklevel=2)
+    else:  # pytest < 6.0
+        warnings.warn(warning_class(message), stacklevel=2)
+
+
 def pytest_configure(config: Any) -> None:
+    if not _supported():
+        _warn_unsupported(config)
+        return
     config.addinivalue_line(
         "markers",
         "threadpoll_leaks_ok: exempt a test from the --threadpoll-leaks check",
     )
+    on = config.getoption("threadpoll_leaks")
+    if on is None:
+        on = config.getini("threadpoll_leaks")
+    if on:
+        config.pluginmanager.register(_LeaksEverywhere(), "threadpoll-leaks-everywhere")
     mod = _timeout_module(config)
     if mod is None:
         return
@@ -149,11 +229,11 @@ def pytest_configure(config: Any) -> None:
             continue
         setattr(mod, name, wrap(mod, orig))
         wrapped.append(name)
-    config.stash[_wrapped_key] = (mod, wrapped)
+    _wrapped_by[id(config)] = (mod, wrapped)
 
 
 def pytest_unconfigure(config: Any) -> None:
-    mod, names = config.stash.get(_wrapped_key, (None, []))
+    mod, names = _wrapped_by.pop(id(config), (None, []))
     for name in names:
         current = getattr(mod, name, None)
         orig = getattr(current, _WRAPPED, None)
@@ -223,12 +303,12 @@ def threadpoll_leak_check() -> Iterator[None]:
         )
 
 
-@_fixture(autouse=True)
-def _threadpoll_leaks_everywhere(request: Any) -> None:
-    """--threadpoll-leaks: every test gets threadpoll_leak_check."""
-    config = request.config
-    on = config.getoption("threadpoll_leaks")
-    if on is None:
-        on = config.getini("threadpoll_leaks")
-    if on and request.node.get_closest_marker("threadpoll_leaks_ok") is None:
-        request.getfixturevalue("threadpoll_leak_check")
+class _LeaksEverywhere:
+    """Registered by pytest_configure only when --threadpoll-leaks (or the ini option) is on,
+    so that a run without it pays for no per-test fixture."""
+
+    @_fixture(autouse=True)
+    def _threadpoll_leaks_everywhere(self, request: Any) -> None:
+        """--threadpoll-leaks: every test gets threadpoll_leak_check."""
+        if request.node.get_closest_marker("threadpoll_leaks_ok") is None:
+            request.getfixturevalue("threadpoll_leak_check")
