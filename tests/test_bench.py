@@ -67,3 +67,31 @@ def test_quick_fastpath_and_pingpong_json(
 
     out = capsys.readouterr().out
     assert "python:" in out and "== fastpath/unix:" in out and "== pingpong/tcp-4KiB:" in out
+
+
+def _serve_mute(c: Any) -> None:
+    """Reads until EOF and never answers: no request ever completes."""
+    while c.recv(65536):
+        pass
+
+
+@pytest.mark.timeout(60)
+def test_echo_with_no_request_completed_is_no_figure_not_an_error() -> None:
+    """On a busy machine (K = 1000, --quick) the window can pass with no reply at all."""
+    ctx = bench.RunCtx({"k": 2, "warmup_s": 0.0}, 0.05, 0, 10.0, True)
+    out = bench._echo_drive(bench._stdlib_thread_server(_serve_mute, ctx), ctx)
+    assert out.value is None and "no request completed" in out.note
+
+
+@pytest.mark.parametrize("where", ["missing-dir/x.json", "."])
+def test_json_path_is_checked_before_the_run(
+    where: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / where
+    with pytest.raises(SystemExit) as e:
+        bench.main(["--quick", "--json", str(path)])
+    assert e.value.code == 2
+    captured = capsys.readouterr()
+    assert "--json" in captured.err
+    assert "does not exist" in captured.err or "is a directory" in captured.err
+    assert "threadpoll bench" not in captured.out  # nothing ran

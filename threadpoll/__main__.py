@@ -4,7 +4,10 @@
     python -m threadpoll trace [SCENARIO]     one scenario's timeline, a column per thread
     python -m threadpoll trace --list         the scenarios
     python -m threadpoll trace data --json    the recorded events as JSON, for tools
+    python -m threadpoll trace --list --json  the scenarios as JSON
+    python -m threadpoll trace data --svg F   the timeline drawn as an SVG picture in F
     python -m threadpoll bench [...]          threadpoll against the alternatives
+    python -m threadpoll --version            the installed version
 
 ``--backend NAME`` (demo, trace) runs on a fresh runtime of that backend instead of the
 default one (which ``THREADPOLL_BACKEND`` also chooses).
@@ -23,6 +26,27 @@ if TYPE_CHECKING:
 __all__ = ["main"]
 
 
+def _version() -> str:
+    from threadpoll import __version__
+
+    return __version__
+
+
+def _backend_env_problem() -> str | None:
+    """One line saying what is wrong with $THREADPOLL_BACKEND, or None."""
+    import os
+
+    from threadpoll._runtime.netpoll import backend_names
+
+    name = os.environ.get("THREADPOLL_BACKEND") or None
+    if name is None or name in backend_names():
+        return None
+    return (
+        f"THREADPOLL_BACKEND={name!r} is not a backend on this machine "
+        f"(choose one of: {', '.join(backend_names())}, or unset it)"
+    )
+
+
 def _parser() -> argparse.ArgumentParser:
     from threadpoll._runtime.netpoll import backend_names
     from threadpoll._timeline import SCENARIOS
@@ -31,6 +55,7 @@ def _parser() -> argparse.ArgumentParser:
         prog="python -m threadpoll",
         description="Go's runtime network poller for OS threads: see it work.",
     )
+    p.add_argument("--version", action="version", version=f"threadpoll {_version()}")
     sub = p.add_subparsers(dest="command", metavar="{demo,trace,bench}")
     sub.required = True
     backends = backend_names()
@@ -70,6 +95,12 @@ def _runtime(name: str | None) -> Runtime | None:
 def _trace(args: argparse.Namespace) -> int:
     from threadpoll import _timeline
 
+    if args.list and args.json:
+        import json
+
+        doc = [{"name": s.name, "title": s.title} for s in _timeline.SCENARIOS.values()]
+        print(json.dumps(doc, indent=1))
+        return 0
     if args.list:
         width = max(len(n) for n in _timeline.SCENARIOS)
         for s in _timeline.SCENARIOS.values():
@@ -101,6 +132,10 @@ def main(argv: list[str] | None = None) -> int:
     """Run the command line; returns the exit status."""
     if argv is None:
         argv = sys.argv[1:]
+    problem = _backend_env_problem()
+    if problem is not None and not {"-h", "--help", "--version"} & set(argv):
+        print(f"python -m threadpoll: {problem}", file=sys.stderr)
+        return 2
     if argv and argv[0] == "bench":
         # Every option after "bench" is the benchmark's own; it is imported only when used.
         from threadpoll import bench

@@ -1179,6 +1179,9 @@ def _echo_client(s: socket.socket, i: int, counts: list[int], go: threading.Even
             errors.append(f"client {i}: {type(e).__name__}: {e}")
 
 
+_NO_REQUEST_NOTE = "no request completed in the window (machine busy?): no figure"
+
+
 def _echo_drive(start: Callable[[int], _EchoServer], ctx: RunCtx) -> Outcome:
     """Start the server, connect K clients, count requests over the window, clean up."""
     k: int = ctx.params["k"]
@@ -1225,7 +1228,9 @@ def _echo_drive(start: Callable[[int], _EchoServer], ctx: RunCtx) -> Outcome:
     if errors:
         raise RuntimeError(f"{len(errors)} error(s), first: {errors[0]}")
     if c1 == c0:
-        raise RuntimeError("no request completed in the window")
+        # A figure we could not take, not a fault: at K = 1000 on a busy 2-core machine the
+        # window can pass before any client's request comes back. Speed is never a failure.
+        return Outcome(note=_NO_REQUEST_NOTE)
     return Outcome(value=(c1 - c0) / (t1 - t0),
                    extra={"cpu_us_per_req": (cpu1 - cpu0) / (c1 - c0) * 1e6})
 
@@ -2046,12 +2051,31 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _json_path_problem(path: str) -> str | None:
+    """Why the results could not be written to ``path``, or None if they can."""
+    parent = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path):
+        return "is a directory"
+    if not os.path.isdir(parent):
+        return f"directory {parent} does not exist"
+    if os.path.exists(path):
+        if not os.access(path, os.W_OK):
+            return "is not writable"
+    elif not os.access(parent, os.W_OK | os.X_OK):
+        return f"directory {parent} is not writable"
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args._child:
         return _child_main(args._child)
     if args.rounds is not None and args.rounds < 1:
         _parser().error("--rounds must be at least 1")
+    if args.json:
+        problem = _json_path_problem(args.json)
+        if problem:  # say so now, not after minutes of measuring
+            _parser().error(f"--json {args.json}: {problem}")
     quick: bool = args.quick
     only: list[str] = args.only or list(SCENARIOS)
     started = time.monotonic()
