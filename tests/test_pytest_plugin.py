@@ -268,3 +268,19 @@ def test_version_tuple() -> None:
     assert _version_tuple("7.0.0rc1") == (7, 0, 0)
     assert _version_tuple("8.1.0.dev12+g1234") == (8, 1, 0)
     assert _version_tuple("9") == (9,)
+
+
+def test_loading_the_plugin_imports_no_runtime() -> None:
+    """The entry point loads in every project's pytest run: it must not pull in the runtime
+    (threads, sockets, the poller's modules) until a test uses threadpoll."""
+    import subprocess
+
+    code = (
+        "import sys, threading, threadpoll.pytest_plugin\n"
+        "loaded = sorted(m for m in sys.modules if m.startswith('threadpoll'))\n"
+        "print(loaded, threading.active_count())\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=30, check=True
+    ).stdout
+    assert out.strip() == "['threadpoll', 'threadpoll.pytest_plugin'] 1"
