@@ -147,6 +147,7 @@ def test_all() -> None:
             "NoDeadlineError",
             "NotPollableError",
             "PollerError",
+            "WallClockDeadlineWarning",
             "with_written",
         ]
     )

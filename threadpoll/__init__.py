@@ -32,6 +32,7 @@ if TYPE_CHECKING:
         NoDeadlineError,
         NotPollableError,
         PollerError,
+        WallClockDeadlineWarning,
     )
     from threadpoll.file import File, pipe
     from threadpoll.net import Conn, Listener, PacketConn, dial, listen, listen_packet
@@ -58,6 +59,7 @@ __all__ = [
     "NoDeadlineError",
     "NotPollableError",
     "PollerError",
+    "WallClockDeadlineWarning",
 ]
 
 # Where each public name lives.
@@ -80,6 +82,7 @@ _HOME = {
     "NoDeadlineError": "threadpoll.errors",
     "NotPollableError": "threadpoll.errors",
     "PollerError": "threadpoll.errors",
+    "WallClockDeadlineWarning": "threadpoll.errors",
 }
 # Submodules that ``import threadpoll`` used to load eagerly; ``threadpoll.net.dial`` and the
 # like keep working after a bare ``import threadpoll``.

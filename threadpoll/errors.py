@@ -39,6 +39,7 @@ __all__ = [
     "NoDeadlineError",
     "NotPollableError",
     "PollerError",
+    "WallClockDeadlineWarning",
     "with_written",
 ]
 
@@ -167,6 +168,12 @@ class PollerError(_GoError):
 
     _message = "threadpoll: poller thread died"
     _errno = errno.EIO
+
+
+class WallClockDeadlineWarning(UserWarning):
+    """A deadline looked like wall-clock time (``time.time() + 1``) rather than a
+    ``time.monotonic()`` value: it lies decades in the future and would never fire. Issued
+    once per process; the deadline is still accepted as given."""
 
 
 def with_written(exc: _E, n: int) -> _E:

@@ -40,7 +40,9 @@ from __future__ import annotations
 import os
 import stat
 import sys
-from typing import Any
+from typing import IO, Any
+
+from typing_extensions import Buffer
 
 from threadpoll._poll.fd_unix import FD
 from threadpoll.errors import ClosingError
@@ -126,20 +128,43 @@ class File:
         """
         return self._fd.read(n)
 
-    def read_into(self, buf: Any) -> int:
+    def read_into(self, buf: Buffer) -> int:
         """Like read, into a writable buffer; returns the byte count (0 at EOF).
 
         Go: os/file.go File.Read
         """
         return self._fd.read_into(buf)
 
-    def write(self, data: Any) -> int:
+    def write(self, data: Buffer) -> int:
         """Write all of data and return its length; concurrent writes never interleave. An
         error part-way (``BrokenPipeError``, a deadline, close) has ``.written`` set.
 
         Go: os/file.go File.Write
         """
         return self._fd.write(data)
+
+    def makefile(
+        self,
+        mode: str = "r",
+        buffering: int | None = None,
+        *,
+        encoding: str | None = None,
+        errors: str | None = None,
+        newline: str | None = None,
+    ) -> IO[Any]:
+        """A buffered file object over this File, for ``readline()``, line iteration or text
+        (modes ``r``, ``w``, ``b`` as in ``socket.makefile``). It reads with ``read_into`` and
+        writes with ``write``, so the promises hold through it: a ``close()`` from another
+        thread wakes a thread blocked in its ``readline()``. Closing the file object leaves
+        the File open.
+
+        Go: none (Go wraps a Conn in bufio.NewReader instead)
+        """
+        from threadpoll._fileobj import makefile
+
+        return makefile(
+            self, mode, buffering, encoding=encoding, errors=errors, newline=newline
+        )
 
     def close(self) -> None:
         """Close the file, waking every thread blocked on it with ``FileClosingError``; for a

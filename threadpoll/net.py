@@ -54,7 +54,9 @@ import socket
 import sys
 import threading
 import time
-from typing import Any, NamedTuple, TypeVar, Union, cast
+from typing import IO, Any, NamedTuple, TypeVar, Union, cast
+
+from typing_extensions import Buffer
 
 from threadpoll._poll.fd_poll_runtime import deadline_value
 from threadpoll._poll.fd_unix import FD
@@ -62,15 +64,36 @@ from threadpoll.errors import ClosingError, DeadlineExceededError, NotPollableEr
 from threadpoll.socket import _CONNECT_PENDING, _await_connect
 from threadpoll.socket import _helper as _finalizer
 
-__all__ = ["Conn", "Listener", "PacketConn", "dial", "listen", "listen_packet"]
+__all__ = [
+    "Conn",
+    "Listener",
+    "PacketConn",
+    "dial",
+    "listen",
+    "listen_packet",
+    "Addr",
+    "AddressArg",
+    "IPv4Addr",
+    "IPv6Addr",
+    "UnixAddr",
+]
 
-#: An address as the stdlib socket module gives it: ``(host, port)`` for IPv4,
-#: ``(host, port, flowinfo, scope_id)`` for IPv6, a path (str, or bytes for a Linux abstract
-#: name) for unix sockets.
-Addr = Any
+#: An IPv4 address as the stdlib socket module gives it: ``(host, port)``.
+IPv4Addr = tuple[str, int]
+#: An IPv6 address as the stdlib socket module gives it: ``(host, port, flowinfo, scope_id)``.
+IPv6Addr = tuple[str, int, int, int]
+#: A unix socket's address: a path (str), or bytes for a Linux abstract name; ``""`` when
+#: the socket is unnamed.
+UnixAddr = Union[str, bytes]
+#: An address as ``local_addr``, ``remote_addr``, ``Listener.addr`` and ``read_from`` give it.
+Addr = Union[IPv4Addr, IPv6Addr, UnixAddr]
 
-#: What dial, listen and listen_packet accept as an address.
-AddressArg = Union[str, bytes, "os.PathLike[str]", tuple[Any, ...]]
+#: What dial, listen, listen_packet and ``write_to`` accept as an address: ``"host:port"``,
+#: ``"[v6]:port"``, a ``(host, port)`` tuple (port a number or a service name), an IPv6
+#: 4-tuple as ``read_from`` returns it, or a unix path.
+AddressArg = Union[
+    str, bytes, "os.PathLike[str]", tuple[str, Union[int, str]], tuple[str, int, int, int]
+]
 
 _SOCK_NONBLOCK = getattr(_socket, "SOCK_NONBLOCK", 0)
 _SOCK_CLOEXEC = getattr(_socket, "SOCK_CLOEXEC", 0)
@@ -792,7 +815,9 @@ class Conn(_Conn):
 
     __slots__ = ("_raddr",)
 
-    def __init__(self, fd: FD, sock: _socket.socket, net: str, raddr: Addr = None) -> None:
+    def __init__(
+        self, fd: FD, sock: _socket.socket, net: str, raddr: Addr | None = None
+    ) -> None:
         """Not for users: dial and Listener.accept make Conns."""
         super().__init__(fd, sock, net)
         if raddr is None or raddr == "":
@@ -800,7 +825,7 @@ class Conn(_Conn):
                 raddr = fd.control(lambda _: sock.getpeername())
             except OSError:
                 pass
-        self._raddr: Addr = raddr
+        self._raddr: Addr = "" if raddr is None else raddr
 
     def read(self, n: int) -> bytes:
         """At most n bytes from one successful read; ``b""`` at EOF. ``read(0)`` returns
@@ -810,16 +835,16 @@ class Conn(_Conn):
         """
         return self._fd.read(n)
 
-    def read_into(self, buf: Any) -> int:
+    def read_into(self, buf: Buffer) -> int:
         """Like read, into a writable buffer; returns the byte count (0 at EOF).
 
         Go: net/net.go conn.Read
         """
         return self._fd.read_into(buf)
 
-    def write(self, data: Any) -> int:
-        """Write all of data and return its length; concurrent writes never interleave. An
-        error part-way has ``.written`` set to the bytes already written.
+    def write(self, data: Buffer) -> int:
+        """Write all of data (any bytes-like object) and return its length; concurrent writes
+        never interleave. An error part-way has ``.written`` set to the bytes already written.
 
         Go: net/net.go conn.Write
         """
@@ -838,6 +863,29 @@ class Conn(_Conn):
         Go: net/tcpsock.go TCPConn.CloseWrite
         """
         self._fd.shutdown(socket.SHUT_WR)
+
+    def makefile(
+        self,
+        mode: str = "r",
+        buffering: int | None = None,
+        *,
+        encoding: str | None = None,
+        errors: str | None = None,
+        newline: str | None = None,
+    ) -> IO[Any]:
+        """A buffered file object over this Conn, for ``readline()``, line iteration or text
+        (modes ``r``, ``w``, ``b`` as in ``socket.makefile``). It reads with ``read_into`` and
+        writes with ``write``, so the promises hold through it: a ``close()`` from another
+        thread wakes a thread blocked in its ``readline()``. Closing the file object leaves
+        the Conn open.
+
+        Go: none (Go wraps a Conn in bufio.NewReader instead)
+        """
+        from threadpoll._fileobj import makefile
+
+        return makefile(
+            self, mode, buffering, encoding=encoding, errors=errors, newline=newline
+        )
 
     @property
     def remote_addr(self) -> Addr:
@@ -946,7 +994,7 @@ class PacketConn(_Conn):
         """
         return self._fd.recvfrom(n)
 
-    def write_to(self, data: Any, addr: AddressArg) -> int:
+    def write_to(self, data: Buffer, addr: AddressArg) -> int:
         """Send data as one datagram to addr (a literal IP address and port, as
         ``read_from`` returns it, or a unix path); returns len(data).
 

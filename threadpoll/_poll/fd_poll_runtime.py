@@ -18,6 +18,11 @@ from __future__ import annotations
 
 import math
 import numbers
+import os
+import sys
+import time
+import warnings
+from types import FrameType
 
 from typing_extensions import final
 
@@ -40,6 +45,7 @@ from threadpoll.errors import (
     NetClosingError,
     NotPollableError,
     PollerError,
+    WallClockDeadlineWarning,
 )
 
 __all__ = ["PollHandle", "convert_err", "err_closing", "deadline_value"]
@@ -98,7 +104,41 @@ def deadline_value(t: object) -> float:
         raise ValueError("deadline must not be NaN")
     if v == -math.inf:
         return EXPIRED
+    if v > _WALL_CLOCK_GAP and not _wall_clock_warned:
+        _warn_if_wall_clock(v)
     return v
+
+
+# A deadline more than this many seconds past time.monotonic() (about three years) and within
+# as much of time.time() was almost surely written as time.time() + timeout.
+_WALL_CLOCK_GAP = 1e8
+_wall_clock_warned = False  # once per process; a racing second warning would be harmless
+_PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
+
+
+def _warn_if_wall_clock(v: float) -> None:
+    """Warn (once) when deadline v looks like wall-clock time rather than monotonic time.
+
+    Go: none (Go's deadlines are time.Time values, which carry their own clock)
+    """
+    global _wall_clock_warned
+    if v - time.monotonic() <= _WALL_CLOCK_GAP or abs(v - time.time()) >= _WALL_CLOCK_GAP:
+        return
+    _wall_clock_warned = True
+    # Point the warning at the user's line: the first frame outside threadpoll.
+    level = 1
+    frame: FrameType | None = sys._getframe(0)
+    while frame is not None and frame.f_code.co_filename.startswith(_PACKAGE_DIR):
+        level, frame = level + 1, frame.f_back
+    warnings.warn(
+        WallClockDeadlineWarning(
+            f"deadline {v:.0f} looks like wall-clock time (time.time()), "
+            f"{(v - time.monotonic()) / 31_557_600:.0f} years from now in time.monotonic(): "
+            "threadpoll deadlines are time.monotonic() seconds, so this one will not fire "
+            "when you expect. Use time.monotonic() + timeout."
+        ),
+        stacklevel=level,
+    )
 
 
 @final

@@ -778,7 +778,7 @@ class FD:
 
         Go: internal/poll/fd_unix.go FD.Pwrite
         """
-        mv = _readable(data)
+        mv = _readable(data, "pwrite()")
         off = _offset(off)
         total = len(mv)
         self.incref()
@@ -805,7 +805,7 @@ class FD:
 
         Go: internal/poll/fd_unix.go FD.WriteTo
         """
-        mv = _readable(data)
+        mv = _readable(data, "sendto()")
         sock = self._socket()
         self.write_lock()
         try:
@@ -1006,17 +1006,34 @@ def _offset(off: object) -> int:
     return off
 
 
-def _readable(data: Any) -> memoryview:
-    """Go: none"""
+def _readable(data: Any, call: str = "write()") -> memoryview:
+    """data as bytes; a TypeError that names ``call`` (the method the user called) if it is
+    not a bytes-like object.
+
+    Go: none
+    """
     if isinstance(data, str):
-        raise TypeError("a bytes-like object is required, not 'str'")
-    mv = memoryview(data)
+        raise TypeError(f"{call} needs a bytes-like object, not 'str' (encode it first)")
+    try:
+        mv = memoryview(data)
+    except TypeError:
+        raise TypeError(
+            f"{call} needs a bytes-like object, not {type(data).__name__!r}"
+        ) from None
     return mv if mv.format == "B" and mv.ndim == 1 else mv.cast("B")
 
 
-def _writable(buf: Any) -> memoryview:
-    """Go: none"""
-    mv = memoryview(buf)
+def _writable(buf: Any, call: str = "read_into()") -> memoryview:
+    """buf as writable bytes; a TypeError that names ``call`` otherwise.
+
+    Go: none
+    """
+    try:
+        mv = memoryview(buf)
+    except TypeError:
+        raise TypeError(
+            f"{call} needs a writable bytes-like object, not {type(buf).__name__!r}"
+        ) from None
     if mv.readonly:
-        raise TypeError("read_into needs a writable buffer")
+        raise TypeError(f"{call} needs a writable buffer, not a read-only {type(buf).__name__}")
     return mv if mv.format == "B" and mv.ndim == 1 else mv.cast("B")
