@@ -72,6 +72,7 @@ def _parser() -> argparse.ArgumentParser:
     tr.add_argument("scenario", nargs="?", default="data", help="the scenario (default: data)")
     tr.add_argument("--list", action="store_true", help="list the scenarios and exit")
     tr.add_argument("--json", action="store_true", help="print the events as JSON")
+    tr.add_argument("--svg", metavar="FILE", help="draw the timeline as an SVG picture in FILE")
     tr.add_argument("--compact", action="store_true", help="leave out the poller's plumbing events")
     tr.add_argument("--backend", choices=backends, help="run on this backend")
 
@@ -117,6 +118,13 @@ def _trace(args: argparse.Namespace) -> int:
         return 1
     if args.json:
         print(_timeline.to_json(result))
+        return 0
+    if args.svg:
+        from threadpoll._svg import render_svg
+
+        with open(args.svg, "w", encoding="utf-8") as f:
+            f.write(render_svg(result))
+        print(f"trace {result.name}: {len(result.events)} events drawn in {args.svg}")
         return 0
     title = _timeline.SCENARIOS[args.scenario].title
     print(textwrap.fill(f"trace {result.name}: {title}", width=79))
