@@ -1,8 +1,8 @@
 """The trace scenarios (threadpoll/_timeline.py), checked against Go's rg/wg table.
 
 Each scenario runs on every backend (the ``rt`` fixture). The state changes it records for
-the pollDesc in question are mapped to the rows of the transition table in
-shared/reference/go-netpoll.md §1.3 and asserted as an exact row sequence where the run is
+the pollDesc in question are mapped to the rows of the transition table in the docstring of
+threadpoll/_runtime/netpoll.py and asserted as an exact row sequence where the run is
 deterministic, or against a grammar of the table's rows where the kernel decides how often
 a writer meets a full buffer. The poll backend adds netpoll_break events when a thread arms
 interest; those are not state changes, so the sequences are the same on every backend.
@@ -33,7 +33,7 @@ R = "1|15"
 
 
 def rows(states: list[tuple[str, str, str]]) -> list[object]:
-    """Map (column, old, new) state changes to §1.3 row numbers; fail on anything else."""
+    """Map (column, old, new) state changes to row numbers of netpoll.py's transition table; fail on anything else."""
     out: list[object] = []
     for who, old, new in states:
         prev = out[-1] if out else None
@@ -50,7 +50,7 @@ def rows(states: list[tuple[str, str, str]]) -> list[object]:
             }
         row = table.get((old, new))
         if row is None:
-            pytest.fail(f"{who}: {old} -> {new} is not a transition of go-netpoll.md §1.3")
+            pytest.fail(f"{who}: {old} -> {new} is not a transition of netpoll.py's table")
         out.append(row)
     return out
 

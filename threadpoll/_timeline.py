@@ -14,8 +14,8 @@ blocking I/O on a TCP connection over 127.0.0.1, wrapped in ``threadpoll.lowleve
     close-reuse    close() returns after close(2); reusing the number is safe
     one-poller     several parked readers, all readied by the one poller thread
 
-The state changes are those of the rg/wg table in Go's runtime/netpoll.go (see
-shared/reference/go-netpoll.md §1.3), with Go's names: ``pdNil``, ``pdReady``, ``pdWait``
+The state changes are those of the rg/wg transition table in the docstring of
+``threadpoll/_runtime/netpoll.py`` (Go's netpollblock and netpollunblock), with Go's names: ``pdNil``, ``pdReady``, ``pdWait``
 and ``parked`` (Go's *g). ``run(name)`` returns the recorded events for tests and tools;
 ``render`` draws them; ``to_json`` serialises them.
 

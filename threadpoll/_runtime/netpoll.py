@@ -25,21 +25,49 @@ class with the following methods (see ``Backend`` below):
 A backend touches a pollDesc only through ``Runtime.netpollready`` and
 ``PollDesc.set_event_err``.
 
-How a thread waits (the ``rg``/``wg`` binary semaphore; rows refer to the transition table
-in shared/reference/go-netpoll.md §1.3):
+How a thread waits: the ``rg``/``wg`` binary semaphore. Each mode of a pollDesc holds one
+of four states (Go's names in the second column):
 
-    state      meaning
-    PD_NIL     nobody waits, no notification pending
-    PD_READY   an I/O notification is pending; the next netpollblock consumes it
-    PD_WAIT    a thread has published that it is about to park (Go's pdWait)
-    PD_PARKED  a thread is asleep on the mode's Condition (Go's *g)
+    state      Go       meaning
+    PD_NIL     pdNil    nobody waits, no notification pending
+    PD_READY   pdReady  an I/O notification is pending; the next netpollblock consumes it
+    PD_WAIT    pdWait   a thread has published that it is about to park
+    PD_PARKED  G        a thread is asleep on the mode's Condition (Go stores the *g)
 
-    reader   netpollblock   READY → NIL (return True); NIL → WAIT, re-check, WAIT → PARKED;
-                            on waking PARKED/READY/NIL → NIL, returning old == READY
-    poller   netpollready   NIL → READY; WAIT → READY; PARKED → READY (+notify); READY stays
-    closer,  netpollunblock NIL stays; READY stays; WAIT → NIL; PARKED → NIL (+notify)
-    deadline (ioready=False)
-    reader   poll_reset     any → NIL, only when netpollcheckerr is 0
+The transition table, the same for ``wg``. It restates what Go's netpollblock,
+netpollunblock, netpollready, poll_runtime_pollReset, poll_runtime_pollOpen and
+poll_runtime_pollClose do; comments, ``tests/test_timeline.py`` and the documentation cite
+its rows by number ("row 9"):
+
+    row who: where                    from -> to        what follows
+     1  reader: netpollblock          READY -> NIL      returns True at once (consumed)
+     2  reader: netpollblock          NIL -> WAIT       goes on to the re-check (row 4)
+     3  reader: netpollblock          WAIT or PARKED    InternalError "double wait"
+     4  reader: after row 2           (re-check)        netpollcheckerr; non-zero: no park
+     5  reader: netpollblockcommit    WAIT -> PARKED    asleep; if WAIT changed meanwhile
+                                                        (rows 8, 13), it does not park
+     6  reader: on waking or not      any -> NIL        returns old == READY
+        parking
+     7  poller: netpollready          NIL -> READY      a notification is kept pending
+     8  poller: netpollready          WAIT -> READY     the reader's commit fails; it sees
+                                                        READY at row 6 and returns True
+     9  poller: netpollready          PARKED -> READY   the parked thread is woken
+    10  poller: netpollready          READY -> READY    nothing: edges coalesce
+    11  closer, deadline, setter:     NIL -> NIL        nothing ("only set pdReady for
+        netpollunblock(ioready=False)                   ioready")
+    12  same                          READY -> READY    nothing: readiness survives
+    13  same                          WAIT -> NIL       the reader's commit fails; it sees
+                                                        NIL at row 6 and returns False
+    14  same                          PARKED -> NIL     the parked thread is woken
+    15  reader: poll_reset, at the    any -> NIL        discards a stale READY; only when
+        start of every operation                        netpollcheckerr is 0
+    16  runtime_poll_open             -> NIL, both      InternalError if WAIT or PARKED
+    17  runtime_poll_close            (none)            InternalError unless closing, or
+                                                        if WAIT or PARKED
+
+Rows 1-6 are Go's netpollblock, rows 7-10 netpollunblock with ioready=true (called by
+netpollready), rows 11-14 netpollunblock with ioready=false (called by poll_runtime_pollUnblock,
+netpolldeadlineimpl and poll_runtime_pollSetDeadline), all in src/runtime/netpoll.go.
 
 Differences from Go:
 - DIVERGENCE(go): rg/wg are plain ints guarded by pd.lock instead of atomics, and a parked

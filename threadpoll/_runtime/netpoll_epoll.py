@@ -105,7 +105,7 @@ class EpollBackend:
         added (EPOLL_CTL_MOD, once, kept for the descriptor's life) the first time a writer
         has to wait. MOD re-evaluates readiness, so space that appeared between the writer's
         EAGAIN and the MOD is still reported: no wake-up is lost. Off by default, because
-        DESIGN promises Go's register-once; the benchmark shows what it buys.
+        the documented promise is Go's register-once; the benchmark shows what it buys.
 
         Go: none
         """

@@ -1,7 +1,7 @@
 """The kqueue backend (macOS, FreeBSD, the other BSDs): Go's runtime/netpoll_kqueue.go.
 
-Some facts about kqueue this backend relies on (shared/reference/kqueue-facts.md has the
-sources):
+Some facts about kqueue this backend relies on (from the kqueue(2) manual pages of macOS and
+FreeBSD, and Go's src/runtime/netpoll_kqueue.go):
 
 - A knote is keyed by (ident, filter). This backend adds ``EVFILT_READ`` and
   ``EVFILT_WRITE`` with ``EV_ADD|EV_CLEAR`` once per descriptor: edge-triggered, like
