@@ -33,7 +33,8 @@ R = "1|15"
 
 
 def rows(states: list[tuple[str, str, str]]) -> list[object]:
-    """Map (column, old, new) state changes to row numbers of netpoll.py's transition table; fail on anything else."""
+    """Map (column, old, new) state changes to rows of netpoll.py's transition table; fail on
+    anything else."""
     out: list[object] = []
     for who, old, new in states:
         prev = out[-1] if out else None

@@ -15,9 +15,10 @@ blocking I/O on a TCP connection over 127.0.0.1, wrapped in ``threadpoll.lowleve
     one-poller     several parked readers, all readied by the one poller thread
 
 The state changes are those of the rg/wg transition table in the docstring of
-``threadpoll/_runtime/netpoll.py`` (Go's netpollblock and netpollunblock), with Go's names: ``pdNil``, ``pdReady``, ``pdWait``
-and ``parked`` (Go's *g). ``run(name)`` returns the recorded events for tests and tools;
-``render`` draws them; ``to_json`` serialises them.
+``threadpoll/_runtime/netpoll.py`` (Go's netpollblock and netpollunblock), with Go's names:
+``pdNil``, ``pdReady``, ``pdWait`` and ``parked`` (Go's *g). ``run(name)`` returns the
+recorded events for tests and tools; ``render`` draws them; ``to_json`` serialises them;
+``threadpoll._svg.render_svg`` draws them as a picture.
 
 Scenario threads never sleep to synchronise: the driver observes the pollDesc state (a
 thread is parked when its mode's state is ``parked``) before the next actor moves.
