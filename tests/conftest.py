@@ -167,3 +167,11 @@ def _leak_check(request: pytest.FixtureRequest) -> Iterator[None]:
     if leaked_pds:
         msgs.append(f"pollDescs left registered: {leaked_pds}")
     pytest.fail("leak after test: " + "; ".join(msgs), pytrace=False)
+
+
+def pytest_report_header() -> str:
+    """Which threadpoll this run tests: the checkout, or an installed wheel (.ci/run's release
+    phase runs this suite against the wheel it built, from outside the checkout)."""
+    import threadpoll
+
+    return f"threadpoll {threadpoll.__version__} from {os.path.dirname(threadpoll.__file__)}"

@@ -58,6 +58,8 @@ def test_readme_example_runs(line: int, code: str) -> None:
 
 
 def test_readme_relative_links_exist() -> None:
+    if not os.path.isdir(os.path.join(ROOT, "threadpoll")):
+        pytest.skip("README's links point into a checkout; this run tests an installed wheel")
     with open(README, encoding="utf-8") as f:
         text = f.read()
     links = re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", text)
