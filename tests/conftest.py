@@ -105,7 +105,7 @@ def _fd_set() -> dict[str, str]:
     return out
 
 
-# threadpoll's own threads, not leaks (DESIGN: leak checks exclude the runtime's threads): the
+# threadpoll's own threads, not leaks (the leak check excludes the runtime's threads): the
 # pollers, abandoned resolver threads of timed-out dials, and the timer/finalizer thread.
 _RUNTIME_THREADS = ("threadpoll-poller", "threadpoll-resolver", "threadpoll-timers")
 

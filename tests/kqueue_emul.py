@@ -65,8 +65,10 @@ regular file) writes a byte to the wake pipe. So the threadpoll pattern, one
 poller blocked in ``control(None, 64, None)`` while other threads call
 ``control([...], 0)``, is safe and nothing registered meanwhile is missed.
 
-What is emulated (checklist §6)
--------------------------------
+What is emulated (the checklist)
+--------------------------------
+(Section marks such as "§3" label kqueue facts from the kqueue(2) manual pages of macOS and
+FreeBSD: §1 the API, §2 EV_EOF and data, §3 knotes and flags, §6 the behaviours checked.)
 1. API surface (§1): positional-only ``control``; ``max_events == 0`` applies
    the changes and returns ``[]`` without waiting, even with timeout None; the
    ValueError/TypeError cases with CPython's messages and check order; timeouts

@@ -808,7 +808,8 @@ def test_deadline_in_past_unblocks_op(rt: Runtime, fds: Closer, op: str) -> None
 @pytest.mark.parametrize("op", ["read-pipe", "write-unix", "accept"])
 def test_deadline_moved_earlier_rewakes(rt: Runtime, fds: Closer, op: str) -> None:
     """A deadline moved from an hour away to 50 ms away fires about 50 ms later: the parked
-    thread re-times its wait (go-netpoll.md §4.2: timers are re-armed on a change)."""
+    thread re-times its wait (Go's poll_runtime_pollSetDeadline in runtime/netpoll.go re-arms
+    the timer on a change)."""
     b = blocked_op(op, fds)
     own, _ = _setters(b.fd, b.mode)
     own(time.monotonic() + 3600)
@@ -825,7 +826,7 @@ def test_deadline_moved_earlier_rewakes(rt: Runtime, fds: Closer, op: str) -> No
 @pytest.mark.parametrize("new", ["later", "cleared"])
 def test_extended_deadline_keeps_waiting(rt: Runtime, fds: Closer, new: str) -> None:
     """A read parked with a deadline that is then moved later (or cleared) keeps waiting past
-    the old deadline, and completes with data when it comes (go-netpoll.md §4.4)."""
+    the old deadline, and completes with data when it comes (Go: the same pollSetDeadline path)."""
     rd, wr = tcp_pair(fds)
     first = time.monotonic() + 0.15
     rd.set_read_deadline(first)
@@ -868,7 +869,8 @@ def test_clearing_expired_deadline_unexpires(rt: Runtime, fds: Closer, kind: str
 @pytest.mark.parametrize("kind", STREAM_KINDS)
 def test_write_deadline_leaves_reads_alone(rt: Runtime, fds: Closer, kind: str) -> None:
     """SetWriteDeadline does not affect reads and SetReadDeadline does not affect writes
-    (go-netpoll.md §4.1; the point of TestReadTimeoutMustNotReturn)."""
+    (Go: internal/poll FD.SetWriteDeadline sets only pd.wd; the point of
+    net's TestReadTimeoutMustNotReturn)."""
     rd, wr = stream_pair(kind, fds)
     rd.set_write_deadline(past())
     wr.set_read_deadline(past())
@@ -1109,7 +1111,7 @@ def test_concurrent_writes_never_interleave(rt: Runtime, fds: Closer, kind: str)
 def test_partial_write_cut_by_deadline(rt: Runtime, fds: Closer, kind: str) -> None:
     """A 10 MB write to a peer that does not read is cut by its deadline: it raises
     DeadlineExceededError whose ``written`` is what went out, and the peer receives exactly
-    that many bytes (go-netpoll.md §5.3: Write returns (nn, err))."""
+    that many bytes (Go's internal/poll/fd_unix.go FD.Write returns (nn, err))."""
     rd, wr = stream_pair(kind, fds)
     total = 10 << 20
     wr.set_write_deadline(time.monotonic() + 0.1)
@@ -1155,7 +1157,7 @@ def test_zero_byte_read(rt: Runtime, fds: Closer, kind: str) -> None:
 def test_zero_byte_write(rt: Runtime, fds: Closer, kind: str) -> None:
     """A zero-byte write still runs prepare: it returns 0, raises DeadlineExceededError
     (written 0) under an expired deadline and the closing error once closed
-    (go-netpoll.md §7 point 9)."""
+    (Go's internal/poll/fd_unix.go FD.Write calls prepareWrite before its loop)."""
     _, wr = stream_pair(kind, fds)
     assert wr.write(b"") == 0
     wr.set_write_deadline(past())

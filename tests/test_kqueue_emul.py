@@ -1,8 +1,8 @@
 """Tests of tests/kqueue_emul.py, the epoll-backed emulation of select.kqueue.
 
-The API cases port CPython's Lib/test/test_kqueue.py; the behaviour cases follow the §6
-checklist of shared/reference/kqueue-facts.md. Threads synchronise on events and on the
-emulation's own waiter count, never on sleeps.
+The API cases port CPython's Lib/test/test_kqueue.py; the behaviour cases follow the
+checklist "What is emulated" in kqueue_emul.py's docstring (its section marks, as there).
+Threads synchronise on events and on the emulation's own waiter count, never on sleeps.
 """
 
 from __future__ import annotations
