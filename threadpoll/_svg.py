@@ -166,7 +166,7 @@ def render_svg(result: Result) -> str:
             add(
                 f'<line class="park" x1="{x0}" y1="{row_y(i) - 4}" x2="{x1}" '
                 f'y2="{row_y(i) - 4}" stroke="#9d4edd" stroke-opacity="0.55" '
-                'stroke-width="1.5" marker-end="url(#sleep)"/>'
+                'stroke-width="1.5"/>'
             )
 
     # Bands: the state of each pollDesc mode from row to row.
@@ -196,6 +196,15 @@ def render_svg(result: Result) -> str:
                     f'<text x="{x + _BAND_W / 2}" y="{(y0 + y1) / 2 + 4}" '
                     f'text-anchor="middle" font-size="9">{escape(state)}</text>'
                 )
+
+    # The park arrows' heads, over the bands they pass, at the band each thread sleeps on.
+    for i, ev in enumerate(events):
+        if ev.kind == "park" and (ev.fd, ev.mode) in band_x:
+            x1 = band_x[(ev.fd, ev.mode)] - 2
+            add(
+                f'<line x1="{x1 - 10}" y1="{row_y(i) - 4}" x2="{x1}" y2="{row_y(i) - 4}" '
+                'stroke="#9d4edd" stroke-width="1.5" marker-end="url(#sleep)"/>'
+            )
 
     # Wake arrows: the waker → the parked thread's unpark.
     for i, ev in enumerate(events):
