@@ -29,8 +29,9 @@ is installed, so:
   wrapper hands straight to pytest-timeout's own function without importing anything.
 - ``--threadpoll-leaks`` adds its per-test fixture only when it is on; otherwise no test gets
   any fixture from this plugin.
-- It needs pytest ``MIN_PYTEST`` (7.0) or newer. Below that it does nothing at all and says so
-  with one ``PytestConfigWarning`` per run.
+- It needs pytest ``MIN_PYTEST`` (7.0) or newer. Below that it adds no option, wraps nothing
+  and checks nothing, and says so with one ``PytestConfigWarning`` per run (a test that asks
+  for the ``threadpoll_leak_check`` fixture by name still gets it).
 - Opt out entirely with ``-p no:threadpoll`` (on the command line, in ``addopts``, or in
   ``PYTEST_ADDOPTS``).
 """
