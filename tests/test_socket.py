@@ -644,18 +644,21 @@ def test_datagram_reads_after_shutdown_rd_like_stdlib(rt: Any, kind: str) -> Non
 
 
 @pytest.mark.parametrize("how", ["SHUT_WR", "SHUT_RDWR"])
+@pytest.mark.parametrize("type", ["SOCK_STREAM", "SOCK_DGRAM"])
 @pytest.mark.timeout(10)
-def test_datagram_shutdown_wakes_blocked_writer(rt: Any, how: str) -> None:
-    """A thread blocked sending to a full unix datagram queue is woken by shutdown of the
-    writing side and fails with BrokenPipeError, as the stdlib's does."""
-    a, b = ts.socketpair(stdsocket.AF_UNIX, stdsocket.SOCK_DGRAM)
+def test_shutdown_wakes_blocked_writer(rt: Any, type: str, how: str) -> None:
+    """A thread blocked sending on a full unix socket (stream or datagram) is woken by
+    shutdown of the writing side and fails with BrokenPipeError, as the stdlib's is: Linux
+    itself readies no writer there, so the shutdown must."""
+    a, b = ts.socketpair(stdsocket.AF_UNIX, getattr(stdsocket, type))
     with a, b:
+        chunk = b"x" * (100 if type == "SOCK_DGRAM" else 65536)
         a.setblocking(False)
         with contextlib.suppress(BlockingIOError):
             while True:
-                a.send(b"x" * 100)
+                a.send(chunk)
         a.setblocking(True)
-        writer = Runner(lambda: a.send(b"blocked"), name="writer")
+        writer = Runner(lambda: a.sendall(chunk), name="writer")
         wait_parked(a._desc, "w")
         a.shutdown(getattr(stdsocket, how))
         assert isinstance(writer.join_exc(), BrokenPipeError)
