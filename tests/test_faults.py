@@ -342,8 +342,12 @@ def test_poller_death_wakes_parked_threads_with_cause(
     assert isinstance(writer.exc, PollerError) and writer.exc.written >= 0
     assert rt.poller_deaths == deaths + 1 and isinstance(rt.poller_error, Injected)
     assert _diag.stats()["poller_deaths"] >= 1
-    # A new poller serves the same descriptors: a read that parks is readied by it.
-    wait_until(lambda: rt.poller is not old and rt.poller is not None, what="a new poller")
+    # A new poller serves the same descriptors once it is up (its first netpoll worked): a
+    # read that parks is readied by it.
+    wait_until(
+        lambda: rt.poller is not old and rt.poller is not None and rt.poller_down is None,
+        what="a new poller, up",
+    )
     assert rt.poller is not None and rt.poller.is_alive() and old is not None
     old.join(5)
     assert not old.is_alive()
@@ -365,7 +369,10 @@ def test_poller_death_leaves_idle_descriptors_alone(
     fa, fb = pairs()
     deaths = rt.poller_deaths
     passed = kill_poller(rt, monkeypatch)
-    wait_until(lambda: rt.poller_deaths == deaths + 1 and passed[0] > 0, what="a restart")
+    wait_until(
+        lambda: rt.poller_deaths == deaths + 1 and passed[0] > 0 and rt.poller_down is None,
+        what="a restart",
+    )
     assert pd_of(fa).poller_err is None
     r = Runner(lambda: fa.read(10), name="reader")
     wait_parked(fa, "r")
@@ -384,7 +391,8 @@ def test_poller_that_keeps_dying_backs_off_then_recovers(
     passed = kill_poller(rt, monkeypatch, times=5)
     exc = reader.join_exc()
     assert isinstance(exc, PollerError) and isinstance(exc.__cause__, Injected)
-    wait_until(lambda: passed[0] > 0, what="a poller that survives")
+    wait_until(lambda: rt.poller_down is None, what="a poller that survives")
+    assert passed[0] > 0
     # Deaths 2-5 came with no netpoll completed: back-off 1 + 2 + 4 + 8 ms before the last.
     assert time.monotonic() - t0 >= 0.015
     assert rt.poller_deaths == deaths + 5
@@ -392,6 +400,51 @@ def test_poller_that_keeps_dying_backs_off_then_recovers(
     wait_parked(fa, "r")
     fb.write(b"back")
     assert r.join() == b"back"
+
+
+@pytest.mark.timeout(30)
+def test_poller_that_keeps_failing_tells_threads_that_park_later(
+    rt: Runtime, pairs: Pairs, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While the poller keeps dying, a thread that parks after the first death (a reader, a
+    writer, on a descriptor that had waiters or not) gets PollerError with the cause, instead
+    of being readied at each restart and parking again for ever. Once the poller recovers,
+    parks work as before."""
+    fa, fb = pairs()
+    fc, _ = pairs()
+    first = Runner(lambda: fa.read(10), name="first")
+    wait_parked(fa, "r")
+    deaths = rt.poller_deaths
+    left = [1 << 30]
+    real = rt.backend.netpoll
+
+    def netpoll(delay: int) -> int:
+        if left[0] > 0:
+            raise Injected("the poller keeps failing")
+        return real(delay)
+
+    monkeypatch.setattr(rt.backend, "netpoll", netpoll)
+    rt.backend.netpoll_break()
+    assert isinstance(first.join_exc(), PollerError)
+    wait_until(lambda: rt.poller_deaths >= deaths + 4, what="the poller to die again and again")
+    fill = b"w" * (16 << 20)
+    for op, f, mode in [
+        (lambda: fa.read(10), fa, "r"),
+        (lambda: fc.read(10), fc, "r"),
+        (lambda: fc.write(fill), fc, "w"),
+    ]:
+        later = Runner(op, name=f"later-{mode}")
+        exc = later.join_exc(5)
+        assert isinstance(exc, PollerError), exc
+        assert isinstance(exc.__cause__, Injected)
+        assert pd_of(f).poller_err is None  # reported once
+    # Recovery: the next restart works, and parks are served again.
+    left[0] = 0
+    wait_until(lambda: rt.poller_down is None, timeout=10, what="the poller to recover")
+    reader = Runner(lambda: fa.read(10), name="after-recovery")
+    wait_parked(fa, "r")
+    fb.write(b"back")
+    assert reader.join() == b"back"
 
 
 def test_event_fetched_by_a_dying_poller_is_not_lost(

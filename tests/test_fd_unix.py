@@ -506,6 +506,49 @@ def test_close_write(rt: Runtime, fds: Closer, kind: str) -> None:
     assert ei.value.written == 0  # type: ignore[attr-defined]
 
 
+DGRAM_READS: dict[str, tuple[Callable[[FD], Any], Any]] = {
+    "read": (lambda f: f.read(10), b""),
+    "read_into": (lambda f: f.read_into(bytearray(10)), 0),
+    "recvfrom": (lambda f: f.recvfrom(10), (b"", None)),
+    "recvfrom_into": (lambda f: f.recvfrom_into(bytearray(10)), (0, None)),
+    "recvmsg": (lambda f: f.recvmsg(10, 64), (b"", [], 0, None)),
+}
+
+
+@pytest.mark.parametrize("op", DGRAM_READS)
+def test_datagram_shutdown_read_wakes_and_returns_empty(rt: Runtime, fds: Closer, op: str) -> None:
+    """shutdown(SHUT_RD) of a datagram socket wakes a parked read, which returns an empty
+    datagram from nobody, as every later read that finds nothing does: what a blocking
+    read(2) returns there (Linux says EAGAIN to a non-blocking one, even after the edge
+    the shutdown makes, so a woken reader that retried would park for ever)."""
+    read, empty = DGRAM_READS[op]
+    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+    kw: dict[str, Any] = {"net": "unixgram", "is_stream": False, "zero_read_is_eof": False}
+    fa, fb = fds.fd(a.detach(), **kw), fds.fd(b.detach(), **kw)
+    reader = Runner(lambda: read(fb))
+    wait_parked(fb, "r")
+    fb.shutdown(socket.SHUT_RD)
+    assert reader.join() == empty
+    assert read(fb) == empty
+    with pytest.raises(BrokenPipeError):
+        fa.write(b"refused")  # a unix peer may no longer send to it
+
+
+def test_shutdown_of_unconnected_udp_still_wakes(rt: Runtime, fds: Closer) -> None:
+    """Linux shuts an unconnected UDP socket down and wakes its readers, yet reports
+    ENOTCONN; FD.shutdown raises that error after doing the same."""
+    a, a_addr, b, b_addr = udp_pair(fds)
+    reader = Runner(lambda: b.recvfrom(10))
+    wait_parked(b, "r")
+    with pytest.raises(OSError) as ei:
+        b.shutdown(socket.SHUT_RD)
+    assert ei.value.errno == errno.ENOTCONN
+    assert reader.join() == (b"", None)
+    a.sendto(b"late", b_addr)  # UDP still queues it
+    assert b.recvfrom(10) == (b"late", a_addr)
+    assert b.recvfrom(10) == (b"", None)
+
+
 @pytest.mark.parametrize("how", ["set_blocking", "pollable=False"])
 def test_close_with_blocking_read(rt: Runtime, fds: Closer, how: str) -> None:
     """Port of os TestCloseWithBlockingReadByFd and TestCloseWithBlockingReadByNewFile: a

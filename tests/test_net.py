@@ -909,6 +909,66 @@ def test_close_write_and_close_read(rt: Any, closer: Closer, sockdir: Path, kind
     assert c.read(10) == b""
 
 
+def _dgram_conn(kind: str, closer: Closer, sockdir: Path) -> tuple[Conn, PacketConn]:
+    """A dialled datagram Conn and the PacketConn it is connected to."""
+    if kind == "udp":
+        server = closer(listen_packet("udp4", "127.0.0.1:0"))
+        return closer(dial("udp4", server.local_addr)), server
+    path = str(sockdir / "dg.sock")
+    server = closer(listen_packet("unixgram", path))
+    return closer(dial("unixgram", path)), server
+
+
+@pytest.mark.parametrize("kind", ["udp", "unixgram"])
+@pytest.mark.timeout(10)
+def test_close_read_wakes_a_datagram_read(
+    rt: Any, closer: Closer, sockdir: Path, kind: str
+) -> None:
+    """close_read wakes a read parked on a datagram Conn, which returns b"" (EOF), as later
+    reads do at once; a datagram that still arrives (UDP queues it) is read first."""
+    c, server = _dgram_conn(kind, closer, sockdir)
+    reader = Runner(lambda: c.read(100), name="reader")
+    wait_parked(c, "r")
+    c.close_read()
+    assert reader.join() == b""
+    assert c.read(100) == b""
+    assert c.read_into(bytearray(10)) == 0
+    if kind == "udp":
+        server.write_to(b"late", c.local_addr)
+        assert c.read(100) == b"late"
+        assert c.read(100) == b""
+
+
+def _fill_datagrams(c: Conn) -> None:
+    """Send datagrams without waiting until the peer's queue is full."""
+    while True:
+        try:
+            os.write(c.fileno(), b"d" * 512)
+        except BlockingIOError:
+            return
+
+
+@pytest.mark.parametrize("kind", ["tcp", "unix", "unixgram"])
+@pytest.mark.timeout(20)
+def test_close_write_wakes_a_blocked_write(
+    rt: Any, closer: Closer, sockdir: Path, kind: str
+) -> None:
+    """close_write wakes a write parked on the Conn at once: it fails with BrokenPipeError,
+    ``.written`` saying what went out before."""
+    if kind == "unixgram":
+        c, _ = _dgram_conn(kind, closer, sockdir)
+        _fill_datagrams(c)
+        writer = Runner(lambda: c.write(b"one more"), name="writer")
+        wait_parked(c, "w")
+    else:
+        c, _ = _pair(kind, closer, sockdir)
+        writer = _fill_and_block_writer(c)
+    c.close_write()
+    e = writer.join_exc()
+    assert isinstance(e, BrokenPipeError), e
+    assert e.written >= 0  # type: ignore[attr-defined]
+
+
 @pytest.mark.timeout(10)
 def test_read_into(rt: Any, closer: Closer, sockdir: Path) -> None:
     c, s = _pair("tcp", closer, sockdir)

@@ -544,6 +544,126 @@ def test_shutdown_wakes_reader_while_makefile_keeps_it_open(
     assert b.fileno() == -1
 
 
+DGRAM_KINDS = ["udp", "udp-connected", "unixgram"]
+
+
+def _dgram(kind: str, mod: Any) -> tuple[Any, Any]:
+    """(sock, peer): a datagram socket made by ``mod`` (the stdlib ``socket`` module or
+    ``threadpoll.socket``) and a plain socket that can send to it with ``_send``."""
+    if kind == "unixgram":
+        return mod.socketpair(stdsocket.AF_UNIX, stdsocket.SOCK_DGRAM)  # type: ignore[no-any-return]
+    s = mod.socket(stdsocket.AF_INET, stdsocket.SOCK_DGRAM)
+    s.bind(("127.0.0.1", 0))
+    peer = stdsocket.socket(stdsocket.AF_INET, stdsocket.SOCK_DGRAM)
+    peer.bind(("127.0.0.1", 0))
+    if kind == "udp-connected":
+        s.connect(peer.getsockname())
+    return s, peer
+
+
+def _send(kind: str, sock: Any, peer: Any, data: bytes) -> None:
+    if kind == "unixgram":
+        peer.send(data)
+    else:
+        peer.sendto(data, sock.getsockname())
+
+
+def _outcome(f: Callable[[], Any]) -> Any:
+    """What f returns, or the class and errno of what it raises: comparable across fronts."""
+    try:
+        return ("returned", f())
+    except OSError as e:
+        return ("raised", type(e).__name__, e.errno)
+
+
+RECV_CALLS: dict[str, Callable[[Any], Any]] = {
+    "recv": lambda s: s.recv(10),
+    "recv_into": lambda s: s.recv_into(bytearray(10)),
+    "recvfrom": lambda s: s.recvfrom(10),
+    "recvfrom_into": lambda s: s.recvfrom_into(bytearray(10)),
+    "recv-peek": lambda s: s.recv(10, stdsocket.MSG_PEEK),
+}
+if hasattr(stdsocket.socket, "recvmsg"):
+    RECV_CALLS["recvmsg"] = lambda s: s.recvmsg(10, 64)
+    RECV_CALLS["recvmsg_into"] = lambda s: s.recvmsg_into([bytearray(10)], 64)
+
+
+@pytest.mark.parametrize("call", RECV_CALLS)
+@pytest.mark.parametrize("kind", DGRAM_KINDS)
+@pytest.mark.timeout(10)
+def test_datagram_shutdown_rd_wakes_blocked_reader_like_stdlib(
+    rt: Any, kind: str, call: str
+) -> None:
+    """shutdown(SHUT_RD) of a datagram socket wakes a thread blocked in any recv call, which
+    returns what the stdlib's returns there (an empty datagram from nobody), and so does every
+    later blocking read, at once. The shutdown itself raises as the stdlib's does (ENOTCONN
+    for an unconnected UDP socket, which Linux shuts down all the same)."""
+    recv = RECV_CALLS[call]
+    plain, plain_peer = _dgram(kind, stdsocket)
+    with plain, plain_peer:
+        want_shutdown = _outcome(lambda: plain.shutdown(stdsocket.SHUT_RD))
+        want = _outcome(lambda: recv(plain))  # blocking, but returns at once: shut down
+    s, peer = _dgram(kind, ts)
+    with s, peer:
+        reader = Runner(lambda: _outcome(lambda: recv(s)), name="reader")
+        wait_parked(s._desc, "r")
+        assert _outcome(lambda: s.shutdown(stdsocket.SHUT_RD)) == want_shutdown
+        assert reader.join() == want
+        assert _outcome(lambda: recv(s)) == want
+
+
+@pytest.mark.parametrize("kind", DGRAM_KINDS)
+@pytest.mark.timeout(10)
+def test_datagram_reads_after_shutdown_rd_like_stdlib(rt: Any, kind: str) -> None:
+    """After shutdown(SHUT_RD) of a datagram socket, each kind of read returns or raises as
+    the stdlib's does: a datagram that still arrives (UDP queues it) is read first, then a
+    blocking read returns an empty datagram at once, a read with a timeout times out, a
+    non-blocking read raises BlockingIOError."""
+
+    def script(s: Any, peer: Any) -> list[Any]:
+        out = [_outcome(lambda: s.shutdown(stdsocket.SHUT_RD))]
+        out.append(_outcome(lambda: _send(kind, s, peer, b"late")))
+        out.append(_outcome(lambda: s.recv(10)))
+        out.append(_outcome(lambda: s.recvfrom(10)[0]))
+        s.settimeout(0.05)
+        out.append(_outcome(lambda: s.recv(10)))
+        s.settimeout(0)
+        out.append(_outcome(lambda: s.recv(10)))
+        s.settimeout(None)
+        out.append(_outcome(lambda: s.recv(10, stdsocket.MSG_DONTWAIT)))
+        out.append(_outcome(lambda: s.recv(10)))
+        return out
+
+    plain, plain_peer = _dgram(kind, stdsocket)
+    with plain, plain_peer:
+        want = script(plain, plain_peer)
+    s, peer = _dgram(kind, ts)
+    with s, peer:
+        assert script(s, peer) == want
+    assert ("returned", b"") in want and ("raised", "TimeoutError", None) in want
+
+
+@pytest.mark.parametrize("how", ["SHUT_WR", "SHUT_RDWR"])
+@pytest.mark.parametrize("type", ["SOCK_STREAM", "SOCK_DGRAM"])
+@pytest.mark.timeout(10)
+def test_shutdown_wakes_blocked_writer(rt: Any, type: str, how: str) -> None:
+    """A thread blocked sending on a full unix socket (stream or datagram) is woken by
+    shutdown of the writing side and fails with BrokenPipeError, as the stdlib's is: Linux
+    itself readies no writer there, so the shutdown must."""
+    a, b = ts.socketpair(stdsocket.AF_UNIX, getattr(stdsocket, type))
+    with a, b:
+        chunk = b"x" * (100 if type == "SOCK_DGRAM" else 65536)
+        a.setblocking(False)
+        with contextlib.suppress(BlockingIOError):
+            while True:
+                a.send(chunk)
+        a.setblocking(True)
+        writer = Runner(lambda: a.sendall(chunk), name="writer")
+        wait_parked(a._desc, "w")
+        a.shutdown(getattr(stdsocket, how))
+        assert isinstance(writer.join_exc(), BrokenPipeError)
+
+
 @pytest.mark.timeout(10)
 def test_makefile_refcount_close_wakes_on_last_file(pair: tuple[ts.socket, ts.socket]) -> None:
     a, b = pair

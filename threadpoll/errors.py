@@ -163,6 +163,9 @@ class NotPollableError(_GoError):
 class PollerError(_GoError):
     """threadpoll's poller thread died; the exception that killed it is ``__cause__``.
 
+    Raised in the threads that were waiting when it died, and in any thread that would wait
+    while the poller is still down (until a restarted poller has polled once).
+
     Go: none (Go's netpoller runs inside the scheduler and cannot die on its own)
     """
 

@@ -851,14 +851,16 @@ class Conn(_Conn):
         return self._fd.write(data)
 
     def close_read(self) -> None:
-        """Shut down the reading side.
+        """Shut down the reading side: a read blocked on it, and every later read, returns
+        ``b""`` at once (after any datagram still queued, on a datagram Conn).
 
         Go: net/tcpsock.go TCPConn.CloseRead
         """
         self._fd.shutdown(socket.SHUT_RD)
 
     def close_write(self) -> None:
-        """Shut down the writing side: the peer reads EOF.
+        """Shut down the writing side: the peer reads EOF; a write blocked on it fails at
+        once with ``BrokenPipeError``, as later writes do.
 
         Go: net/tcpsock.go TCPConn.CloseWrite
         """

@@ -156,6 +156,20 @@ def _await_connect(
 _TIMEOUT_NS_MAX = (1 << 63) - 1
 
 
+# What a blocking call of each C-level read returns once the socket's read side is shut down
+# and nothing is queued: an empty datagram from nobody (a stream socket returns it too, as
+# EOF, without asking; see FD.shutdown). Fresh values each time: the lists are the caller's.
+_EMPTY_READS: dict[Callable[..., Any], Callable[[], Any]] = {
+    _CSocket.recv: lambda: b"",
+    _CSocket.recv_into: lambda: 0,
+    _CSocket.recvfrom: lambda: (b"", None),
+    _CSocket.recvfrom_into: lambda: (0, None),
+}
+if hasattr(_CSocket, "recvmsg"):
+    _EMPTY_READS[_CSocket.recvmsg] = lambda: (b"", [], 0, None)
+    _EMPTY_READS[_CSocket.recvmsg_into] = lambda: (0, [], 0, None)
+
+
 def _timed_out() -> OSError:
     """The stdlib's per-call timeout error, ``socket.timeout('timed out')``."""
     return _stdsocket.timeout("timed out")
@@ -678,6 +692,9 @@ class socket(_StdSocket):
                     return op(self, *args)
                 except BlockingIOError:
                     pass
+                if fd.read_shut and until is None and reading and op in _EMPTY_READS:
+                    # With a timeout the stdlib's call keeps trying until it times out.
+                    return _EMPTY_READS[op]()  # type: ignore[no-any-return]
                 _wait(fd, mode, until)
         finally:
             d.unlock(reading)
@@ -749,6 +766,8 @@ class socket(_StdSocket):
                     except BlockingIOError:
                         pass
                 while True:
+                    if fd.read_shut and reading and op in _EMPTY_READS:
+                        return _EMPTY_READS[op]()  # type: ignore[no-any-return]
                     fd.pd.wait(mode, False)
                     try:
                         return op(self, *args)
@@ -979,17 +998,9 @@ class socket(_StdSocket):
 
     def shutdown(self, how: int, /) -> None:
         """Shut down one or both halves, and wake the threads blocked in that direction at
-        once (their retried calls then see EOF or EPIPE from the kernel)."""
-        fd = self._desc.fd
-        fd.incref()
-        try:
-            _CSocket.shutdown(self, how)
-            pd = fd.pd.runtime_ctx
-            if pd is not None:
-                mode = {_socket.SHUT_RD: "r", _socket.SHUT_WR: "w"}.get(how, "rw")
-                pd.rt.netpollready(pd, mode)
-        finally:
-            fd.decref()
+        once (their retried calls then see EOF or EPIPE from the kernel; a blocking read of a
+        shut datagram socket returns an empty datagram, as the stdlib's does)."""
+        self._desc.fd.shutdown(how)
 
     def dup(self) -> Self:
         """A new threadpoll socket on a duplicate (close-on-exec) of the fd."""

@@ -184,6 +184,17 @@ class PollHandle:
             return
         netpoll.runtime_poll_unblock(pd)
 
+    def wake(self, mode: str) -> None:
+        """Ready the threads parked in mode ("r", "w" or "rw") as an I/O event would: each
+        retries its syscall and takes whatever the kernel says now (after a shutdown: EOF or
+        EPIPE), or parks again.
+
+        Go: none (FD.Shutdown leaves the wake-up to the kernel's edge; see FD.shutdown)
+        """
+        pd = self.runtime_ctx
+        if pd is not None:
+            pd.rt.netpollready(pd, mode)
+
     def prepare(self, mode: str, is_file: bool) -> None:
         """Go: internal/poll/fd_poll_runtime.go pollDesc.prepare"""
         pd = self.runtime_ctx

@@ -39,6 +39,7 @@ import errno
 import fcntl
 import os
 import socket
+import sys
 import threading
 import time
 import weakref
@@ -80,6 +81,9 @@ _CSocket = _socket.socket
 MAX_RW = 1 << 30
 
 _monotonic = time.monotonic
+
+# Linux applies shutdown(2) of an unconnected socket even as it reports ENOTCONN.
+_SHUTDOWN_DESPITE_ENOTCONN = sys.platform.startswith("linux")
 
 
 class _EOFType(EOFError):
@@ -157,6 +161,7 @@ class FD:
         "is_blocking",
         "is_stream",
         "zero_read_is_eof",
+        "read_shut",
         "is_file",
         "net",
         "kind",
@@ -204,6 +209,9 @@ class FD:
         self.csema = Sema()
         self.is_stream = is_stream
         self.zero_read_is_eof = zero_read_is_eof
+        # Set once by shutdown of the read side, read without a lock: from then on a read
+        # that finds nothing returns the empty result instead of waiting (see shutdown).
+        self.read_shut = False
         self.is_file = net == "file"
         self.net = net
         self.kind = kind or net
@@ -480,6 +488,8 @@ class FD:
             if old == -1:
                 return self._read_slow(n)
             while True:
+                if self.read_shut:
+                    return b""
                 self.pd.wait_read(self.is_file)
                 try:
                     return os.read(self.sysfd, n)
@@ -517,6 +527,8 @@ class FD:
                 except BlockingIOError:
                     if pd is None:
                         raise
+                    if self.read_shut:
+                        return b""
                     self.pd.wait_read(self.is_file)
         finally:
             if fdmu.rwunlock(True):
@@ -547,6 +559,8 @@ class FD:
                 except BlockingIOError:
                     if pd is None:
                         raise
+                    if self.read_shut:
+                        return 0
                     self.pd.wait_read(self.is_file)
         finally:
             if fdmu.rwunlock(True):
@@ -580,6 +594,8 @@ class FD:
                 except BlockingIOError:
                     if not self.pd.pollable():
                         raise
+                    if self.read_shut:
+                        return (b"", None)
                     self.pd.wait_read(self.is_file)
         finally:
             self.read_unlock()
@@ -596,6 +612,8 @@ class FD:
                 except BlockingIOError:
                     if not self.pd.pollable():
                         raise
+                    if self.read_shut:
+                        return (0, None)
                     self.pd.wait_read(self.is_file)
         finally:
             self.read_unlock()
@@ -614,6 +632,8 @@ class FD:
                 except BlockingIOError:
                     if not self.pd.pollable():
                         raise
+                    if self.read_shut:
+                        return (b"", [], 0, None)
                     self.pd.wait_read(self.is_file)
         finally:
             self.read_unlock()
@@ -889,13 +909,49 @@ class FD:
     # --- the rest: a reference each ------------------------------------------------------
 
     def shutdown(self, how: int) -> None:
-        """Go: internal/poll/fd_unix.go FD.Shutdown"""
+        """Shut down the reading side (SHUT_RD), the writing side (SHUT_WR) or both, and wake
+        the threads parked in those directions at once: their retried calls see what the
+        kernel says now (EOF, EPIPE).
+
+        Once the reading side is shut, a read that finds nothing returns the empty result
+        (b"", 0, (b"", None), ...) instead of waiting: what a blocking read of a shut datagram
+        socket returns. Linux says EAGAIN to a non-blocking one (a stream socket says EOF
+        either way), even after the one edge the shutdown makes, so a woken reader that
+        retried would park for ever.
+
+        Go: internal/poll/fd_unix.go FD.Shutdown
+        """
         sock = self._socket()
         self.incref()
         try:
-            _CSocket.shutdown(sock, how)
+            try:
+                _CSocket.shutdown(sock, how)
+            except OSError as e:
+                # Linux shuts an unconnected socket (UDP) down all the same and wakes its
+                # readers, but reports ENOTCONN (net/ipv4/af_inet.c inet_shutdown): do the
+                # same here, and raise the error as the kernel did.
+                if e.errno == errno.ENOTCONN and _SHUTDOWN_DESPITE_ENOTCONN:
+                    self._shut(how)
+                raise
+            self._shut(how)
         finally:
             self.decref()
+
+    def _shut(self, how: int) -> None:
+        """After shutdown(how): mark the read side shut, and wake the shut directions.
+
+        Go: none
+        """
+        if how == socket.SHUT_WR:
+            mode = "w"
+        else:
+            mode = "rw" if how == socket.SHUT_RDWR else "r"
+            self.read_shut = True  # before the wake-up, which the reader must see it after
+        # DIVERGENCE(go): Go's FD.Shutdown leaves the wake-up to the kernel's readiness edge.
+        # Linux makes none for a writer blocked on its own unix socket, and a datagram reader
+        # woken by one would find EAGAIN; waking here makes every backend and socket type
+        # behave as a blocking socket does: shutdown wakes blocked threads at once.
+        self.pd.wake(mode)
 
     def set_blocking(self) -> None:
         """Put the descriptor in blocking mode for good: close will no longer wait for

@@ -88,10 +88,13 @@ Differences from Go:
   fd → pollDesc table; see netpoll_epoll.py for why stale events stay harmless.
 - DIVERGENCE(go): the poller is a Python thread, and it can die (an exception escaping a
   backend). ``_poller_died`` wakes every waiter with POLL_ERR_POLLER (internal/poll raises
-  PollerError with the exception as ``__cause__``) and starts a successor at once, which
-  readies every open pollDesc once before it polls, so an edge the dead poller fetched but never
-  delivered cannot leave a thread parked for ever. A poller that dies again before completing a
-  netpoll is restarted with exponential back-off (1 ms doubling, at most 1 s).
+  PollerError with the exception as ``__cause__``) and starts a successor at once. Until a
+  successor has completed a netpoll (``poller_down``), a thread that would park is told the
+  same at once: nobody would ready it. A successor first polls without blocking, and only
+  once that worked declares the poller up and readies every open pollDesc once, so an edge
+  the dead poller fetched but never delivered cannot leave a thread parked for ever. A poller
+  that dies again before completing a netpoll is restarted with exponential back-off (1 ms
+  doubling, at most 1 s).
 - DIVERGENCE(go): fork. In a child, every runtime gets fresh locks and a fresh backend with
   the inherited descriptors re-registered; waiters recorded in pollDescs (parent threads) are
   cleared; the poller starts at the child's first open or wait (runtime_poll_wait).
@@ -496,6 +499,15 @@ def netpollblock(pd: PollDesc, mode: str, waitio: bool) -> bool:
         # ... then re-check error states after setting the state to PD_WAIT: unblockers do
         # the opposite (store closing/rd/wd, then look at the state), both under pd.lock.
         park = waitio or netpollcheckerr(pd, mode) == POLL_NO_ERROR
+        if park and not waitio:
+            down = pd.rt.poller_down
+            if down is not None:
+                # DIVERGENCE(go): the poller is dead and its successor not yet known to work:
+                # nobody may ever ready this thread. Report the death instead of parking (read
+                # under pd.lock, after publishing PD_WAIT: _poller_died sets poller_down before
+                # it looks at the pollDescs' waiters, so one of the two sees the other).
+                pd.poller_err = down
+                park = False
     if park:
         hook = pd.rt.hooks.before_park
         if hook is not None:
@@ -591,6 +603,7 @@ class Runtime:
         "poller_error",
         "poller_deaths",
         "poller_failures",
+        "poller_down",
         "stat_lock",
         "poller_wakeups",
         "events",
@@ -616,6 +629,10 @@ class Runtime:
         self.poller_error: BaseException | None = None
         self.poller_deaths = 0
         self.poller_failures = 0
+        # The exception that killed the last poller, from its death until a successor has
+        # completed a netpoll; None while the poller works. Written under lock, read by
+        # netpollblock under pd.lock (one attribute load).
+        self.poller_down: BaseException | None = None
         # Counters. The poller thread alone writes poller_wakeups, events and
         # stale_events_dropped; the others are written under stat_lock.
         self.stat_lock = threading.Lock()
@@ -696,6 +713,13 @@ class Runtime:
                     # is restarted with exponential back-off, not in a hot loop. The sleep
                     # is the back-off itself, not synchronisation.
                     time.sleep(backoff)
+                # Poll once without blocking before declaring the poller up: a backend that
+                # still fails dies here, before the sweep, and threads that would park keep
+                # being told (netpollblock) instead of readied to park again at each restart.
+                self.backend.netpoll(0)
+                self.poller_wakeups += 1
+                with self.lock:
+                    self.poller_down = None
                 self._sweep_after_death()
             while True:
                 with self.lock:
@@ -713,9 +737,10 @@ class Runtime:
 
         Which waiters are told: those in PD_WAIT or PD_PARKED, in either mode. An edge the
         dead poller fetched but never delivered may be lost, and nobody but the poller would
-        wake them. A thread that has not published PD_WAIT yet is not told: it parks, and the
-        new poller's sweep (_sweep_after_death) readies it. Descriptors nobody waits on are
-        left alone, so their next operation simply works.
+        wake them. A thread that has not published PD_WAIT yet is told when it does, as long
+        as the poller is down (netpollblock); after that, the new poller's sweep
+        (_sweep_after_death) readies it. Descriptors nobody waits on are left alone, so their
+        next operation simply works (once the poller is up again, if it must park).
 
         Runs in the dying poller thread.
 
@@ -723,6 +748,7 @@ class Runtime:
         """
         with self.lock:
             self.poller_error = exc
+            self.poller_down = exc  # before looking at waiters: see netpollblock
             self.poller_deaths += 1
             self.poller_failures = 0 if healthy else self.poller_failures + 1
             pds = list(self.open_pds.values())
@@ -812,6 +838,7 @@ class Runtime:
         self.poller = None  # started by the child's first open or wait (runtime_poll_wait)
         self.poller_error = None
         self.poller_failures = 0
+        self.poller_down = None
         pds = list(self.open_pds.values())
         backend = self.backend
         backend.netpoll_after_fork(self)
