@@ -72,9 +72,21 @@ from typing import Any, Callable, TypeVar
 
 from typing_extensions import Self, final
 
+from threadpoll._poll.fd_mutex import (
+    MUTEX_CLOSED,
+    MUTEX_REF,
+    MUTEX_REF_MASK,
+    MUTEX_RLOCK,
+    MUTEX_RMASK,
+    MUTEX_WLOCK,
+    MUTEX_WMASK,
+)
 from threadpoll._poll.fd_poll_runtime import convert_err
 from threadpoll._poll.fd_unix import FD
+from threadpoll._runtime import trace as trace_state
 from threadpoll._runtime.netpoll import (
+    NO_DEADLINE,
+    PD_NIL,
     POLL_NO_ERROR,
     PollDesc,
     runtime_poll_reset,
@@ -184,12 +196,17 @@ class _Helper:
 
     ``wake`` is a binary semaphore made of a bare lock: ``poke`` releases it (never blocking,
     so ``__del__`` may call it), the thread acquires it to sleep until the next timer.
+
+    ``lock`` is re-entrant: a signal handler on a thread inside ``arm`` or ``disarm`` may make
+    a timed call itself. Re-entry is harmless: ``heappush`` is one C call, a lost update of
+    ``seq`` only makes two timers tie, and the heap is rebuilt only by the helper thread
+    itself (which runs no signal handlers), never under a caller's feet.
     """
 
     __slots__ = ("lock", "wake", "heap", "seq", "disarmed", "closes", "thread")
 
     def __init__(self) -> None:
-        self.lock = threading.Lock()
+        self.lock = threading.RLock()
         self.wake = _thread.allocate_lock()
         self.wake.acquire()
         self.heap: list[_Timer] = []  # guarded by lock
@@ -235,12 +252,10 @@ class _Helper:
                 return
             t.armed = False
             self.disarmed += 1
-            # Long timeouts on short waits would pile up disarmed timers: drop them when they
-            # are most of the heap.
+            # Long timeouts on short waits would pile up disarmed timers: the helper thread
+            # drops them when they are most of the heap.
             if self.disarmed > 64 and self.disarmed * 2 > len(self.heap):
-                self.heap = [x for x in self.heap if x.armed]
-                heapq.heapify(self.heap)
-                self.disarmed = 0
+                self.poke()
 
     def close_later(self, fd: FD) -> None:
         """Close fd from the helper thread. Takes no lock (for ``__del__``)."""
@@ -266,6 +281,10 @@ class _Helper:
         while True:
             timeout = -1.0
             with self.lock:
+                if self.disarmed > 64 and self.disarmed * 2 > len(self.heap):
+                    self.heap = [x for x in self.heap if x.armed]
+                    heapq.heapify(self.heap)
+                    self.disarmed = 0
                 now = _monotonic()
                 while self.heap:
                     t = self.heap[0]
@@ -288,7 +307,7 @@ class _Helper:
 
     def after_fork_in_child(self) -> None:
         """The child has no helper thread and no parked calls: start afresh, lazily."""
-        self.lock = threading.Lock()
+        self.lock = threading.RLock()
         self.wake = _thread.allocate_lock()
         self.wake.acquire()
         self.heap = []
@@ -407,14 +426,14 @@ class _Desc:
 
 # fd number → the _Desc of the live socket that owns it. Guarded by _descs_lock.
 _descs: weakref.WeakValueDictionary[int, _Desc] = weakref.WeakValueDictionary()
-_descs_lock = threading.Lock()
+_descs_lock = threading.RLock()  # re-entrant: a signal handler may make a socket meanwhile
 
 
 def _after_fork_in_child() -> None:
     # Only the forking thread exists in the child: a lock a parent thread held at the fork
     # would never be released. (The FD's own locks are internal/poll's to handle.)
     global _descs_lock
-    _descs_lock = threading.Lock()
+    _descs_lock = threading.RLock()
     for d in list(_descs.values()):
         d.rlock = threading.Lock()
         d.wlock = threading.Lock()
@@ -755,11 +774,13 @@ class socket(_StdSocket):
         if reading:
             mode = "r"
             lk = d.rlock
+            bit, waiters = MUTEX_RLOCK, MUTEX_RMASK
             if d.rowner == me:
                 raise _reentered("r")
         else:
             mode = "w"
             lk = d.wlock
+            bit, waiters = MUTEX_WLOCK, MUTEX_WMASK
             if d.wowner == me:
                 raise _reentered("w")
         with lk:  # a with block: no window for Ctrl-C between acquire and try
@@ -768,14 +789,32 @@ class socket(_StdSocket):
             else:
                 d.wowner = me
             try:
-                if not fdmu.rwlock(reading):
+                with fdmu._lock:  # fdMutex.rwlock's fast path: open and the lock free
+                    old = fdmu.state
+                    new = (old | bit) + MUTEX_REF
+                    locked = not old & (MUTEX_CLOSED | bit) and new & MUTEX_REF_MASK
+                    if locked:
+                        fdmu.state = new
+                if not locked and not fdmu._rwlock_slow(reading, True):
                     raise fd._closed_error()
                 try:
                     pd = fd.pd.runtime_ctx
                     if pd is not None:
-                        res = runtime_poll_reset(pd, mode)
-                        if res != POLL_NO_ERROR:
-                            raise convert_err(res, False, pd)  # type: ignore[misc]
+                        dl = pd.rd if reading else pd.wd
+                        if (
+                            pd.closing
+                            or pd.poller_err is not None
+                            or (reading and pd.event_err)
+                            or (dl != NO_DEADLINE and dl <= _monotonic())
+                            or trace_state.enabled
+                        ):
+                            res = runtime_poll_reset(pd, mode)
+                            if res != POLL_NO_ERROR:
+                                raise convert_err(res, False, pd)  # type: ignore[misc]
+                        elif reading:
+                            pd.rg = PD_NIL  # runtime_poll_reset's lock-free common case
+                        else:
+                            pd.wg = PD_NIL
                     while True:
                         try:
                             return op(self, *args)
@@ -783,7 +822,16 @@ class socket(_StdSocket):
                             pass
                         fd.pd.wait(mode, False)
                 finally:
-                    if fdmu.rwunlock(reading):
+                    with fdmu._lock:  # fdMutex.rwunlock's fast path: held, nobody waiting
+                        old = fdmu.state
+                        unlocked = old & bit and old & MUTEX_REF_MASK and not old & waiters
+                        if unlocked:
+                            new = (old & ~bit) - MUTEX_REF
+                            fdmu.state = new
+                    if unlocked:
+                        if new & (MUTEX_CLOSED | MUTEX_REF_MASK) == MUTEX_CLOSED:
+                            fd._destroy()
+                    elif fdmu._rwunlock_slow(reading):
                         fd._destroy()
             finally:
                 if reading:

@@ -120,7 +120,7 @@ def _unexpected_eof() -> OSError:
 
 
 _live: weakref.WeakSet[FD] = weakref.WeakSet()  # guarded by _live_lock: every FD made
-_live_lock = threading.Lock()
+_live_lock = threading.RLock()  # re-entrant: a signal handler may make an FD meanwhile
 
 
 def _after_fork_in_child() -> None:
@@ -129,7 +129,7 @@ def _after_fork_in_child() -> None:
     Go: none
     """
     global _live_lock
-    _live_lock = threading.Lock()
+    _live_lock = threading.RLock()
     for fd in list(_live):
         fd._after_fork_in_child()
 
@@ -560,7 +560,16 @@ class FD:
                         raise
                     self.pd.wait_read(self.is_file)
         finally:
-            if fdmu.rwunlock(True):
+            with fdmu._lock:  # fdMutex.rwunlock's fast path: held, nobody waiting
+                old = fdmu.state
+                unlocked = old & MUTEX_RLOCK and old & MUTEX_REF_MASK and not old & MUTEX_RMASK
+                if unlocked:
+                    new = (old & ~MUTEX_RLOCK) - MUTEX_REF
+                    fdmu.state = new
+            if unlocked:
+                if new & (MUTEX_CLOSED | MUTEX_REF_MASK) == MUTEX_CLOSED:
+                    self._destroy()
+            elif fdmu._rwunlock_slow(True):
                 self._destroy()
 
     def read_into(self, buf: Any) -> int:
