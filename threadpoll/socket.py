@@ -72,6 +72,7 @@ from typing import Any, Callable, TypeVar
 
 from typing_extensions import Self, final
 
+from threadpoll._poll import fd_unix
 from threadpoll._poll.fd_mutex import (
     MUTEX_CLOSED,
     MUTEX_REF,
@@ -594,9 +595,19 @@ class socket(_StdSocket):
         try:
             with _descs_lock:
                 d = _descs.get(n)
-                if d is not None and d.fd.sysfd == n and not d.fd.closing():
+                owner = None
+                if d is None or d.fd.sysfd != n or d.fd.closing():
+                    d = None
+                    owner = fd_unix.owner_of(n)
+                if d is not None:
                     # Another live threadpoll socket owns this fd: share its FD.
                     self._view = True
+                elif owner is not None and owner._sock is not None:
+                    # A Conn, Listener or PacketConn owns it: share its FD as well (one
+                    # registration with the poller; closing either closes both).
+                    self._view = True
+                    d = _Desc(owner)
+                    _descs[n] = d
                 else:
                     fd = FD(n, net=_net_name(self.family, self.type), sock=self, keep_mode=True)
                     d = _Desc(fd)

@@ -79,7 +79,7 @@ from threadpoll._runtime.netpoll import (
 from threadpoll._runtime.park import Sema
 from threadpoll.errors import NoDeadlineError, with_written
 
-__all__ = ["FD", "MAX_RW", "EOF", "eof_error", "live_fds"]
+__all__ = ["FD", "MAX_RW", "EOF", "eof_error", "live_fds", "owner_of"]
 
 # The C socket type. FD calls its methods unbound, so a socket.socket subclass that overrides
 # recv and friends in Python (threadpoll.socket) can hand itself to an FD without recursion.
@@ -136,6 +136,10 @@ def _after_fork_in_child() -> None:
 
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+# OS descriptor number → the open FD that owns it. Guarded by _live_lock.
+_owners: weakref.WeakValueDictionary[int, FD] = weakref.WeakValueDictionary()
 
 
 def live_fds() -> list[FD]:
@@ -215,7 +219,16 @@ class FD:
         if not isinstance(net, str):
             raise TypeError(f"net must be a str, not {type(net).__name__}")
         was_blocking = os.get_blocking(sysfd)  # EBADF for a descriptor that is not open
-        self.fdmu = FDMutex()
+        owner = owner_of(sysfd)
+        if owner is not None:
+            # A second registration with the poller would take over the first one's events
+            # (or be refused) and wedge its parked threads: refuse it plainly.
+            raise OSError(
+                errno.EBUSY,
+                f"fd {sysfd} is already owned by a threadpoll {owner.kind} descriptor: use "
+                f"that object, or pass a duplicate (os.dup({sysfd}))",
+            )
+        self.fdmu: FDMutex = FDMutex()
         self.sysfd = sysfd  # constant until _destroy, which runs when no op holds a ref
         self.pd = PollHandle()
         self.csema = Sema()
@@ -223,7 +236,7 @@ class FD:
         self.zero_read_is_eof = zero_read_is_eof
         self.is_file = net == "file"
         self.net = net
-        self.kind = kind or net
+        self.kind: str = kind or net
         self._was_blocking = was_blocking
         # Guards is_blocking against set_blocking; re-entrant, as a signal handler's close may
         # run while its thread is inside set_blocking (re-entry only reads the flag).
@@ -270,6 +283,7 @@ class FD:
             raise
         with _live_lock:
             _live.add(self)
+            _owners[sysfd] = self
 
     def __repr__(self) -> str:
         """Go: none"""
@@ -369,6 +383,9 @@ class FD:
         Go: internal/poll/fd_unix.go FD.destroy
         """
         fd = self.sysfd
+        with _live_lock:
+            if _owners.get(fd) is self:
+                del _owners[fd]
         # Poller first: an fd number must never be registered while it is closed.
         self.pd.close()
         if self._sock is not None:
@@ -1015,3 +1032,16 @@ def _writable(buf: Any) -> memoryview:
     if mv.readonly:
         raise TypeError("read_into needs a writable buffer")
     return mv if mv.format == "B" and mv.ndim == 1 else mv.cast("B")
+
+
+def owner_of(sysfd: int) -> FD | None:
+    """The open FD that owns descriptor number sysfd, if any (a second front on a registered
+    descriptor must share it: two registrations of one fd would wedge the first).
+
+    Go: none
+    """
+    with _live_lock:
+        fd = _owners.get(sysfd)
+    if fd is None or fd.sysfd != sysfd or fd.fdmu.closing():
+        return None
+    return fd
