@@ -18,12 +18,12 @@ import subprocess
 import sys
 
 import pytest
+from support import Runner, wait_parked, wait_until
 
 import threadpoll
 import threadpoll.socket as ts
 from threadpoll._runtime.netpoll import Runtime
 from threadpoll.errors import NetClosingError
-from support import Runner, wait_parked, wait_until
 
 needs_cat = pytest.mark.skipif(shutil.which("cat") is None, reason="needs cat")
 

@@ -311,3 +311,35 @@ def test_handler_while_waiting_for_the_lock(rt: Runtime, main_thread: int, kind:
         assert isinstance(holder.join(), ClosingError)
     finally:
         _finish(front)
+
+
+@pytest.mark.parametrize("kind", ["socket", "Conn", "File"])
+def test_same_direction_from_the_handler_is_refused(
+    rt: Runtime, main_thread: int, kind: str
+) -> None:
+    """A handler reading on top of its own thread's parked read would wait for itself: it
+    gets RuntimeError('reentrant call ...') at once, and the parked read goes on."""
+    front = FRONTS[kind]()
+    try:
+        refused: list[BaseException] = []
+
+        def read_again() -> None:
+            try:
+                front.call()
+            except RuntimeError as e:
+                refused.append(e)
+
+        with _handler([read_again]) as h:
+
+            def kick() -> None:
+                wait_parked(front.fd, "r")
+                signal.pthread_kill(main_thread, SIG)
+                h.ran.wait(5)
+                front.prime()
+
+            kicker = Runner(kick, name="kicker")
+            assert front.call() == b"data"
+            kicker.join()
+        assert len(refused) == 1 and "reentrant call" in str(refused[0])
+    finally:
+        _finish(front)

@@ -44,6 +44,7 @@ Go: internal/poll/fd_mutex.go
 from __future__ import annotations
 
 import threading
+from typing import Callable
 
 from typing_extensions import final
 
@@ -109,7 +110,7 @@ class FDMutex:
     Go: internal/poll/fd_mutex.go fdMutex
     """
 
-    __slots__ = ("_lock", "poisoned", "rsema", "state", "wsema")
+    __slots__ = ("_lock", "poisoned", "reentry_check", "rsema", "state", "wsema")
 
     def __init__(self) -> None:
         """A fresh mutex: open, unlocked, no references (Go's zero value).
@@ -125,6 +126,11 @@ class FDMutex:
         # DIVERGENCE(go): MUTEX_RLOCK/MUTEX_WLOCK bits held by a thread that no longer exists
         # (a parent thread, in a forked child). rwlock fails instead of waiting for them.
         self.poisoned = 0  # guarded by _lock
+        # Called (with ``read``) by a thread about to sleep for a read or write lock: raises
+        # if that thread holds the lock itself, further down its stack (a signal handler
+        # running on top of its own read), instead of letting it wait for itself. Set once
+        # by the owner (FD), before the mutex is shared.
+        self.reentry_check: Callable[[bool], None] | None = None
 
     def incref(self) -> bool:
         """Add a reference. Return False if the mutex is closed (no reference taken).
@@ -244,9 +250,13 @@ class FDMutex:
                 if new & mutex_mask == 0:
                     raise FDMutexError(OVERFLOW_MSG)
                 self.state = new
-            # An exception out of acquire() (KeyboardInterrupt) leaves our count behind.
-            # Harmless: the stale count only makes a later unlock post a spare token, and a
-            # waiter that takes a spare token re-checks the state and waits again.
+            # An exception out of acquire() (KeyboardInterrupt) or out of the re-entry check
+            # leaves our count behind. Harmless: the stale count only makes a later unlock
+            # post a spare token, and a waiter that takes a spare token re-checks the state
+            # and waits again.
+            check = self.reentry_check
+            if check is not None:
+                check(read)
             mutex_sema.acquire()
             # The signaller has subtracted mutex_wait.
 

@@ -229,6 +229,7 @@ class FD:
                 f"that object, or pass a duplicate (os.dup({sysfd}))",
             )
         self.fdmu: FDMutex = FDMutex()
+        self.fdmu.reentry_check = _reentry_check(self)
         self.sysfd = sysfd  # constant until _destroy, which runs when no op holds a ref
         self.pd = PollHandle()
         self.csema = Sema()
@@ -498,6 +499,33 @@ class FD:
                     return True
             f = f.f_back
         return False
+
+    def _check_reentry(self, read: bool) -> None:
+        """Raise instead of waiting for the read (``read``) or write lock when this thread
+        holds it itself, further down its own stack: a signal handler reading (writing) on
+        top of its thread's read (write) would otherwise wait for ever.
+
+        The call waiting now is one operation frame on this FD; a second one below it is
+        the interrupted operation. Runs only when a thread is about to sleep for the lock.
+
+        Go: none (a goroutine cannot be interrupted by a handler)
+        """
+        names = _READ_OPS if read else _WRITE_OPS
+        seen = 0
+        f: FrameType | None = sys._getframe(1)
+        while f is not None:
+            code = f.f_code
+            if code.co_name in names and code.co_filename == __file__:
+                if f.f_locals.get("self") is self:
+                    seen += 1
+                    if seen == 2:
+                        what = "read" if read else "write"
+                        raise RuntimeError(
+                            f"reentrant call: a {what} on this descriptor from a signal "
+                            f"handler while its own thread is in a {what} on it (it would "
+                            "wait for itself)"
+                        )
+            f = f.f_back
 
     def detach(self) -> int:
         """Give the descriptor back instead of closing it: wake and wait out every operation
@@ -1045,3 +1073,25 @@ def owner_of(sysfd: int) -> FD | None:
     if fd is None or fd.sysfd != sysfd or fd.fdmu.closing():
         return None
     return fd
+
+
+# The FD methods that take the read (write) lock: FD._check_reentry looks for two of them.
+_READ_OPS = frozenset(
+    {"read", "read_into", "recvfrom", "recvfrom_into", "recvmsg", "accept", "raw_read"}
+)
+_WRITE_OPS = frozenset({"write", "sendto", "sendmsg", "raw_write"})
+
+
+def _reentry_check(fd: FD) -> Callable[[bool], None]:
+    """FDMutex.reentry_check for fd, holding it weakly (no cycle FD → FDMutex → FD).
+
+    Go: none
+    """
+    ref = weakref.ref(fd)
+
+    def check(read: bool) -> None:
+        owner = ref()
+        if owner is not None:
+            owner._check_reentry(read)
+
+    return check
