@@ -12,15 +12,23 @@ How a socket is built:
 
 - The OS fd has one closer, the FD: it is made in ``__init__`` over the socket's own fd with
   ``sock=self``, so its socket calls go through the C-level methods of this very object. The
-  C-level object runs in non-blocking mode (timeout 0) and never closes the fd itself: the FD
-  detaches it and then close(2)s the fd, once the last call has left.
+  C-level object never closes the fd itself: the FD detaches it and then close(2)s the fd,
+  once the last call has left.
+- The descriptor stays in the mode the user's code set, as the stdlib sets it: blocking for
+  ``settimeout(None)``, non-blocking for a timeout or ``setblocking(False)`` (a child process
+  that inherits it sees that mode). The C-level timeout is None or 0, so the C-level calls
+  never wait by themselves; every attempt that may wait passes ``MSG_DONTWAIT``, so it never
+  blocks whatever the mode (another holder of the open file description may change it at
+  any time). accept and connect have no such flag: they make the descriptor non-blocking for
+  the call only.
 - ``settimeout`` keeps its stdlib meaning, a per-call timeout raising ``TimeoutError('timed
   out')`` (``socket.timeout``), kept here in Python (``gettimeout`` reports it) while the
   C-level timeout stays 0. It bounds the whole call, the wait for the read or write lock
   included; ``sendall``'s timeout is its total budget. A deadline and a timeout may both be
   set: the earlier fires, the deadline as ``DeadlineExceededError``.
 - A blocking call takes, in order: the descriptor's per-direction lock (a plain lock, acquired
-  with the call's timeout), the FD's read or write lock, then loops: try the C-level call; on
+  with the call's timeout), the FD's read or write lock, then loops: try the C-level call
+  (holding no lock of its own, so a signal handler on this thread may use the socket); on
   EAGAIN park in the runtime. A non-blocking call (``settimeout(0)``, ``setblocking(False)``,
   ``MSG_DONTWAIT``) takes only an FD reference and makes one C-level call, as the stdlib's does:
   it never waits for anything, so deadlines, which bound waits, do not apply to it.
@@ -31,9 +39,12 @@ How a socket is built:
   blocked threads at once.
 - An unclosed socket that is garbage collected emits ``ResourceWarning`` as the stdlib's does;
   its FD is closed, without waiting, by the helper thread (see ``_Helper``).
-- A second socket object made over an fd that a live threadpoll socket owns
-  (``socket(fileno=other.fileno())``) shares its FD: a second registration of one fd with the
-  poller would corrupt the first.
+- A second socket object made over an fd that a live threadpoll socket, Conn, Listener or
+  PacketConn owns (``socket(fileno=other.fileno())``) shares its FD: a second registration of
+  one fd with the poller would corrupt the first.
+- Signal handlers run on the main thread inside whatever call it is making, and may use the
+  same socket: ``close()`` from one does not wait for its own thread's call, and a call in
+  the direction its own thread is in raises ``RuntimeError`` (it would wait for itself).
 
 Per-call timeouts. ``runtime_poll_wait`` has no timeout parameter, so a call with a timeout
 arms a timer with the helper thread before it parks; when the timer fires, the helper wakes

@@ -3,7 +3,7 @@
 Read beside Go's ``internal/poll/fd_unix.go`` (and fd_posix.go, fd_mutex.go's FD wrappers).
 An FD owns one OS descriptor. Every operation takes a reference through the FD's fdMutex
 (reads the read lock, writes the write lock, the rest a plain reference), tries its syscall
-on the non-blocking descriptor, and on EAGAIN parks in the runtime until the poller readies
+without blocking, and on EAGAIN parks in the runtime until the poller readies
 it. ``close`` marks the fdMutex closed, evicts the parked threads, and waits on the close
 semaphore until the last in-flight operation has dropped its reference; whoever drops it
 runs ``_destroy``: unregister from the poller, then close(2). So close(2) never runs while
