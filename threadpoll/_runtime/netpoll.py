@@ -550,6 +550,8 @@ def _park(pd: PollDesc, mode: str, cond: threading.Condition) -> None:
         try:
             if _get(pd, mode) != PD_PARKED:
                 break
+            if timeout <= 0:
+                continue  # the deadline passed just now: the loop expires it
             saved = lock._release_save()  # type: ignore[attr-defined]
             try:
                 waiter.acquire(True, timeout)
