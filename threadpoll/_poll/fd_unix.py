@@ -672,6 +672,7 @@ class FD:
         self.read_lock()
         try:
             self.pd.prepare_read(self.is_file)
+            flags = self._dontwait(flags)
             while True:
                 try:
                     return _CSocket.recvfrom(sock, n, flags)
@@ -688,6 +689,7 @@ class FD:
         self.read_lock()
         try:
             self.pd.prepare_read(self.is_file)
+            flags = self._dontwait(flags)
             while True:
                 try:
                     return _CSocket.recvfrom_into(sock, buf, nbytes, flags)
@@ -706,6 +708,7 @@ class FD:
         self.read_lock()
         try:
             self.pd.prepare_read(self.is_file)
+            flags = self._dontwait(flags)
             while True:
                 try:
                     return _CSocket.recvmsg(sock, bufsize, ancbufsize, flags)
@@ -855,6 +858,7 @@ class FD:
         try:
             try:
                 self.pd.prepare_write(self.is_file)
+                flags = self._dontwait(flags)
                 while True:
                     try:
                         _CSocket.sendto(sock, mv, flags, addr)
@@ -878,6 +882,7 @@ class FD:
         try:
             try:
                 self.pd.prepare_write(self.is_file)
+                flags = self._dontwait(flags)
                 while True:
                     try:
                         if address is None:
@@ -991,6 +996,16 @@ class FD:
             return f(self.sysfd)
         finally:
             self.decref()
+
+    def _dontwait(self, flags: int) -> int:
+        """flags with MSG_DONTWAIT for a pollable socket: its attempts never block, whatever
+        another holder of the descriptor did to O_NONBLOCK.
+
+        Go: none (Go relies on O_NONBLOCK alone)
+        """
+        if self.pd.pollable() and isinstance(flags, int):
+            return flags | _MSG_DONTWAIT
+        return flags
 
     def _socket(self) -> _socket.socket:
         """Go: none"""
