@@ -97,6 +97,21 @@ def test_dropin_with_timeout_parks_and_close_wakes_it_when_o_nonblock_is_cleared
         b.close()
 
 
+@pytest.mark.timeout(10)
+def test_packetconn_reader_parks_and_close_wakes_it_when_o_nonblock_is_cleared(
+    rt: Runtime,
+) -> None:
+    p = threadpoll.listen_packet("udp", ("127.0.0.1", 0))
+    try:
+        os.set_blocking(p.fileno(), True)
+        reader = Runner(lambda: p.read_from(10), name="reader")
+        wait_parked(p, "r")
+        p.close()
+        assert isinstance(reader.join_exc(), NetClosingError)
+    finally:
+        p.close()
+
+
 # --- item 3: the descriptor's mode is the user's ---------------------------------------------
 
 

@@ -18,6 +18,7 @@ import signal
 import socket
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -29,7 +30,7 @@ import threadpoll
 import threadpoll.socket as ts
 from threadpoll._poll.fd_mutex import MUTEX_RMASK
 from threadpoll._poll.fd_unix import FD
-from threadpoll._runtime.netpoll import Runtime
+from threadpoll._runtime.netpoll import PD_PARKED, Runtime
 from threadpoll.errors import ClosingError, DeadlineExceededError
 
 SIG = getattr(signal, "SIGUSR1", 0)
@@ -343,3 +344,45 @@ def test_same_direction_from_the_handler_is_refused(
         assert len(refused) == 1 and "reentrant call" in str(refused[0])
     finally:
         _finish(front)
+
+
+@pytest.mark.parametrize("action", ["deadline", "close"])
+def test_unblock_from_a_handler_as_the_thread_goes_to_sleep(
+    rt: Runtime, main_thread: int, action: str
+) -> None:
+    """The handler runs in the parked thread's last steps before it sleeps (just before it
+    makes its waiter lock), after it looked at the pollDesc state: an unblock from there
+    (a past deadline, a close) must still wake it, not be lost while nobody was waiting."""
+    r, w = threadpoll.pipe()
+    pd = r._fd.pd.runtime_ctx
+    assert pd is not None
+    fired = [False]
+
+    def prof(frame: object, event: str, arg: Any) -> None:
+        if (
+            event == "c_call"
+            and not fired[0]
+            and getattr(arg, "__name__", "") == "allocate_lock"
+            and pd.rg == PD_PARKED
+        ):
+            fired[0] = True
+            signal.pthread_kill(main_thread, SIG)
+
+    def unblock() -> None:
+        if action == "deadline":
+            r.set_read_deadline(time.monotonic() - 1)
+        else:
+            r.close()
+
+    try:
+        with _handler([unblock]) as h:
+            sys.setprofile(prof)
+            try:
+                with pytest.raises((DeadlineExceededError, ClosingError)):
+                    r.read(1)
+            finally:
+                sys.setprofile(None)
+        assert fired[0] and h.ran.is_set()
+    finally:
+        r.close()
+        w.close()
