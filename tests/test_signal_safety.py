@@ -31,6 +31,7 @@ import threadpoll.socket as ts
 from threadpoll._poll.fd_mutex import MUTEX_RMASK
 from threadpoll._poll.fd_unix import FD
 from threadpoll._runtime.netpoll import PD_PARKED, Runtime
+from threadpoll._runtime.park import Sema
 from threadpoll.errors import ClosingError, DeadlineExceededError
 
 SIG = getattr(signal, "SIGUSR1", 0)
@@ -386,3 +387,30 @@ def test_unblock_from_a_handler_as_the_thread_goes_to_sleep(
     finally:
         r.close()
         w.close()
+
+
+def test_sema_made_by_a_handler_during_its_first_use_keeps_the_token(main_thread: int) -> None:
+    """A Sema makes its state on first use. A handler that releases the semaphore while its
+    thread is making that state (in acquire) must not have its token dropped by a second
+    state made over it: the acquire returns."""
+    sema = Sema()
+    fired = [False]
+
+    def prof(frame: Any, event: str, arg: Any) -> None:
+        code = frame.f_code
+        if (
+            event == "call"
+            and not fired[0]
+            and code.co_name == "__init__"
+            and code.co_filename.endswith("park.py")
+        ):
+            fired[0] = True
+            signal.pthread_kill(main_thread, SIG)
+
+    with _handler([sema.release]) as h:
+        sys.setprofile(prof)
+        try:
+            sema.acquire()
+        finally:
+            sys.setprofile(None)
+    assert fired[0] and h.ran.is_set()

@@ -236,8 +236,9 @@ class _Helper:
                 # A runtime thread for good: the timer half of Go's poller loop (findRunnable
                 # checks timers, then netpolls until the next one) and the finalizer closer.
                 t = threading.Thread(target=self._run, name="threadpoll-timers", daemon=True)
-                t.start()
-                self.thread = t
+                if self.thread is None:  # a signal handler here may have started one
+                    self.thread = t
+                    t.start()
 
     def poke(self) -> None:
         """Wake the thread. Never blocks and takes no lock."""

@@ -72,7 +72,12 @@ class Sema:
         with _make_lock:
             st = self._st
             if st is None:
-                st = self._st = _SemaState()
+                new = _SemaState()
+                # A signal handler on this thread may have made (and used) one while
+                # _SemaState() ran: keep that one, or its token would be lost.
+                st = self._st
+                if st is None:
+                    st = self._st = new
             return st
 
     def acquire(self) -> None:
