@@ -238,7 +238,11 @@ class _Helper:
                 t = threading.Thread(target=self._run, name="threadpoll-timers", daemon=True)
                 if self.thread is None:  # a signal handler here may have started one
                     self.thread = t
-                    t.start()
+                    try:
+                        t.start()
+                    except BaseException:
+                        self.thread = None
+                        raise
 
     def poke(self) -> None:
         """Wake the thread. Never blocks and takes no lock."""
