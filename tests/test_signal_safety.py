@@ -414,3 +414,31 @@ def test_sema_made_by_a_handler_during_its_first_use_keeps_the_token(main_thread
         finally:
             sys.setprofile(None)
     assert fired[0] and h.ran.is_set()
+
+
+def test_detach_from_the_handler_is_refused(rt: Runtime, main_thread: int) -> None:
+    """detach() must wait for every operation to leave before it hands the descriptor out;
+    from a handler on top of its own thread's recv it would wait for itself: it raises."""
+    front = _socket_front()
+    refused: list[BaseException] = []
+
+    def detach() -> None:
+        try:
+            front.obj.detach()
+        except RuntimeError as e:
+            refused.append(e)
+
+    try:
+        with _handler([detach, front.obj.close]) as h:
+
+            def kick() -> None:
+                wait_parked(front.fd, "r")
+                signal.pthread_kill(main_thread, SIG)
+
+            kicker = Runner(kick, name="kicker")
+            assert isinstance(_run_main_call(front), ClosingError)
+            kicker.join()
+        assert h.ran.is_set() and len(refused) == 1
+        assert "reentrant call" in str(refused[0])
+    finally:
+        _finish(front)

@@ -699,6 +699,9 @@ class socket(_StdSocket):
             n = self._desc.fd.detach()
         except ClosingError:
             return -1
+        except RuntimeError:
+            self._closed = False  # refused (from a signal handler): still open
+            raise
         os.set_blocking(n, self._timeout is None)
         return n
 

@@ -533,6 +533,14 @@ class FD:
 
         Go: none (os.File.Fd hands out the descriptor but keeps owning it)
         """
+        if self.fdmu.held_by_me() or (not self.fdmu.closing() and self._inside_me()):
+            # A signal handler on a thread that is inside an operation on this FD: that
+            # operation cannot leave before the handler returns, and the descriptor must not
+            # be handed out while it may still use it.
+            raise RuntimeError(
+                "reentrant call: detach() from a signal handler while its own thread is in "
+                "an operation on this descriptor (it would wait for itself)"
+            )
         if not self.fdmu.incref_and_close():
             raise self._closed_error()
         fd = self.sysfd
