@@ -196,6 +196,33 @@ class EagainStorm:
         self._fault(fd, "w")
         return os.write(fd, data)
 
+    def socket_calls(self) -> Any:
+        """Stands in for fd_unix's ``_CSocket``: a socket FD reads and writes with recv and
+        send (MSG_DONTWAIT), which fail the same way."""
+        storm = self
+        real = fd_unix._CSocket
+
+        class CSocket:
+            def __getattr__(self, name: str) -> Any:
+                return getattr(real, name)
+
+            @staticmethod
+            def recv(sock: Any, n: int, flags: int = 0) -> bytes:
+                storm._fault(real.fileno(sock), "r")
+                return real.recv(sock, n, flags)  # type: ignore[no-any-return]
+
+            @staticmethod
+            def recv_into(sock: Any, buf: Any, n: int = 0, flags: int = 0) -> int:
+                storm._fault(real.fileno(sock), "r")
+                return real.recv_into(sock, buf, n, flags)  # type: ignore[no-any-return]
+
+            @staticmethod
+            def send(sock: Any, data: Any, flags: int = 0) -> int:
+                storm._fault(real.fileno(sock), "w")
+                return real.send(sock, data, flags)  # type: ignore[no-any-return]
+
+        return CSocket()
+
     def _rescue(self) -> None:
         """Ready each pending (pd, mode) once its thread has parked, in whatever order they
         park (a real edge may come first: then this readies a later park of the same mode,
@@ -225,6 +252,7 @@ def test_eagain_storm(rt: Runtime, pairs: Pairs, monkeypatch: pytest.MonkeyPatch
     fa, fb = pairs()
     storm = EagainStorm(rt, {fa.fileno(): pd_of(fa), fb.fileno(): pd_of(fb)}, 400, seed=7)
     monkeypatch.setattr(fd_unix, "os", storm)
+    monkeypatch.setattr(fd_unix, "_CSocket", storm.socket_calls())
     try:
         there = payload(1 << 19, 8)
         back = payload(1 << 18, 9)

@@ -35,6 +35,7 @@ from support import Runner, pd_of, wait_parked, wait_until
 
 from threadpoll._poll import fd_unix
 from threadpoll._poll.fd_mutex import (
+    MUTEX_REF,
     MUTEX_REF_MASK,
     MUTEX_RLOCK,
     MUTEX_RMASK,
@@ -1543,8 +1544,8 @@ def _top_frame_is(thread: threading.Thread, function: str) -> bool:
 def test_first_attempt_holds_off_close_until_its_syscall_returns(
     rt: Runtime, fds: Closer, monkeypatch: pytest.MonkeyPatch, op: str
 ) -> None:
-    """read and write make their first attempt inside the fdMutex's state lock, holding no
-    reference (DIVERGENCE(go) in FD.read). A close from another thread while that read(2) or
+    """read and write make their first attempt holding the read or write lock (a reference)
+    and no lock of their own, as Go does. A close from another thread while that read(2) or
     write(2) is running must wait for it: the descriptor number is not released mid-call."""
     r, w = pipe(fds)
     fd = r if op == "read" else w
@@ -1561,11 +1562,14 @@ def test_first_attempt_holds_off_close_until_its_syscall_returns(
         def _middle(self, n: int) -> None:
             if n != fd.sysfd or "closer" in seen:
                 return
-            seen["state_lock_held"] = fd.fdmu._lock.locked()
+            seen["state_lock_held"] = fd.fdmu.held_by_me()
             closer = seen["closer"] = Runner(fd.close, name="closer")
-            wait_until(lambda: _top_frame_is(closer.thread, "incref_and_close"),
-                       what="close waiting for the state lock")
+            wait_until(
+                lambda: fd.fdmu.closing() and fd.fdmu.state & MUTEX_REF_MASK == MUTEX_REF,
+                what="close waiting for this call's reference",
+            )
             seen["sysfd"] = fd.sysfd
+            seen["close_returned"] = closer.done.is_set()
 
         def read(self, n: int, size: int) -> bytes:
             self._middle(n)
@@ -1582,7 +1586,8 @@ def test_first_attempt_holds_off_close_until_its_syscall_returns(
     else:
         assert fd.write(b"data") == 4
     monkeypatch.undo()
-    assert seen["state_lock_held"] is True
+    assert seen["state_lock_held"] is False  # no lock held across the syscall
+    assert seen["close_returned"] is False
     assert seen["sysfd"] == sysfd  # still ours while the call ran
     assert seen["closer"].join_exc() is None
     assert fd.sysfd == -1

@@ -56,10 +56,11 @@ def test_pipe_round_trip(rt: Any, pipe_pair: tuple[File, File]) -> None:
     r, w = pipe_pair
     assert (r.name, w.name) == ("|0", "|1")  # Go's names for os.Pipe's ends
     assert _pollable(r) and _pollable(w)
-    assert os.get_blocking(r.fileno()) is False
-    assert os.get_blocking(w.fileno()) is False
-    assert os.get_inheritable(r.fileno()) is False
-    assert os.get_inheritable(w.fileno()) is False
+    # (The FD's own number: File.fileno() is Go's Fd(), which makes the descriptor blocking.)
+    assert os.get_blocking(r._fd.fileno()) is False
+    assert os.get_blocking(w._fd.fileno()) is False
+    assert os.get_inheritable(r._fd.fileno()) is False
+    assert os.get_inheritable(w._fd.fileno()) is False
     assert w.write(b"hello") == 5
     assert r.read(100) == b"hello"
     assert w.write(memoryview(b"into")) == 4
@@ -193,7 +194,7 @@ def test_fd_hands_back_the_descriptor_in_its_original_mode(rt: Any) -> None:
     # pipe(): made blocking by pipe2, non-blocking by File; fd() gives a blocking end back.
     r, w = pipe()
     try:
-        assert os.get_blocking(r.fileno()) is False
+        assert os.get_blocking(r._fd.fileno()) is False
         rfd = r.fd()
         assert os.get_blocking(rfd) is True
         with pytest.raises(FileClosingError):

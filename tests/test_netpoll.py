@@ -8,6 +8,7 @@ below, ``before_park`` runs after a thread published PD_WAIT and before it commi
 
 from __future__ import annotations
 
+import _thread
 import contextlib
 import os
 import threading
@@ -19,7 +20,7 @@ import pytest
 from conftest import BACKENDS, make_runtime
 from support import Runner, wait_until
 
-from threadpoll._runtime import trace
+from threadpoll._runtime import netpoll, trace
 from threadpoll._runtime.netpoll import (
     EXPIRED,
     NO_DEADLINE,
@@ -326,17 +327,27 @@ def test_exception_while_parked_leaves_no_stale_waiter(rt: Runtime) -> None:
         class Boom(Exception):
             pass
 
-        def raising_wait(*args: object) -> bool:
-            raise Boom
+        class RaisingWaiter:
+            """The parked thread's waiter lock: the sleep itself raises."""
 
-        with pd.lock:
-            pd.rcond.wait = raising_wait  # type: ignore[method-assign]
+            def __init__(self) -> None:
+                self.real = _thread.allocate_lock()
+
+            def acquire(self, *args: object) -> bool:
+                if args:  # the sleep: acquire(True, timeout)
+                    raise Boom
+                return self.real.acquire()
+
+            def release(self) -> None:
+                self.real.release()
+
+        real_allocate = netpoll._allocate_lock
+        netpoll._allocate_lock = RaisingWaiter  # type: ignore[assignment]
         try:
             with pytest.raises(Boom):
                 read_via_runtime(r, pd)
         finally:
-            with pd.lock:
-                del pd.rcond.wait
+            netpoll._allocate_lock = real_allocate
         assert pd.rg == PD_NIL
         reader = Runner(lambda: read_via_runtime(r, pd))
         wait_until(parked(pd))
@@ -575,21 +586,20 @@ def test_signal_while_reacquiring_pd_lock_keeps_mutual_exclusion(rt: Runtime) ->
 
             import inspect
 
-            lines, first = inspect.getsourcelines(threading.Condition.wait)
+            from threadpoll._runtime import netpoll
+
+            lines, first = inspect.getsourcelines(netpoll._park)
             relock_line = first + next(
                 i for i, line in enumerate(lines) if "_acquire_restore(" in line
             )
 
             def main_blocked_on_relock() -> bool:
-                # Woken, and now blocked re-acquiring pd.lock: either inside the Python
-                # _acquire_restore (a plain Lock) or on its line in Condition.wait (an RLock,
-                # which re-acquires in C).
+                # Woken, and now blocked re-acquiring pd.lock: on the _acquire_restore line
+                # of _park (an RLock, which re-acquires in C).
                 f = sys._current_frames().get(main_ident)
                 if f is None:
                     return False
-                if f.f_code.co_name == "_acquire_restore":
-                    return True
-                return f.f_code.co_name == "wait" and f.f_lineno == relock_line
+                return f.f_code.co_name == "_park" and f.f_lineno == relock_line
 
             def holder() -> None:
                 try:

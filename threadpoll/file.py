@@ -25,8 +25,15 @@ Differences from Go:
 
 - DIVERGENCE(go): ``close()`` is idempotent, Python's convention (Go's second Close fails
   with ErrFileClosing).
+- ``fileno()`` is Go's ``Fd()``: it puts the descriptor in blocking mode first, so a child
+  process that inherits it (``subprocess.Popen(stdout=w)``) sees a plain blocking pipe; the
+  File keeps working, but close no longer wakes its blocked threads.
 - DIVERGENCE(go): ``fd()`` gives the descriptor away (detached, original mode restored) and
   the File is closed to further use; Go's ``Fd()`` keeps owning it and sets blocking mode.
+- Whoever clears ``O_NONBLOCK`` on a pipe a File owns (another holder of the open file
+  description) takes over its blocking, as in Go: a read or write then blocks in the
+  syscall, where close cannot wake it. Pipes have no per-call non-blocking flag (sockets
+  do: Conn uses ``MSG_DONTWAIT``).
 - DIVERGENCE(go): ``File(fd)`` makes pipes, FIFOs, sockets and character devices
   non-blocking itself; Go's ``os.NewFile`` polls only descriptors already non-blocking.
 - DIVERGENCE(go): Go's kindOpenFile treats FIFOs on macOS as not pollable (no kqueue EOF
@@ -194,8 +201,21 @@ class File:
         self._fd.set_write_deadline(t)
 
     def fileno(self) -> int:
-        """The OS descriptor, -1 once closed. Using it directly bypasses every promise."""
-        return self._fd.fileno()
+        """The OS descriptor, -1 once closed, put in blocking mode first, as Go's
+        ``File.Fd()`` does: whoever asks for the number (a child process handed it by
+        ``subprocess``, code that reads it directly) gets a descriptor that behaves as a
+        plain one. The File keeps working in blocking mode: from then on close no longer
+        wakes a blocked read or write, and deadlines no longer interrupt them.
+
+        Go: os/file_unix.go File.Fd
+        """
+        fd = self._fd
+        if not fd.is_blocking:
+            try:
+                fd.set_blocking()
+            except ClosingError:
+                pass  # closed meanwhile: -1 below
+        return fd.fileno()
 
     def fd(self) -> int:
         """Give the descriptor back: wait out operations in progress (waking blocked ones with

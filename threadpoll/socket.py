@@ -12,15 +12,23 @@ How a socket is built:
 
 - The OS fd has one closer, the FD: it is made in ``__init__`` over the socket's own fd with
   ``sock=self``, so its socket calls go through the C-level methods of this very object. The
-  C-level object runs in non-blocking mode (timeout 0) and never closes the fd itself: the FD
-  detaches it and then close(2)s the fd, once the last call has left.
+  C-level object never closes the fd itself: the FD detaches it and then close(2)s the fd,
+  once the last call has left.
+- The descriptor stays in the mode the user's code set, as the stdlib sets it: blocking for
+  ``settimeout(None)``, non-blocking for a timeout or ``setblocking(False)`` (a child process
+  that inherits it sees that mode). The C-level timeout is None or 0, so the C-level calls
+  never wait by themselves; every attempt that may wait passes ``MSG_DONTWAIT``, so it never
+  blocks whatever the mode (another holder of the open file description may change it at
+  any time). accept and connect have no such flag: they make the descriptor non-blocking for
+  the call only.
 - ``settimeout`` keeps its stdlib meaning, a per-call timeout raising ``TimeoutError('timed
   out')`` (``socket.timeout``), kept here in Python (``gettimeout`` reports it) while the
   C-level timeout stays 0. It bounds the whole call, the wait for the read or write lock
   included; ``sendall``'s timeout is its total budget. A deadline and a timeout may both be
   set: the earlier fires, the deadline as ``DeadlineExceededError``.
 - A blocking call takes, in order: the descriptor's per-direction lock (a plain lock, acquired
-  with the call's timeout), the FD's read or write lock, then loops: try the C-level call; on
+  with the call's timeout), the FD's read or write lock, then loops: try the C-level call
+  (holding no lock of its own, so a signal handler on this thread may use the socket); on
   EAGAIN park in the runtime. A non-blocking call (``settimeout(0)``, ``setblocking(False)``,
   ``MSG_DONTWAIT``) takes only an FD reference and makes one C-level call, as the stdlib's does:
   it never waits for anything, so deadlines, which bound waits, do not apply to it.
@@ -31,9 +39,12 @@ How a socket is built:
   blocked threads at once.
 - An unclosed socket that is garbage collected emits ``ResourceWarning`` as the stdlib's does;
   its FD is closed, without waiting, by the helper thread (see ``_Helper``).
-- A second socket object made over an fd that a live threadpoll socket owns
-  (``socket(fileno=other.fileno())``) shares its FD: a second registration of one fd with the
-  poller would corrupt the first.
+- A second socket object made over an fd that a live threadpoll socket, Conn, Listener or
+  PacketConn owns (``socket(fileno=other.fileno())``) shares its FD: a second registration of
+  one fd with the poller would corrupt the first.
+- Signal handlers run on the main thread inside whatever call it is making, and may use the
+  same socket: ``close()`` from one does not wait for its own thread's call, and a call in
+  the direction its own thread is in raises ``RuntimeError`` (it would wait for itself).
 
 Per-call timeouts. ``runtime_poll_wait`` has no timeout parameter, so a call with a timeout
 arms a timer with the helper thread before it parks; when the timer fires, the helper wakes
@@ -72,12 +83,15 @@ from typing import Any, Callable, TypeVar
 
 from typing_extensions import Self, final
 
+from threadpoll._poll import fd_unix
 from threadpoll._poll.fd_mutex import (
     MUTEX_CLOSED,
     MUTEX_REF,
     MUTEX_REF_MASK,
     MUTEX_RLOCK,
+    MUTEX_RMASK,
     MUTEX_WLOCK,
+    MUTEX_WMASK,
 )
 from threadpoll._poll.fd_poll_runtime import convert_err
 from threadpoll._poll.fd_unix import FD
@@ -208,12 +222,17 @@ class _Helper:
 
     ``wake`` is a binary semaphore made of a bare lock: ``poke`` releases it (never blocking,
     so ``__del__`` may call it), the thread acquires it to sleep until the next timer.
+
+    ``lock`` is re-entrant: a signal handler on a thread inside ``arm`` or ``disarm`` may make
+    a timed call itself. Re-entry is harmless: ``heappush`` is one C call, a lost update of
+    ``seq`` only makes two timers tie, and the heap is rebuilt only by the helper thread
+    itself (which runs no signal handlers), never under a caller's feet.
     """
 
     __slots__ = ("lock", "wake", "heap", "seq", "disarmed", "closes", "thread")
 
     def __init__(self) -> None:
-        self.lock = threading.Lock()
+        self.lock = threading.RLock()
         self.wake = _thread.allocate_lock()
         self.wake.acquire()
         self.heap: list[_Timer] = []  # guarded by lock
@@ -231,8 +250,13 @@ class _Helper:
                 # A runtime thread for good: the timer half of Go's poller loop (findRunnable
                 # checks timers, then netpolls until the next one) and the finalizer closer.
                 t = threading.Thread(target=self._run, name="threadpoll-timers", daemon=True)
-                t.start()
-                self.thread = t
+                if self.thread is None:  # a signal handler here may have started one
+                    self.thread = t
+                    try:
+                        t.start()
+                    except BaseException:
+                        self.thread = None
+                        raise
 
     def poke(self) -> None:
         """Wake the thread. Never blocks and takes no lock."""
@@ -259,12 +283,10 @@ class _Helper:
                 return
             t.armed = False
             self.disarmed += 1
-            # Long timeouts on short waits would pile up disarmed timers: drop them when they
-            # are most of the heap.
+            # Long timeouts on short waits would pile up disarmed timers: the helper thread
+            # drops them when they are most of the heap.
             if self.disarmed > 64 and self.disarmed * 2 > len(self.heap):
-                self.heap = [x for x in self.heap if x.armed]
-                heapq.heapify(self.heap)
-                self.disarmed = 0
+                self.poke()
 
     def close_later(self, fd: FD) -> None:
         """Close fd from the helper thread. Takes no lock (for ``__del__``)."""
@@ -290,6 +312,10 @@ class _Helper:
         while True:
             timeout = -1.0
             with self.lock:
+                if self.disarmed > 64 and self.disarmed * 2 > len(self.heap):
+                    self.heap = [x for x in self.heap if x.armed]
+                    heapq.heapify(self.heap)
+                    self.disarmed = 0
                 now = _monotonic()
                 while self.heap:
                     t = self.heap[0]
@@ -312,7 +338,7 @@ class _Helper:
 
     def after_fork_in_child(self) -> None:
         """The child has no helper thread and no parked calls: start afresh, lazily."""
-        self.lock = threading.Lock()
+        self.lock = threading.RLock()
         self.wake = _thread.allocate_lock()
         self.wake.acquire()
         self.heap = []
@@ -394,6 +420,8 @@ class _Desc:
         """Take this direction's lock (waiting until ``until`` at most), then the FD's read
         or write lock (the closing error if closed)."""
         lk = self.rlock if reading else self.wlock
+        if (self.rowner if reading else self.wowner) == threading.get_ident():
+            raise _reentered("r" if reading else "w")
         _acquire(lk, until)
         try:
             if reading:
@@ -429,14 +457,14 @@ class _Desc:
 
 # fd number → the _Desc of the live socket that owns it. Guarded by _descs_lock.
 _descs: weakref.WeakValueDictionary[int, _Desc] = weakref.WeakValueDictionary()
-_descs_lock = threading.Lock()
+_descs_lock = threading.RLock()  # re-entrant: a signal handler may make a socket meanwhile
 
 
 def _after_fork_in_child() -> None:
     # Only the forking thread exists in the child: a lock a parent thread held at the fork
     # would never be released. (The FD's own locks are internal/poll's to handle.)
     global _descs_lock
-    _descs_lock = threading.Lock()
+    _descs_lock = threading.RLock()
     for d in list(_descs.values()):
         d.rlock = threading.Lock()
         d.wlock = threading.Lock()
@@ -493,6 +521,64 @@ def _flags_at(args: tuple[Any, ...], i: int) -> object:
     return args[i] if len(args) > i else 0
 
 
+def _pad(args: tuple[Any, ...], n: int) -> tuple[Any, ...]:
+    """args with the C call's defaults (0) filled in up to n arguments (the flags)."""
+    return args if len(args) >= n or not args else args + (0,) * (n - len(args))
+
+
+def _with_dontwait(args: tuple[Any, ...], i: int) -> tuple[Any, ...]:
+    """args with MSG_DONTWAIT added to the flags at args[i] (left alone if not an int: the
+    C call then raises the stdlib's TypeError)."""
+    if len(args) <= i:
+        return args
+    f = args[i]
+    if not isinstance(f, int):
+        return args
+    return (*args[:i], f | _MSG_DONTWAIT, *args[i + 1 :])
+
+
+def _accept_nonblocking(sock: _socket.socket) -> tuple[int, Any]:
+    """One accept(2) that never blocks: accept has no MSG_DONTWAIT, so the descriptor is
+    made non-blocking for the duration of the call only, and put back as it was."""
+    n = _CSocket.fileno(sock)
+    blocking = n >= 0 and os.get_blocking(n)
+    if blocking:
+        os.set_blocking(n, False)
+    try:
+        return _CSocket._accept(sock)  # type: ignore[attr-defined, no-any-return]
+    finally:
+        if blocking:
+            os.set_blocking(n, True)
+
+
+@contextlib.contextmanager
+def _nonblocking(sock: _socket.socket) -> Iterator[None]:
+    """The C-level socket in non-blocking mode (timeout 0, O_NONBLOCK) for the duration of a
+    connect, then back to its timeout and the descriptor's mode as they were."""
+    n = _CSocket.fileno(sock)
+    timeout = _CSocket.gettimeout(sock)
+    blocking = os.get_blocking(n)
+    if timeout == 0.0 and not blocking:
+        yield
+        return
+    _CSocket.settimeout(sock, 0.0)
+    try:
+        yield
+    finally:
+        if _CSocket.fileno(sock) == n:
+            _CSocket.settimeout(sock, timeout)
+            os.set_blocking(n, blocking)
+
+
+def _reentered(mode: str) -> RuntimeError:
+    """A call re-entered from a signal handler in the direction its own thread is in."""
+    what = "read" if mode == "r" else "write"
+    return RuntimeError(
+        f"reentrant call: a {what} on this socket from a signal handler while its own thread "
+        f"is in a {what} on it (it would wait for itself)"
+    )
+
+
 def _bytes_view(data: Any) -> memoryview:
     """A flat byte view of a bytes-like object, with the stdlib's TypeError otherwise."""
     if isinstance(data, str):
@@ -539,16 +625,28 @@ class socket(_StdSocket):
         try:
             with _descs_lock:
                 d = _descs.get(n)
-                if d is not None and d.fd.sysfd == n and not d.fd.closing():
+                owner = None
+                if d is None or d.fd.sysfd != n or d.fd.closing():
+                    d = None
+                    owner = fd_unix.owner_of(n)
+                if d is not None:
                     # Another live threadpoll socket owns this fd: share its FD.
                     self._view = True
-                    if d.pollable:
-                        _CSocket.settimeout(self, 0.0)
+                elif owner is not None and owner._sock is not None:
+                    # A Conn, Listener or PacketConn owns it: share its FD as well (one
+                    # registration with the poller; closing either closes both).
+                    self._view = True
+                    d = _Desc(owner)
+                    _descs[n] = d
                 else:
-                    fd = FD(n, net=_net_name(self.family, self.type), sock=self)
+                    fd = FD(n, net=_net_name(self.family, self.type), sock=self, keep_mode=True)
                     d = _Desc(fd)
                     _descs[n] = d
                 self._desc = d
+            if d.pollable and self._timeout:
+                # A per-call timeout is kept here; the C level must never wait by itself
+                # (the descriptor is already non-blocking, as the stdlib made it).
+                _CSocket.settimeout(self, 0.0)
             if not d.pollable:
                 # The poller refused the descriptor: the stdlib's own timeouts, no promises.
                 _CSocket.settimeout(self, self._timeout)
@@ -593,19 +691,9 @@ class socket(_StdSocket):
         all left and the fd is closed. Called by close() once no makefile() file is open."""
         d = self._desc
         try:
-            if d.held_by_me():
-                # This thread is itself inside a call on this socket (a signal handler runs
-                # on top of it): waiting for that call to leave would wait forever.
-                lock = d.fd.fdmu._lock
-                if lock.acquire(False):
-                    lock.release()
-                    _close_nowait(d.fd)
-                else:
-                    # ... and it may be in its first attempt, holding the FD's state lock
-                    # (see _io_blocking): the finalizer thread closes it once that returns.
-                    _helper.close_later(d.fd)
-            else:
-                d.fd.close()
+            # A close from a signal handler whose thread is inside a call on this socket
+            # does not wait for that call (FD.close sees it on the stack).
+            d.fd.close()
         except ClosingError:
             pass  # already closed (the stdlib's close is idempotent)
         except ConnectionResetError:
@@ -625,6 +713,9 @@ class socket(_StdSocket):
             n = self._desc.fd.detach()
         except ClosingError:
             return -1
+        except RuntimeError:
+            self._closed = False  # refused (from a signal handler): still open
+            raise
         os.set_blocking(n, self._timeout is None)
         return n
 
@@ -635,6 +726,11 @@ class socket(_StdSocket):
         self._timeout = t
         if not self._desc.pollable:
             _CSocket.settimeout(self, t)
+        else:
+            # The descriptor's mode as the stdlib sets it (blocking for None, else
+            # non-blocking; OSError on a closed socket), and a C-level timeout that never
+            # waits by itself: None makes plain calls, ours add MSG_DONTWAIT.
+            _CSocket.settimeout(self, None if t is None else 0.0)
 
     def gettimeout(self) -> float | None:
         return self._timeout
@@ -669,9 +765,18 @@ class socket(_StdSocket):
 
     # --- the I/O loop ----------------------------------------------------------------------
 
-    def _io(self, op: Callable[..., _T], mode: str, flags: object, args: tuple[Any, ...]) -> _T:
+    def _io(
+        self,
+        op: Callable[..., _T],
+        mode: str,
+        flags: object,
+        args: tuple[Any, ...],
+        flags_at: int | None = None,
+    ) -> _T:
         """Run the C-level call ``op(self, *args)`` as the stdlib would for this socket's
-        timeout, waiting in the runtime instead of in poll(2)."""
+        timeout, waiting in the runtime instead of in poll(2). ``args[flags_at]`` holds the
+        call's flags: an attempt that may wait adds ``MSG_DONTWAIT`` there, so it never
+        blocks whatever the descriptor's mode."""
         d = self._desc
         fd = d.fd
         timeout = self._timeout
@@ -684,6 +789,8 @@ class socket(_StdSocket):
                 fd.decref()
         until = None if timeout is None else _monotonic() + timeout
         reading = mode == "r"
+        if flags_at is not None:
+            args = _with_dontwait(args, flags_at)
         d.lock(reading, until)
         try:
             fd.pd.prepare(mode, False)
@@ -700,90 +807,96 @@ class socket(_StdSocket):
             d.unlock(reading)
 
     def _io_blocking(self, op: Callable[..., _T], reading: bool, args: tuple[Any, ...]) -> _T:
-        """_io for the common call: a blocking socket (no timeout), no flags. The same steps
-        as _Desc.lock, the FD's prepare and _Desc.unlock, written out in line: this is the
-        path the fast-path benchmark measures, and each method call costs ~60 ns."""
+        """_io for the common call: a blocking socket (no timeout), no flags; ``args`` ends
+        with ``MSG_DONTWAIT``. The same steps as _Desc.lock, the FD's prepare and
+        _Desc.unlock, written out in line: this is the path the fast-path benchmark
+        measures, and each method call costs ~60 ns. Go's shape: readLock, prepareRead,
+        the syscall with no lock held, waitRead."""
         d = self._desc
         if not d.pollable:
-            return self._io(op, "r" if reading else "w", 0, args)
+            return self._io(op, "r" if reading else "w", 0, (*args[:-1], 0))
         fd = d.fd
         fdmu = fd.fdmu
+        me = _get_ident()
         if reading:
             mode = "r"
             lk = d.rlock
-            bit = MUTEX_RLOCK
+            bit, waiters = MUTEX_RLOCK, MUTEX_RMASK
+            if d.rowner == me:
+                raise _reentered("r")
         else:
             mode = "w"
             lk = d.wlock
-            bit = MUTEX_WLOCK
+            bit, waiters = MUTEX_WLOCK, MUTEX_WMASK
+            if d.wowner == me:
+                raise _reentered("w")
         with lk:  # a with block: no window for Ctrl-C between acquire and try
             if reading:
-                d.rowner = _get_ident()
+                d.rowner = me
             else:
-                d.wowner = _get_ident()
-            held = False
+                d.wowner = me
             try:
-                pd = fd.pd.runtime_ctx
-                if pd is not None:
-                    # The first attempt inside the fdMutex's state lock, holding no reference,
-                    # as FD.read makes it (DIVERGENCE(go) there): while the lock is held no
-                    # close can release the descriptor, and the socket is non-blocking, so op
-                    # returns at once. On EAGAIN this thread takes the FD's read or write lock
-                    # right there, as the locked path would have, and goes on to park.
-                    dl = pd.rd if reading else pd.wd
-                    with fdmu._lock:
-                        old = fdmu.state
-                        new = (old | bit) + MUTEX_REF
-                        if not (
-                            old & (MUTEX_CLOSED | bit)
-                            or not new & MUTEX_REF_MASK
-                            or fd.is_blocking
-                            or pd.closing
+                with fdmu._lock:  # fdMutex.rwlock's fast path: open and the lock free
+                    old = fdmu.state
+                    new = (old | bit) + MUTEX_REF
+                    locked = not old & (MUTEX_CLOSED | bit) and new & MUTEX_REF_MASK
+                    if locked:
+                        fdmu.state = new
+                if not locked and not fdmu._rwlock_slow(reading, True):
+                    raise fd._closed_error()
+                try:
+                    pd = fd.pd.runtime_ctx
+                    if pd is not None:
+                        dl = pd.rd if reading else pd.wd
+                        if (
+                            pd.closing
                             or pd.poller_err is not None
                             or (reading and pd.event_err)
                             or (dl != NO_DEADLINE and dl <= _monotonic())
                             or trace_state.enabled
                         ):
-                            if reading:
-                                pd.rg = PD_NIL
-                            else:
-                                pd.wg = PD_NIL
-                            try:
-                                return op(self, *args)
-                            except BlockingIOError:
-                                fdmu.state = new
-                                held = True
-                if not held:
-                    if not fdmu.rwlock(reading):
-                        raise fd._closed_error()
-                    held = True
-                    if pd is not None:
-                        res = runtime_poll_reset(pd, mode)
-                        if res != POLL_NO_ERROR:
-                            raise convert_err(res, False, pd)  # type: ignore[misc]
-                    try:
-                        return op(self, *args)
-                    except BlockingIOError:
-                        pass
-                while True:
-                    if fd.read_shut and reading and op in _EMPTY_READS:
-                        return _EMPTY_READS[op]()  # type: ignore[no-any-return]
-                    fd.pd.wait(mode, False)
-                    try:
-                        return op(self, *args)
-                    except BlockingIOError:
-                        pass
+                            res = runtime_poll_reset(pd, mode)
+                            if res != POLL_NO_ERROR:
+                                raise convert_err(res, False, pd)  # type: ignore[misc]
+                        elif reading:
+                            pd.rg = PD_NIL  # runtime_poll_reset's lock-free common case
+                        else:
+                            pd.wg = PD_NIL
+                    while True:
+                        try:
+                            return op(self, *args)
+                        except BlockingIOError:
+                            pass
+                        if fd.read_shut and reading and op in _EMPTY_READS:
+                            return _EMPTY_READS[op]()  # type: ignore[no-any-return]
+                        fd.pd.wait(mode, False)
+                finally:
+                    with fdmu._lock:  # fdMutex.rwunlock's fast path: held, nobody waiting
+                        old = fdmu.state
+                        unlocked = old & bit and old & MUTEX_REF_MASK and not old & waiters
+                        if unlocked:
+                            new = (old & ~bit) - MUTEX_REF
+                            fdmu.state = new
+                    if unlocked:
+                        if new & (MUTEX_CLOSED | MUTEX_REF_MASK) == MUTEX_CLOSED:
+                            fd._destroy()
+                    elif fdmu._rwunlock_slow(reading):
+                        fd._destroy()
             finally:
                 if reading:
                     d.rowner = None
                 else:
                     d.wowner = None
-                if held and fdmu.rwunlock(reading):
-                    fd._destroy()
 
-    def _write(self, op: Callable[..., _T], flags: object, args: tuple[Any, ...]) -> _T:
+    def _write(
+        self,
+        op: Callable[..., _T],
+        flags: object,
+        args: tuple[Any, ...],
+        flags_at: int | None = None,
+    ) -> _T:
         try:
-            return self._io(op, "w", flags, args)
+            return self._io(op, "w", flags, args, flags_at)
         except BaseException as e:
             with_written(e, 0)
             raise
@@ -801,31 +914,30 @@ class socket(_StdSocket):
 
     def recv(self, bufsize: int, flags: int = 0, /) -> bytes:
         if self._timeout is None and not flags:
-            return self._io_blocking(_CSocket.recv, True, (bufsize,))
-        return self._io(_CSocket.recv, "r", flags, (bufsize, flags))
+            return self._io_blocking(_CSocket.recv, True, (bufsize, _MSG_DONTWAIT))
+        return self._io(_CSocket.recv, "r", flags, (bufsize, flags), 1)
 
     def recv_into(self, buffer: Any, nbytes: int = 0, flags: int = 0) -> int:
         if self._timeout is None and not flags:
-            return self._io_blocking(_CSocket.recv_into, True, (buffer, nbytes))
-        return self._io(_CSocket.recv_into, "r", flags, (buffer, nbytes, flags))
+            return self._io_blocking(_CSocket.recv_into, True, (buffer, nbytes, _MSG_DONTWAIT))
+        return self._io(_CSocket.recv_into, "r", flags, (buffer, nbytes, flags), 2)
 
     def recvfrom(self, bufsize: int, flags: int = 0, /) -> tuple[bytes, Any]:
-        return self._io(_CSocket.recvfrom, "r", flags, (bufsize, flags))
+        return self._io(_CSocket.recvfrom, "r", flags, (bufsize, flags), 1)
 
     def recvfrom_into(self, buffer: Any, nbytes: int = 0, flags: int = 0) -> tuple[int, Any]:
-        return self._io(_CSocket.recvfrom_into, "r", flags, (buffer, nbytes, flags))
+        return self._io(_CSocket.recvfrom_into, "r", flags, (buffer, nbytes, flags), 2)
 
     if hasattr(_CSocket, "recvmsg"):
 
         def recvmsg(self, *args: Any) -> tuple[bytes, list[Any], int, Any]:
-            return self._io(_CSocket.recvmsg, "r", _flags_at(args, 2), args)
+            return self._io(_CSocket.recvmsg, "r", _flags_at(args, 2), _pad(args, 3), 2)
 
         def recvmsg_into(self, *args: Any) -> tuple[int, list[Any], int, Any]:
-            return self._io(_CSocket.recvmsg_into, "r", _flags_at(args, 2), args)
+            return self._io(_CSocket.recvmsg_into, "r", _flags_at(args, 2), _pad(args, 3), 2)
 
     def _accept(self) -> tuple[int, Any]:
-        op: Callable[[_socket.socket], tuple[int, Any]] = _CSocket._accept  # type: ignore[attr-defined]
-        return self._io(op, "r", 0, ())
+        return self._io(_accept_nonblocking, "r", 0, ())
 
     def accept(self) -> tuple[socket, Any]:
         """Wait for a connection; returns (threadpoll socket, address) as the stdlib does."""
@@ -846,19 +958,25 @@ class socket(_StdSocket):
     def send(self, data: Any, flags: int = 0, /) -> int:
         if self._timeout is None and not flags:
             try:
-                return self._io_blocking(_CSocket.send, False, (data,))
+                return self._io_blocking(_CSocket.send, False, (data, _MSG_DONTWAIT))
             except BaseException as e:
                 with_written(e, 0)
                 raise
-        return self._write(_CSocket.send, flags, (data, flags))
+        return self._write(_CSocket.send, flags, (data, flags), 1)
 
     def sendto(self, data: Any, *args: Any) -> int:
-        return self._write(_CSocket.sendto, args[0] if len(args) > 1 else 0, (data, *args))
+        if len(args) == 1:
+            args = (0, *args)  # sendto(data, address): the same as flags 0
+        return self._write(_CSocket.sendto, args[0] if len(args) > 1 else 0, (data, *args), 1)
 
     if hasattr(_CSocket, "sendmsg"):
 
         def sendmsg(self, *args: Any) -> int:
-            return self._write(_CSocket.sendmsg, _flags_at(args, 2), args)
+            if len(args) == 1:
+                args = (args[0], (), 0)
+            elif len(args) == 2:
+                args = (*args, 0)
+            return self._write(_CSocket.sendmsg, _flags_at(args, 2), args, 2)
 
     if hasattr(_CSocket, "sendmsg_afalg"):
 
@@ -899,9 +1017,10 @@ class socket(_StdSocket):
                 d.lock(False, until)
                 try:
                     fd.pd.prepare_write(False)
+                    dflags = flags | _MSG_DONTWAIT if isinstance(flags, int) else flags
                     while True:
                         try:
-                            pos += _CSocket.send(self, view[pos:], flags)
+                            pos += _CSocket.send(self, view[pos:], dflags)
                         except BlockingIOError:
                             _wait(fd, "w", until)
                             continue
@@ -971,15 +1090,17 @@ class socket(_StdSocket):
                     raise
                 return e.errno or errno.EBADF
             # Address errors (gaierror, TypeError) raise from here, as in the stdlib.
-            err = _CSocket.connect_ex(self, address)
-            if err not in _CONNECT_IN_PROGRESS:
-                return err
-            try:
-                return self._connect_wait(fd, until)
-            except OSError as e:
-                if raising:
-                    raise
-                return e.errno if e.errno is not None else errno.EWOULDBLOCK
+            # Connect has no MSG_DONTWAIT: non-blocking for the duration of the call only.
+            with _nonblocking(self):
+                err = _CSocket.connect_ex(self, address)
+                if err not in _CONNECT_IN_PROGRESS:
+                    return err
+                try:
+                    return self._connect_wait(fd, until)
+                except OSError as e:
+                    if raising:
+                        raise
+                    return e.errno if e.errno is not None else errno.EWOULDBLOCK
         finally:
             d.unlock(False)
 

@@ -23,12 +23,28 @@ Differences from Go:
   critical section. Correctness never leans on the GIL (free-threaded builds are safe).
 - DIVERGENCE(go): Go panics; threadpoll raises ``FDMutexError`` with Go's messages.
 
+Signal handlers. CPython runs a Python signal handler on the main thread between bytecodes,
+so a handler may run while that thread is inside one of the short critical sections below
+and call back into the same mutex (a handler that sets a deadline or reads an address takes a
+reference). The state lock is therefore re-entrant (an ``RLock``), and re-entry is harmless
+for every operation a handler can finish before it returns: the interrupted section is
+suspended between two bytecodes, the handler's ``incref``/``decref`` and
+``rwlock``/``rwunlock`` pairs leave ``state`` as they found it, and the section then goes on
+with the value it read. Two things would not be harmless, and are refused instead:
+``incref_and_close`` (its closed bit would be overwritten by the interrupted section's store;
+``FD.close`` checks ``held_by_me`` first and hands the close to another thread) and waiting in
+``rwlock`` (the holder could never get the state lock to wake us: ``FDMutexError``). On
+CPython 3.11 and newer the sections contain no point where a handler can run at all (no call
+and no backward jump between acquire and release); on 3.9 and 3.10 any bytecode is such a
+point.
+
 Go: internal/poll/fd_mutex.go
 """
 
 from __future__ import annotations
 
 import threading
+from typing import Callable
 
 from typing_extensions import final
 
@@ -48,6 +64,7 @@ __all__ = [
     "MUTEX_WMASK",
     "OVERFLOW_MSG",
     "INCONSISTENT_MSG",
+    "REENTERED_MSG",
     "state_text",
 ]
 
@@ -73,6 +90,10 @@ MUTEX_WMASK = ((1 << 20) - 1) << 43
 
 OVERFLOW_MSG = "too many concurrent operations on a single file or socket (max 1048575)"
 INCONSISTENT_MSG = "inconsistent poll.fdMutex"
+REENTERED_MSG = (
+    "threadpoll: a signal handler waited for a read or write lock while its own thread was "
+    "inside the same descriptor's fdMutex"
+)
 
 
 class FDMutexError(RuntimeError):
@@ -89,7 +110,7 @@ class FDMutex:
     Go: internal/poll/fd_mutex.go fdMutex
     """
 
-    __slots__ = ("_lock", "poisoned", "rsema", "state", "wsema")
+    __slots__ = ("_lock", "poisoned", "reentry_check", "rsema", "state", "wsema")
 
     def __init__(self) -> None:
         """A fresh mutex: open, unlocked, no references (Go's zero value).
@@ -97,13 +118,19 @@ class FDMutex:
         Go: internal/poll/fd_mutex.go fdMutex
         """
         # DIVERGENCE(go): a lock in place of atomic CAS on ``state`` — Python has no atomics.
-        self._lock = threading.Lock()
+        # Re-entrant for signal handlers (see the module docstring); nothing else re-enters.
+        self._lock = threading.RLock()
         self.state = 0  # guarded by _lock; the layout is documented above MUTEX_CLOSED
         self.rsema = Sema()  # read waiters sleep here; a Sema synchronises itself
         self.wsema = Sema()  # write waiters sleep here; a Sema synchronises itself
         # DIVERGENCE(go): MUTEX_RLOCK/MUTEX_WLOCK bits held by a thread that no longer exists
         # (a parent thread, in a forked child). rwlock fails instead of waiting for them.
         self.poisoned = 0  # guarded by _lock
+        # Called (with ``read``) by a thread about to sleep for a read or write lock: raises
+        # if that thread holds the lock itself, further down its stack (a signal handler
+        # running on top of its own read), instead of letting it wait for itself. Set once
+        # by the owner (FD), before the mutex is shared.
+        self.reentry_check: Callable[[bool], None] | None = None
 
     def incref(self) -> bool:
         """Add a reference. Return False if the mutex is closed (no reference taken).
@@ -127,6 +154,10 @@ class FDMutex:
 
         Go: internal/poll/fd_mutex.go fdMutex.increfAndClose
         """
+        if self._lock._is_owned():  # type: ignore[attr-defined]
+            # Its closed bit would be lost to the interrupted section's store: FD.close
+            # checks held_by_me() and hands the close to another thread instead.
+            raise FDMutexError(REENTERED_MSG)
         with self._lock:
             old = self.state
             if old & MUTEX_CLOSED:
@@ -193,6 +224,7 @@ class FDMutex:
             mutex_wait = MUTEX_WWAIT
             mutex_mask = MUTEX_WMASK
             mutex_sema = self.wsema
+        nested = self._lock._is_owned()  # type: ignore[attr-defined]
         while True:
             with self._lock:
                 old = self.state
@@ -209,14 +241,22 @@ class FDMutex:
                     return True
                 if not wait:
                     return False
+                if nested:
+                    # A signal handler interrupted this thread inside this mutex's critical
+                    # section: the holder could never take the state lock to wake us.
+                    raise FDMutexError(REENTERED_MSG)
                 # Wait for lock.
                 new = old + mutex_wait
                 if new & mutex_mask == 0:
                     raise FDMutexError(OVERFLOW_MSG)
                 self.state = new
-            # An exception out of acquire() (KeyboardInterrupt) leaves our count behind.
-            # Harmless: the stale count only makes a later unlock post a spare token, and a
-            # waiter that takes a spare token re-checks the state and waits again.
+            # An exception out of acquire() (KeyboardInterrupt) or out of the re-entry check
+            # leaves our count behind. Harmless: the stale count only makes a later unlock
+            # post a spare token, and a waiter that takes a spare token re-checks the state
+            # and waits again.
+            check = self.reentry_check
+            if check is not None:
+                check(read)
             mutex_sema.acquire()
             # The signaller has subtracted mutex_wait.
 
@@ -267,6 +307,14 @@ class FDMutex:
         if old & mutex_mask:
             mutex_sema.release()
         return new & (MUTEX_CLOSED | MUTEX_REF_MASK) == MUTEX_CLOSED
+
+    def held_by_me(self) -> bool:
+        """Whether the calling thread is inside one of this mutex's critical sections: true
+        only in a signal handler that interrupted one.
+
+        Go: none
+        """
+        return bool(self._lock._is_owned())  # type: ignore[attr-defined]
 
     def closing(self) -> bool:
         """Report whether close has begun (the closed bit is set).

@@ -3,7 +3,7 @@
 Read beside Go's ``internal/poll/fd_unix.go`` (and fd_posix.go, fd_mutex.go's FD wrappers).
 An FD owns one OS descriptor. Every operation takes a reference through the FD's fdMutex
 (reads the read lock, writes the write lock, the rest a plain reference), tries its syscall
-on the non-blocking descriptor, and on EAGAIN parks in the runtime until the poller readies
+without blocking, and on EAGAIN parks in the runtime until the poller readies
 it. ``close`` marks the fdMutex closed, evicts the parked threads, and waits on the close
 semaphore until the last in-flight operation has dropped its reference; whoever drops it
 runs ``_destroy``: unregister from the poller, then close(2). So close(2) never runs while
@@ -22,12 +22,20 @@ Differences from Go:
 - DIVERGENCE(go): EINTR is retried by Python itself (PEP 475); a signal handler that raises
   propagates its exception, leaving the descriptor usable.
 - DIVERGENCE(go): ``read_into``/``recvfrom_into`` fill a caller's buffer, Python's style.
-- DIVERGENCE(go): ``read`` and ``write`` make their first attempt inside the fdMutex's state
-  lock, taking no reference: one lock round instead of two (fast path 1.45 -> 1.08 us, 2.8x
-  -> 2.1x the stdlib's recv). The lock keeps close from marking the FD closed, and so from
-  releasing the descriptor, until that read(2)/write(2) has returned; it is non-blocking, so
-  that is at once. An attempt that does not finish takes the read or write lock as Go's
-  does, and everything after is Go's. Other operations (read_into included) are Go's as is.
+- DIVERGENCE(go): on a socket, reads and writes are ``recv``/``send`` with ``MSG_DONTWAIT``
+  rather than read(2)/write(2), so an attempt never blocks even when another holder of the
+  open file description (a child process, ``socket.socket(fileno=...)``) has cleared
+  ``O_NONBLOCK``: close still wakes every waiter and returns. Pipes, FIFOs, ttys and accept
+  keep Go's rule: whoever clears ``O_NONBLOCK`` on a descriptor threadpoll owns has made it a
+  blocking descriptor that close cannot interrupt.
+
+Signal handlers. A Python signal handler runs on the main thread between bytecodes, inside
+whatever call that thread is making, and may call any method of the same FD. So no lock of
+ours is held while Python code can run except the fdMutex's re-entrant state lock (see
+fd_mutex.py for why re-entry is harmless there); the syscalls run with no lock held, as in
+Go (readLock, prepareRead, read(2), waitRead). ``close`` from a handler whose thread is inside
+an operation on the same FD does not wait for that operation (it cannot leave until the
+handler returns): the descriptor is closed when the operation drops its reference.
 
 Go: internal/poll/fd_unix.go
 """
@@ -43,6 +51,7 @@ import sys
 import threading
 import time
 import weakref
+from types import FrameType
 from typing import Any, Callable
 
 from typing_extensions import final
@@ -70,7 +79,7 @@ from threadpoll._runtime.netpoll import (
 from threadpoll._runtime.park import Sema
 from threadpoll.errors import NoDeadlineError, with_written
 
-__all__ = ["FD", "MAX_RW", "EOF", "eof_error", "live_fds"]
+__all__ = ["FD", "MAX_RW", "EOF", "eof_error", "live_fds", "owner_of"]
 
 # The C socket type. FD calls its methods unbound, so a socket.socket subclass that overrides
 # recv and friends in Python (threadpoll.socket) can hand itself to an FD without recursion.
@@ -81,6 +90,8 @@ _CSocket = _socket.socket
 MAX_RW = 1 << 30
 
 _monotonic = time.monotonic
+_MSG_DONTWAIT = getattr(socket, "MSG_DONTWAIT", 0)
+_PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # Linux applies shutdown(2) of an unconnected socket even as it reports ENOTCONN.
 _SHUTDOWN_DESPITE_ENOTCONN = sys.platform.startswith("linux")
@@ -112,7 +123,7 @@ def _unexpected_eof() -> OSError:
 
 
 _live: weakref.WeakSet[FD] = weakref.WeakSet()  # guarded by _live_lock: every FD made
-_live_lock = threading.Lock()
+_live_lock = threading.RLock()  # re-entrant: a signal handler may make an FD meanwhile
 
 
 def _after_fork_in_child() -> None:
@@ -121,13 +132,17 @@ def _after_fork_in_child() -> None:
     Go: none
     """
     global _live_lock
-    _live_lock = threading.Lock()
+    _live_lock = threading.RLock()
     for fd in list(_live):
         fd._after_fork_in_child()
 
 
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+# OS descriptor number → the open FD that owns it. Guarded by _live_lock.
+_owners: weakref.WeakValueDictionary[int, FD] = weakref.WeakValueDictionary()
 
 
 def live_fds() -> list[FD]:
@@ -186,6 +201,7 @@ class FD:
         kind: str = "",
         runtime: Runtime | None = None,
         sock: socket.socket | None = None,
+        keep_mode: bool = False,
     ) -> None:
         """Take ownership of sysfd and register it with the poller if pollable.
 
@@ -193,6 +209,10 @@ class FD:
         (its C-level methods, in non-blocking mode); by default the FD makes its own. Either
         way it is detached, never closed, when the FD is destroyed. If the constructor
         raises, sysfd is left as it was and the caller still owns it.
+
+        ``keep_mode`` (the drop-in socket) leaves the descriptor's blocking mode and the
+        socket object's timeout to the caller: every attempt is then a recv/send with
+        ``MSG_DONTWAIT``, whatever the descriptor's mode.
 
         Go: internal/poll/fd_unix.go FD.Init
         """
@@ -203,7 +223,17 @@ class FD:
         if not isinstance(net, str):
             raise TypeError(f"net must be a str, not {type(net).__name__}")
         was_blocking = os.get_blocking(sysfd)  # EBADF for a descriptor that is not open
-        self.fdmu = FDMutex()
+        owner = owner_of(sysfd)
+        if owner is not None:
+            # A second registration with the poller would take over the first one's events
+            # (or be refused) and wedge its parked threads: refuse it plainly.
+            raise OSError(
+                errno.EBUSY,
+                f"fd {sysfd} is already owned by a threadpoll {owner.kind} descriptor: use "
+                f"that object, or pass a duplicate (os.dup({sysfd}))",
+            )
+        self.fdmu: FDMutex = FDMutex()
+        self.fdmu.reentry_check = _reentry_check(self)
         self.sysfd = sysfd  # constant until _destroy, which runs when no op holds a ref
         self.pd = PollHandle()
         self.csema = Sema()
@@ -214,9 +244,11 @@ class FD:
         self.read_shut = False
         self.is_file = net == "file"
         self.net = net
-        self.kind = kind or net
+        self.kind: str = kind or net
         self._was_blocking = was_blocking
-        self._block_lock = threading.Lock()  # guards is_blocking against set_blocking
+        # Guards is_blocking against set_blocking; re-entrant, as a signal handler's close may
+        # run while its thread is inside set_blocking (re-entry only reads the flag).
+        self._block_lock = threading.RLock()
         self._sock: _socket.socket | None = sock
         self._detaching = False
         self._poisoned = False  # set in a forked child if a parent thread held the FD
@@ -231,7 +263,7 @@ class FD:
             self._sock = _CSocket(fileno=sysfd)
         try:
             if pollable:
-                if was_blocking:
+                if was_blocking and not keep_mode:
                     os.set_blocking(sysfd, False)
                 self.init_errno = self.pd.init(sysfd, runtime)
                 if self.init_errno == 0:
@@ -239,9 +271,9 @@ class FD:
                     pd = self.pd.runtime_ctx
                     if pd is not None:
                         pd.kind = self.kind
-                elif was_blocking:
+                elif was_blocking and not keep_mode:
                     os.set_blocking(sysfd, True)  # the backend refused it: restore the mode
-            if self._sock is not None:
+            if self._sock is not None and not keep_mode:
                 # timeout 0: the socket object's calls never block or poll by themselves; for
                 # a blocking FD, timeout None: plain blocking calls.
                 _CSocket.settimeout(self._sock, None if self.is_blocking else 0.0)
@@ -259,6 +291,7 @@ class FD:
             raise
         with _live_lock:
             _live.add(self)
+            _owners[sysfd] = self
 
     def __repr__(self) -> str:
         """Go: none"""
@@ -334,11 +367,11 @@ class FD:
         Go: none (Go does not fork a multi-threaded runtime)
         """
         state = self.fdmu.state  # the lock guarding it may be held by a thread now gone
-        self.fdmu._lock = threading.Lock()
+        self.fdmu._lock = threading.RLock()
         self.fdmu.rsema = Sema()
         self.fdmu.wsema = Sema()
         self.csema = Sema()
-        self._block_lock = threading.Lock()
+        self._block_lock = threading.RLock()
         state &= ~(MUTEX_RMASK | MUTEX_WMASK)
         if not state & MUTEX_CLOSED:
             # A read or write lock held by a parent thread poisons that direction; any
@@ -358,6 +391,9 @@ class FD:
         Go: internal/poll/fd_unix.go FD.destroy
         """
         fd = self.sysfd
+        with _live_lock:
+            if _owners.get(fd) is self:
+                del _owners[fd]
         # Poller first: an fd number must never be registered while it is closed.
         self.pd.close()
         if self._sock is not None:
@@ -392,6 +428,14 @@ class FD:
                 self.fdmu.poisoned = 0
                 self._ghost_refs = 0
                 self._poisoned = False
+        if self.fdmu.held_by_me():
+            # A signal handler interrupted this thread inside the fdMutex's own critical
+            # section (possible on CPython < 3.11 only): closing here would be undone when
+            # that section resumes. Hand the close to another thread and do not wait.
+            if self.fdmu.closing():
+                raise self._closed_error()
+            threading.Thread(target=self._close_nowait, name="threadpoll-close").start()
+            return
         if not self.fdmu.incref_and_close():
             raise self._closed_error()
         fd = self.sysfd
@@ -405,6 +449,11 @@ class FD:
             err = self._destroy()
         with self._block_lock:
             blocking = self.is_blocking
+        if not blocking and not destroyed and self._inside_me():
+            # A signal handler on a thread that is itself inside an operation on this FD:
+            # that operation cannot leave before the handler returns, so waiting for it
+            # would wait for ever. It drops the last reference, and close(2) runs there.
+            blocking = True
         if not blocking:
             if not destroyed and pd is not None:
                 pd.rt.count_close_waited()  # an operation still holds a reference
@@ -419,12 +468,86 @@ class FD:
         if err is not None:
             raise err
 
+    def _close_nowait(self) -> None:
+        """Close without waiting for operations in flight (the last one to leave closes the
+        descriptor): for a close handed off by a signal handler.
+
+        Go: none
+        """
+        try:
+            if self.fdmu.incref_and_close():
+                self.pd.evict()
+                self.decref()
+        except OSError:
+            pass  # nobody to report to; close(2) errors are what the last decref sees
+
+    def _inside_me(self) -> bool:
+        """Whether the calling thread is inside an operation on this FD, further down its
+        own stack: true only for a signal handler (or a callback) running on top of one.
+
+        Looks for a threadpoll frame working on this FD (``self`` or ``fd``). Runs only
+        when close would otherwise wait, so it costs the fast paths nothing.
+
+        Go: none (a goroutine cannot be interrupted by a handler)
+        """
+        f: FrameType | None = sys._getframe(2)  # close's caller: never close itself
+        while f is not None:
+            if f.f_code.co_filename.startswith(_PACKAGE_DIR):
+                loc = f.f_locals
+                if loc.get("self") is self or loc.get("fd") is self:
+                    return True
+                d = loc.get("d")
+                if d is not None and getattr(d, "fd", None) is self and f.f_code.co_name in (
+                    "_io_blocking",
+                    "_io",
+                    "sendall",
+                    "_connect",
+                ):
+                    return True
+            f = f.f_back
+        return False
+
+    def _check_reentry(self, read: bool) -> None:
+        """Raise instead of waiting for the read (``read``) or write lock when this thread
+        holds it itself, further down its own stack: a signal handler reading (writing) on
+        top of its thread's read (write) would otherwise wait for ever.
+
+        The call waiting now is one operation frame on this FD; a second one below it is
+        the interrupted operation. Runs only when a thread is about to sleep for the lock.
+
+        Go: none (a goroutine cannot be interrupted by a handler)
+        """
+        names = _READ_OPS if read else _WRITE_OPS
+        seen = 0
+        f: FrameType | None = sys._getframe(1)
+        while f is not None:
+            code = f.f_code
+            if code.co_name in names and code.co_filename == __file__:
+                if f.f_locals.get("self") is self:
+                    seen += 1
+                    if seen == 2:
+                        what = "read" if read else "write"
+                        raise RuntimeError(
+                            f"reentrant call: a {what} on this descriptor from a signal "
+                            f"handler while its own thread is in a {what} on it (it would "
+                            "wait for itself)"
+                        )
+            f = f.f_back
+
     def detach(self) -> int:
         """Give the descriptor back instead of closing it: wake and wait out every operation
         as close does, unregister it, restore its original blocking mode, return it.
 
         Go: none (os.File.Fd hands out the descriptor but keeps owning it)
         """
+        if self.fdmu.held_by_me() or (not self.fdmu.closing() and self._inside_me()):
+            # A signal handler on a thread that is inside an operation on this FD: that
+            # operation cannot leave before the handler returns, and the descriptor must not
+            # be handed out while it may still use it.
+            raise RuntimeError(
+                "reentrant call: detach() from a signal handler while its own thread is in "
+                "an operation on this descriptor (it would wait for itself)"
+            )
         if not self.fdmu.incref_and_close():
             raise self._closed_error()
         fd = self.sysfd
@@ -448,66 +571,17 @@ class FD:
         """
         if n.__class__ is not int or n < 0:
             n = _size(n)
-        pd = self.pd.runtime_ctx
-        if pd is None or not n:
-            return self._read_slow(n)
-        # DIVERGENCE(go): the first attempt runs inside the fdMutex's own critical section —
-        # one lock round instead of readLock's and readUnlock's two. The descriptor is
-        # non-blocking (set_blocking changes that under the same lock) and registered, so
-        # read(2) returns at once; while the state lock is held no close can mark the FD
-        # closed or release the descriptor number, and no other reader can take the read
-        # lock. Only on EAGAIN does this thread take the read lock (and a reference), as
-        # readLock would have, before it parks.
-        if n > MAX_RW and self.is_stream:
-            n = MAX_RW
+        # readLock, prepareRead and readUnlock are written out in line (each is a method
+        # call in Go's code too, but Python charges ~60 ns per call): this is the path the
+        # fast-path benchmark measures. The syscall runs with no lock held.
         fdmu = self.fdmu
-        held = False
-        try:
-            with fdmu._lock:
-                old = fdmu.state
-                new = (old | MUTEX_RLOCK) + MUTEX_REF
-                d = pd.rd
-                if (
-                    old & (MUTEX_CLOSED | MUTEX_RLOCK)
-                    or not new & MUTEX_REF_MASK
-                    or self.is_blocking
-                    or pd.closing
-                    or pd.poller_err is not None
-                    or pd.event_err
-                    or (d != NO_DEADLINE and d <= _monotonic())
-                    or trace.enabled
-                ):
-                    old = -1  # closed, busy or unusual: the full path decides
-                else:
-                    pd.rg = PD_NIL  # prepareRead's reset (see runtime_poll_reset)
-                    try:
-                        return os.read(self.sysfd, n)
-                    except BlockingIOError:
-                        fdmu.state = new
-                        held = True
-            if old == -1:
-                return self._read_slow(n)
-            while True:
-                if self.read_shut:
-                    return b""
-                self.pd.wait_read(self.is_file)
-                try:
-                    return os.read(self.sysfd, n)
-                except BlockingIOError:
-                    pass
-        finally:
-            if held and fdmu.rwunlock(True):
-                self._destroy()
-
-    def _read_slow(self, n: int) -> bytes:
-        """FD.read as Go writes it: readLock, prepareRead, read(2) until not EAGAIN, readUnlock.
-
-        Go: internal/poll/fd_unix.go FD.Read
-        """
-        # read_lock, prepare_read and read_unlock written out in line (each is a method call
-        # in Go's code too, but Python charges ~60 ns per call).
-        fdmu = self.fdmu
-        if not fdmu.rwlock(True):
+        with fdmu._lock:  # fdMutex.rwlock's fast path: open and the read lock free
+            old = fdmu.state
+            new = (old | MUTEX_RLOCK) + MUTEX_REF
+            locked = not old & (MUTEX_CLOSED | MUTEX_RLOCK) and new & MUTEX_REF_MASK
+            if locked:
+                fdmu.state = new
+        if not locked and not fdmu._rwlock_slow(True, True):
             raise self._closed_error()
         try:
             if n == 0:
@@ -516,11 +590,30 @@ class FD:
                 return b""
             pd = self.pd.runtime_ctx
             if pd is not None:
-                res = runtime_poll_reset(pd, "r")
-                if res != POLL_NO_ERROR:
-                    raise convert_err(res, self.is_file, pd)  # type: ignore[misc]
+                d = pd.rd
+                if (
+                    pd.closing
+                    or pd.poller_err is not None
+                    or pd.event_err
+                    or (d != NO_DEADLINE and d <= _monotonic())
+                    or trace.enabled
+                ):
+                    res = runtime_poll_reset(pd, "r")
+                    if res != POLL_NO_ERROR:
+                        raise convert_err(res, self.is_file, pd)  # type: ignore[misc]
+                else:
+                    pd.rg = PD_NIL  # runtime_poll_reset's lock-free common case, in line
             if n > MAX_RW and self.is_stream:
                 n = MAX_RW
+            sock = self._sock
+            if sock is not None and pd is not None:
+                while True:
+                    try:
+                        return _CSocket.recv(sock, n, _MSG_DONTWAIT)
+                    except BlockingIOError:
+                        if self.read_shut:
+                            return b""
+                        self.pd.wait_read(self.is_file)
             while True:
                 try:
                     return os.read(self.sysfd, n)
@@ -531,7 +624,16 @@ class FD:
                         return b""
                     self.pd.wait_read(self.is_file)
         finally:
-            if fdmu.rwunlock(True):
+            with fdmu._lock:  # fdMutex.rwunlock's fast path: held, nobody waiting
+                old = fdmu.state
+                unlocked = old & MUTEX_RLOCK and old & MUTEX_REF_MASK and not old & MUTEX_RMASK
+                if unlocked:
+                    new = (old & ~MUTEX_RLOCK) - MUTEX_REF
+                    fdmu.state = new
+            if unlocked:
+                if new & (MUTEX_CLOSED | MUTEX_REF_MASK) == MUTEX_CLOSED:
+                    self._destroy()
+            elif fdmu._rwunlock_slow(True):
                 self._destroy()
 
     def read_into(self, buf: Any) -> int:
@@ -553,8 +655,11 @@ class FD:
                     raise convert_err(res, self.is_file, pd)  # type: ignore[misc]
             if self.is_stream and len(mv) > MAX_RW:
                 mv = mv[:MAX_RW]
+            sock = self._sock
             while True:
                 try:
+                    if sock is not None and pd is not None:
+                        return _CSocket.recv_into(sock, mv, 0, _MSG_DONTWAIT)
                     return os.readv(self.sysfd, [mv])
                 except BlockingIOError:
                     if pd is None:
@@ -588,6 +693,7 @@ class FD:
         self.read_lock()
         try:
             self.pd.prepare_read(self.is_file)
+            flags = self._dontwait(flags)
             while True:
                 try:
                     return _CSocket.recvfrom(sock, n, flags)
@@ -606,6 +712,7 @@ class FD:
         self.read_lock()
         try:
             self.pd.prepare_read(self.is_file)
+            flags = self._dontwait(flags)
             while True:
                 try:
                     return _CSocket.recvfrom_into(sock, buf, nbytes, flags)
@@ -626,6 +733,7 @@ class FD:
         self.read_lock()
         try:
             self.pd.prepare_read(self.is_file)
+            flags = self._dontwait(flags)
             while True:
                 try:
                     return _CSocket.recvmsg(sock, bufsize, ancbufsize, flags)
@@ -680,67 +788,9 @@ class FD:
         """
         mv = _readable(data)
         total = len(mv)
-        pd = self.pd.runtime_ctx
-        if pd is None or not total:
-            return self._write_slow(mv, total)
-        # DIVERGENCE(go): the first attempt runs inside the fdMutex's state lock, as in read
-        # (see there). Only a write that does not finish at once takes the write lock and a
-        # reference, and goes on as Go's loop does.
-        fdmu = self.fdmu
-        held = False
-        slow = False
-        try:
-            try:
-                with fdmu._lock:
-                    old = fdmu.state
-                    new = (old | MUTEX_WLOCK) + MUTEX_REF
-                    d = pd.wd
-                    if (
-                        old & (MUTEX_CLOSED | MUTEX_WLOCK)
-                        or not new & MUTEX_REF_MASK
-                        or self.is_blocking
-                        or pd.closing
-                        or pd.poller_err is not None
-                        or (d != NO_DEADLINE and d <= _monotonic())
-                        or trace.enabled
-                    ):
-                        slow = True  # closed, busy or unusual: the full path decides
-                    else:
-                        pd.wg = PD_NIL  # prepareWrite's reset (see runtime_poll_reset)
-                        end = MAX_RW if self.is_stream and total > MAX_RW else total
-                        eagain = False
-                        try:
-                            n = os.write(self.sysfd, mv if end == total else mv[:end])
-                        except BlockingIOError:
-                            n, eagain = 0, True
-                        if n == total:
-                            return n
-                        fdmu.state = new
-                        held = True
-                if not slow:
-                    if n > end:
-                        msg = f"invalid return from write: got {n} from a write of {end}"
-                        raise OSError(errno.EIO, msg)
-                    if n == 0 and not eagain:
-                        raise _unexpected_eof()
-            except BaseException as e:
-                with_written(e, 0)
-                raise
-            if slow:
-                return self._write_slow(mv, total)
-            return self._write_locked(mv, total, n, pd, eagain)
-        finally:
-            if held and fdmu.rwunlock(False):
-                self._destroy()
-
-    def _write_slow(self, mv: memoryview, total: int) -> int:
-        """FD.write as Go writes it: writeLock, prepareWrite, the write loop, writeUnlock.
-
-        Go: internal/poll/fd_unix.go FD.Write
-        """
         fdmu = self.fdmu
         if not fdmu.rwlock(False):
-            raise self._closed_error()
+            raise with_written(self._closed_error(), 0)
         try:
             try:
                 pd = self.pd.runtime_ctx
@@ -773,7 +823,11 @@ class FD:
                     end = nn + MAX_RW
                 eagain = False
                 try:
-                    n = os.write(self.sysfd, mv if nn == 0 and end == total else mv[nn:end])
+                    chunk = mv if nn == 0 and end == total else mv[nn:end]
+                    if self._sock is not None and pd is not None:
+                        n = _CSocket.send(self._sock, chunk, _MSG_DONTWAIT)
+                    else:
+                        n = os.write(self.sysfd, chunk)
                 except BlockingIOError:
                     n, eagain = 0, True
                 if n > end - nn:
@@ -831,6 +885,7 @@ class FD:
         try:
             try:
                 self.pd.prepare_write(self.is_file)
+                flags = self._dontwait(flags)
                 while True:
                     try:
                         _CSocket.sendto(sock, mv, flags, addr)
@@ -854,6 +909,7 @@ class FD:
         try:
             try:
                 self.pd.prepare_write(self.is_file)
+                flags = self._dontwait(flags)
                 while True:
                     try:
                         if address is None:
@@ -962,12 +1018,8 @@ class FD:
         self.incref()
         try:
             with self._block_lock:
-                # Under the fdMutex's state lock too: read's first attempt runs under it and
-                # must see the flag and the descriptor's mode change together (it would
-                # otherwise block in read(2) holding that lock, and close would wait on it).
-                with self.fdmu._lock:
-                    self.is_blocking = True
-                    os.set_blocking(self.sysfd, True)
+                self.is_blocking = True
+                os.set_blocking(self.sysfd, True)
         finally:
             self.decref()
 
@@ -1007,6 +1059,16 @@ class FD:
             return f(self.sysfd)
         finally:
             self.decref()
+
+    def _dontwait(self, flags: int) -> int:
+        """flags with MSG_DONTWAIT for a pollable socket: its attempts never block, whatever
+        another holder of the descriptor did to O_NONBLOCK.
+
+        Go: none (Go relies on O_NONBLOCK alone)
+        """
+        if self.pd.pollable() and isinstance(flags, int):
+            return flags | _MSG_DONTWAIT
+        return flags
 
     def _socket(self) -> _socket.socket:
         """Go: none"""
@@ -1093,3 +1155,38 @@ def _writable(buf: Any, call: str = "read_into()") -> memoryview:
     if mv.readonly:
         raise TypeError(f"{call} needs a writable buffer, not a read-only {type(buf).__name__}")
     return mv if mv.format == "B" and mv.ndim == 1 else mv.cast("B")
+
+
+def owner_of(sysfd: int) -> FD | None:
+    """The open FD that owns descriptor number sysfd, if any (a second front on a registered
+    descriptor must share it: two registrations of one fd would wedge the first).
+
+    Go: none
+    """
+    with _live_lock:
+        fd = _owners.get(sysfd)
+    if fd is None or fd.sysfd != sysfd or fd.fdmu.closing():
+        return None
+    return fd
+
+
+# The FD methods that take the read (write) lock: FD._check_reentry looks for two of them.
+_READ_OPS = frozenset(
+    {"read", "read_into", "recvfrom", "recvfrom_into", "recvmsg", "accept", "raw_read"}
+)
+_WRITE_OPS = frozenset({"write", "sendto", "sendmsg", "raw_write"})
+
+
+def _reentry_check(fd: FD) -> Callable[[bool], None]:
+    """FDMutex.reentry_check for fd, holding it weakly (no cycle FD → FDMutex → FD).
+
+    Go: none
+    """
+    ref = weakref.ref(fd)
+
+    def check(read: bool) -> None:
+        owner = ref()
+        if owner is not None:
+            owner._check_reentry(read)
+
+    return check

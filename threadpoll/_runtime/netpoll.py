@@ -111,6 +111,7 @@ import sys
 import threading
 import time
 import weakref
+from _thread import allocate_lock as _allocate_lock
 from typing import Callable, Protocol
 
 from typing_extensions import final
@@ -308,11 +309,14 @@ class PollDesc:
         # thread can reach this pollDesc; read under lock or by the backend's own table.
         self.fd = -1
         self.fdseq = 0  # incarnation counter, bumped on free (stale-event guard)
-        # Protects every field below. An RLock, not for re-entry (nothing re-enters it), but
-        # because threading.Condition re-acquires an RLock in C, uninterruptibly, after a
-        # wait; over a plain Lock it re-acquires in Python, where a signal handler that
-        # raises (Ctrl-C) can leave the woken thread running without the lock while another
-        # thread holds it. Same cost to enter; notify's ownership check is in C too.
+        # Protects every field below. An RLock, for two reasons. A signal handler running on
+        # a thread that is inside one of this lock's critical sections may re-enter it (set
+        # a deadline, close, shut down): re-entry is harmless because each unblocker only
+        # moves the state towards "not parked" and the parking thread re-checks the state
+        # after every step that could have missed it (see netpollblock and _park). And an
+        # RLock is re-acquired in C, uninterruptibly, after a wait; a plain Lock would be
+        # re-acquired in Python, where a handler that raises (Ctrl-C) could leave the woken
+        # thread running without the lock while another thread holds it.
         self.lock = threading.RLock()
         self.rcond = threading.Condition(self.lock)  # a parked reader sleeps here
         self.wcond = threading.Condition(self.lock)  # a parked writer sleeps here
@@ -514,8 +518,21 @@ def netpollblock(pd: PollDesc, mode: str, waitio: bool) -> bool:
             hook(pd, mode)
     with pd.lock:
         # netpollblockcommit: WAIT → PARKED, unless someone changed WAIT meanwhile (row 5).
-        if park and _get(pd, mode) == PD_WAIT:
-            _set(pd, mode, PD_PARKED)
+        # The test and the store are one step with no call between them: a signal handler
+        # on this thread that closes or unblocks (WAIT → NIL) runs before or after it, never
+        # between (CPython 3.11+ runs handlers only at calls and backward jumps).
+        committed = False
+        if park:
+            if mode == "r":
+                if pd.rg == PD_WAIT:
+                    pd.rg = PD_PARKED
+                    committed = True
+            elif pd.wg == PD_WAIT:
+                pd.wg = PD_PARKED
+                committed = True
+        if committed:
+            if trace.enabled:
+                trace.emit("state", pd.fd, mode, STATE_NAMES[PD_WAIT], STATE_NAMES[PD_PARKED])
             me = threading.current_thread()
             if mode == "r":
                 pd.rparked_by, pd.rparked_at = me, _monotonic()
@@ -549,16 +566,42 @@ def _park(pd: PollDesc, mode: str, cond: threading.Condition) -> None:
     """
     if trace.enabled:
         trace.emit("park", pd.fd, mode)
+    # DIVERGENCE(go): Condition.wait written out, registering the waiter *before* the last
+    # look at the state. A signal handler running on this very thread may unblock it (a
+    # close, a deadline, a shutdown) at any bytecode; its notify then either comes before
+    # the registration (and the look below sees the new state) or releases our waiter (and
+    # the acquire returns at once). With Condition.wait, a notify that came between our
+    # look and its registration would be lost, and this thread would sleep for ever.
+    waiters = cond._waiters  # type: ignore[attr-defined]
+    lock = pd.lock
     while _get(pd, mode) == PD_PARKED:
         d = pd.rd if mode == "r" else pd.wd
         if d == NO_DEADLINE:
-            cond.wait(_WAIT_MAX)
-            continue
-        if _expired(pd, mode):
+            timeout = _WAIT_MAX
+        elif _expired(pd, mode):
             # The deadline fired while we slept: netpolldeadlineimpl's unblock.
             _set(pd, mode, PD_NIL)
             break
-        cond.wait(min(d - _monotonic(), _WAIT_MAX))
+        else:
+            timeout = min(d - _monotonic(), _WAIT_MAX)
+        waiter = _allocate_lock()
+        waiter.acquire()
+        waiters.append(waiter)
+        try:
+            if _get(pd, mode) != PD_PARKED:
+                break
+            if timeout <= 0:
+                continue  # the deadline passed just now: the loop expires it
+            saved = lock._release_save()  # type: ignore[attr-defined]
+            try:
+                waiter.acquire(True, timeout)
+            finally:
+                lock._acquire_restore(saved)  # type: ignore[attr-defined]
+        finally:
+            try:
+                waiters.remove(waiter)
+            except ValueError:
+                pass  # notify took it
     if trace.enabled:
         trace.emit("unpark", pd.fd, mode)
 
