@@ -43,9 +43,18 @@ in shared/reference/go-netpoll.md §1.3):
 
 Differences from Go:
 - DIVERGENCE(go): rg/wg are plain ints guarded by pd.lock instead of atomics, and a parked
-  thread sleeps on a ``threading.Condition`` built on pd.lock (one per mode, so readying a
-  reader never wakes the writer). Go's lock-free CAS steps become short critical sections;
-  the order of publication that Go's comments insist on is kept (publish WAIT, then re-check).
+  thread sleeps on its mode's wake lock (``rwake``/``wwake``: a bare lock used as a binary
+  semaphore, one per mode, so readying a reader never wakes the writer). Go's lock-free CAS
+  steps become short critical sections; the order of publication that Go's comments insist
+  on is kept (publish WAIT, then re-check).
+- DIVERGENCE(go): a Python signal handler can raise (Ctrl-C) in a parked main thread at any
+  bytecode boundary. netpollblock and _park are written so that one such exception, wherever
+  it lands, leaves pd.lock released, the mode's state not WAIT or PARKED, and no stale
+  waiter to swallow a later wake-up (threading.Condition.wait leaves one behind when the
+  exception lands in its prologue). The main thread also sleeps in slices of at most
+  ``_MAIN_SLICE`` seconds: CPython's lock checks for signals before it spins and sleeps, not
+  after, so a SIGINT that lands in that gap (free-threaded builds spin up to 40
+  ``sched_yield`` calls first) would otherwise wait for the end of the park to be handled.
 - DIVERGENCE(go): no deadline timers. A deadline is an absolute ``time.monotonic()`` value;
   it is "expired" once the clock reaches it, evaluated lazily by netpollcheckerr, and a parked
   thread waits on its Condition with a timeout equal to the time left. When that wait times
@@ -73,6 +82,7 @@ Go: runtime/netpoll.go
 
 from __future__ import annotations
 
+import _thread
 import math
 import os
 import signal
@@ -143,9 +153,14 @@ STATE_NAMES = ("pdNil", "pdReady", "pdWait", "parked")
 NO_DEADLINE = math.inf
 EXPIRED = -math.inf
 
-# threading.Condition.wait cannot take more than TIMEOUT_MAX seconds; a longer deadline is
+# A lock's acquire cannot wait more than threading.TIMEOUT_MAX seconds; a longer deadline is
 # waited for in slices (the loop re-checks after each).
 _WAIT_MAX = min(threading.TIMEOUT_MAX, 1e6)
+
+# The longest the main thread sleeps in one go while parked: a signal that CPython's lock
+# missed (it arrived after the last check and before the sleep began) is handled this late
+# at worst. Other threads never run Python signal handlers and sleep in _WAIT_MAX slices.
+_MAIN_SLICE = 0.1
 
 _monotonic = time.monotonic
 
@@ -251,8 +266,8 @@ class PollDesc:
         "fd",
         "fdseq",
         "lock",
-        "rcond",
-        "wcond",
+        "rwake",
+        "wwake",
         "rg",
         "wg",
         "closing",
@@ -277,14 +292,15 @@ class PollDesc:
         # thread can reach this pollDesc; read under lock or by the backend's own table.
         self.fd = -1
         self.fdseq = 0  # incarnation counter, bumped on free (stale-event guard)
-        # Protects every field below. An RLock, not for re-entry (nothing re-enters it), but
-        # because threading.Condition re-acquires an RLock in C, uninterruptibly, after a
-        # wait; over a plain Lock it re-acquires in Python, where a signal handler that
-        # raises (Ctrl-C) can leave the woken thread running without the lock while another
-        # thread holds it. Same cost to enter; notify's ownership check is in C too.
+        # Protects every field below. An RLock, not for re-entry (nothing in threadpoll
+        # re-enters it), but for its C methods _release_save/_acquire_restore, which _park
+        # uses to sleep: the restore cannot be interrupted by a signal (see _park).
         self.lock = threading.RLock()
-        self.rcond = threading.Condition(self.lock)  # a parked reader sleeps here
-        self.wcond = threading.Condition(self.lock)  # a parked writer sleeps here
+        # A parked reader (writer) sleeps on rwake (wwake): a bare lock kept locked, used as
+        # a binary semaphore. Released only by _notify, under lock, while the mode is
+        # PD_PARKED; acquired only by the parked thread. The locks synchronise themselves.
+        self.rwake = _new_wake()
+        self.wwake = _new_wake()
         self.rg = PD_NIL  # guarded by lock: read state (see module docstring)
         self.wg = PD_NIL  # guarded by lock: write state
         self.closing = False  # guarded by lock: set by runtime_poll_unblock (evict)
@@ -358,9 +374,14 @@ class PollCache:
             self.first.append(pd)
 
 
-def _cond(pd: PollDesc, mode: str) -> threading.Condition:
-    """Go: none"""
-    return pd.rcond if mode == "r" else pd.wcond
+def _new_wake() -> _thread.LockType:
+    """A wake lock with no token: locked, so that the parked thread's acquire sleeps.
+
+    Go: none
+    """
+    wake = _thread.allocate_lock()
+    wake.acquire()
+    return wake
 
 
 def _get(pd: PollDesc, mode: str) -> int:
@@ -456,69 +477,106 @@ def netpollblock(pd: PollDesc, mode: str, waitio: bool) -> bool:
 
     Go: runtime/netpoll.go netpollblock
     """
-    cond = _cond(pd, mode)
-    with pd.lock:
-        old = _get(pd, mode)
-        if old == PD_READY:  # row 1: readiness consumed
-            _set(pd, mode, PD_NIL)
-            return True
-        if old != PD_NIL:  # row 3
-            raise throw("runtime: double wait")
-        _set(pd, mode, PD_WAIT)  # row 2: publish "waiting" ...
-        # ... then re-check error states after setting the state to PD_WAIT: unblockers do
-        # the opposite (store closing/rd/wd, then look at the state), both under pd.lock.
-        park = waitio or netpollcheckerr(pd, mode) == POLL_NO_ERROR
-    if park:
-        hook = pd.rt.hooks.before_park
-        if hook is not None:
-            hook(pd, mode)
-    with pd.lock:
-        # netpollblockcommit: WAIT → PARKED, unless someone changed WAIT meanwhile (row 5).
-        if park and _get(pd, mode) == PD_WAIT:
-            _set(pd, mode, PD_PARKED)
-            me = threading.current_thread()
-            if mode == "r":
-                pd.rparked_by, pd.rparked_at = me, _monotonic()
-            else:
-                pd.wparked_by, pd.wparked_at = me, _monotonic()
-            try:
-                _park(pd, mode, cond)
-            finally:
-                # Whatever ended the park, an exception (Ctrl-C) included, leaves no stale
-                # waiter behind: the swap below resets the state.
+    # Whoever publishes PD_WAIT takes it back out if an exception (Ctrl-C in the main thread)
+    # ends the call early, wherever it lands: ``mine`` is set before the store, so the
+    # handler below also runs if it lands between the store and the next statement.
+    mine = False
+    try:
+        with pd.lock:
+            old = _get(pd, mode)
+            if old == PD_READY:  # row 1: readiness consumed
+                _set(pd, mode, PD_NIL)
+                return True
+            if old != PD_NIL:  # row 3
+                raise throw("runtime: double wait")
+            mine = True
+            _set(pd, mode, PD_WAIT)  # row 2: publish "waiting" ...
+            # ... then re-check error states after setting the state to PD_WAIT: unblockers
+            # do the opposite (store closing/rd/wd, then look at the state), both under pd.lock.
+            park = waitio or netpollcheckerr(pd, mode) == POLL_NO_ERROR
+        if park:
+            hook = pd.rt.hooks.before_park
+            if hook is not None:
+                hook(pd, mode)
+        with pd.lock:
+            # netpollblockcommit: WAIT → PARKED, unless someone changed WAIT meanwhile (row 5).
+            if park and _get(pd, mode) == PD_WAIT:
+                _set(pd, mode, PD_PARKED)
+                if mode == "r":
+                    pd.rparked_by, pd.rparked_at = threading.current_thread(), _monotonic()
+                else:
+                    pd.wparked_by, pd.wparked_at = threading.current_thread(), _monotonic()
+                _park(pd, mode)
                 if mode == "r":
                     pd.rparked_by = None
                 else:
                     pd.wparked_by = None
-                if _get(pd, mode) == PD_PARKED:
+            # Be careful to not lose a concurrent PD_READY notification (row 6).
+            old = _get(pd, mode)
+            _set(pd, mode, PD_NIL)
+            mine = False
+    except BaseException:
+        if mine:
+            # Every ``with pd.lock`` above has released it (_park returns and raises with
+            # it held): take it again to leave no stale waiter. A pending PD_READY stays.
+            with pd.lock:
+                if _get(pd, mode) in (PD_WAIT, PD_PARKED):
                     _set(pd, mode, PD_NIL)
-        # Be careful to not lose a concurrent PD_READY notification (row 6).
-        old = _get(pd, mode)
-        _set(pd, mode, PD_NIL)
+                if mode == "r":
+                    pd.rparked_by = None
+                else:
+                    pd.wparked_by = None
+        raise
     if old == PD_PARKED:  # Go: old > pdWait (a *g left behind)
         raise throw("runtime: corrupted polldesc")
     return old == PD_READY
 
 
-def _park(pd: PollDesc, mode: str, cond: threading.Condition) -> None:
-    """Sleep on cond while mode is PD_PARKED; expire the deadline if the wait times out.
+def _park(pd: PollDesc, mode: str) -> None:
+    """Sleep on the mode's wake lock while mode is PD_PARKED; expire the deadline if the
+    sleep runs out. Must be called while holding pd.lock; returns, or raises, with it held
+    as before.
 
-    Must be called while holding pd.lock (the Condition's lock).
+    A signal handler that raises lands at a call's return or a function's entry (CPython
+    3.11+ checks for signals at those points and at loop back-edges, and inside a blocking
+    acquire). Every such point between releasing pd.lock and re-taking it lies inside the
+    ``try``, and the ``finally`` re-takes it in one uninterruptible C call before any
+    other: so the exception leaves with the lock held, as Python's ``with`` expects.
 
     Go: runtime/proc.go gopark, with the timer's runtime/netpoll.go netpolldeadlineimpl
     """
     if trace.enabled:
         trace.emit("park", pd.fd, mode)
+    lock = pd.lock
+    wake = pd.rwake if mode == "r" else pd.wwake
+    # A token left by a notify for an earlier park (that one ended by its deadline or an
+    # exception first) is stale: nobody can have notified this park yet, we hold pd.lock.
+    wake.acquire(False)
+    main = threading.current_thread() is threading.main_thread()
+    me = _thread.get_ident()
     while _get(pd, mode) == PD_PARKED:
         d = pd.rd if mode == "r" else pd.wd
         if d == NO_DEADLINE:
-            cond.wait(_WAIT_MAX)
-            continue
-        if _expired(pd, mode):
+            timeout = _WAIT_MAX
+        elif _expired(pd, mode):
             # The deadline fired while we slept: netpolldeadlineimpl's unblock.
             _set(pd, mode, PD_NIL)
             break
-        cond.wait(min(d - _monotonic(), _WAIT_MAX))
+        else:
+            timeout = min(d - _monotonic(), _WAIT_MAX)
+        if main and timeout > _MAIN_SLICE:
+            timeout = _MAIN_SLICE
+        # _release_save/_acquire_restore are the RLock's own C methods that
+        # threading.Condition uses: they drop and restore every level of ownership, and the
+        # restore cannot be interrupted by a signal (a plain acquire can: a handler raising
+        # while it waits for the lock would leave us without it). ``saved`` is preset so the
+        # finally has a value should the exception land between the call and the store.
+        saved = (1, me)
+        try:
+            saved = lock._release_save()  # type: ignore[attr-defined]
+            wake.acquire(True, timeout)
+        finally:
+            lock._acquire_restore(saved)  # type: ignore[attr-defined]
     if trace.enabled:
         trace.emit("unpark", pd.fd, mode)
 
@@ -528,7 +586,10 @@ def _notify(pd: PollDesc, mode: str) -> None:
 
     Go: runtime/proc.go goready
     """
-    (pd.rcond if mode == "r" else pd.wcond).notify()
+    try:
+        (pd.rwake if mode == "r" else pd.wwake).release()
+    except RuntimeError:
+        pass  # a token is already pending: the parked thread has yet to take it
 
 
 def _poller_backoff(failures: int) -> float:
@@ -748,10 +809,10 @@ class Runtime:
             if trace.enabled:
                 trace.emit("netpollready", pd.fd, mode)
             if "r" in mode and netpollunblock(pd, "r", True):
-                pd.rcond.notify()
+                _notify(pd, "r")
                 n += 1
             if "w" in mode and netpollunblock(pd, "w", True):
-                pd.wcond.notify()
+                _notify(pd, "w")
                 n += 1
         return n
 
@@ -789,8 +850,8 @@ class Runtime:
         backend.netpoll_after_fork(self)
         for pd in pds:
             pd.lock = threading.RLock()
-            pd.rcond = threading.Condition(pd.lock)
-            pd.wcond = threading.Condition(pd.lock)
+            pd.rwake = _new_wake()
+            pd.wwake = _new_wake()
             pd.rg = pd.wg = PD_NIL
             pd.rparked_by = pd.wparked_by = None
             backend.netpollopen(pd.fd, pd)
@@ -1105,9 +1166,9 @@ def runtime_poll_unblock(pd: PollDesc) -> None:
         if trace.enabled:
             trace.emit("evict", pd.fd, "rw")
         if netpollunblock(pd, "r", False):
-            pd.rcond.notify()
+            _notify(pd, "r")
         if netpollunblock(pd, "w", False):
-            pd.wcond.notify()
+            _notify(pd, "w")
 
 
 if sys.platform == "win32":  # pragma: no cover - the package refuses to import first
