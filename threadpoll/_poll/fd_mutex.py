@@ -268,13 +268,16 @@ class FDMutex:
             mutex_sema.release()
         return new & (MUTEX_CLOSED | MUTEX_REF_MASK) == MUTEX_CLOSED
 
-    def closing(self) -> bool:
+    def closing(self, _closed: int = MUTEX_CLOSED) -> bool:
         """Report whether close has begun (the closed bit is set).
+
+        The fronts' finalizers call this, also at interpreter shutdown, after this module's
+        globals may have been set to None: hence the constant bound as a default.
 
         Go: internal/poll/fd_mutex.go FD.closing
         """
         with self._lock:
-            return self.state & MUTEX_CLOSED != 0
+            return self.state & _closed != 0
 
     def __repr__(self) -> str:
         """Go: none"""
