@@ -223,6 +223,9 @@ class Backend(Protocol):
 class Hooks:
     """Test hook points, all None in normal operation (one attribute test each).
 
+    Benign race: tests set them while threads run; an unlocked read sees the old or the new
+    callable (an attribute load is atomic, also without the GIL).
+
     - ``after_eagain(pd, mode)``: internal/poll calls it when a syscall said EAGAIN, before
       it waits (the window in which readiness may arrive before the thread parks).
     - ``before_park(pd, mode)``: after the thread published PD_WAIT and re-checked
@@ -650,7 +653,8 @@ class Runtime:
         self.poller_deaths = 0
         self.poller_failures = 0
         # Counters. The poller thread alone writes poller_wakeups, events and
-        # stale_events_dropped; the others are written under stat_lock.
+        # stale_events_dropped; the others are written under stat_lock. Benign race:
+        # stats() reads them all without a lock, and may see a count a moment old.
         self.stat_lock = threading.Lock()
         self.poller_wakeups = 0
         self.events = 0
@@ -955,6 +959,9 @@ def get_runtime() -> Runtime:
     Go: none
     """
     global _default
+    # Benign race: the unlocked read sees None or a Runtime fully built before it was stored
+    # under _default_lock (a module global's store and load are atomic, also without the
+    # GIL); None only sends us to the locked path, which decides.
     rt = _default
     if rt is not None:
         return rt
