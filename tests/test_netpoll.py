@@ -756,3 +756,37 @@ def test_sigint_as_the_main_thread_parks_is_not_missed(rt: Runtime) -> None:
                 assert late < 2.0, f"round {i}: the interrupt came {late:.1f} s after SIGINT"
     finally:
         signal.signal(signal.SIGINT, old)
+
+
+def test_deadline_passing_between_check_and_sleep(
+    rt: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The deadline passes after _park saw it unexpired and before it computed the time
+    left: the time left is negative, which a lock's acquire refuses (ValueError: timeout
+    value must be positive). The park must expire the deadline instead."""
+    from threadpoll._runtime import netpoll
+
+    real = time.monotonic
+    calls = [0]
+    armed = [False]
+
+    def clock() -> float:
+        # Once armed (just before the park commits): the 1st call (rparked_at) and the 2nd
+        # (_expired) see the real time; from the 3rd (the time left) on, an hour later.
+        if not armed[0]:
+            return real()
+        calls[0] += 1
+        return real() + (3600.0 if calls[0] >= 3 else 0.0)
+
+    def arm(pd: PollDesc, mode: str) -> None:
+        armed[0] = True
+
+    monkeypatch.setattr(netpoll, "_monotonic", clock)
+    with pipe_pd(rt) as (r, w, pd):
+        runtime_poll_set_deadline(pd, real() + 600, "r")
+        rt.hooks.before_park = arm
+        try:
+            assert read_via_runtime(r, pd) == POLL_ERR_TIMEOUT
+        finally:
+            rt.hooks.before_park = None
+        assert calls[0] >= 3

@@ -567,6 +567,8 @@ def _park(pd: PollDesc, mode: str) -> None:
             break
         else:
             timeout = min(d - _monotonic(), _WAIT_MAX)
+            if timeout <= 0:
+                continue  # it passed since _expired looked: expire it on the next turn
         if main and timeout > _MAIN_SLICE:
             timeout = _MAIN_SLICE
         # _release_save/_acquire_restore are the RLock's own C methods that
