@@ -310,6 +310,8 @@ class FD:
 
         Go: internal/poll/fd.go errClosing
         """
+        # Benign race: poisoned is read without fdmu's lock. It is set only in a forked child
+        # (one thread) and cleared by close under the lock; a stale read picks the message.
         if self.fdmu.poisoned:
             return OSError(
                 errno.EBADF,
