@@ -32,7 +32,7 @@ in shared/reference/go-netpoll.md §1.3):
     PD_NIL     nobody waits, no notification pending
     PD_READY   an I/O notification is pending; the next netpollblock consumes it
     PD_WAIT    a thread has published that it is about to park (Go's pdWait)
-    PD_PARKED  a thread is asleep on the mode's Condition (Go's *g)
+    PD_PARKED  a thread is asleep on the mode's wake lock (Go's *g)
 
     reader   netpollblock   READY → NIL (return True); NIL → WAIT, re-check, WAIT → PARKED;
                             on waking PARKED/READY/NIL → NIL, returning old == READY
@@ -57,7 +57,7 @@ Differences from Go:
   ``sched_yield`` calls first) would otherwise wait for the end of the park to be handled.
 - DIVERGENCE(go): no deadline timers. A deadline is an absolute ``time.monotonic()`` value;
   it is "expired" once the clock reaches it, evaluated lazily by netpollcheckerr, and a parked
-  thread waits on its Condition with a timeout equal to the time left. When that wait times
+  thread waits on its wake lock with a timeout equal to the time left. When that wait times
   out, the parked thread itself runs what Go's ``netpolldeadlineimpl`` does (mark the deadline
   expired, unblock the mode). This keeps expiry precise to the OS's timed wait, needs no timer
   thread, and costs nothing for descriptors without deadlines. ``rseq``/``wseq`` are still
@@ -300,8 +300,9 @@ class PollDesc:
         # uses to sleep: the restore cannot be interrupted by a signal (see _park).
         self.lock = threading.RLock()
         # A parked reader (writer) sleeps on rwake (wwake): a bare lock kept locked, used as
-        # a binary semaphore. Released only by _notify, under lock, while the mode is
-        # PD_PARKED; acquired only by the parked thread. The locks synchronise themselves.
+        # a binary semaphore. Released only by _notify, under lock, for a thread found
+        # PD_PARKED; acquired only by that thread, which drops a stale token (one a park
+        # that ended otherwise left behind) when it commits. They synchronise themselves.
         self.rwake = _new_wake()
         self.wwake = _new_wake()
         self.rg = PD_NIL  # guarded by lock: read state (see module docstring)
@@ -453,7 +454,7 @@ def netpollcheckerr(pd: PollDesc, mode: str) -> int:
 
 def netpollunblock(pd: PollDesc, mode: str, ioready: bool) -> bool:
     """Move mode's state for a wake-up; return True if a thread is parked there and the
-    caller must notify the mode's Condition (after it is done with pd).
+    caller must _notify the mode (before it releases pd.lock).
 
     Only I/O readiness creates PD_READY. Close and deadline unblocks (ioready=False) never
     create it and never erase one that is pending: "runtime_pollWait will check for
