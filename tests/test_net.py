@@ -1077,3 +1077,52 @@ def _fd_open(fd: int) -> bool:
     except OSError:
         return False
     return True
+
+
+_EXIT_WITH_LIVE_OBJECTS = """
+import os, sys
+sys.path.insert(0, {tests!r})
+from conftest import make_runtime
+from threadpoll._runtime import netpoll
+netpoll.set_default_runtime(make_runtime({backend!r}))
+import threadpoll.socket as tsocket
+from threadpoll.file import pipe
+from threadpoll.net import dial, listen, listen_packet
+
+ln = listen("tcp", "127.0.0.1:0")
+c = dial("tcp", "127.0.0.1:%d" % ln.addr[1])
+s = ln.accept()
+uln = listen("unix", {path!r})
+closed_ln = listen("tcp", "127.0.0.1:0")
+closed_ln.close()
+closed_c = dial("tcp", "127.0.0.1:%d" % ln.addr[1])
+closed_c.close()
+pc = listen_packet("udp", "127.0.0.1:0")
+r, w = pipe()
+ds = tsocket.socket()
+ds.connect(ln.addr)
+# Keep them for the last phase of shutdown, when threadpoll's modules may already have had
+# their globals set to None (a free-threaded build gets there with plain module globals).
+os._threadpoll_keep = [ln, c, s, uln, closed_ln, closed_c, pc, r, w, ds]
+"""
+
+
+def test_finalizers_at_interpreter_exit_use_no_module_globals(
+    rt: Any, request: pytest.FixtureRequest, sockdir: Path
+) -> None:
+    """A process that exits with open and closed Listeners, Conns, PacketConns, Files and
+    drop-in sockets still alive prints nothing and unlinks its unix listener's socket file.
+    On a free-threaded build the finalizers ran after fd_mutex's globals were cleared:
+    ``TypeError: unsupported operand type(s) for &: 'int' and 'NoneType'``."""
+    import subprocess
+
+    path = str(sockdir / "exit.sock")
+    code = _EXIT_WITH_LIVE_OBJECTS.format(
+        tests=os.path.dirname(os.path.abspath(__file__)),
+        backend=request.node.callspec.params["rt"],
+        path=path,
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr == ""
+    assert not os.path.exists(path), "the unix listener's socket file was left behind"

@@ -8,12 +8,13 @@ below, ``before_park`` runs after a thread published PD_WAIT and before it commi
 
 from __future__ import annotations
 
-import _thread
 import contextlib
 import os
+import sys
 import threading
 import time
 from collections.abc import Iterator
+from types import FrameType
 from typing import Callable
 
 import pytest
@@ -35,6 +36,7 @@ from threadpoll._runtime.netpoll import (
     InternalError,
     PollDesc,
     Runtime,
+    _notify,
     netpollblock,
     netpollunblock,
     runtime_poll_close,
@@ -301,7 +303,7 @@ def test_timeout_wake_then_deadline_reset_parks_again(rt: Runtime) -> None:
         with pd.lock:  # the reader cannot run until we release
             pd.rd = EXPIRED
             if netpollunblock(pd, "r", False):
-                pd.rcond.notify()
+                _notify(pd, "r")
             pd.rd = NO_DEADLINE
         wait_until(parked(pd), what="reader parked again")
         assert not reader.done.is_set()
@@ -327,27 +329,23 @@ def test_exception_while_parked_leaves_no_stale_waiter(rt: Runtime) -> None:
         class Boom(Exception):
             pass
 
-        class RaisingWaiter:
-            """The parked thread's waiter lock: the sleep itself raises."""
-
-            def __init__(self) -> None:
-                self.real = _thread.allocate_lock()
-
-            def acquire(self, *args: object) -> bool:
-                if args:  # the sleep: acquire(True, timeout)
+        class RaisingWake:
+            def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
+                if blocking:
                     raise Boom
-                return self.real.acquire()
+                return False
 
             def release(self) -> None:
-                self.real.release()
+                pass
 
-        real_allocate = netpoll._allocate_lock
-        netpoll._allocate_lock = RaisingWaiter  # type: ignore[assignment]
+        with pd.lock:
+            real, pd.rwake = pd.rwake, RaisingWake()  # type: ignore[assignment]
         try:
             with pytest.raises(Boom):
                 read_via_runtime(r, pd)
         finally:
-            netpoll._allocate_lock = real_allocate
+            with pd.lock:
+                pd.rwake = real
         assert pd.rg == PD_NIL
         reader = Runner(lambda: read_via_runtime(r, pd))
         wait_until(parked(pd))
@@ -355,10 +353,83 @@ def test_exception_while_parked_leaves_no_stale_waiter(rt: Runtime) -> None:
         assert reader.join() == b"fine"
 
 
+@pytest.mark.timeout(60)
+def test_interrupt_anywhere_in_a_wait_loses_no_wakeup(rt: Runtime) -> None:
+    """A signal handler that raises (Ctrl-C) runs where CPython checks for signals: at a
+    call's return and a function's entry. For each such point of runtime_poll_wait in turn
+    (in threadpoll/_runtime: the runtime, the backend's arm and break; a profile function
+    raises KeyboardInterrupt there), the exception comes out as itself,
+    pd.lock is free, no waiter is left recorded, and the next wait is woken by the next
+    readiness. threading.Condition.wait, interrupted after queueing its waiter and before
+    its ``try``, left that waiter queued: the next notify went to it and the reader slept on."""
+    runtime_dir = os.path.dirname(netpollblock.__code__.co_filename) + os.sep
+    with pipe_pd(rt) as (r, w, pd):
+        where: set[str] = set()
+        k = 0
+        while True:
+            k += 1
+            seen = [0]
+            hit: list[str] = []
+
+            def prof(
+                frame: FrameType,
+                event: str,
+                arg: object,
+                k: int = k,
+                seen: list[int] = seen,
+                hit: list[str] = hit,
+            ) -> None:
+                if event in ("call", "c_return") and frame.f_code.co_filename.startswith(
+                    runtime_dir
+                ):
+                    seen[0] += 1
+                    if seen[0] == k:
+                        hit.append(frame.f_code.co_name)
+                        raise KeyboardInterrupt
+
+            def wait_once(prof: Callable[..., None] = prof) -> int:
+                sys.setprofile(prof)
+                try:
+                    return runtime_poll_wait(pd, "r")
+                finally:
+                    sys.setprofile(None)
+
+            waiter = Runner(wait_once, name=f"waiter-{k}")
+            done = waiter.done
+            wait_until(lambda d=done: d.is_set() or pd.rg == PD_PARKED, what="wait or raise")
+            if not waiter.done.is_set():
+                os.write(w, b"x")  # ready it; the exception may land after the wake-up
+            exc = waiter.join_exc()
+            _drain(r)
+            if not hit:
+                assert exc is None and waiter.result == POLL_NO_ERROR
+                break
+            where.add(hit[0])
+            assert isinstance(exc, KeyboardInterrupt), f"point {k} in {hit[0]}: {exc!r}"
+            assert pd.lock.acquire(timeout=5), f"point {k} in {hit[0]}: pd.lock left held"
+            pd.lock.release()
+            assert pd.rg in (PD_NIL, PD_READY) and pd.rparked_by is None, f"point {k}"
+            # No stale waiter: the next wait is woken by the next readiness.
+            reader = Runner(lambda: read_via_runtime(r, pd), name=f"reader-{k}")
+            wait_until(parked(pd), what=f"reader parked after point {k} in {hit[0]}")
+            os.write(w, b"y")
+            assert reader.join(5) == b"y", f"point {k} in {hit[0]}"
+        assert "_park" in where, (k, where)  # the points covered include the sleep itself
+
+
+def _drain(r: int) -> None:
+    while True:
+        try:
+            if not os.read(r, 1024):
+                return
+        except BlockingIOError:
+            return
+
+
 def test_readying_reader_does_not_wake_writer(rt: Runtime) -> None:
     with pipe_pd(rt) as (r, w, pd):
         with pd.lock:
-            assert pd.rcond is not pd.wcond
+            assert pd.rwake is not pd.wwake
         reader = Runner(lambda: read_via_runtime(r, pd))
         wait_until(parked(pd))
         with pd.lock:
@@ -583,19 +654,18 @@ def test_signal_while_reacquiring_pd_lock_keeps_mutual_exclusion(rt: Runtime) ->
     holder_error: list = []
     try:
         with pipe_pd(rt) as (r, w, pd):
-
             import inspect
 
-            from threadpoll._runtime import netpoll
+            from threadpoll._runtime.netpoll import _park
 
-            lines, first = inspect.getsourcelines(netpoll._park)
+            lines, first = inspect.getsourcelines(_park)
             relock_line = first + next(
                 i for i, line in enumerate(lines) if "_acquire_restore(" in line
             )
 
             def main_blocked_on_relock() -> bool:
-                # Woken, and now blocked re-acquiring pd.lock: on the _acquire_restore line
-                # of _park (an RLock, which re-acquires in C).
+                # Woken, and now blocked re-acquiring pd.lock on its line in _park (an
+                # RLock's _acquire_restore, which re-acquires in C).
                 f = sys._current_frames().get(main_ident)
                 if f is None:
                     return False
@@ -640,3 +710,82 @@ def test_signal_while_reacquiring_pd_lock_keeps_mutual_exclusion(rt: Runtime) ->
             assert reader.join() == b"ok"
     finally:
         signal.signal(signal.SIGUSR1, old)
+
+
+@pytest.mark.timeout(60)
+def test_sigint_as_the_main_thread_parks_is_not_missed(rt: Runtime) -> None:
+    """SIGINT sent the moment the main thread publishes PD_PARKED raises KeyboardInterrupt
+    promptly, every time. CPython checks for signals before a lock's acquire spins and sleeps,
+    not after (a free-threaded build spins up to 40 sched_yield calls first), so a signal
+    that lands in that gap was handled only when the sleep ended: at the deadline, or never.
+    The main thread now sleeps in slices of at most _MAIN_SLICE seconds."""
+    import signal
+
+    if threading.current_thread() is not threading.main_thread():
+        pytest.skip("signals are delivered to the main thread")
+    armed = [False]
+
+    def handler(signum: int, frame: object) -> None:
+        if armed[0]:  # a stray SIGINT must not end the run
+            armed[0] = False
+            raise KeyboardInterrupt
+
+    old = signal.signal(signal.SIGINT, handler)
+    main = threading.get_ident()
+    try:
+        with pipe_pd(rt) as (r, w, pd):
+            for i in range(1000):
+                sent = [0.0]
+
+                def kill(sent: list[float] = sent) -> None:
+                    wait_until(parked(pd), what="main parked")
+                    armed[0] = True
+                    sent[0] = time.monotonic()
+                    signal.pthread_kill(main, signal.SIGINT)
+
+                killer = Runner(kill, name="killer")
+                # A missed signal is handled when the wait ends: at this deadline.
+                runtime_poll_set_deadline(pd, time.monotonic() + 4, "r")
+                try:
+                    code = read_via_runtime(r, pd)
+                except KeyboardInterrupt:
+                    code = None
+                late = time.monotonic() - sent[0]
+                killer.join()
+                assert code is None, f"round {i}: the read returned {code!r}, no interrupt"
+                assert late < 2.0, f"round {i}: the interrupt came {late:.1f} s after SIGINT"
+    finally:
+        signal.signal(signal.SIGINT, old)
+
+
+def test_deadline_passing_between_check_and_sleep(
+    rt: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The deadline passes after _park saw it unexpired and before it computed the time
+    left: the time left is negative, which a lock's acquire refuses (ValueError: timeout
+    value must be positive). The park must expire the deadline instead."""
+
+    real = time.monotonic
+    calls = [0]
+    armed = [False]
+
+    def clock() -> float:
+        # Once armed (just before the park commits): the 1st call (rparked_at) and the 2nd
+        # (_expired) see the real time; from the 3rd (the time left) on, an hour later.
+        if not armed[0]:
+            return real()
+        calls[0] += 1
+        return real() + (3600.0 if calls[0] >= 3 else 0.0)
+
+    def arm(pd: PollDesc, mode: str) -> None:
+        armed[0] = True
+
+    monkeypatch.setattr(netpoll, "_monotonic", clock)
+    with pipe_pd(rt) as (r, w, pd):
+        runtime_poll_set_deadline(pd, real() + 600, "r")
+        rt.hooks.before_park = arm
+        try:
+            assert read_via_runtime(r, pd) == POLL_ERR_TIMEOUT
+        finally:
+            rt.hooks.before_park = None
+        assert calls[0] >= 3

@@ -351,9 +351,10 @@ def test_same_direction_from_the_handler_is_refused(
 def test_unblock_from_a_handler_as_the_thread_goes_to_sleep(
     rt: Runtime, main_thread: int, action: str
 ) -> None:
-    """The handler runs in the parked thread's last steps before it sleeps (just before it
-    makes its waiter lock), after it looked at the pollDesc state: an unblock from there
-    (a past deadline, a close) must still wake it, not be lost while nobody was waiting."""
+    """The handler runs in the parked thread's last steps before it sleeps (as it lets go of
+    pd.lock to sleep on its wake lock), after it looked at the pollDesc state: an unblock
+    from there (a past deadline, a close) must still wake it, not be lost while nobody was
+    waiting."""
     r, w = threadpoll.pipe()
     pd = r._fd.pd.runtime_ctx
     assert pd is not None
@@ -363,7 +364,7 @@ def test_unblock_from_a_handler_as_the_thread_goes_to_sleep(
         if (
             event == "c_call"
             and not fired[0]
-            and getattr(arg, "__name__", "") == "allocate_lock"
+            and getattr(arg, "__name__", "") == "_release_save"
             and pd.rg == PD_PARKED
         ):
             fired[0] = True

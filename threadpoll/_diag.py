@@ -33,6 +33,7 @@ import sys
 import threading
 import time
 import traceback
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from types import FrameType
@@ -95,7 +96,11 @@ def _maybe_locked(lock: Any) -> Iterator[None]:
 def _live_runtimes() -> list[Runtime]:
     """Every live runtime, the default one first."""
     with _maybe_locked(netpoll._runtimes_lock):
-        rts = list(netpoll._runtimes)
+        # A copy of the WeakSet's own set of references, not list(WeakSet): its iteration
+        # guard races with the removal callback, which runs unlocked in whatever thread
+        # frees a runtime ("set changed size during iteration", without the GIL).
+        refs: list[weakref.ref[Runtime]] = list(netpoll._runtimes.data)  # type: ignore[attr-defined]
+    rts = [rt for rt in (r() for r in refs) if rt is not None]
     default = netpoll._default
     if default is not None and default in rts:
         rts.remove(default)

@@ -54,7 +54,7 @@ import socket
 import sys
 import threading
 import time
-from typing import IO, Any, NamedTuple, TypeVar, Union, cast
+from typing import IO, Any, Callable, NamedTuple, TypeVar, Union, cast
 
 from typing_extensions import Buffer
 
@@ -705,16 +705,23 @@ def _is_abstract(sa: str | bytes) -> bool:
     return sa[:1] in ("\0", b"\0")
 
 
-def _unlink_if_same(unlink: tuple[str | bytes, int, int]) -> None:
+def _unlink_if_same(
+    unlink: tuple[str | bytes, int, int],
+    _stat: Callable[[str | bytes], os.stat_result] = os.stat,
+    _unlink: Callable[[str | bytes], None] = os.unlink,
+) -> None:
     """Remove a unix listener's socket file if the path still names the file it made.
+
+    Listener.__del__ calls it, also at interpreter shutdown, after this module's globals
+    (``os`` included) may have been set to None: hence the functions bound as defaults.
 
     Go: net/unixsock_posix.go UnixListener.close (its unlink)
     """
     path, dev, ino = unlink
     try:
-        st = os.stat(path)
+        st = _stat(path)
         if (st.st_dev, st.st_ino) == (dev, ino):
-            os.unlink(path)
+            _unlink(path)
     except FileNotFoundError:
         pass
 
@@ -965,7 +972,13 @@ class Listener(_Endpoint):
     def __repr__(self) -> str:
         return f"<threadpoll.net.Listener {self._net} {_format_addr(self._laddr)} {self._state()}>"
 
-    def __del__(self, _finalize: Any = _finalizer.finalize) -> None:
+    def __del__(
+        self,
+        _finalize: Any = _finalizer.finalize,
+        _unlink_if_same: Callable[[tuple[str | bytes, int, int]], None] = _unlink_if_same,
+    ) -> None:
+        # Also runs at interpreter shutdown, when module globals may be None: everything it
+        # calls is bound as a default or reached through self.
         fd = getattr(self, "_fd", None)
         closing = fd is None or fd.closing()
         super().__del__(_finalize)

@@ -243,6 +243,8 @@ class _Helper:
 
     def start(self) -> None:
         """Start the thread if it is not running (first socket; after fork)."""
+        # Benign race: the unlocked test sees None (the locked path decides) or a thread
+        # already started before it was stored under lock.
         if self.thread is not None:
             return
         with self.lock:
@@ -413,8 +415,12 @@ class _Desc:
         self.pollable = fd.pd.pollable()
         self.rlock = threading.Lock()
         self.wlock = threading.Lock()
-        self.rowner: int | None = None  # written by the rlock holder
-        self.wowner: int | None = None  # written by the wlock holder
+        # Written by the holder of rlock (wlock), read unlocked by held_by_me. Benign race:
+        # a thread compares them with its own ident, which only its own writes can store,
+        # and it always sees its own latest write; another thread's stale value never
+        # equals it.
+        self.rowner: int | None = None
+        self.wowner: int | None = None
 
     def lock(self, reading: bool, until: float | None) -> None:
         """Take this direction's lock (waiting until ``until`` at most), then the FD's read

@@ -316,13 +316,16 @@ class FDMutex:
         """
         return bool(self._lock._is_owned())  # type: ignore[attr-defined]
 
-    def closing(self) -> bool:
+    def closing(self, _closed: int = MUTEX_CLOSED) -> bool:
         """Report whether close has begun (the closed bit is set).
+
+        The fronts' finalizers call this, also at interpreter shutdown, after this module's
+        globals may have been set to None: hence the constant bound as a default.
 
         Go: internal/poll/fd_mutex.go FD.closing
         """
         with self._lock:
-            return self.state & MUTEX_CLOSED != 0
+            return self.state & _closed != 0
 
     def __repr__(self) -> str:
         """Go: none"""

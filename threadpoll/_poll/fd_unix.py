@@ -151,7 +151,11 @@ def live_fds() -> list[FD]:
     Go: none
     """
     with _live_lock:
-        fds = list(_live)
+        # A copy of the WeakSet's own set of references, not list(_live): the WeakSet's
+        # iteration guard races with its removal callback, which runs unlocked in whatever
+        # thread frees an FD ("set changed size during iteration", without the GIL).
+        refs: list[weakref.ref[FD]] = list(_live.data)  # type: ignore[attr-defined]
+    fds = [fd for fd in (r() for r in refs) if fd is not None]
     return [fd for fd in fds if not fd.fdmu.closing()]
 
 
@@ -347,6 +351,8 @@ class FD:
 
         Go: internal/poll/fd.go errClosing
         """
+        # Benign race: poisoned is read without fdmu's lock. It is set only in a forked child
+        # (one thread) and cleared by close under the lock; a stale read picks the message.
         if self.fdmu.poisoned:
             return OSError(
                 errno.EBADF,

@@ -32,7 +32,7 @@ of four states (Go's names in the second column):
     PD_NIL     pdNil    nobody waits, no notification pending
     PD_READY   pdReady  an I/O notification is pending; the next netpollblock consumes it
     PD_WAIT    pdWait   a thread has published that it is about to park
-    PD_PARKED  G        a thread is asleep on the mode's Condition (Go stores the *g)
+    PD_PARKED  G        a thread is asleep on the mode's wake lock (Go stores the *g)
 
 The transition table, the same for ``wg``. It restates what Go's netpollblock,
 netpollunblock, netpollready, poll_runtime_pollReset, poll_runtime_pollOpen and
@@ -71,12 +71,21 @@ netpolldeadlineimpl and poll_runtime_pollSetDeadline), all in src/runtime/netpol
 
 Differences from Go:
 - DIVERGENCE(go): rg/wg are plain ints guarded by pd.lock instead of atomics, and a parked
-  thread sleeps on a ``threading.Condition`` built on pd.lock (one per mode, so readying a
-  reader never wakes the writer). Go's lock-free CAS steps become short critical sections;
-  the order of publication that Go's comments insist on is kept (publish WAIT, then re-check).
+  thread sleeps on its mode's wake lock (``rwake``/``wwake``: a bare lock used as a binary
+  semaphore, one per mode, so readying a reader never wakes the writer). Go's lock-free CAS
+  steps become short critical sections; the order of publication that Go's comments insist
+  on is kept (publish WAIT, then re-check).
+- DIVERGENCE(go): a Python signal handler can raise (Ctrl-C) in a parked main thread at any
+  bytecode boundary. netpollblock and _park are written so that one such exception, wherever
+  it lands, leaves pd.lock released, the mode's state not WAIT or PARKED, and no stale
+  waiter to swallow a later wake-up (threading.Condition.wait leaves one behind when the
+  exception lands in its prologue). The main thread also sleeps in slices of at most
+  ``_MAIN_SLICE`` seconds: CPython's lock checks for signals before it spins and sleeps, not
+  after, so a SIGINT that lands in that gap (free-threaded builds spin up to 40
+  ``sched_yield`` calls first) would otherwise wait for the end of the park to be handled.
 - DIVERGENCE(go): no deadline timers. A deadline is an absolute ``time.monotonic()`` value;
   it is "expired" once the clock reaches it, evaluated lazily by netpollcheckerr, and a parked
-  thread waits on its Condition with a timeout equal to the time left. When that wait times
+  thread waits on its wake lock with a timeout equal to the time left. When that wait times
   out, the parked thread itself runs what Go's ``netpolldeadlineimpl`` does (mark the deadline
   expired, unblock the mode). This keeps expiry precise to the OS's timed wait, needs no timer
   thread, and costs nothing for descriptors without deadlines. ``rseq``/``wseq`` are still
@@ -104,6 +113,7 @@ Go: runtime/netpoll.go
 
 from __future__ import annotations
 
+import _thread
 import math
 import os
 import signal
@@ -111,7 +121,6 @@ import sys
 import threading
 import time
 import weakref
-from _thread import allocate_lock as _allocate_lock
 from typing import Callable, Protocol
 
 from typing_extensions import final
@@ -175,9 +184,14 @@ STATE_NAMES = ("pdNil", "pdReady", "pdWait", "parked")
 NO_DEADLINE = math.inf
 EXPIRED = -math.inf
 
-# threading.Condition.wait cannot take more than TIMEOUT_MAX seconds; a longer deadline is
+# A lock's acquire cannot wait more than threading.TIMEOUT_MAX seconds; a longer deadline is
 # waited for in slices (the loop re-checks after each).
 _WAIT_MAX = min(threading.TIMEOUT_MAX, 1e6)
+
+# The longest the main thread sleeps in one go while parked: a signal that CPython's lock
+# missed (it arrived after the last check and before the sleep began) is handled this late
+# at worst. Other threads never run Python signal handlers and sleep in _WAIT_MAX slices.
+_MAIN_SLICE = 0.1
 
 _monotonic = time.monotonic
 
@@ -240,6 +254,9 @@ class Backend(Protocol):
 class Hooks:
     """Test hook points, all None in normal operation (one attribute test each).
 
+    Benign race: tests set them while threads run; an unlocked read sees the old or the new
+    callable (an attribute load is atomic, also without the GIL).
+
     - ``after_eagain(pd, mode)``: internal/poll calls it when a syscall said EAGAIN, before
       it waits (the window in which readiness may arrive before the thread parks).
     - ``before_park(pd, mode)``: after the thread published PD_WAIT and re-checked
@@ -283,8 +300,8 @@ class PollDesc:
         "fd",
         "fdseq",
         "lock",
-        "rcond",
-        "wcond",
+        "rwake",
+        "wwake",
         "rg",
         "wg",
         "closing",
@@ -313,13 +330,16 @@ class PollDesc:
         # a thread that is inside one of this lock's critical sections may re-enter it (set
         # a deadline, close, shut down): re-entry is harmless because each unblocker only
         # moves the state towards "not parked" and the parking thread re-checks the state
-        # after every step that could have missed it (see netpollblock and _park). And an
-        # RLock is re-acquired in C, uninterruptibly, after a wait; a plain Lock would be
-        # re-acquired in Python, where a handler that raises (Ctrl-C) could leave the woken
-        # thread running without the lock while another thread holds it.
+        # after every step that could have missed it (see netpollblock and _park). And its C
+        # methods _release_save/_acquire_restore, which _park uses to sleep: the restore
+        # cannot be interrupted by a signal (see _park).
         self.lock = threading.RLock()
-        self.rcond = threading.Condition(self.lock)  # a parked reader sleeps here
-        self.wcond = threading.Condition(self.lock)  # a parked writer sleeps here
+        # A parked reader (writer) sleeps on rwake (wwake): a bare lock kept locked, used as
+        # a binary semaphore. Released only by _notify, under lock, for a thread found
+        # PD_PARKED; acquired only by that thread, which drops a stale token (one a park
+        # that ended otherwise left behind) when it commits. They synchronise themselves.
+        self.rwake = _new_wake()
+        self.wwake = _new_wake()
         self.rg = PD_NIL  # guarded by lock: read state (see module docstring)
         self.wg = PD_NIL  # guarded by lock: write state
         self.closing = False  # guarded by lock: set by runtime_poll_unblock (evict)
@@ -393,9 +413,14 @@ class PollCache:
             self.first.append(pd)
 
 
-def _cond(pd: PollDesc, mode: str) -> threading.Condition:
-    """Go: none"""
-    return pd.rcond if mode == "r" else pd.wcond
+def _new_wake() -> _thread.LockType:
+    """A wake lock with no token: locked, so that the parked thread's acquire sleeps.
+
+    Go: none
+    """
+    wake = _thread.allocate_lock()
+    wake.acquire()
+    return wake
 
 
 def _get(pd: PollDesc, mode: str) -> int:
@@ -464,7 +489,7 @@ def netpollcheckerr(pd: PollDesc, mode: str) -> int:
 
 def netpollunblock(pd: PollDesc, mode: str, ioready: bool) -> bool:
     """Move mode's state for a wake-up; return True if a thread is parked there and the
-    caller must notify the mode's Condition (after it is done with pd).
+    caller must _notify the mode (before it releases pd.lock).
 
     Only I/O readiness creates PD_READY. Close and deadline unblocks (ioready=False) never
     create it and never erase one that is pending: "runtime_pollWait will check for
@@ -491,89 +516,110 @@ def netpollblock(pd: PollDesc, mode: str, waitio: bool) -> bool:
 
     Go: runtime/netpoll.go netpollblock
     """
-    cond = _cond(pd, mode)
-    with pd.lock:
-        old = _get(pd, mode)
-        if old == PD_READY:  # row 1: readiness consumed
-            _set(pd, mode, PD_NIL)
-            return True
-        if old != PD_NIL:  # row 3
-            raise throw("runtime: double wait")
-        _set(pd, mode, PD_WAIT)  # row 2: publish "waiting" ...
-        # ... then re-check error states after setting the state to PD_WAIT: unblockers do
-        # the opposite (store closing/rd/wd, then look at the state), both under pd.lock.
-        park = waitio or netpollcheckerr(pd, mode) == POLL_NO_ERROR
-        if park and not waitio:
-            down = pd.rt.poller_down
-            if down is not None:
-                # DIVERGENCE(go): the poller is dead and its successor not yet known to work:
-                # nobody may ever ready this thread. Report the death instead of parking (read
-                # under pd.lock, after publishing PD_WAIT: _poller_died sets poller_down before
-                # it looks at the pollDescs' waiters, so one of the two sees the other).
-                pd.poller_err = down
-                park = False
-    if park:
-        hook = pd.rt.hooks.before_park
-        if hook is not None:
-            hook(pd, mode)
-    with pd.lock:
-        # netpollblockcommit: WAIT → PARKED, unless someone changed WAIT meanwhile (row 5).
-        # The test and the store are one step with no call between them: a signal handler
-        # on this thread that closes or unblocks (WAIT → NIL) runs before or after it, never
-        # between (CPython 3.11+ runs handlers only at calls and backward jumps).
-        committed = False
+    # Whoever publishes PD_WAIT takes it back out if an exception (Ctrl-C in the main thread)
+    # ends the call early, wherever it lands: ``mine`` is set before the store, so the
+    # handler below also runs if it lands between the store and the next statement.
+    mine = False
+    try:
+        with pd.lock:
+            old = _get(pd, mode)
+            if old == PD_READY:  # row 1: readiness consumed
+                _set(pd, mode, PD_NIL)
+                return True
+            if old != PD_NIL:  # row 3
+                raise throw("runtime: double wait")
+            mine = True
+            _set(pd, mode, PD_WAIT)  # row 2: publish "waiting" ...
+            # ... then re-check error states after setting the state to PD_WAIT: unblockers
+            # do the opposite (store closing/rd/wd, then look at the state), both under pd.lock.
+            park = waitio or netpollcheckerr(pd, mode) == POLL_NO_ERROR
+            if park and not waitio:
+                down = pd.rt.poller_down
+                if down is not None:
+                    # DIVERGENCE(go): the poller is dead and its successor not yet known to
+                    # work: nobody may ever ready this thread. Report the death instead of
+                    # parking (read under pd.lock, after publishing PD_WAIT: _poller_died sets
+                    # poller_down before it looks at the pollDescs' waiters, so one of the
+                    # two sees the other).
+                    pd.poller_err = down
+                    park = False
         if park:
-            if mode == "r":
-                if pd.rg == PD_WAIT:
-                    pd.rg = PD_PARKED
+            hook = pd.rt.hooks.before_park
+            if hook is not None:
+                hook(pd, mode)
+        with pd.lock:
+            # netpollblockcommit: WAIT → PARKED, unless someone changed WAIT meanwhile (row 5).
+            # The test and the store are one step with no call between them: a signal handler
+            # on this thread that closes or unblocks (WAIT → NIL) runs before or after it,
+            # never between (CPython 3.11+ runs handlers only at calls and backward jumps).
+            committed = False
+            if park:
+                if mode == "r":
+                    if pd.rg == PD_WAIT:
+                        pd.rg = PD_PARKED
+                        committed = True
+                elif pd.wg == PD_WAIT:
+                    pd.wg = PD_PARKED
                     committed = True
-            elif pd.wg == PD_WAIT:
-                pd.wg = PD_PARKED
-                committed = True
-        if committed:
-            if trace.enabled:
-                trace.emit("state", pd.fd, mode, STATE_NAMES[PD_WAIT], STATE_NAMES[PD_PARKED])
-            me = threading.current_thread()
-            if mode == "r":
-                pd.rparked_by, pd.rparked_at = me, _monotonic()
-            else:
-                pd.wparked_by, pd.wparked_at = me, _monotonic()
-            try:
-                _park(pd, mode, cond)
-            finally:
-                # Whatever ended the park, an exception (Ctrl-C) included, leaves no stale
-                # waiter behind: the swap below resets the state.
+            if committed:
+                if trace.enabled:
+                    trace.emit("state", pd.fd, mode, STATE_NAMES[PD_WAIT], STATE_NAMES[PD_PARKED])
+                me = threading.current_thread()
+                if mode == "r":
+                    pd.rparked_by, pd.rparked_at = me, _monotonic()
+                else:
+                    pd.wparked_by, pd.wparked_at = me, _monotonic()
+                _park(pd, mode)
                 if mode == "r":
                     pd.rparked_by = None
                 else:
                     pd.wparked_by = None
-                if _get(pd, mode) == PD_PARKED:
+            # Be careful to not lose a concurrent PD_READY notification (row 6).
+            old = _get(pd, mode)
+            _set(pd, mode, PD_NIL)
+            mine = False
+    except BaseException:
+        if mine:
+            # Every ``with pd.lock`` above has released it (_park returns and raises with
+            # it held): take it again to leave no stale waiter. A pending PD_READY stays.
+            with pd.lock:
+                if _get(pd, mode) in (PD_WAIT, PD_PARKED):
                     _set(pd, mode, PD_NIL)
-        # Be careful to not lose a concurrent PD_READY notification (row 6).
-        old = _get(pd, mode)
-        _set(pd, mode, PD_NIL)
+                if mode == "r":
+                    pd.rparked_by = None
+                else:
+                    pd.wparked_by = None
+        raise
     if old == PD_PARKED:  # Go: old > pdWait (a *g left behind)
         raise throw("runtime: corrupted polldesc")
     return old == PD_READY
 
 
-def _park(pd: PollDesc, mode: str, cond: threading.Condition) -> None:
-    """Sleep on cond while mode is PD_PARKED; expire the deadline if the wait times out.
+def _park(pd: PollDesc, mode: str) -> None:
+    """Sleep on the mode's wake lock while mode is PD_PARKED; expire the deadline if the
+    sleep runs out. Must be called while holding pd.lock; returns, or raises, with it held
+    as before.
 
-    Must be called while holding pd.lock (the Condition's lock).
+    A signal handler that raises lands at a call's return or a function's entry (CPython
+    3.11+ checks for signals at those points and at loop back-edges, and inside a blocking
+    acquire). Every such point between releasing pd.lock and re-taking it lies inside the
+    ``try``, and the ``finally`` re-takes it in one uninterruptible C call before any
+    other: so the exception leaves with the lock held, as Python's ``with`` expects.
 
     Go: runtime/proc.go gopark, with the timer's runtime/netpoll.go netpolldeadlineimpl
     """
     if trace.enabled:
         trace.emit("park", pd.fd, mode)
-    # DIVERGENCE(go): Condition.wait written out, registering the waiter *before* the last
-    # look at the state. A signal handler running on this very thread may unblock it (a
-    # close, a deadline, a shutdown) at any bytecode; its notify then either comes before
-    # the registration (and the look below sees the new state) or releases our waiter (and
-    # the acquire returns at once). With Condition.wait, a notify that came between our
-    # look and its registration would be lost, and this thread would sleep for ever.
-    waiters = cond._waiters  # type: ignore[attr-defined]
+    # A token left by a notify for an earlier park (that one ended by its deadline or an
+    # exception first) is stale: nobody can have notified this park yet, we hold pd.lock
+    # (a signal handler on this thread that unblocks us from here on changes the state,
+    # which the loop below looks at before every sleep, and releases the wake lock, so the
+    # sleep it may race with returns at once).
     lock = pd.lock
+    wake = pd.rwake if mode == "r" else pd.wwake
+    wake.acquire(False)
+    main = threading.current_thread() is threading.main_thread()
+    me = _thread.get_ident()
     while _get(pd, mode) == PD_PARKED:
         d = pd.rd if mode == "r" else pd.wd
         if d == NO_DEADLINE:
@@ -584,24 +630,21 @@ def _park(pd: PollDesc, mode: str, cond: threading.Condition) -> None:
             break
         else:
             timeout = min(d - _monotonic(), _WAIT_MAX)
-        waiter = _allocate_lock()
-        waiter.acquire()
-        waiters.append(waiter)
-        try:
-            if _get(pd, mode) != PD_PARKED:
-                break
             if timeout <= 0:
-                continue  # the deadline passed just now: the loop expires it
+                continue  # it passed since _expired looked: expire it on the next turn
+        if main and timeout > _MAIN_SLICE:
+            timeout = _MAIN_SLICE
+        # _release_save/_acquire_restore are the RLock's own C methods that
+        # threading.Condition uses: they drop and restore every level of ownership, and the
+        # restore cannot be interrupted by a signal (a plain acquire can: a handler raising
+        # while it waits for the lock would leave us without it). ``saved`` is preset so the
+        # finally has a value should the exception land between the call and the store.
+        saved = (1, me)
+        try:
             saved = lock._release_save()  # type: ignore[attr-defined]
-            try:
-                waiter.acquire(True, timeout)
-            finally:
-                lock._acquire_restore(saved)  # type: ignore[attr-defined]
+            wake.acquire(True, timeout)
         finally:
-            try:
-                waiters.remove(waiter)
-            except ValueError:
-                pass  # notify took it
+            lock._acquire_restore(saved)  # type: ignore[attr-defined]
     if trace.enabled:
         trace.emit("unpark", pd.fd, mode)
 
@@ -611,7 +654,10 @@ def _notify(pd: PollDesc, mode: str) -> None:
 
     Go: runtime/proc.go goready
     """
-    (pd.rcond if mode == "r" else pd.wcond).notify()
+    try:
+        (pd.rwake if mode == "r" else pd.wwake).release()
+    except RuntimeError:
+        pass  # a token is already pending: the parked thread has yet to take it
 
 
 def _poller_backoff(failures: int) -> float:
@@ -677,7 +723,8 @@ class Runtime:
         # netpollblock under pd.lock (one attribute load).
         self.poller_down: BaseException | None = None
         # Counters. The poller thread alone writes poller_wakeups, events and
-        # stale_events_dropped; the others are written under stat_lock.
+        # stale_events_dropped; the others are written under stat_lock. Benign race:
+        # stats() reads them all without a lock, and may see a count a moment old.
         self.stat_lock = threading.Lock()
         self.poller_wakeups = 0
         self.events = 0
@@ -845,10 +892,10 @@ class Runtime:
             if trace.enabled:
                 trace.emit("netpollready", pd.fd, mode)
             if "r" in mode and netpollunblock(pd, "r", True):
-                pd.rcond.notify()
+                _notify(pd, "r")
                 n += 1
             if "w" in mode and netpollunblock(pd, "w", True):
-                pd.wcond.notify()
+                _notify(pd, "w")
                 n += 1
         return n
 
@@ -887,8 +934,8 @@ class Runtime:
         backend.netpoll_after_fork(self)
         for pd in pds:
             pd.lock = threading.RLock()
-            pd.rcond = threading.Condition(pd.lock)
-            pd.wcond = threading.Condition(pd.lock)
+            pd.rwake = _new_wake()
+            pd.wwake = _new_wake()
             pd.rg = pd.wg = PD_NIL
             pd.rparked_by = pd.wparked_by = None
             backend.netpollopen(pd.fd, pd)
@@ -992,6 +1039,9 @@ def get_runtime() -> Runtime:
     Go: none
     """
     global _default
+    # Benign race: the unlocked read sees None or a Runtime fully built before it was stored
+    # under _default_lock (a module global's store and load are atomic, also without the
+    # GIL); None only sends us to the locked path, which decides.
     rt = _default
     if rt is not None:
         return rt
@@ -1203,9 +1253,9 @@ def runtime_poll_unblock(pd: PollDesc) -> None:
         if trace.enabled:
             trace.emit("evict", pd.fd, "rw")
         if netpollunblock(pd, "r", False):
-            pd.rcond.notify()
+            _notify(pd, "r")
         if netpollunblock(pd, "w", False):
-            pd.wcond.notify()
+            _notify(pd, "w")
 
 
 if sys.platform == "win32":  # pragma: no cover - the package refuses to import first

@@ -205,19 +205,23 @@ class EpollBackend:
 
         Go: runtime/netpoll_epoll.go netpollBreak
         """
+        # The byte is written under wake_lock, before wake_sig is set: a signal handler that
+        # raises in this thread (Ctrl-C) can land only at a call's return, so it may leave
+        # a spare byte (drained with the rest) but never wake_sig set with no byte written,
+        # which would make every later break a no-op and the poller deaf.
         with self.wake_lock:
             if self.wake_sig:
                 return
+            try:
+                # Eight bytes: an eventfd takes exactly a native uint64; a pipe takes anything.
+                os.write(self.break_wr, _ONE)
+            except BlockingIOError:
+                pass  # the counter or pipe is full: a wake-up is already pending
             self.wake_sig = True
         if self.rt is not None:
             self.rt.count_break()
         if trace.enabled:
             trace.emit("netpoll_break")
-        try:
-            # Eight bytes: an eventfd takes exactly a native uint64; a pipe takes anything.
-            os.write(self.break_wr, _ONE)
-        except BlockingIOError:
-            pass  # the counter or pipe is full: a wake-up is already pending
 
     def netpoll_is_poll_descriptor(self, fd: int) -> bool:
         """Go: runtime/netpoll_epoll.go netpollIsPollDescriptor"""

@@ -173,18 +173,22 @@ class KqueueBackend:
 
     def netpoll_break(self) -> None:
         """Go: runtime/netpoll_kqueue.go netpollBreak, netpoll_kqueue_pipe.go wakeNetpoll"""
+        # The byte is written under wake_lock, before wake_sig is set: a signal handler that
+        # raises in this thread (Ctrl-C) can land only at a call's return, so it may leave
+        # a spare byte (drained with the rest) but never wake_sig set with no byte written,
+        # which would make every later break a no-op and the poller deaf.
         with self.wake_lock:
             if self.wake_sig:
                 return
+            try:
+                os.write(self.break_wr, b"\0")
+            except BlockingIOError:
+                pass  # the counter or pipe is full: a wake-up is already pending
             self.wake_sig = True
         if self.rt is not None:
             self.rt.count_break()
         if trace.enabled:
             trace.emit("netpoll_break")
-        try:
-            os.write(self.break_wr, b"\0")
-        except BlockingIOError:
-            pass  # the pipe is full: a wake-up is already pending
 
     def netpoll_is_poll_descriptor(self, fd: int) -> bool:
         """Go: runtime/netpoll_kqueue.go netpollIsPollDescriptor"""

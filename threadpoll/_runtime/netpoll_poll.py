@@ -149,23 +149,32 @@ class PollBackend:
             e = self.table.get(fd)
             if e is None or e.pd is not pd or mode in e.armed:
                 return
+            # Break first, then record the arm, both under lock (the poller's _sync reads
+            # the table under it, so it sees the arm either way): an exception landing
+            # between the two (Ctrl-C) then leaves an extra break, never a mode recorded as
+            # armed with no break sent, which the next arm would trust and the poller never
+            # see. Lock order: lock, then wake_lock; nothing takes them the other way round.
+            self.netpoll_break()
             e.armed += mode
-        self.netpoll_break()
 
     def netpoll_break(self) -> None:
         """Go: runtime/netpoll_aix.go netpollBreak"""
+        # The byte is written under wake_lock, before wake_sig is set: a signal handler that
+        # raises in this thread (Ctrl-C) can land only at a call's return, so it may leave
+        # a spare byte (drained with the rest) but never wake_sig set with no byte written,
+        # which would make every later break a no-op and the poller deaf.
         with self.wake_lock:
             if self.wake_sig:
                 return
+            try:
+                os.write(self.break_wr, b"\0")
+            except BlockingIOError:
+                pass  # the counter or pipe is full: a wake-up is already pending
             self.wake_sig = True
         if self.rt is not None:
             self.rt.count_break()
         if trace.enabled:
             trace.emit("netpoll_break")
-        try:
-            os.write(self.break_wr, b"\0")
-        except BlockingIOError:
-            pass
 
     def netpoll_is_poll_descriptor(self, fd: int) -> bool:
         """Go: none (AIX's rdwake/wrwake)"""
