@@ -24,6 +24,10 @@ How a socket is built:
   EAGAIN park in the runtime. A non-blocking call (``settimeout(0)``, ``setblocking(False)``,
   ``MSG_DONTWAIT``) takes only an FD reference and makes one C-level call, as the stdlib's does:
   it never waits for anything, so deadlines, which bound waits, do not apply to it.
+- A blocking call (no timeout) behaves as the kernel's blocking call would: ``send`` sends
+  everything (``_send_all``), ``MSG_WAITALL`` waits for the full count (``_recv_all``), and
+  ``SO_RCVTIMEO``/``SO_SNDTIMEO``, cached in the ``_Desc`` when set or adopted, bound its
+  waits with the stdlib's ``BlockingIOError`` (``_kernel_until``).
 - Every other method that touches the fd (``bind``, ``listen``, ``getsockname``,
   ``setsockopt``, ``shutdown``, ``dup``, ...) holds an FD reference while it runs.
 - ``close()`` keeps the stdlib's ``makefile()`` reference counting: the FD closes, and wakes
@@ -1058,9 +1062,10 @@ class socket(_StdSocket):
         EAGAIN. SO_SNDTIMEO bounds the waits as in the kernel: once it expires, the count so
         far, or EAGAIN if nothing was sent. An error part-way carries ``.written``.
 
-        DIVERGENCE(linux): the first attempt (the fast path's) and this loop take the write
-        lock separately, so another thread's send() may come between them; Linux too lets
-        concurrent blocking sends on one socket interleave. ``sendall`` never does.
+        The first attempt (the fast path's) and this loop take the write lock separately, so
+        another thread's send() may come between them; Linux's blocking sends, which release
+        the socket lock while they wait for buffer space, interleave too. ``sendall`` never
+        does.
         """
         with _bytes_view(data) as view:
             total = view.nbytes
