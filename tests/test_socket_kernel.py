@@ -449,6 +449,13 @@ def test_close_after_another_object_closed_the_fd_raises_as_the_stdlib(rt: Any) 
         s.close()
     assert info.value.errno == expected.value.errno == errno.EBADF
     s.close()
+    # Closed under it with os.close: the same.
+    s = ts.socket()
+    os.close(s.fileno())
+    with pytest.raises(OSError) as info:
+        s.close()
+    assert info.value.errno == errno.EBADF
+    s.close()
 
 
 @pytest.mark.timeout(20)
