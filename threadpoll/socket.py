@@ -159,6 +159,8 @@ def _await_connect(
                 continue
             return 0
         return err
+
+
 # The socket options that bound a blocking call's wait in the kernel, and struct timeval's
 # layout (tv_usec is a long on Linux, an int on macOS: little-endian either way there).
 _SO_RCVTIMEO = getattr(_socket, "SO_RCVTIMEO", None)
@@ -943,9 +945,11 @@ class socket(_StdSocket):
     ) -> int:
         """A blocking read with MSG_WAITALL: ``attempt(pos, flags)`` reads what is there
         after the ``pos`` bytes already read, returning (count, stop); loop, parking on
-        EAGAIN, until ``want`` bytes, EOF or a stop. As in the kernel, a wait or read cut
-        short (close, a deadline, SO_RCVTIMEO, an error) returns what was read so far; the
-        next call reports it. Returns the total read."""
+        EAGAIN, until ``want`` bytes, EOF or a stop. As in the kernel, a call cut short
+        after some data returns what was read so far, never losing it: by close, a deadline
+        or SO_RCVTIMEO (the next call reports those again), or by a read error (which the
+        kernel would report at the next call; here that call sees what follows it, EOF for
+        a reset connection). Returns the total read."""
         d = self._desc
         fd = d.fd
         fl = _nowait(flags & ~_MSG_WAITALL)
