@@ -46,6 +46,12 @@ EXCLUDED: dict[str, dict[str, str]] = {
         "NonBlockingTCPTests.testSetBlocking": "the fd's O_NONBLOCK flag (issue 11 item 3)",
         "NonblockConstantTest.test_SOCK_NONBLOCK": "the fd's O_NONBLOCK flag (issue 11 item 3)",
         "TestExceptions.test_setblocking_invalidfd": "setblocking() on a bad fd (issue 11 item 3)",
+        # A SIGALRM handler that raises while the thread is inside a socket call: at an
+        # unlucky moment inside threadpoll it leaves a lock or reference held, and the
+        # test's close() then waits for ever (a few runs in ten, on main too). Issue 11,
+        # item 1 (no lock held where Python code can run), done on its own branch.
+        "InterruptedRecvTimeoutTest": "a raising signal handler can leak a lock (issue 11 item 1)",
+        "InterruptedSendTimeoutTest": "a raising signal handler can leak a lock (issue 11 item 1)",
     },
 }
 
