@@ -16,6 +16,7 @@ import struct
 import sys
 import tempfile
 import time
+import warnings
 from collections.abc import Iterator
 from typing import Any, Callable
 
@@ -369,6 +370,44 @@ def test_create_connection_under_patch_uses_the_installed_class(rt: Any, base: s
     with ts.create_server(("127.0.0.1", 0)) as lst:
         with ts.create_connection(lst.getsockname()) as c:
             assert type(c) is ts.socket
+
+
+@pytest.mark.timeout(20)
+def test_patch_and_unpatch_leave_a_class_the_program_installed(rt: Any) -> None:
+    """``socket.socket = socks.socksocket`` before patch(): replacing it would silently
+    bypass the proxy, so patch() keeps it (and says so), and so does unpatch()."""
+    was_patched = ts.is_patched()
+    installed = stdsocket.socket
+    ts.unpatch()
+
+    class Proxy(ts._orig_socket):  # type: ignore[misc, name-defined]
+        pass
+
+    try:
+        stdsocket.socket = Proxy  # type: ignore[misc]
+        with pytest.warns(RuntimeWarning, match="left in place"):
+            ts.patch()
+        assert stdsocket.socket is Proxy
+        assert stdsocket.create_connection is ts.create_connection  # the rest is patched
+        ts.unpatch()
+        assert stdsocket.socket is Proxy
+        assert stdsocket.create_connection is ts._orig_create_connection
+        # Built on threadpoll's class (defined after patch()): kept, and nothing to warn of.
+        stdsocket.socket = ts.socket  # type: ignore[misc]
+
+        class Ours(ts.socket):
+            pass
+
+        stdsocket.socket = Ours  # type: ignore[misc]
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            ts.patch()
+        assert stdsocket.socket is Ours
+    finally:
+        stdsocket.socket = installed  # type: ignore[misc]
+        ts.unpatch()
+        if was_patched:
+            ts.patch()
 
 
 # --- 11. sendfile ---------------------------------------------------------------------------

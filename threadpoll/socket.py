@@ -1623,20 +1623,44 @@ def patch() -> None:
     into the stdlib ``socket`` module (idempotent). Code that looks them up at call time
     (``socket.socket(...)``, as socketserver, http.client, smtplib, ftplib and asyncio do)
     gets threadpoll sockets; names bound earlier by ``from socket import socket`` are not
-    touched. ``ssl`` is imported first so that ``ssl.SSLSocket`` keeps the stdlib base."""
+    touched. ``ssl`` is imported first so that ``ssl.SSLSocket`` keeps the stdlib base.
+
+    A ``socket.socket`` the program installed itself (PySocks'
+    ``socket.socket = socks.socksocket``, say) is left in place: replacing it would
+    silently bypass it (its proxy). ``RuntimeWarning`` says so, unless that class is built on
+    threadpoll's (defined after ``patch()``), in which case it is threadpoll's already."""
     try:
         import ssl  # noqa: F401
     except ImportError:
         pass
+    kept = None
     with _patch_lock:
         for name, obj in _PATCHES.items():
+            if name == "socket" and _installed_by_program(_stdsocket.socket):
+                kept = _stdsocket.socket
+                continue
             setattr(_stdsocket, name, obj)
+    if kept is not None and not (isinstance(kept, type) and issubclass(kept, socket)):
+        warnings.warn(
+            f"threadpoll.socket.patch(): socket.socket is {kept!r}, installed by the program; "
+            "it is left in place, so socket.socket() does not make threadpoll sockets",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+
+
+def _installed_by_program(cls: object) -> bool:
+    """Whether ``socket.socket`` holds a class that is neither the stdlib's nor ours."""
+    return cls is not _orig_socket and cls is not socket
 
 
 def unpatch() -> None:
-    """Put the stdlib's own functions and class back (idempotent)."""
+    """Put the stdlib's own functions and class back (idempotent). A ``socket.socket`` the
+    program installed itself is left in place, as ``patch()`` leaves it."""
     with _patch_lock:
         for name, obj in _ORIGINALS.items():
+            if name == "socket" and _installed_by_program(_stdsocket.socket):
+                continue
             setattr(_stdsocket, name, obj)
 
 
