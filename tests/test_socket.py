@@ -819,6 +819,10 @@ def test_second_object_on_the_same_fd_shares_the_fd(pair: tuple[ts.socket, ts.so
     view2.close()
     assert isinstance(r.join_exc(), NetClosingError)
     assert view2.fileno() == -1
+    # The owner's descriptor was closed by another object: its close fails as the stdlib's.
+    with pytest.raises(OSError) as info:
+        b.close()
+    assert info.value.errno == errno.EBADF
 
 
 @pytest.mark.timeout(10)

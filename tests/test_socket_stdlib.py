@@ -6,9 +6,10 @@ do not count them), then runs ``test.test_xxx`` with unittest. Interpreters that
 ``Lib/test`` skip these with a reason. A suite that fails under threadpoll is run again with
 the plain stdlib socket: if it fails there too, the test is skipped with that reason instead.
 
-These are slow (test_xmlrpc alone takes ~27 s, mostly its own waits), so they are marked
-``slow``. They run on the default backend; ``THREADPOLL_STDLIB_BACKENDS=epoll,poll`` runs each
-suite once per backend named.
+These are slow (test_xmlrpc alone takes ~27 s, mostly its own waits; test_socket ~45 s), so
+they are marked ``slow``. They run on the default backend;
+``THREADPOLL_STDLIB_BACKENDS=epoll,poll`` runs each suite once per backend named. ``EXCLUDED``
+leaves tests out of a suite by a part of their id, each with its reason.
 """
 
 from __future__ import annotations
@@ -30,12 +31,35 @@ SUITES = [
     "test_poplib",
     "test_smtplib",
     "test_wsgiref",
+    "test_socket",
 ]
+
+# Tests left out of a suite, by a part of their id, each with its reason. README's drop-in
+# section lists the ones that pass with the plain socket and not under patch().
+EXCLUDED: dict[str, dict[str, str]] = {
+    "test_socket": {
+        # Hang with the plain socket too where the host has no VSOCK transport (a VM's
+        # hypervisor socket): connect() waits for a peer that never answers.
+        "VSOCK": "hangs with the plain stdlib socket on hosts without VSOCK",
+        # The descriptor's blocking mode: issue 11, item 3 (a blocking drop-in socket's fd
+        # is blocking, setblocking() changes the fd), done on its own branch.
+        "NonBlockingTCPTests.testSetBlocking": "the fd's O_NONBLOCK flag (issue 11 item 3)",
+        "NonblockConstantTest.test_SOCK_NONBLOCK": "the fd's O_NONBLOCK flag (issue 11 item 3)",
+        "TestExceptions.test_setblocking_invalidfd": "setblocking() on a bad fd (issue 11 item 3)",
+        # A SIGALRM handler that raises while the thread is inside a socket call: at an
+        # unlucky moment inside threadpoll it leaves a lock or reference held, and the
+        # test's close() then waits for ever (a few runs in ten, on main too). Issue 11,
+        # item 1 (no lock held where Python code can run), done on its own branch.
+        "InterruptedRecvTimeoutTest": "a raising signal handler can leak a lock (issue 11 item 1)",
+        "InterruptedSendTimeoutTest": "a raising signal handler can leak a lock (issue 11 item 1)",
+    },
+}
 
 RUNNER = r"""
 import sys, unittest
 
 patch = sys.argv[2] == "patched"
+excluded = [x for x in sys.argv[3:] if x]
 made = [0]
 if patch:
     import threadpoll.socket as ts
@@ -54,6 +78,19 @@ if patch:
     a.close()
     b.close()
 suite = unittest.defaultTestLoader.loadTestsFromName("test." + sys.argv[1])
+
+
+def without(tests):
+    kept = unittest.TestSuite()
+    for t in tests:
+        if isinstance(t, unittest.TestSuite):
+            kept.addTest(without(t))
+        elif not any(x in t.id() for x in excluded):
+            kept.addTest(t)
+    return kept
+
+
+suite = without(suite)
 result = unittest.TextTestRunner(stream=sys.stdout, verbosity=1).run(suite)
 if patch:
     import socket
@@ -74,7 +111,7 @@ def _run(suite: str, mode: str, backend: str | None, cwd: Any) -> subprocess.Com
     if backend is not None:
         env["THREADPOLL_BACKEND"] = backend
     return subprocess.run(
-        [sys.executable, "-c", RUNNER, suite, mode],
+        [sys.executable, "-c", RUNNER, suite, mode, *EXCLUDED.get(suite, {})],
         cwd=str(cwd),
         env=env,
         stdout=subprocess.PIPE,

@@ -32,6 +32,10 @@ How a socket is built:
   EAGAIN park in the runtime. A non-blocking call (``settimeout(0)``, ``setblocking(False)``,
   ``MSG_DONTWAIT``) takes only an FD reference and makes one C-level call, as the stdlib's does:
   it never waits for anything, so deadlines, which bound waits, do not apply to it.
+- A blocking call (no timeout) behaves as the kernel's blocking call would: ``send`` sends
+  everything (``_send_all``), ``MSG_WAITALL`` waits for the full count (``_recv_all``), and
+  ``SO_RCVTIMEO``/``SO_SNDTIMEO``, cached in the ``_Desc`` when set or adopted, bound its
+  waits with the stdlib's ``BlockingIOError`` (``_kernel_until``).
 - Every other method that touches the fd (``bind``, ``listen``, ``getsockname``,
   ``setsockopt``, ``shutdown``, ``dup``, ...) holds an FD reference while it runs.
 - ``close()`` keeps the stdlib's ``makefile()`` reference counting: the FD closes, and wakes
@@ -69,10 +73,12 @@ import collections
 import contextlib
 import errno
 import heapq
+import io
 import math
 import operator
 import os
 import socket as _stdsocket
+import struct
 import sys
 import threading
 import time
@@ -133,6 +139,7 @@ _orig_fromfd = _stdsocket.fromfd
 _monotonic = time.monotonic
 _get_ident = threading.get_ident
 _MSG_DONTWAIT = getattr(_socket, "MSG_DONTWAIT", 0)
+_MSG_WAITALL = getattr(_socket, "MSG_WAITALL", 0)
 _CONNECT_IN_PROGRESS = (errno.EINPROGRESS, errno.EINTR)
 # A connect that is not finished yet, when SO_ERROR is read after a wake-up (Go's list).
 _CONNECT_PENDING = (errno.EINPROGRESS, errno.EALREADY, errno.EINTR)
@@ -166,6 +173,27 @@ def _await_connect(
                 continue
             return 0
         return err
+
+
+# The socket options that bound a blocking call's wait in the kernel, and struct timeval's
+# layout (tv_usec is a long on Linux, an int on macOS: little-endian either way there).
+_SO_RCVTIMEO = getattr(_socket, "SO_RCVTIMEO", None)
+_SO_SNDTIMEO = getattr(_socket, "SO_SNDTIMEO", None)
+_KERNEL_TIMEOUTS = tuple(o for o in (_SO_RCVTIMEO, _SO_SNDTIMEO) if o is not None)
+_TIMEVAL_SEC = struct.Struct("@l")
+_TIMEVAL_USEC = struct.Struct("@i" if sys.platform == "darwin" else "@l")
+_TIMEVAL_SIZE = 16
+
+
+def _timeval_seconds(raw: bytes) -> float:
+    """A struct timeval, as getsockopt returns it, in seconds."""
+    if len(raw) < _TIMEVAL_SEC.size + _TIMEVAL_USEC.size:
+        return 0.0
+    sec: int = _TIMEVAL_SEC.unpack_from(raw, 0)[0]
+    usec: int = _TIMEVAL_USEC.unpack_from(raw, _TIMEVAL_SEC.size)[0]
+    return max(0.0, sec + usec / 1e6)
+
+
 # The largest per-call timeout the C socket accepts: nanoseconds in a signed 64-bit integer.
 _TIMEOUT_NS_MAX = (1 << 63) - 1
 
@@ -361,14 +389,17 @@ def _close_nowait(fd: FD) -> None:
 _helper = _Helper()
 
 
-def _wait(fd: FD, mode: str, until: float | None) -> None:
+def _wait(
+    fd: FD, mode: str, until: float | None, expired: Callable[[], OSError] = _timed_out
+) -> None:
     """Park until fd is ready for mode, or raise: the closing error, DeadlineExceededError
-    (the FD's deadline), or TimeoutError('timed out') once ``until`` has passed."""
+    (the FD's deadline), or ``expired()`` (by default TimeoutError('timed out')) once
+    ``until`` has passed."""
     if until is None:
         fd.pd.wait(mode, False)
         return
     if _monotonic() >= until:
-        raise _timed_out()
+        raise expired()
     pd = fd.pd.runtime_ctx
     if pd is None:
         fd.pd.wait(mode, False)  # raises: not pollable
@@ -378,6 +409,24 @@ def _wait(fd: FD, mode: str, until: float | None) -> None:
         fd.pd.wait(mode, False)
     finally:
         _helper.disarm(t)
+
+
+def _kernel_timed_out() -> OSError:
+    """What a blocking stdlib call raises when SO_RCVTIMEO or SO_SNDTIMEO expires: the
+    kernel's EAGAIN, unchanged (``BlockingIOError``)."""
+    return BlockingIOError(errno.EAGAIN, os.strerror(errno.EAGAIN))
+
+
+def _connect_timed_out() -> OSError:
+    """What a blocking connect raises when SO_SNDTIMEO expires: the kernel's EINPROGRESS."""
+    return BlockingIOError(errno.EINPROGRESS, os.strerror(errno.EINPROGRESS))
+
+
+def _kernel_until(d: _Desc, reading: bool) -> float | None:
+    """When a blocking call that starts now must give up, by SO_RCVTIMEO (reads, accept) or
+    SO_SNDTIMEO (writes, connect); None if that option is not set."""
+    k = d.rcvtimeo if reading else d.sndtimeo
+    return _monotonic() + k if k else None
 
 
 def _acquire(lock: threading.Lock, until: float | None) -> None:
@@ -408,11 +457,29 @@ class _Desc:
     (a signal handler interrupting its own recv) does not wait for itself.
     """
 
-    __slots__ = ("fd", "pollable", "rlock", "wlock", "rowner", "wowner", "__weakref__")
+    __slots__ = (
+        "fd",
+        "pollable",
+        "direct",
+        "rcvtimeo",
+        "sndtimeo",
+        "rlock",
+        "wlock",
+        "rowner",
+        "wowner",
+        "__weakref__",
+    )
 
     def __init__(self, fd: FD) -> None:
         self.fd = fd
         self.pollable = fd.pd.pollable()
+        # SO_RCVTIMEO and SO_SNDTIMEO in seconds (0: none), as last read from the socket:
+        # they bound a blocking call's wait as the kernel's do (see socket._io).
+        self.rcvtimeo = 0.0
+        self.sndtimeo = 0.0
+        # Whether _io_blocking may serve a blocking call: pollable, and no kernel timeout to
+        # honour (that is _io's work). One attribute, so the fast path tests one thing.
+        self.direct = self.pollable
         self.rlock = threading.Lock()
         self.wlock = threading.Lock()
         # Written by the holder of rlock (wlock), read unlocked by held_by_me. Benign race:
@@ -459,6 +526,11 @@ class _Desc:
     def held_by_me(self) -> bool:
         me = threading.get_ident()
         return self.rowner == me or self.wowner == me
+
+    def set_kernel_timeouts(self, rcvtimeo: float, sndtimeo: float) -> None:
+        self.rcvtimeo = rcvtimeo
+        self.sndtimeo = sndtimeo
+        self.direct = self.pollable and not (rcvtimeo or sndtimeo)
 
 
 # fd number → the _Desc of the live socket that owns it. Guarded by _descs_lock.
@@ -521,6 +593,23 @@ def _parse_timeout(value: object) -> float | None:
 
 def _dontwait(flags: object) -> bool:
     return isinstance(flags, int) and bool(flags & _MSG_DONTWAIT)
+
+
+def _nowait(flags: int) -> int:
+    """flags for one attempt that must not block, whatever the descriptor's mode."""
+    return flags | _MSG_DONTWAIT if isinstance(flags, int) else flags
+
+
+def _materialise(items: Any) -> Any:
+    """An iterable argument as a list, iterated once (lists and tuples as they are; anything
+    not iterable as it is, for the C call's own TypeError)."""
+    if type(items) is list or type(items) is tuple:
+        return items
+    try:
+        it = iter(items)
+    except TypeError:
+        return items
+    return list(it)
 
 
 def _flags_at(args: tuple[Any, ...], i: int) -> object:
@@ -609,11 +698,12 @@ class socket(_StdSocket):
     close-wakes-everyone, safe close, deadlines and whole writes. See the module docstring.
     """
 
-    __slots__ = ("_desc", "_timeout", "_view")
+    __slots__ = ("_desc", "_timeout", "_view", "_released")
 
     _desc: _Desc
     _timeout: float | None
     _view: bool
+    _released: bool  # this object has closed or detached its descriptor
 
     def __init__(
         self,
@@ -627,6 +717,7 @@ class socket(_StdSocket):
         # or 0 for SOCK_NONBLOCK): keep it, before the FD sets the C-level timeout to 0.
         self._timeout = _CSocket.gettimeout(self)
         self._view = False
+        self._released = False
         n = _CSocket.fileno(self)
         try:
             with _descs_lock:
@@ -656,6 +747,9 @@ class socket(_StdSocket):
             if not d.pollable:
                 # The poller refused the descriptor: the stdlib's own timeouts, no promises.
                 _CSocket.settimeout(self, self._timeout)
+            elif fileno is not None and not self._view:
+                # An adopted descriptor (accept, fromfd, dup...) may carry kernel timeouts.
+                self._read_kernel_timeouts()
         except BaseException:
             if fileno is None:
                 _CSocket.close(self)
@@ -694,14 +788,25 @@ class socket(_StdSocket):
 
     def _real_close(self, _ss: Any = None) -> None:
         """Close the FD: wake every blocked call with NetClosingError, return once they have
-        all left and the fd is closed. Called by close() once no makefile() file is open."""
+        all left and the fd is closed. Called by close() once no makefile() file is open.
+        Once: a second close() of this object does nothing, as the stdlib's; but if another
+        object on the same descriptor closed it first, EBADF, as the stdlib's close(2)."""
+        if self._released:
+            return
+        self._released = True
         d = self._desc
         try:
             # A close from a signal handler whose thread is inside a call on this socket
             # does not wait for that call (FD.close sees it on the stack).
             d.fd.close()
         except ClosingError:
-            pass  # already closed (the stdlib's close is idempotent)
+            if self._view and d.fd._detaching:
+                # The owner detached the descriptor, giving it back open: this object's own
+                # C-level fd is the only one left on it; close that, as the stdlib would.
+                _CSocket.close(self)
+                return
+            # Another socket object on this descriptor (socket(fileno=...)) closed it.
+            raise OSError(errno.EBADF, os.strerror(errno.EBADF)) from None
         except ConnectionResetError:
             pass  # as the stdlib's sock_close: the fd is closed all the same
         finally:
@@ -713,6 +818,7 @@ class socket(_StdSocket):
         have for its timeout (blocking for None); -1 if already closed. Blocked calls are woken
         with NetClosingError first, as by close."""
         self._closed = True
+        self._released = True
         if self._view:
             return _CSocket.detach(self)
         try:
@@ -799,16 +905,22 @@ class socket(_StdSocket):
             args = _with_dontwait(args, flags_at)
         d.lock(reading, until)
         try:
+            expired = _timed_out
+            if timeout is None:
+                # A blocking call: SO_RCVTIMEO or SO_SNDTIMEO bound its wait, as they bound
+                # the kernel's, and it then fails with EAGAIN as the stdlib's does.
+                until = _kernel_until(d, reading)
+                expired = _kernel_timed_out
             fd.pd.prepare(mode, False)
             while True:
                 try:
                     return op(self, *args)
                 except BlockingIOError:
                     pass
-                if fd.read_shut and until is None and reading and op in _EMPTY_READS:
+                if fd.read_shut and timeout is None and reading and op in _EMPTY_READS:
                     # With a timeout the stdlib's call keeps trying until it times out.
                     return _EMPTY_READS[op]()  # type: ignore[no-any-return]
-                _wait(fd, mode, until)
+                _wait(fd, mode, until, expired)
         finally:
             d.unlock(reading)
 
@@ -819,8 +931,10 @@ class socket(_StdSocket):
         measures, and each method call costs ~60 ns. Go's shape: readLock, prepareRead,
         the syscall with no lock held, waitRead."""
         d = self._desc
-        if not d.pollable:
-            return self._io(op, "r" if reading else "w", 0, (*args[:-1], 0))
+        if not d.direct:
+            # Not pollable, or a kernel timeout to honour: _io's general path (args[-1] is
+            # the flags slot, MSG_DONTWAIT there only where the call may wait).
+            return self._io(op, "r" if reading else "w", 0, (*args[:-1], 0), len(args) - 1)
         fd = d.fd
         fdmu = fd.fdmu
         me = _get_ident()
@@ -919,14 +1033,95 @@ class socket(_StdSocket):
     # --- reads -----------------------------------------------------------------------------
 
     def recv(self, bufsize: int, flags: int = 0, /) -> bytes:
-        if self._timeout is None and not flags:
-            return self._io_blocking(_CSocket.recv, True, (bufsize, _MSG_DONTWAIT))
+        if self._timeout is None:
+            if not flags:
+                return self._io_blocking(_CSocket.recv, True, (bufsize, _MSG_DONTWAIT))
+            if self._waits_for_all(flags):
+                parts: list[bytes] = []
+
+                def attempt(pos: int, fl: int) -> tuple[int, bool]:
+                    data = _CSocket.recv(self, bufsize - pos if pos else bufsize, fl)
+                    parts.append(data)
+                    return len(data), False
+
+                self._recv_all(bufsize, flags, attempt)
+                return parts[0] if len(parts) == 1 else b"".join(parts)
         return self._io(_CSocket.recv, "r", flags, (bufsize, flags), 1)
 
     def recv_into(self, buffer: Any, nbytes: int = 0, flags: int = 0) -> int:
-        if self._timeout is None and not flags:
-            return self._io_blocking(_CSocket.recv_into, True, (buffer, nbytes, _MSG_DONTWAIT))
+        if self._timeout is None:
+            if not flags:
+                return self._io_blocking(
+                    _CSocket.recv_into, True, (buffer, nbytes, _MSG_DONTWAIT)
+                )
+            if self._waits_for_all(flags):
+                try:
+                    view = _bytes_view(buffer)
+                except TypeError:
+                    pass  # not a buffer: the C call below raises the stdlib's error
+                else:
+                    with view:
+                        want = nbytes if isinstance(nbytes, int) and nbytes > 0 else view.nbytes
+
+                        def attempt(pos: int, fl: int) -> tuple[int, bool]:
+                            if not pos:  # the C call checks the arguments as the stdlib's
+                                return _CSocket.recv_into(self, buffer, nbytes, fl), False
+                            return _CSocket.recv_into(self, view[pos:want], 0, fl), False
+
+                        return self._recv_all(want, flags, attempt)
         return self._io(_CSocket.recv_into, "r", flags, (buffer, nbytes, flags), 2)
+
+    def _waits_for_all(self, flags: object) -> bool:
+        """Whether a blocking call with these flags must loop until its buffer is full:
+        MSG_WAITALL on a pollable stream socket (not with MSG_PEEK or MSG_DONTWAIT)."""
+        return (
+            isinstance(flags, int)
+            and bool(flags & _MSG_WAITALL)
+            and not flags & (_MSG_DONTWAIT | _socket.MSG_PEEK)
+            and self._desc.pollable
+            and _CSocket.type.__get__(self) == _socket.SOCK_STREAM
+        )
+
+    def _recv_all(
+        self, want: int, flags: int, attempt: Callable[[int, int], tuple[int, bool]]
+    ) -> int:
+        """A blocking read with MSG_WAITALL: ``attempt(pos, flags)`` reads what is there
+        after the ``pos`` bytes already read, returning (count, stop); loop, parking on
+        EAGAIN, until ``want`` bytes, EOF or a stop. As in the kernel, a call cut short
+        after some data returns what was read so far, never losing it: by close, a deadline
+        or SO_RCVTIMEO (the next call reports those again), or by a read error (which the
+        kernel would report at the next call; here that call sees what follows it, EOF for
+        a reset connection). Returns the total read."""
+        d = self._desc
+        fd = d.fd
+        fl = _nowait(flags & ~_MSG_WAITALL)
+        pos = 0
+        d.lock(True, None)
+        try:
+            until = _kernel_until(d, True)
+            fd.pd.prepare_read(False)
+            while True:
+                try:
+                    n, stop = attempt(pos, fl)
+                except BlockingIOError:
+                    pass
+                except OSError:
+                    if pos:
+                        return pos
+                    raise
+                else:
+                    pos += n
+                    if stop or not n or pos >= want:
+                        return pos
+                    continue
+                try:
+                    _wait(fd, "r", until, _kernel_timed_out)
+                except OSError:
+                    if pos:
+                        return pos
+                    raise
+        finally:
+            d.unlock(True)
 
     def recvfrom(self, bufsize: int, flags: int = 0, /) -> tuple[bytes, Any]:
         return self._io(_CSocket.recvfrom, "r", flags, (bufsize, flags), 1)
@@ -937,9 +1132,34 @@ class socket(_StdSocket):
     if hasattr(_CSocket, "recvmsg"):
 
         def recvmsg(self, *args: Any) -> tuple[bytes, list[Any], int, Any]:
-            return self._io(_CSocket.recvmsg, "r", _flags_at(args, 2), _pad(args, 3), 2)
+            flags = _flags_at(args, 2)
+            if self._timeout is None and self._waits_for_all(flags):
+                return self._recvmsg_all(*args)
+            return self._io(_CSocket.recvmsg, "r", flags, _pad(args, 3), 2)
+
+        def _recvmsg_all(
+            self, bufsize: int, ancbufsize: int = 0, flags: int = 0
+        ) -> tuple[bytes, list[Any], int, Any]:
+            """recvmsg with MSG_WAITALL, blocking: data until bufsize bytes or EOF, stopping
+            after a message that carries ancillary data (the kernel does not merge those)."""
+            got: list[tuple[bytes, list[Any], int, Any]] = []
+
+            def attempt(pos: int, fl: int) -> tuple[int, bool]:
+                r = _CSocket.recvmsg(self, bufsize - pos if pos else bufsize, ancbufsize, fl)
+                got.append(r)
+                return len(r[0]), bool(r[1])
+
+            self._recv_all(bufsize, flags, attempt)
+            if len(got) == 1:
+                return got[0]
+            anc = [a for r in got for a in r[1]]
+            return b"".join(r[0] for r in got), anc, got[-1][2], got[0][3]
 
         def recvmsg_into(self, *args: Any) -> tuple[int, list[Any], int, Any]:
+            # Any iterable of buffers, a generator included: made a list once, so a call
+            # that waits and retries still fills them.
+            if args:
+                args = (_materialise(args[0]), *args[1:])
             return self._io(_CSocket.recvmsg_into, "r", _flags_at(args, 2), _pad(args, 3), 2)
 
     def _accept(self) -> tuple[int, Any]:
@@ -962,13 +1182,69 @@ class socket(_StdSocket):
     # --- writes ----------------------------------------------------------------------------
 
     def send(self, data: Any, flags: int = 0, /) -> int:
-        if self._timeout is None and not flags:
-            try:
-                return self._io_blocking(_CSocket.send, False, (data, _MSG_DONTWAIT))
-            except BaseException as e:
-                with_written(e, 0)
-                raise
+        """Send data. In blocking mode all of it, as Linux's blocking stream send does (unless
+        SO_SNDTIMEO expires part-way: then the count sent so far); with a timeout or
+        non-blocking, what the kernel took, as the stdlib's does."""
+        if self._timeout is None:
+            if flags:
+                if not _dontwait(flags):
+                    return self._send_all(data, flags, -1)
+            else:
+                try:
+                    n = self._io_blocking(_CSocket.send, False, (data, _MSG_DONTWAIT))
+                except BaseException as e:
+                    with_written(e, 0)
+                    raise
+                t = type(data)
+                if (t is bytes or t is bytearray) and n == len(data):
+                    return n
+                return self._send_all(data, 0, n)
         return self._write(_CSocket.send, flags, (data, flags), 1)
+
+    def _send_all(self, data: Any, flags: int, sent: int) -> int:
+        """The rest of a blocking send() that made ``sent`` bytes' progress already (-1: no
+        attempt yet): send until all of data is sent, holding the write lock, parking on
+        EAGAIN. SO_SNDTIMEO bounds the waits as in the kernel: once it expires, the count so
+        far, or EAGAIN if nothing was sent. An error part-way carries ``.written``.
+
+        The first attempt (the fast path's) and this loop take the write lock separately, so
+        another thread's send() may come between them; Linux's blocking sends, which release
+        the socket lock while they wait for buffer space, interleave too. ``sendall`` never
+        does.
+        """
+        with _bytes_view(data) as view:
+            total = view.nbytes
+            if sent >= total:
+                return sent
+            d = self._desc
+            fd = d.fd
+            if not d.pollable:
+                return self._ref(_CSocket.send, view[max(sent, 0) :], flags) + max(sent, 0)
+            pos = max(sent, 0)
+            nowait = _nowait(flags)
+            try:
+                d.lock(False, None)
+                try:
+                    until = _kernel_until(d, False)
+                    fd.pd.prepare_write(False)
+                    while True:  # do-while: send(b"") sends one empty datagram
+                        try:
+                            pos += _CSocket.send(self, view[pos:], nowait)
+                        except BlockingIOError:
+                            try:
+                                _wait(fd, "w", until, _kernel_timed_out)
+                            except BlockingIOError:
+                                if pos:
+                                    return pos  # SO_SNDTIMEO: the kernel returns the count
+                                raise
+                            continue
+                        if pos >= total:
+                            return pos
+                finally:
+                    d.unlock(False)
+            except BaseException as e:
+                with_written(e, pos)
+                raise
 
     def sendto(self, data: Any, *args: Any) -> int:
         if len(args) == 1:
@@ -978,6 +1254,9 @@ class socket(_StdSocket):
     if hasattr(_CSocket, "sendmsg"):
 
         def sendmsg(self, *args: Any) -> int:
+            # Buffers and ancillary data may be any iterables (generators too): made lists
+            # once, so a call that waits and retries still sends them.
+            args = tuple(_materialise(a) if i < 2 else a for i, a in enumerate(args))
             if len(args) == 1:
                 args = (args[0], (), 0)
             elif len(args) == 2:
@@ -1022,16 +1301,24 @@ class socket(_StdSocket):
             try:
                 d.lock(False, until)
                 try:
+                    expired = _timed_out
+                    if timeout is None:
+                        # SO_SNDTIMEO: as in the stdlib's loop of blocking send(2)s, EAGAIN
+                        # once one makes no progress for that long.
+                        until = _kernel_until(d, False)
+                        expired = _kernel_timed_out
                     fd.pd.prepare_write(False)
                     dflags = flags | _MSG_DONTWAIT if isinstance(flags, int) else flags
                     while True:
                         try:
                             pos += _CSocket.send(self, view[pos:], dflags)
                         except BlockingIOError:
-                            _wait(fd, "w", until)
+                            _wait(fd, "w", until, expired)
                             continue
                         if pos >= total:
                             return None
+                        if until is not None and timeout is None:
+                            until = _kernel_until(d, False)
                 finally:
                     d.unlock(False)
             except BaseException as e:
@@ -1039,11 +1326,120 @@ class socket(_StdSocket):
                 raise
 
     def _sendfile_use_sendfile(self, file: Any, offset: int = 0, count: int | None = None) -> int:
-        # The stdlib's os.sendfile path waits in its own selector, outside the FD: fall back
-        # to _sendfile_use_send, which goes through send().
-        raise _stdsocket._GiveupOnSendfile(  # type: ignore[attr-defined]
-            "threadpoll sockets send files with send()"
-        )
+        """The stdlib's zero-copy path, step for step (os.sendfile, the same checks and
+        fall-backs, the timeout bounding each wait, the file's position moved past what was
+        sent), waiting in the runtime while holding the write lock instead of in a
+        selector: close wakes it, the write deadline bounds it, and it never interleaves
+        with another writer. An error part-way carries ``.written``."""
+        giveup = _stdsocket._GiveupOnSendfile  # type: ignore[attr-defined]
+        os_sendfile = getattr(os, "sendfile", None)
+        if os_sendfile is None:
+            raise giveup("os.sendfile() not available on this platform")
+        d = self._desc
+        if not d.pollable:
+            # The C-level socket keeps the stdlib's own timeout: its path works as it is.
+            return int(super()._sendfile_use_sendfile(file, offset, count))  # type: ignore[misc]
+        self._check_sendfile_params(file, offset, count)  # type: ignore[attr-defined]
+        try:
+            fileno = file.fileno()
+        except (AttributeError, io.UnsupportedOperation) as err:
+            raise giveup(err) from None  # not a regular file
+        try:
+            fsize = os.fstat(fileno).st_size
+        except OSError as err:
+            raise giveup(err) from None  # not a regular file
+        if not fsize:
+            return 0  # empty file
+        # Truncate to 1GiB to avoid OverflowError, see bpo-38319.
+        blocksize = min(count or fsize, 2**30)
+        timeout = self._timeout
+        if timeout == 0:
+            raise ValueError("non-blocking sockets are not supported")
+        fd = d.fd
+        total_sent = 0
+        try:
+            # As the stdlib's, the timeout bounds each wait for progress, not the whole call:
+            # ``until`` moves on after each block sent (and only then: the runtime may wake
+            # a waiter spuriously, so a wake-up alone proves nothing).
+            until = None if timeout is None else _monotonic() + timeout
+            d.lock(False, until)
+            try:
+                fd.pd.prepare_write(False)
+                while True:
+                    if count:
+                        blocksize = count - total_sent
+                        if blocksize <= 0:
+                            break
+                    try:
+                        # The write lock holds a reference: fd.sysfd stays this socket's.
+                        # sendfile(2) has no MSG_DONTWAIT: the descriptor is non-blocking for
+                        # the duration of the call only, as for accept and connect.
+                        with _nonblocking(self):
+                            sent = os_sendfile(fd.sysfd, fileno, offset, blocksize)
+                    except BlockingIOError:
+                        _wait(fd, "w", until)
+                        continue
+                    except OSError as err:
+                        if total_sent == 0:
+                            # Not a regular mmap(2)-like file, most likely: fall back on
+                            # send(), as the stdlib does.
+                            raise giveup(err) from None
+                        raise err from None
+                    if sent == 0:
+                        break  # EOF
+                    offset += sent
+                    total_sent += sent
+                    if timeout is not None:
+                        until = _monotonic() + timeout
+                return total_sent
+            finally:
+                d.unlock(False)
+        except giveup:
+            raise
+        except BaseException as e:
+            with_written(e, total_sent)
+            raise
+        finally:
+            if total_sent > 0 and hasattr(file, "seek"):
+                file.seek(offset)
+
+    def _sendfile_use_send(self, file: Any, offset: int = 0, count: int | None = None) -> int:
+        """The stdlib's fall-back (read the file, send() each block), with ``.written`` on
+        an error part-way: the bytes sent by the whole call."""
+        self._check_sendfile_params(file, offset, count)  # type: ignore[attr-defined]
+        if self._timeout == 0:
+            raise ValueError("non-blocking sockets are not supported")
+        if offset:
+            file.seek(offset)
+        blocksize = min(count, 8192) if count else 8192
+        total_sent = 0
+        try:
+            while True:
+                if count:
+                    blocksize = min(count - total_sent, blocksize)
+                    if blocksize <= 0:
+                        break
+                data = memoryview(file.read(blocksize))
+                if not data:
+                    break  # EOF
+                while True:
+                    try:
+                        sent = self.send(data)
+                    except BlockingIOError:
+                        continue  # SO_SNDTIMEO expired with nothing sent: as the stdlib
+                    except BaseException as e:
+                        total_sent += getattr(e, "written", 0)
+                        with_written(e, total_sent)
+                        raise
+                    total_sent += sent
+                    if sent < len(data):
+                        data = data[sent:]
+                    else:
+                        break
+            return total_sent
+        finally:
+            if total_sent > 0 and hasattr(file, "seek"):
+                file.seek(offset + total_sent)
 
     # --- connect ---------------------------------------------------------------------------
 
@@ -1095,28 +1491,61 @@ class socket(_StdSocket):
                 if raising:
                     raise
                 return e.errno or errno.EBADF
-            # Address errors (gaierror, TypeError) raise from here, as in the stdlib.
             # Connect has no MSG_DONTWAIT: non-blocking for the duration of the call only.
             with _nonblocking(self):
-                err = _CSocket.connect_ex(self, address)
+                err = self._connect_attempt(address, raising)
+                if err == errno.ECONNABORTED and timeout is None:
+                    # Linux: the first connect(2) after a non-blocking connect failed only resets
+                    # the socket, reporting ECONNABORTED; a blocking connect resets it itself, so
+                    # the stdlib's reports the real error every time. Make the real attempt.
+                    err = self._connect_attempt(address, raising)
                 if err not in _CONNECT_IN_PROGRESS:
                     return err
+                expired = _timed_out
+                if timeout is None:
+                    # SO_SNDTIMEO bounds a blocking connect; the kernel then reports EINPROGRESS.
+                    until = _kernel_until(d, False)
+                    expired = _connect_timed_out
                 try:
-                    return self._connect_wait(fd, until)
+                    err = self._connect_wait(fd, until, expired)
                 except OSError as e:
                     if raising:
                         raise
                     return e.errno if e.errno is not None else errno.EWOULDBLOCK
+                if err == 0 and timeout is None:
+                    # Linux marks a socket whose non-blocking connect completed as connected only
+                    # at its next connect(2) (which returns 0); until then a connect returns 0
+                    # again. A blocking connect is one call that does both: make the second, so
+                    # that a later connect reports EISCONN as the stdlib's does.
+                    with contextlib.suppress(OSError):
+                        _CSocket.connect_ex(self, address)
+                return err
         finally:
             d.unlock(False)
 
-    def _connect_wait(self, fd: FD, until: float | None) -> int:
+    def _connect_attempt(self, address: Any, raising: bool) -> int:
+        """One non-blocking connect(2); its error number. Address errors (gaierror,
+        TypeError) raise, and so, from connect(), does every error but the ones the caller
+        goes on from: raised by the C call the user made, its message names that call."""
+        if not raising:
+            return _CSocket.connect_ex(self, address)
+        try:
+            _CSocket.connect(self, address)
+        except OSError as e:
+            if e.errno in _CONNECT_IN_PROGRESS or e.errno == errno.ECONNABORTED:
+                return e.errno
+            raise
+        return 0
+
+    def _connect_wait(
+        self, fd: FD, until: float | None, expired: Callable[[], OSError] = _timed_out
+    ) -> int:
         """Wait for a non-blocking connect to finish; its error number (0: connected).
 
         Go: net/fd_unix.go netFD.connect (the loop after EINPROGRESS)
         """
         return _await_connect(
-            lambda: _wait(fd, "w", until),
+            lambda: _wait(fd, "w", until, expired),
             lambda: int(_CSocket.getsockopt(self, _socket.SOL_SOCKET, _socket.SO_ERROR)),
             lambda: _CSocket.getpeername(self),
         )
@@ -1157,6 +1586,23 @@ class socket(_StdSocket):
 
     def setsockopt(self, *args: Any) -> None:
         self._ref(_CSocket.setsockopt, *args)
+        if len(args) > 1 and args[0] == _socket.SOL_SOCKET and args[1] in _KERNEL_TIMEOUTS:
+            self._read_kernel_timeouts()
+
+    def _read_kernel_timeouts(self) -> None:
+        """Cache SO_RCVTIMEO and SO_SNDTIMEO in the descriptor, for blocking calls to honour
+        (read where they can change: an adopted fd, and setsockopt)."""
+        d = self._desc
+        if not d.pollable or _SO_RCVTIMEO is None or _SO_SNDTIMEO is None:
+            return  # not pollable: the stdlib's blocking calls, where the kernel honours them
+        try:
+            get: Callable[..., bytes] = _CSocket.getsockopt
+            sol = _socket.SOL_SOCKET
+            rcv = _timeval_seconds(self._ref(get, sol, _SO_RCVTIMEO, _TIMEVAL_SIZE))
+            snd = _timeval_seconds(self._ref(get, sol, _SO_SNDTIMEO, _TIMEVAL_SIZE))
+        except OSError:
+            return  # not a socket the kernel gives them for: nothing to honour
+        d.set_kernel_timeouts(rcv, snd)
 
     def get_inheritable(self) -> bool:
         return bool(self._desc.fd.control(os.get_inheritable))
@@ -1230,9 +1676,18 @@ def create_connection(
     all_errors: bool = False,
 ) -> socket:
     """Like socket.create_connection(), with a threadpoll socket (its connect waits in the
-    runtime). ``all_errors`` needs Python 3.11 (ExceptionGroup), as in the stdlib."""
+    runtime). ``all_errors`` needs Python 3.11 (ExceptionGroup), as in the stdlib.
+
+    The socket is made, as the stdlib's function makes it, with whatever ``socket.socket``
+    is at call time once something has replaced the stdlib's class: threadpoll's under
+    ``patch()``, or a class the program installed itself, such as PySocks'
+    ``socket.socket = socks.socksocket``, whose proxy must not be bypassed. Otherwise (the
+    stdlib's class in place) a threadpoll socket."""
     if all_errors and sys.version_info < (3, 11):
         raise TypeError("create_connection() got an unexpected keyword argument 'all_errors'")
+    make: Callable[..., socket] = _stdsocket.socket  # type: ignore[assignment]
+    if make is _orig_socket:
+        make = socket
     host, port = address
     exceptions: list[OSError] = []
     for af, socktype, proto, _canonname, sa in _stdsocket.getaddrinfo(
@@ -1240,7 +1695,7 @@ def create_connection(
     ):
         sock = None
         try:
-            sock = socket(af, socktype, proto)
+            sock = make(af, socktype, proto)
             if timeout is not _stdsocket._GLOBAL_DEFAULT_TIMEOUT:  # type: ignore[attr-defined]
                 sock.settimeout(timeout)
             if source_address:
@@ -1313,20 +1768,44 @@ def patch() -> None:
     into the stdlib ``socket`` module (idempotent). Code that looks them up at call time
     (``socket.socket(...)``, as socketserver, http.client, smtplib, ftplib and asyncio do)
     gets threadpoll sockets; names bound earlier by ``from socket import socket`` are not
-    touched. ``ssl`` is imported first so that ``ssl.SSLSocket`` keeps the stdlib base."""
+    touched. ``ssl`` is imported first so that ``ssl.SSLSocket`` keeps the stdlib base.
+
+    A ``socket.socket`` the program installed itself (PySocks'
+    ``socket.socket = socks.socksocket``, say) is left in place: replacing it would
+    silently bypass it (its proxy). ``RuntimeWarning`` says so, unless that class is built on
+    threadpoll's (defined after ``patch()``), in which case it is threadpoll's already."""
     try:
         import ssl  # noqa: F401
     except ImportError:
         pass
+    kept = None
     with _patch_lock:
         for name, obj in _PATCHES.items():
+            if name == "socket" and _installed_by_program(_stdsocket.socket):
+                kept = _stdsocket.socket
+                continue
             setattr(_stdsocket, name, obj)
+    if kept is not None and not (isinstance(kept, type) and issubclass(kept, socket)):
+        warnings.warn(
+            f"threadpoll.socket.patch(): socket.socket is {kept!r}, installed by the program; "
+            "it is left in place, so socket.socket() does not make threadpoll sockets",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+
+
+def _installed_by_program(cls: object) -> bool:
+    """Whether ``socket.socket`` holds a class that is neither the stdlib's nor ours."""
+    return cls is not _orig_socket and cls is not socket
 
 
 def unpatch() -> None:
-    """Put the stdlib's own functions and class back (idempotent)."""
+    """Put the stdlib's own functions and class back (idempotent). A ``socket.socket`` the
+    program installed itself is left in place, as ``patch()`` leaves it."""
     with _patch_lock:
         for name, obj in _ORIGINALS.items():
+            if name == "socket" and _installed_by_program(_stdsocket.socket):
+                continue
             setattr(_stdsocket, name, obj)
 
 
