@@ -41,17 +41,6 @@ EXCLUDED: dict[str, dict[str, str]] = {
         # Hang with the plain socket too where the host has no VSOCK transport (a VM's
         # hypervisor socket): connect() waits for a peer that never answers.
         "VSOCK": "hangs with the plain stdlib socket on hosts without VSOCK",
-        # The descriptor's blocking mode: issue 11, item 3 (a blocking drop-in socket's fd
-        # is blocking, setblocking() changes the fd), done on its own branch.
-        "NonBlockingTCPTests.testSetBlocking": "the fd's O_NONBLOCK flag (issue 11 item 3)",
-        "NonblockConstantTest.test_SOCK_NONBLOCK": "the fd's O_NONBLOCK flag (issue 11 item 3)",
-        "TestExceptions.test_setblocking_invalidfd": "setblocking() on a bad fd (issue 11 item 3)",
-        # A SIGALRM handler that raises while the thread is inside a socket call: at an
-        # unlucky moment inside threadpoll it leaves a lock or reference held, and the
-        # test's close() then waits for ever (a few runs in ten, on main too). Issue 11,
-        # item 1 (no lock held where Python code can run), done on its own branch.
-        "InterruptedRecvTimeoutTest": "a raising signal handler can leak a lock (issue 11 item 1)",
-        "InterruptedSendTimeoutTest": "a raising signal handler can leak a lock (issue 11 item 1)",
     },
 }
 
