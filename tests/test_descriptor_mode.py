@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import socket
@@ -316,8 +317,14 @@ def test_fromfd_and_wrap_of_a_registered_descriptor(rt: Runtime, how: str) -> No
             wait_parked(other._desc.fd, "r")
             a.sendall(b"two")
             assert reader.join() == b"two"
-            if how == "wrap":
-                return  # closing other closes b's descriptor: that is the point of sharing
+        if how == "wrap":
+            # Closing other closed b's descriptor too (that is the point of sharing): b's own
+            # close then reports EBADF, as the stdlib's does for a descriptor another socket
+            # object closed.
+            with pytest.raises(OSError) as info:
+                b.close()
+            assert info.value.errno == errno.EBADF
+            return
         # A duplicate is independent: closing it leaves b working.
         a.sendall(b"three")
         assert b.recv(5) == b"three"

@@ -826,7 +826,9 @@ class socket(_StdSocket):
         except ClosingError:
             return -1
         except RuntimeError:
-            self._closed = False  # refused (from a signal handler): still open
+            # Refused (from a signal handler): still open, and still this object's to close.
+            self._closed = False
+            self._released = False
             raise
         os.set_blocking(n, self._timeout is None)
         return n
