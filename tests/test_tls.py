@@ -634,3 +634,44 @@ def test_tls_bad_arguments(rt: Any) -> None:
     finally:
         a.close()
         b.close()
+
+
+@pytest.mark.timeout(20)
+def test_close_wakes_read_even_with_a_blocking_fd(pair: tuple[End, End]) -> None:
+    """Whoever shares the open file description may clear O_NONBLOCK: TLS reads from the wire
+    with MSG_DONTWAIT and parks in the runtime, so close() still wakes it."""
+    if not hasattr(stdsocket, "MSG_DONTWAIT"):
+        pytest.skip("no MSG_DONTWAIT here")
+    c, s = pair
+    os.set_blocking(c.fileno(), True)
+    r = Runner(lambda: c.read(100))
+    wait_parked(c.fd, "r")
+    s.write(b"x")
+    assert r.join() == b"x"
+    r = Runner(lambda: c.read(100))
+    wait_parked(c.fd, "r")
+    c.close()
+    assert isinstance(r.join_exc(), NetClosingError)
+
+
+@pytest.mark.timeout(20)
+def test_dropin_under_patch(rt: Any) -> None:
+    with ts.patched():
+        ln = stdsocket.create_server(("127.0.0.1", 0))
+        with ln:
+            def serve() -> bytes:
+                raw, _ = ln.accept()
+                with server_ctx().wrap_socket(raw, server_side=True) as s:
+                    data = s.recv(100)
+                    s.sendall(data.upper())
+                    return bytes(data)
+
+            r = Runner(serve)
+            raw = stdsocket.create_connection(ln.getsockname())
+            with client_ctx().wrap_socket(raw, server_hostname="localhost") as c:
+                assert isinstance(c, ts.socket) and isinstance(c, ssl.SSLSocket)
+                c.sendall(b"patched")
+                f = c.makefile("rb")
+                assert f.read(7) == b"PATCHED"
+                f.close()
+            assert r.join() == b"patched"

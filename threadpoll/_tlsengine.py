@@ -65,6 +65,8 @@ class _Transport:
 
     __slots__ = ()
 
+    nonblocking = False  # one attempt, BlockingIOError instead of parking
+
     def recv_into(self, buf: memoryview) -> int:
         raise NotImplementedError
 
@@ -174,12 +176,16 @@ class _Engine:
             self.pending = p[n:]
 
     def release_out(self, t: _Transport) -> None:
-        """Let go of out_lock, then send what other threads sealed meanwhile."""
+        """Let go of out_lock, then send what other threads sealed meanwhile (an error doing
+        so is left for the next operation: it is not this caller's)."""
         self.out_lock.release()
         with self.lock:
             more = self.outgoing.pending
         if more:
-            self.kick(t)
+            try:
+                self.kick(t)
+            except (OSError, ssl.SSLError):
+                pass
 
     def kick(self, t: _Transport) -> None:
         """Send the outgoing BIO's bytes unless another thread holds out_lock, in which case
@@ -251,11 +257,18 @@ class _Engine:
         with self.lock:
             if self.incoming.eof:
                 return
+        at_header = not self.body_left
         try:
             n = t.recv_into(self.rbuf[: self._want_bytes()])
         except BlockingIOError:
             raise want from None
         self._feed(n)
+        if n and at_header and self.body_left:
+            # That read ended a header: the body most likely came with it. Take it now,
+            # without waiting, rather than after another SSLObject step that asks for it.
+            m = t.peek_into(self.rbuf[: self._want_bytes()])
+            if m is not None:
+                self._feed(m)
 
     def _prefetch(self, t: _Transport) -> None:
         """At a record boundary, take in what already arrived of the next header (EOF
@@ -328,6 +341,8 @@ class _Engine:
         """
         if not self.handshake_done:
             self.handshake(t)
+        if self.pending is not None and t.nonblocking:
+            self.kick(t)  # what a previous non-blocking call could not send
         t.acquire(self.in_lock)
         try:
             while True:
@@ -354,6 +369,11 @@ class _Engine:
                     return r
                 if out:
                     self.kick(t)
+                if t.nonblocking and self.pending is not None and self.pending.nbytes:
+                    # The peer may be waiting for what this read produced (a post-handshake
+                    # answer): the caller must wait for writability, as OpenSSL on a socket
+                    # would ask it to.
+                    raise _want_write()
                 self.fill(t, want)
         finally:
             self.in_lock.release()

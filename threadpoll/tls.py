@@ -24,6 +24,7 @@ Differences from Go:
 
 from __future__ import annotations
 
+import _socket
 import ssl
 import time
 from typing import Any
@@ -35,6 +36,7 @@ from threadpoll.net import listen as _listen
 
 __all__ = ["TLSConn", "TLSListener", "client", "server", "dial", "listen"]
 
+_MSG_DONTWAIT = getattr(_socket, "MSG_DONTWAIT", 0)
 # Go's closeNotify write deadline (crypto/tls/conn.go Conn.closeNotify): 5 s.
 _CLOSE_NOTIFY_SECONDS = 5.0
 
@@ -43,18 +45,64 @@ _CLOSE_NOTIFY_SECONDS = 5.0
 
 
 class _ConnTransport(_Transport):
-    """A TLSConn's way to the wire: its Conn, whose deadlines bound every wait."""
+    """A TLSConn's way to the wire: its Conn's FD, whose deadlines bound every wait. Each
+    attempt is one non-blocking syscall (MSG_DONTWAIT) under the FD's read or write lock
+    (Go: the RawConn's Read and Write), so it never depends on the descriptor's O_NONBLOCK
+    flag, which another holder of the open file description may clear."""
 
-    __slots__ = ("conn",)
+    __slots__ = ("conn", "_fd", "_sock")
 
     def __init__(self, conn: Conn) -> None:
         self.conn = conn
+        self._fd = conn._fd
+        self._sock = conn._sock
 
     def recv_into(self, buf: memoryview) -> int:
-        return self.conn.read_into(buf)
+        if not _MSG_DONTWAIT:
+            return self.conn.read_into(buf)
+        sock = self._sock
+        got = [0]
+
+        def attempt(_: int) -> bool:
+            try:
+                got[0] = _socket.socket.recv_into(sock, buf, 0, _MSG_DONTWAIT)
+            except BlockingIOError:
+                return False
+            return True
+
+        self._fd.raw_read(attempt)
+        return got[0]
 
     def send(self, data: memoryview) -> int:
-        return self.conn.write(data)
+        if not _MSG_DONTWAIT:
+            return self.conn.write(data)
+        sock = self._sock
+        sent = [0]
+
+        def attempt(_: int) -> bool:
+            try:
+                sent[0] = _socket.socket.send(sock, data, _MSG_DONTWAIT)
+            except BlockingIOError:
+                return False
+            return True
+
+        self._fd.raw_write(attempt)
+        return sent[0]
+
+    def peek_into(self, buf: memoryview) -> int | None:
+        if not _MSG_DONTWAIT:
+            return None
+        fd = self._fd
+        try:
+            fd.incref()
+        except OSError:
+            return None
+        try:
+            return int(_socket.socket.recv_into(self._sock, buf, 0, _MSG_DONTWAIT))
+        except OSError:
+            return None  # nothing yet, or an error the next read reports
+        finally:
+            fd.decref()
 
 
 class TLSConn:
