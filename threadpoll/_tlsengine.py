@@ -104,9 +104,15 @@ class _Engine:
         "hdr",
         "hdr_got",
         "body_left",
+        "framed",
     )
 
-    def __init__(self, obj: Any, incoming: ssl.MemoryBIO, outgoing: ssl.MemoryBIO) -> None:
+    def __init__(
+        self, obj: Any, incoming: ssl.MemoryBIO, outgoing: ssl.MemoryBIO, framed: bool = True
+    ) -> None:
+        # Read no further than the next record header (see _want_bytes): what the drop-in
+        # needs for select() and pending(); threadpoll.tls, which has neither, reads 64 KiB.
+        self.framed = framed
         self.obj = obj  # _ssl._SSLSocket over the BIOs; guarded by lock
         self.incoming = incoming  # guarded by lock
         self.outgoing = outgoing  # guarded by lock
@@ -135,6 +141,7 @@ class _Engine:
         server_hostname: str | None,
         owner: object,
         session: ssl.SSLSession | None = None,
+        framed: bool = True,
     ) -> _Engine:
         incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
         obj = context._wrap_bio(  # type: ignore[attr-defined]
@@ -145,7 +152,7 @@ class _Engine:
             owner=owner,
             session=session,
         )
-        return cls(obj, incoming, outgoing)
+        return cls(obj, incoming, outgoing, framed)
 
     def call(self, f: Callable[..., _T], *args: Any) -> _T:
         """One SSLObject step that makes no I/O (getpeercert, cipher, ...), under lock."""
@@ -220,6 +227,8 @@ class _Engine:
         costs nothing (that record's body is still in the kernel, so the descriptor stays
         readable) and makes bulk transfer one recv per record where OpenSSL makes two.
         """
+        if not self.framed:
+            return self.rbuf.nbytes
         if self.body_left:
             return min(self.body_left + _HEADER, self.rbuf.nbytes)
         return _HEADER - self.hdr_got
@@ -243,7 +252,8 @@ class _Engine:
                     self.body_left = (self.hdr[3] << 8) | self.hdr[4]
 
     def _feed(self, n: int) -> None:
-        self._account(n)
+        if self.framed:
+            self._account(n)
         with self.lock:
             if n:
                 self.incoming.write(self.rbuf[:n])

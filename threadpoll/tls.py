@@ -142,7 +142,7 @@ class TLSConn:
         self._conn = conn
         self._server_side = server_side
         self._t = _ConnTransport(conn)
-        self._engine = _Engine.new(context, server_side, server_hostname, self)
+        self._engine = _Engine.new(context, server_side, server_hostname, self, framed=False)
 
     def handshake(self) -> None:
         """Run the handshake now (``read`` and ``write`` run it first otherwise). A failure
