@@ -33,6 +33,12 @@ WRONG_CA_SERVER = str(CERTS / "wrongca.pem")
 
 FRONTS = ["tls", "dropin"]
 
+# Python 3.9 sets OP_IGNORE_UNEXPECTED_EOF in new contexts: OpenSSL then takes a peer that
+# closes without close_notify for one that sent it, in the stdlib's ssl and here alike.
+IGNORES_UNEXPECTED_EOF = bool(
+    ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).options & getattr(ssl, "OP_IGNORE_UNEXPECTED_EOF", 0)
+)
+
 
 def server_ctx(cert: str = SERVER) -> ssl.SSLContext:
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
@@ -361,7 +367,7 @@ def test_dropin_settimeout_bounds_read_with_stdlib_message(rt: Any) -> None:
     c, s = tls_pair("dropin")
     try:
         c.obj.settimeout(0.1)
-        with pytest.raises(TimeoutError) as ei:
+        with pytest.raises(stdsocket.timeout) as ei:  # TimeoutError from 3.10
             c.obj.recv(10)
         assert not isinstance(ei.value, DeadlineExceededError)
         assert str(ei.value) == "The read operation timed out"
@@ -470,7 +476,7 @@ def test_post_handshake_auth_answered_by_a_read_while_another_thread_writes(fron
             )
             try:
                 s.read(65536)
-            except (TimeoutError, ssl.SSLError):
+            except (stdsocket.timeout, ssl.SSLError):
                 pass
         w.join()
     finally:
@@ -506,7 +512,7 @@ def test_peer_closes_without_close_notify(front: str) -> None:
         peer.sock.sendall(peer.seal(b"last words"))
         peer.sock.close()
         assert c.read(100) == b"last words"
-        if front == "tls":
+        if front == "tls" and not IGNORES_UNEXPECTED_EOF:
             with pytest.raises(ssl.SSLEOFError):
                 c.read(100)
         else:
@@ -526,8 +532,11 @@ def test_dropin_ragged_eof_raises_when_not_suppressed(rt: Any) -> None:
         peer.handshake()
         r.join()
         peer.sock.close()
-        with pytest.raises(ssl.SSLEOFError):
-            c.recv(100)
+        if IGNORES_UNEXPECTED_EOF:
+            assert c.recv(100) == b""  # as the stdlib's, with this option
+        else:
+            with pytest.raises(ssl.SSLEOFError):
+                c.recv(100)
     finally:
         c.close()
 

@@ -87,7 +87,7 @@ class _SockTransport(_Transport):
                     _tpsocket._wait(fd, mode, self.until)
             finally:
                 d.unlock(reading)
-        except TimeoutError as e:
+        except _stdsocket.timeout as e:  # TimeoutError from 3.10; its own class on 3.9
             if isinstance(e, DeadlineExceededError):
                 raise
             raise self._timed_out() from None
@@ -116,7 +116,7 @@ class _SockTransport(_Transport):
     def acquire(self, lock: Any) -> None:
         try:
             _tpsocket._acquire(lock, self.until)
-        except TimeoutError:
+        except _stdsocket.timeout:
             raise self._timed_out() from None
 
 
@@ -261,51 +261,47 @@ class SSLSocket(_StdSSLSocket, _tpsocket.socket):  # type: ignore[misc]
             os.close(n)
             raise
 
-        self._context = context
-        self._session = session
-        self._closed = False
-        self._sslobj = None
-        self.server_side = server_side
-        self.server_hostname = context._encode_hostname(server_hostname)
-        self.do_handshake_on_connect = do_handshake_on_connect
-        self.suppress_ragged_eofs = suppress_ragged_eofs
-
+        # Now this socket owns the descriptor: any failure closes it (as Lib/ssl.py does
+        # from 3.13).
         try:
-            self.getpeername()
-        except OSError as e:
-            if e.errno != errno.ENOTCONN:
-                self.close()
-                raise
-            connected = False
-            blocking = self.getblocking()
-            self.setblocking(False)
-            try:
-                # As the stdlib: data already waiting on an unconnected socket must not
-                # pass for TLS plaintext.
-                early = _tpsocket.socket.recv(self, 1)
-            except OSError as e2:
-                if e2.errno not in (errno.ENOTCONN, errno.EINVAL):
-                    self.close()
-                    raise
-                early = b""
-            self.setblocking(blocking)
-            if early:
-                reason = "Closed before TLS handshake with data in recv buffer."
-                err = ssl.SSLError(e.errno, reason)
-                err.reason = reason
-                err.library = None  # type: ignore[assignment]
-                try:
-                    self.close()
-                except OSError:
-                    pass
-                raise err from None
-        else:
-            connected = True
+            self._context = context
+            self._session = session
+            self._closed = False
+            self._sslobj = None
+            self.server_side = server_side
+            self.server_hostname = context._encode_hostname(server_hostname)
+            self.do_handshake_on_connect = do_handshake_on_connect
+            self.suppress_ragged_eofs = suppress_ragged_eofs
 
-        self.settimeout(sock_timeout)
-        self._connected = connected
-        if connected:
             try:
+                self.getpeername()
+            except OSError as e:
+                if e.errno != errno.ENOTCONN:
+                    raise
+                connected = False
+                blocking = self.getblocking()
+                self.setblocking(False)
+                try:
+                    # As the stdlib: data already waiting on an unconnected socket must
+                    # not pass for TLS plaintext.
+                    early = _tpsocket.socket.recv(self, 1)
+                except OSError as e2:
+                    if e2.errno not in (errno.ENOTCONN, errno.EINVAL):
+                        raise
+                    early = b""
+                self.setblocking(blocking)
+                if early:
+                    reason = "Closed before TLS handshake with data in recv buffer."
+                    err = ssl.SSLError(e.errno, reason)
+                    err.reason = reason
+                    err.library = None  # type: ignore[assignment]
+                    raise err from None
+            else:
+                connected = True
+
+            self.settimeout(sock_timeout)
+            self._connected = connected
+            if connected:
                 self._sslobj = _SSLObj(self, server_side, session)
                 if do_handshake_on_connect:
                     if self.gettimeout() == 0.0:
@@ -314,9 +310,12 @@ class SSLSocket(_StdSSLSocket, _tpsocket.socket):  # type: ignore[misc]
                             "non-blocking sockets"
                         )
                     self.do_handshake()
-            except (OSError, ValueError):
+        except BaseException:
+            try:
                 self.close()
-                raise
+            except OSError:
+                pass
+            raise
         return self
 
     def _real_connect(self, addr: Any, connect_ex: bool) -> Any:
