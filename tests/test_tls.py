@@ -684,3 +684,48 @@ def test_dropin_under_patch(rt: Any) -> None:
                 assert f.read(7) == b"PATCHED"
                 f.close()
             assert r.join() == b"patched"
+
+
+@pytest.mark.timeout(30)
+def test_dropin_nonblocking_send_retry_contract(rt: Any) -> None:
+    """Non-blocking send on a full buffer raises SSLWantWriteError, as OpenSSL on a socket
+    does; retried with the same data it returns its length once its records are out, and
+    the peer receives every byte exactly once."""
+    c, s = tls_pair("dropin")
+    try:
+        c.obj.setblocking(False)
+        chunk = os.urandom(65536)
+        sent = bytearray()
+        while True:
+            try:
+                n = c.obj.send(chunk)
+            except ssl.SSLWantWriteError:
+                break
+            assert n == len(chunk)
+            sent += chunk
+        got = bytearray()
+        reader = Runner(lambda: got.extend(drain(s, len(sent) + len(chunk))))
+        import select
+
+        while True:
+            select.select([], [c.obj], [], 5)
+            try:
+                assert c.obj.send(chunk) == len(chunk)  # the retry, same data
+                break
+            except ssl.SSLWantWriteError:
+                continue
+        sent += chunk
+        reader.join(20)
+        assert bytes(got) == bytes(sent)
+    finally:
+        c.close()
+        s.close()
+
+
+def drain(end: End, n: int) -> bytes:
+    out = bytearray()
+    while len(out) < n:
+        b = end.read(n - len(out))
+        assert b
+        out += b
+    return bytes(out)
