@@ -32,6 +32,7 @@ SUITES = [
     "test_smtplib",
     "test_wsgiref",
     "test_socket",
+    "test_ssl",
 ]
 
 # Tests left out of a suite, by a part of their id, each with its reason. README's drop-in
@@ -44,11 +45,23 @@ EXCLUDED: dict[str, dict[str, str]] = {
     },
 }
 
+# Tests that cannot pass on threadpoll sockets by design, skipped (with the reason, which the
+# suite's output shows) in the patched run only.
+KNOWN = {
+    "test_ssl": {
+        "test_refcycle": (
+            "a threadpoll socket and its FD refer to each other until the FD is destroyed "
+            "(the FD makes its C-level calls through the socket object), so `del` alone does "
+            "not finalize an unclosed socket: the gc does"
+        ),
+    },
+}
+
 RUNNER = r"""
 import sys, unittest
 
 patch = sys.argv[2] == "patched"
-excluded = [x for x in sys.argv[3:] if x]
+excluded = [x[2:] for x in sys.argv[3:] if x.startswith("x:") and x[2:]]
 made = [0]
 if patch:
     import threadpoll.socket as ts
@@ -80,6 +93,18 @@ def without(tests):
 
 
 suite = without(suite)
+known = dict(k[2:].split("=", 1) for k in sys.argv[3:] if k.startswith("k:")) if patch else {}
+
+
+def skip_known(s):
+    for t in list(s):
+        if isinstance(t, unittest.TestSuite):
+            skip_known(t)
+        elif getattr(t, "_testMethodName", None) in known:
+            setattr(t, t._testMethodName, unittest.skip(known[t._testMethodName])(lambda: None))
+
+
+skip_known(suite)
 result = unittest.TextTestRunner(stream=sys.stdout, verbosity=1).run(suite)
 if patch:
     import socket
@@ -99,8 +124,10 @@ def _run(suite: str, mode: str, backend: str | None, cwd: Any) -> subprocess.Com
     env = dict(os.environ)
     if backend is not None:
         env["THREADPOLL_BACKEND"] = backend
+    excluded = [f"x:{part}" for part in EXCLUDED.get(suite, {})]
+    known = [f"k:{name}={why}" for name, why in KNOWN.get(suite, {}).items()]
     return subprocess.run(
-        [sys.executable, "-c", RUNNER, suite, mode, *EXCLUDED.get(suite, {})],
+        [sys.executable, "-c", RUNNER, suite, mode, *excluded, *known],
         cwd=str(cwd),
         env=env,
         stdout=subprocess.PIPE,

@@ -59,10 +59,12 @@ helper's timers unnecessary.
 
 What ``patch()`` does not cover: modules that bound the stdlib names at import (``from socket
 import socket``) keep them; in the stdlib that is ``ssl``, on purpose: ``ssl.SSLSocket`` must
-subclass the stdlib class, so ``patch()`` imports ``ssl`` first. ``SSLContext.wrap_socket()``
-accepts a threadpoll socket (through ``detach()``) and returns a stdlib ``SSLSocket``, which
-does its own blocking I/O (none of the promises hold under TLS) and is not an instance of the
-patched class.
+subclass the stdlib class, so ``patch()`` imports ``ssl`` first.
+
+TLS: ``SSLContext.wrap_socket()`` on a threadpoll socket returns ``threadpoll._sslsocket.
+SSLSocket``, an instance of both ``ssl.SSLSocket`` and this module's ``socket``, whose TLS runs
+on an SSLObject fed through this descriptor, so the promises hold under TLS too (the hook is
+installed when this module is imported; see ``threadpoll/_sslsocket.py``).
 """
 
 from __future__ import annotations
@@ -1827,3 +1829,13 @@ def patched() -> Iterator[None]:
     finally:
         if not was:
             unpatch()
+
+
+# The ssl wrapping hook: SSLContext.wrap_socket() of a threadpoll socket builds threadpoll's
+# ssl.SSLSocket (threadpoll/_sslsocket.py), whose TLS parks on the descriptor's pollDesc.
+try:
+    from threadpoll import _sslsocket
+except ImportError:  # an interpreter built without ssl
+    pass
+else:
+    _sslsocket.install()

@@ -1,0 +1,731 @@
+"""TLS keeps the promises: threadpoll.tls (over a Conn) and the drop-in ssl.SSLSocket.
+
+Each behaviour runs on both fronts (``front``: "tls" for ``threadpoll.tls.TLSConn``, "dropin"
+for ``SSLContext.wrap_socket`` on a threadpoll socket) and on every backend (``rt``). The
+certificates in tests/tls/ were made once with the openssl CLI for these tests: a CA, a server
+certificate for localhost/127.0.0.1/::1 and a client certificate signed by it, and a second
+server certificate signed by another CA (valid until 2126).
+"""
+
+from __future__ import annotations
+
+import os
+import socket as stdsocket
+import ssl
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import pytest
+from support import Runner, wait_parked
+
+import threadpoll.socket as ts
+from threadpoll import net, tls
+from threadpoll._sslsocket import SSLSocket as TPSSLSocket
+from threadpoll.errors import DeadlineExceededError, NetClosingError
+
+CERTS = Path(__file__).parent / "tls"
+CA = str(CERTS / "ca.pem")
+SERVER = str(CERTS / "server.pem")
+CLIENT = str(CERTS / "client.pem")
+WRONG_CA_SERVER = str(CERTS / "wrongca.pem")
+
+FRONTS = ["tls", "dropin"]
+
+# Python 3.9 sets OP_IGNORE_UNEXPECTED_EOF in new contexts: OpenSSL then takes a peer that
+# closes without close_notify for one that sent it, in the stdlib's ssl and here alike.
+IGNORES_UNEXPECTED_EOF = bool(
+    ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).options & getattr(ssl, "OP_IGNORE_UNEXPECTED_EOF", 0)
+)
+
+
+def server_ctx(cert: str = SERVER) -> ssl.SSLContext:
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(cert)
+    return ctx
+
+
+def client_ctx() -> ssl.SSLContext:
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.load_verify_locations(CA)
+    return ctx
+
+
+class End:
+    """One end of a TLS connection, the same calls on both fronts."""
+
+    def __init__(self, obj: Any, front: str) -> None:
+        self.obj = obj
+        self.front = front
+
+    @property
+    def fd(self) -> Any:
+        """What support.wait_parked takes: the FD's holder."""
+        return self.obj.conn if self.front == "tls" else self.obj._desc
+
+    def fileno(self) -> int:
+        return int(self.obj.fileno())
+
+    def read(self, n: int) -> bytes:
+        return bytes(self.obj.read(n) if self.front == "tls" else self.obj.recv(n))
+
+    def write(self, data: bytes) -> None:
+        if self.front == "tls":
+            self.obj.write(data)
+        else:
+            self.obj.sendall(data)
+
+    def handshake(self) -> None:
+        if self.front == "tls":
+            self.obj.handshake()
+        else:
+            self.obj.do_handshake()
+
+    def set_read_deadline(self, t: float | None) -> None:
+        self.obj.set_read_deadline(t)
+
+    def set_write_deadline(self, t: float | None) -> None:
+        self.obj.set_write_deadline(t)
+
+    def close(self) -> None:
+        self.obj.close()
+
+
+def raw_pair(front: str) -> tuple[Any, Any]:
+    """A connected pair of threadpoll endpoints: Conns (tls) or sockets (dropin)."""
+    if front == "tls":
+        ln = net.listen("tcp", "127.0.0.1:0")
+        try:
+            r = Runner(ln.accept)
+            a = net.dial("tcp", ln.addr)
+            return a, r.join()
+        finally:
+            ln.close()
+    a, b = ts.socketpair()
+    return a, b
+
+
+def wrap(raw: Any, front: str, ctx: ssl.SSLContext, server_side: bool, hostname: str | None,
+         handshake: bool = True) -> End:
+    if front == "tls":
+        c = tls.server(raw, ctx) if server_side else tls.client(raw, ctx, server_hostname=hostname)
+        e = End(c, front)
+        if handshake:
+            e.handshake()
+        return e
+    s = ctx.wrap_socket(
+        raw, server_side=server_side, server_hostname=None if server_side else hostname,
+        do_handshake_on_connect=handshake,
+    )
+    return End(s, front)
+
+
+def tls_pair(front: str, sctx: ssl.SSLContext | None = None,
+             cctx: ssl.SSLContext | None = None) -> tuple[End, End]:
+    """(client, server), handshake done."""
+    a, b = raw_pair(front)
+    sctx = sctx or server_ctx()
+    cctx = cctx or client_ctx()
+    r = Runner(lambda: wrap(b, front, sctx, True, None), name="tls-server")
+    try:
+        c = wrap(a, front, cctx, False, "localhost")
+    except BaseException:
+        a.close()
+        b.close()
+        r.join_exc()
+        raise
+    return c, r.join()
+
+
+@pytest.fixture(params=FRONTS)
+def front(request: pytest.FixtureRequest, rt: Any) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def pair(front: str) -> Any:
+    c, s = tls_pair(front)
+    try:
+        yield c, s
+    finally:
+        c.close()
+        s.close()
+
+
+def assert_fd_closed(n: int) -> None:
+    with pytest.raises(OSError):
+        os.fstat(n)
+
+
+def test_dropin_is_an_ssl_socket_and_a_threadpoll_socket(rt: Any) -> None:
+    c, s = tls_pair("dropin")
+    try:
+        assert isinstance(c.obj, ssl.SSLSocket) and isinstance(c.obj, ts.socket)
+        assert type(c.obj) is TPSSLSocket
+        assert c.obj.version() == "TLSv1.3"
+        # A stdlib socket still gets the stdlib's SSLSocket.
+        x, y = stdsocket.socketpair()
+        with x, y:
+            w = client_ctx().wrap_socket(x, server_hostname="localhost",
+                                         do_handshake_on_connect=False)
+            assert type(w) is ssl.SSLSocket
+            w.close()
+    finally:
+        c.close()
+        s.close()
+
+
+# --- full duplex --------------------------------------------------------------------------
+
+
+@pytest.mark.timeout(60)
+def test_full_duplex_8mib_each_way(pair: tuple[End, End]) -> None:
+    """One thread reads while another writes, on both ends at once: 8 MiB each way."""
+    n = 8 << 20
+    data = {"c": os.urandom(n), "s": os.urandom(n)}
+    got: dict[str, bytearray] = {"c": bytearray(), "s": bytearray()}
+    c, s = pair
+
+    def reader(end: End, key: str) -> Callable[[], None]:
+        def run() -> None:
+            while len(got[key]) < n:
+                b = end.read(65536)
+                assert b, "EOF before all data arrived"
+                got[key] += b
+        return run
+
+    runners = [
+        Runner(lambda: c.write(data["c"]), "c-writer"),
+        Runner(lambda: s.write(data["s"]), "s-writer"),
+        Runner(reader(c, "c"), "c-reader"),
+        Runner(reader(s, "s"), "s-reader"),
+    ]
+    for r in runners:
+        r.join(50)
+    assert bytes(got["s"]) == data["c"]
+    assert bytes(got["c"]) == data["s"]
+
+
+# --- close wakes everyone -------------------------------------------------------------------
+
+
+@pytest.mark.timeout(20)
+def test_close_wakes_handshake(front: str) -> None:
+    """A client handshake waiting for a server that never answers: close() wakes it."""
+    a, b = raw_pair(front)
+    try:
+        c = wrap(a, front, client_ctx(), False, "localhost", handshake=False)
+        r = Runner(c.handshake)
+        wait_parked(c.fd, "r")
+        n = c.fileno()
+        t0 = time.monotonic()
+        c.close()
+        assert isinstance(r.join_exc(), NetClosingError)
+        assert time.monotonic() - t0 < 2
+        assert_fd_closed(n)
+    finally:
+        b.close()
+
+
+@pytest.mark.timeout(20)
+def test_close_wakes_read(pair: tuple[End, End]) -> None:
+    c, _ = pair
+    r = Runner(lambda: c.read(100))
+    wait_parked(c.fd, "r")
+    n = c.fileno()
+    c.close()
+    assert isinstance(r.join_exc(), NetClosingError)
+    assert_fd_closed(n)
+
+
+@pytest.mark.timeout(20)
+def test_close_wakes_write_blocked_on_full_buffer(pair: tuple[End, End]) -> None:
+    """The peer never reads: the writer parks on a full buffer; close wakes it, with
+    .written set, and a reader parked at the same time is woken too."""
+    c, _ = pair
+    w = Runner(lambda: c.write(b"w" * (64 << 20)), "writer")
+    rd = Runner(lambda: c.read(100), "reader")
+    wait_parked(c.fd, "w")
+    wait_parked(c.fd, "r")
+    n = c.fileno()
+    c.close()
+    exc = w.join_exc()
+    assert isinstance(exc, NetClosingError)
+    assert 0 <= exc.written < 64 << 20
+    assert isinstance(rd.join_exc(), NetClosingError)
+    assert_fd_closed(n)
+
+
+@pytest.mark.timeout(20)
+def test_reader_parked_does_not_stop_writer(pair: tuple[End, End]) -> None:
+    """A reader parked for data holds no lock a writer needs."""
+    c, s = pair
+    r = Runner(lambda: c.read(100))
+    wait_parked(c.fd, "r")
+    c.write(b"ping")  # would hang if the reader held the SSL object's lock
+    assert s.read(100) == b"ping"
+    s.write(b"pong")
+    assert r.join() == b"pong"
+
+
+# --- deadlines and timeouts -------------------------------------------------------------------
+
+
+class RawTLSPeer:
+    """A TLS server driven by hand over a stdlib socket (ssl.SSLObject): it can send half a
+    record, or close without close_notify."""
+
+    def __init__(self, sock: stdsocket.socket) -> None:
+        self.sock = sock
+        self.inc, self.out = ssl.MemoryBIO(), ssl.MemoryBIO()
+        self.obj = server_ctx().wrap_bio(self.inc, self.out, server_side=True)
+
+    def handshake(self) -> None:
+        while True:
+            try:
+                self.obj.do_handshake()
+                self.sock.sendall(self.out.read())
+                return
+            except ssl.SSLWantReadError:
+                self.sock.sendall(self.out.read())
+                data = self.sock.recv(65536)
+                if not data:
+                    raise EOFError from None
+                self.inc.write(data)
+
+    def seal(self, data: bytes) -> bytes:
+        self.obj.write(data)
+        return self.out.read()
+
+
+def raw_peer_pair(front: str) -> tuple[End, RawTLSPeer, Runner]:
+    """A client End (handshake running in a Runner) and a RawTLSPeer server."""
+    if front == "tls":
+        ln = stdsocket.create_server(("127.0.0.1", 0))
+        with ln:
+            conn = net.dial("tcp", ln.getsockname())
+            peer_sock, _ = ln.accept()
+        end = End(tls.client(conn, client_ctx(), server_hostname="localhost"), front)
+    else:
+        x, peer_sock = stdsocket.socketpair()
+        end = End(client_ctx().wrap_socket(ts.wrap(x), server_hostname="localhost",
+                                           do_handshake_on_connect=False), front)
+    peer = RawTLSPeer(peer_sock)
+    r = Runner(end.handshake)
+    peer.handshake()
+    r.join()
+    return end, peer, r
+
+
+@pytest.mark.timeout(20)
+def test_read_deadline_fires_mid_record(front: str) -> None:
+    c, peer, _ = raw_peer_pair(front)
+    try:
+        rec = peer.seal(b"x" * 1000)
+        peer.sock.sendall(rec[: len(rec) // 2])  # half a record: TLS has nothing to give
+        c.set_read_deadline(time.monotonic() + 0.1)
+        t0 = time.monotonic()
+        with pytest.raises(DeadlineExceededError):
+            c.read(1000)
+        assert 0.05 < time.monotonic() - t0 < 3
+        # The rest of the record arrives; with the deadline cleared, the read completes.
+        c.set_read_deadline(None)
+        peer.sock.sendall(rec[len(rec) // 2 :])
+        assert c.read(1000) == b"x" * 1000
+    finally:
+        c.close()
+        peer.sock.close()
+
+
+@pytest.mark.timeout(20)
+def test_deadline_moved_into_the_past_wakes_reader(pair: tuple[End, End]) -> None:
+    c, s = pair
+    r = Runner(lambda: c.read(100))
+    wait_parked(c.fd, "r")
+    c.set_read_deadline(time.monotonic() - 1)
+    assert isinstance(r.join_exc(), DeadlineExceededError)
+    # The connection is still usable once the deadline is cleared.
+    c.set_read_deadline(None)
+    s.write(b"after")
+    assert c.read(100) == b"after"
+
+
+@pytest.mark.timeout(20)
+def test_write_deadline_moved_into_the_past_wakes_writer(pair: tuple[End, End]) -> None:
+    c, _ = pair
+    w = Runner(lambda: c.write(b"w" * (64 << 20)))
+    wait_parked(c.fd, "w")
+    c.set_write_deadline(time.monotonic() - 1)
+    exc = w.join_exc()
+    assert isinstance(exc, DeadlineExceededError)
+    assert exc.written >= 0
+
+
+@pytest.mark.timeout(20)
+def test_dropin_settimeout_bounds_read_with_stdlib_message(rt: Any) -> None:
+    c, s = tls_pair("dropin")
+    try:
+        c.obj.settimeout(0.1)
+        with pytest.raises(stdsocket.timeout) as ei:  # TimeoutError from 3.10
+            c.obj.recv(10)
+        assert not isinstance(ei.value, DeadlineExceededError)
+        assert str(ei.value) == "The read operation timed out"
+        c.obj.settimeout(None)
+        s.write(b"ok")
+        assert c.read(10) == b"ok"
+    finally:
+        c.close()
+        s.close()
+
+
+@pytest.mark.timeout(20)
+def test_dropin_nonblocking_wants_read(rt: Any) -> None:
+    c, s = tls_pair("dropin")
+    try:
+        c.obj.setblocking(False)
+        with pytest.raises(ssl.SSLWantReadError):
+            c.obj.recv(10)
+        s.write(b"nb")
+        wait_until_readable(c.obj)
+        assert c.obj.recv(10) == b"nb"
+    finally:
+        c.close()
+        s.close()
+
+
+def wait_until_readable(sock: Any) -> None:
+    import select
+
+    r, _, _ = select.select([sock], [], [], 5)
+    assert r
+
+
+@pytest.mark.timeout(20)
+def test_dropin_makefile_and_sendfile(rt: Any, tmp_path: Path) -> None:
+    c, s = tls_pair("dropin")
+    try:
+        p = tmp_path / "f"
+        p.write_bytes(b"line one\nline two\n")
+        with open(p, "rb") as f:
+            assert c.obj.sendfile(f) == 18
+        rf = s.obj.makefile("rb")
+        assert rf.readline() == b"line one\n"
+        assert rf.readline() == b"line two\n"
+        rf.close()
+    finally:
+        c.close()
+        s.close()
+
+
+# --- post-handshake messages, close_notify, unwrap ---------------------------------------------
+
+
+@pytest.mark.timeout(30)
+def test_post_handshake_auth_answered_by_a_read_while_another_thread_writes(front: str) -> None:
+    """TLS 1.3 post-handshake messages: the server asks for the client's certificate after
+    the handshake; the client's *read* must send the answer (a read that writes), while
+    another client thread writes. (``ssl`` has no call to start a KeyUpdate, so this is the
+    read-makes-output case we can drive; session tickets arrive the same way.)"""
+    sctx = server_ctx()
+    sctx.verify_mode = ssl.CERT_OPTIONAL
+    sctx.post_handshake_auth = True
+    sctx.load_verify_locations(CA)
+    cctx = client_ctx()
+    cctx.post_handshake_auth = True
+    cctx.load_cert_chain(CLIENT)
+    c, s = tls_pair(front, sctx, cctx)
+    stop = threading.Event()
+
+    def peer_cert() -> Any:
+        return s.obj.getpeercert() if front == "dropin" else s.obj.peer_certificate()
+
+    try:
+        assert not peer_cert()
+        got = bytearray()
+
+        def client_reader() -> None:
+            while not got.endswith(b"END"):
+                b = c.read(65536)
+                assert b
+                got.extend(b)
+
+        def client_writer() -> None:
+            while not stop.is_set():
+                c.write(b"c" * 1000)
+
+        r = Runner(client_reader)
+        w = Runner(client_writer)
+        s.obj.verify_client_post_handshake()
+        s.write(b"hello" * 1000 + b"END")
+        # The server reads; the client's Certificate/Finished come in among the data.
+        seen = 0
+        while True:
+            seen += len(s.read(65536))
+            cert = peer_cert()
+            if cert:
+                break
+        assert dict(x[0] for x in cert["subject"])["commonName"] == "threadpoll test client"
+        stop.set()
+        r.join()
+        assert bytes(got) == b"hello" * 1000 + b"END"
+        # Let the writer finish its last write while the server drains.
+        while w.thread.is_alive():
+            s.obj.settimeout(0.2) if front == "dropin" else s.set_read_deadline(
+                time.monotonic() + 0.2
+            )
+            try:
+                s.read(65536)
+            except (stdsocket.timeout, ssl.SSLError):
+                pass
+        w.join()
+    finally:
+        stop.set()
+        c.close()
+        s.close()
+
+
+@pytest.mark.timeout(20)
+def test_close_notify_reads_as_eof(pair: tuple[End, End]) -> None:
+    c, s = pair
+    if c.front == "tls":
+        c.obj.close_write()
+        assert s.read(10) == b""
+        s.write(b"still open")  # the other direction still works
+        assert c.read(100) == b"still open"
+    else:
+        r = Runner(lambda: s.obj.unwrap())
+        plain_c = c.obj.unwrap()
+        plain_s = r.join()
+        assert plain_c is c.obj and plain_s is s.obj
+        # Cleartext after the TLS session ended, both ways.
+        plain_c.sendall(b"clear")
+        assert plain_s.recv(100) == b"clear"
+        plain_s.sendall(b"text")
+        assert plain_c.recv(100) == b"text"
+
+
+@pytest.mark.timeout(20)
+def test_peer_closes_without_close_notify(front: str) -> None:
+    c, peer, _ = raw_peer_pair(front)
+    try:
+        peer.sock.sendall(peer.seal(b"last words"))
+        peer.sock.close()
+        assert c.read(100) == b"last words"
+        if front == "tls" and not IGNORES_UNEXPECTED_EOF:
+            with pytest.raises(ssl.SSLEOFError):
+                c.read(100)
+        else:
+            assert c.read(100) == b""  # suppress_ragged_eofs, as the stdlib
+    finally:
+        c.close()
+
+
+@pytest.mark.timeout(20)
+def test_dropin_ragged_eof_raises_when_not_suppressed(rt: Any) -> None:
+    x, peer_sock = stdsocket.socketpair()
+    c = client_ctx().wrap_socket(ts.wrap(x), server_hostname="localhost",
+                                 do_handshake_on_connect=False, suppress_ragged_eofs=False)
+    try:
+        peer = RawTLSPeer(peer_sock)
+        r = Runner(c.do_handshake)
+        peer.handshake()
+        r.join()
+        peer.sock.close()
+        if IGNORES_UNEXPECTED_EOF:
+            assert c.recv(100) == b""  # as the stdlib's, with this option
+        else:
+            with pytest.raises(ssl.SSLEOFError):
+                c.recv(100)
+    finally:
+        c.close()
+
+
+# --- certificate errors are the stdlib's -----------------------------------------------------
+
+
+def stdlib_handshake_error(cctx: ssl.SSLContext, hostname: str, cert: str) -> BaseException:
+    """The error the plain stdlib (no threadpoll) raises for the same handshake."""
+    x, y = stdsocket.socketpair()
+
+    def srv() -> None:
+        try:
+            server_ctx(cert).wrap_socket(y, server_side=True).close()
+        except (OSError, ssl.SSLError):
+            y.close()
+
+    t = threading.Thread(target=srv)
+    t.start()
+    try:
+        ssl.SSLSocket._create(x, server_hostname=hostname, context=cctx).close()  # type: ignore[attr-defined]
+    except BaseException as e:  # noqa: BLE001
+        return e
+    finally:
+        x.close()
+        t.join()
+    raise AssertionError("the stdlib handshake succeeded")
+
+
+@pytest.mark.timeout(20)
+@pytest.mark.parametrize(
+    "case", ["unknown-ca", "hostname-mismatch"],
+)
+def test_certificate_errors_are_the_stdlibs(front: str, case: str) -> None:
+    if case == "unknown-ca":
+        cert, hostname = WRONG_CA_SERVER, "localhost"
+    else:
+        cert, hostname = SERVER, "example.com"
+    expected = stdlib_handshake_error(client_ctx(), hostname, cert)
+    a, b = raw_pair(front)
+    srv = Runner(lambda: wrap(b, front, server_ctx(cert), True, None))
+    try:
+        with pytest.raises(ssl.SSLCertVerificationError) as ei:
+            c = wrap(a, front, client_ctx(), False, hostname)
+            c.close()
+        e = ei.value
+        assert type(e) is type(expected)
+        assert (e.verify_code, e.verify_message, e.reason, e.library) == (
+            expected.verify_code,  # type: ignore[attr-defined]
+            expected.verify_message,  # type: ignore[attr-defined]
+            expected.reason,  # type: ignore[attr-defined]
+            expected.library,  # type: ignore[attr-defined]
+        )
+        assert str(e) == str(expected)
+        assert isinstance(srv.join_exc(), (ssl.SSLError, OSError))
+    finally:
+        a.close()
+        b.close()
+
+
+# --- Go-style API ----------------------------------------------------------------------------
+
+
+@pytest.mark.timeout(20)
+def test_tls_dial_listen_and_addresses(rt: Any) -> None:
+    with tls.listen("tcp", "127.0.0.1:0", server_ctx()) as ln:
+        def accept() -> tls.TLSConn:
+            s = ln.accept()
+            s.handshake()
+            return s
+
+        r = Runner(accept)
+        with tls.dial("tcp", ln.addr, client_ctx(), timeout=5) as c:
+            with r.join() as s:
+                c.write(b"hi")
+                assert s.read(10) == b"hi"
+                assert c.remote_addr == ln.addr == s.local_addr
+                assert c.local_addr == s.remote_addr
+                assert c.peer_certificate()["subject"] == ((("commonName", "localhost"),),)
+                assert s.peer_certificate() is None
+                assert isinstance(c.peer_certificate(binary_form=True), bytes)
+                assert c.read(0) == b""
+                buf = bytearray(10)
+                s.write(b"into")
+                assert c.read_into(buf) == 4 and buf[:4] == b"into"
+
+
+def test_tls_bad_arguments(rt: Any) -> None:
+    with pytest.raises(TypeError):
+        tls.client(object(), client_ctx())  # type: ignore[arg-type]
+    a, b = raw_pair("tls")
+    try:
+        with pytest.raises(TypeError):
+            tls.client(a, object())  # type: ignore[arg-type]
+        with pytest.raises(ValueError, match="check_hostname requires server_hostname"):
+            tls.client(a, client_ctx())
+        c = tls.client(a, client_ctx(), server_hostname="localhost")
+        with pytest.raises(TypeError):
+            c.read("x")  # type: ignore[arg-type]
+        with pytest.raises(ValueError):
+            c.read(-1)
+        with pytest.raises(TypeError):
+            c.write("str")  # type: ignore[arg-type]
+    finally:
+        a.close()
+        b.close()
+
+
+@pytest.mark.timeout(20)
+def test_close_wakes_read_even_with_a_blocking_fd(pair: tuple[End, End]) -> None:
+    """Whoever shares the open file description may clear O_NONBLOCK: TLS reads from the wire
+    with MSG_DONTWAIT and parks in the runtime, so close() still wakes it."""
+    if not hasattr(stdsocket, "MSG_DONTWAIT"):
+        pytest.skip("no MSG_DONTWAIT here")
+    c, s = pair
+    os.set_blocking(c.fileno(), True)
+    r = Runner(lambda: c.read(100))
+    wait_parked(c.fd, "r")
+    s.write(b"x")
+    assert r.join() == b"x"
+    r = Runner(lambda: c.read(100))
+    wait_parked(c.fd, "r")
+    c.close()
+    assert isinstance(r.join_exc(), NetClosingError)
+
+
+@pytest.mark.timeout(20)
+def test_dropin_under_patch(rt: Any) -> None:
+    with ts.patched():
+        ln = stdsocket.create_server(("127.0.0.1", 0))
+        with ln:
+            def serve() -> bytes:
+                raw, _ = ln.accept()
+                with server_ctx().wrap_socket(raw, server_side=True) as s:
+                    data = s.recv(100)
+                    s.sendall(data.upper())
+                    return bytes(data)
+
+            r = Runner(serve)
+            raw = stdsocket.create_connection(ln.getsockname())
+            with client_ctx().wrap_socket(raw, server_hostname="localhost") as c:
+                assert isinstance(c, ts.socket) and isinstance(c, ssl.SSLSocket)
+                c.sendall(b"patched")
+                f = c.makefile("rb")
+                assert f.read(7) == b"PATCHED"
+                f.close()
+            assert r.join() == b"patched"
+
+
+@pytest.mark.timeout(30)
+def test_dropin_nonblocking_send_retry_contract(rt: Any) -> None:
+    """Non-blocking send on a full buffer raises SSLWantWriteError, as OpenSSL on a socket
+    does; retried with the same data it returns its length once its records are out, and
+    the peer receives every byte exactly once."""
+    c, s = tls_pair("dropin")
+    try:
+        c.obj.setblocking(False)
+        chunk = os.urandom(65536)
+        sent = bytearray()
+        while True:
+            try:
+                n = c.obj.send(chunk)
+            except ssl.SSLWantWriteError:
+                break
+            assert n == len(chunk)
+            sent += chunk
+        got = bytearray()
+        reader = Runner(lambda: got.extend(drain(s, len(sent) + len(chunk))))
+        import select
+
+        while True:
+            select.select([], [c.obj], [], 5)
+            try:
+                assert c.obj.send(chunk) == len(chunk)  # the retry, same data
+                break
+            except ssl.SSLWantWriteError:
+                continue
+        sent += chunk
+        reader.join(20)
+        assert bytes(got) == bytes(sent)
+    finally:
+        c.close()
+        s.close()
+
+
+def drain(end: End, n: int) -> bytes:
+    out = bytearray()
+    while len(out) < n:
+        b = end.read(n - len(out))
+        assert b
+        out += b
+    return bytes(out)

@@ -1,0 +1,499 @@
+"""The TLS engine: an ``ssl`` SSLObject on two memory BIOs, pumped through the network by
+threads that park on the descriptor's pollDesc. Used by ``threadpoll.tls`` (over a ``Conn``)
+and by the drop-in ``ssl.SSLSocket`` (over a threadpoll socket).
+
+The two-BIO shuffle (``_Engine``, shared with the drop-in ``ssl.SSLSocket`` of
+``threadpoll.socket``). Three locks, none held while parked in the kernel's place:
+
+- ``lock`` (Go: none; OpenSSL's ``SSL`` is not safe for concurrent use) guards each
+  ``SSLObject`` step and both BIOs. It is held only across one call into OpenSSL, never while
+  a thread waits for the network, so a reader parked for data never stops a writer. It is
+  re-entrant: OpenSSL calls Python back (SNI, the message callback), and a signal handler may
+  run between two steps on the same thread; the BIOs are consistent between steps.
+- ``in_lock`` (Go: ``c.in``) makes readers take turns: the thread holding it is the only one
+  that reads from the Conn into the incoming BIO.
+- ``out_lock`` (Go: ``c.out``) orders the wire: only its holder takes bytes out of the
+  outgoing BIO and writes them to the Conn, so records leave in the order OpenSSL sealed them.
+  A writer holds it for a whole write (writes never interleave). A reader whose step made
+  output (a post-handshake message answered, an alert) flushes it only if ``out_lock`` is free;
+  if a writer holds it, that writer sends those bytes too, because every holder looks at the
+  outgoing BIO again after letting go (``_kick``). So a reader never waits behind a writer
+  blocked on a full buffer.
+
+The handshake takes ``hs_lock`` (Go: ``handshakeMutex``), then ``in_lock``, then ``out_lock``;
+``read`` and ``write`` run it first while it is not done, so a writer waits for a handshake a
+reader started, not for the reader's next record.
+
+Write errors:
+
+- DIVERGENCE(go): after a write fails part-way (a deadline, a reset) the records already
+  sealed are kept and go out first on the next write, where Go marks the connection broken
+  for writing; ``.written`` counts the plaintext whose records all reached the kernel, in
+  steps of up to 64 KiB (``_CHUNK``).
+"""
+
+from __future__ import annotations
+
+import ssl
+import threading
+from typing import Any, Callable, TypeVar
+
+from threadpoll.errors import with_written
+
+_T = TypeVar("_T")
+
+# The largest read from the wire: more than a record (2^14 + 256) and its next header.
+_RECV_SIZE = 65536
+# A TLS record header: type, version (2 bytes), length (2 bytes) (RFC 8446 5.1).
+_HEADER = 5
+# Plaintext sealed per SSLObject.write in a blocking write: .written moves in these steps.
+_CHUNK = 65536
+
+
+def _want_write() -> ssl.SSLWantWriteError:
+    return ssl.SSLWantWriteError(ssl.SSL_ERROR_WANT_WRITE, "The operation did not complete (write)")
+
+
+class _Transport:
+    """How an engine reaches the wire for one call: the drop-in makes one per call (with the
+    call's time limit); a TLSConn has one for its life.
+
+    ``recv_into`` and ``send`` park until the descriptor is ready (or raise the closing,
+    deadline or timeout error); a non-blocking transport raises BlockingIOError instead.
+    ``acquire`` takes one of the engine's locks within the call's time limit.
+    """
+
+    __slots__ = ()
+
+    nonblocking = False  # one attempt, BlockingIOError instead of parking
+
+    def recv_into(self, buf: memoryview) -> int:
+        raise NotImplementedError
+
+    def send(self, data: memoryview) -> int:
+        raise NotImplementedError
+
+    def acquire(self, lock: threading.Lock) -> None:
+        lock.acquire()
+
+    def peek_into(self, buf: memoryview) -> int | None:
+        """Read what the kernel already has without waiting (None: nothing, or not
+        supported). Errors are left for the next real read."""
+        return None
+
+
+class _Engine:
+    """An SSLObject on two memory BIOs, pumped through a _Transport. See the module
+    docstring for the locks.
+
+    Go: crypto/tls/conn.go Conn (its in, out and handshake halves)
+    """
+
+    __slots__ = (
+        "obj",
+        "incoming",
+        "outgoing",
+        "lock",
+        "in_lock",
+        "out_lock",
+        "pending",
+        "retry",
+        "rbuf",
+        "handshake_done",
+        "hs_lock",
+        "hdr",
+        "hdr_got",
+        "body_left",
+        "framed",
+    )
+
+    def __init__(
+        self, obj: Any, incoming: ssl.MemoryBIO, outgoing: ssl.MemoryBIO, framed: bool = True
+    ) -> None:
+        # Read no further than the next record header (see _want_bytes): what the drop-in
+        # needs for select() and pending(); threadpoll.tls, which has neither, reads 64 KiB.
+        self.framed = framed
+        self.obj = obj  # _ssl._SSLSocket over the BIOs; guarded by lock
+        self.incoming = incoming  # guarded by lock
+        self.outgoing = outgoing  # guarded by lock
+        self.lock = threading.RLock()
+        self.in_lock = threading.Lock()
+        self.out_lock = threading.Lock()
+        # Sealed bytes taken out of the outgoing BIO, not yet all written. Guarded by out_lock.
+        self.pending: memoryview | None = None
+        # A non-blocking write whose records are in ``pending``: its plaintext length, which
+        # the retried write returns once they are out (OpenSSL's SSL_write retry contract).
+        # Guarded by out_lock.
+        self.retry: int | None = None
+        self.rbuf = memoryview(bytearray(_RECV_SIZE))  # guarded by in_lock
+        self.handshake_done = False  # set once, under in_lock and out_lock
+        self.hs_lock = threading.Lock()  # Go: handshakeMutex; taken before in_lock
+        # The record framing of the bytes read so far (see _want_bytes). Guarded by in_lock.
+        self.hdr = bytearray(_HEADER)
+        self.hdr_got = 0
+        self.body_left = 0
+
+    @classmethod
+    def new(
+        cls,
+        context: ssl.SSLContext,
+        server_side: bool,
+        server_hostname: str | None,
+        owner: object,
+        session: ssl.SSLSession | None = None,
+        framed: bool = True,
+    ) -> _Engine:
+        incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+        obj = context._wrap_bio(  # type: ignore[attr-defined]
+            incoming,
+            outgoing,
+            server_side,
+            context._encode_hostname(server_hostname),  # type: ignore[attr-defined]
+            owner=owner,
+            session=session,
+        )
+        return cls(obj, incoming, outgoing, framed)
+
+    def call(self, f: Callable[..., _T], *args: Any) -> _T:
+        """One SSLObject step that makes no I/O (getpeercert, cipher, ...), under lock."""
+        with self.lock:
+            return f(*args)
+
+    # --- the outgoing side ---------------------------------------------------------------
+
+    def flush_locked(self, t: _Transport) -> bool:
+        """Write every sealed byte to the wire; False if a non-blocking transport would
+        block (the rest stays in ``pending``). Must be called holding out_lock.
+
+        Go: crypto/tls/conn.go Conn.flush
+        """
+        while True:
+            p = self.pending
+            if p is None or not p.nbytes:
+                with self.lock:
+                    data = self.outgoing.read()
+                if not data:
+                    self.pending = None
+                    return True
+                p = self.pending = memoryview(data)
+            try:
+                n = t.send(p)
+            except BlockingIOError:
+                return False
+            self.pending = p[n:]
+
+    def release_out(self, t: _Transport) -> None:
+        """Let go of out_lock, then send what other threads sealed meanwhile (an error doing
+        so is left for the next operation: it is not this caller's)."""
+        self.out_lock.release()
+        with self.lock:
+            more = self.outgoing.pending
+        if more:
+            try:
+                self.kick(t)
+            except (OSError, ssl.SSLError):
+                pass
+
+    def kick(self, t: _Transport) -> None:
+        """Send the outgoing BIO's bytes unless another thread holds out_lock, in which case
+        that thread sends them (it looks again after letting go)."""
+        while self.out_lock.acquire(False):
+            try:
+                if not self.flush_locked(t):
+                    return
+            finally:
+                self.out_lock.release()
+            with self.lock:
+                if not self.outgoing.pending:
+                    return
+
+    def _flush_quietly(self, t: _Transport) -> None:
+        """Best effort for an alert OpenSSL sealed before failing: the failure wins."""
+        try:
+            self.kick(t)
+        except Exception:  # noqa: BLE001 - the SSL error being raised is the one to report
+            pass
+
+    # --- the incoming side ---------------------------------------------------------------
+
+    def _want_bytes(self) -> int:
+        """How much the next read from the wire may take: the rest of the current record
+        and the next record's 5-byte header, never more. Must be called holding in_lock.
+
+        Why: OpenSSL on a socket reads no further than the record it needs, and code
+        written for the stdlib relies on it: a record is never left whole in a buffer that
+        ``select()`` cannot see and ``pending()`` does not count (asyncore-style servers
+        wait for readability, then read). Taking the next header with the current body
+        costs nothing (that record's body is still in the kernel, so the descriptor stays
+        readable) and makes bulk transfer one recv per record where OpenSSL makes two.
+        """
+        if not self.framed:
+            return self.rbuf.nbytes
+        if self.body_left:
+            return min(self.body_left + _HEADER, self.rbuf.nbytes)
+        return _HEADER - self.hdr_got
+
+    def _account(self, n: int) -> None:
+        """Follow the record framing over n bytes just read into rbuf."""
+        buf = self.rbuf
+        i = 0
+        while i < n:
+            if self.body_left:
+                take = min(self.body_left, n - i)
+                self.body_left -= take
+                i += take
+            else:
+                take = min(_HEADER - self.hdr_got, n - i)
+                self.hdr[self.hdr_got : self.hdr_got + take] = buf[i : i + take]
+                self.hdr_got += take
+                i += take
+                if self.hdr_got == _HEADER:
+                    self.hdr_got = 0
+                    self.body_left = (self.hdr[3] << 8) | self.hdr[4]
+
+    def _feed(self, n: int) -> None:
+        if self.framed:
+            self._account(n)
+        with self.lock:
+            if n:
+                self.incoming.write(self.rbuf[:n])
+            else:
+                self.incoming.write_eof()
+
+    def fill(self, t: _Transport, want: ssl.SSLError) -> None:
+        """Read once from the wire into the incoming BIO (EOF becomes write_eof); ``want``
+        (the SSLWantReadError of the step) is raised if a non-blocking transport would block.
+        Must be called holding in_lock."""
+        with self.lock:
+            if self.incoming.eof:
+                return
+        at_header = not self.body_left
+        try:
+            n = t.recv_into(self.rbuf[: self._want_bytes()])
+        except BlockingIOError:
+            raise want from None
+        self._feed(n)
+        if n and at_header and self.body_left:
+            # That read ended a header: the body most likely came with it. Take it now,
+            # without waiting, rather than after another SSLObject step that asks for it.
+            m = t.peek_into(self.rbuf[: self._want_bytes()])
+            if m is not None:
+                self._feed(m)
+
+    def _prefetch(self, t: _Transport) -> None:
+        """At a record boundary, take in what already arrived of the next header (EOF
+        included), without waiting. Must be called holding in_lock."""
+        with self.lock:
+            if self.incoming.eof or self.body_left:
+                return
+        n = t.peek_into(self.rbuf[: self._want_bytes()])
+        if n is not None:
+            self._feed(n)
+
+    # --- operations ------------------------------------------------------------------------
+
+    def handshake(self, t: _Transport) -> None:
+        """Run the handshake to its end.
+
+        Go: crypto/tls/conn.go Conn.HandshakeContext
+        """
+        t.acquire(self.hs_lock)
+        try:
+            if self.handshake_done:
+                return
+            t.acquire(self.in_lock)
+            try:
+                t.acquire(self.out_lock)
+                try:
+                    self._handshake_locked(t)
+                finally:
+                    self.release_out(t)
+            finally:
+                self.in_lock.release()
+        finally:
+            self.hs_lock.release()
+
+    def _handshake_locked(self, t: _Transport) -> None:
+        while True:
+            if not self.flush_locked(t):
+                raise _want_write()
+            want: ssl.SSLError | None = None
+            try:
+                with self.lock:
+                    self.obj.do_handshake()
+            except ssl.SSLWantReadError as e:
+                want = e
+            except ssl.SSLError:
+                self._flush_alert_locked(t)
+                raise
+            if not self.flush_locked(t):
+                raise _want_write()
+            if want is None:
+                # Take in at once what the peer already sent: a peer that closed right after
+                # its Finished has its FIN here, and this side sees EOF, as the stdlib (which
+                # reads next, in C) does, rather than the reset the peer's kernel sends back
+                # a moment later for our last flight (TLS 1.3 session tickets).
+                self._prefetch(t)
+                self.handshake_done = True
+                return
+            self.fill(t, want)
+
+    def _flush_alert_locked(self, t: _Transport) -> None:
+        try:
+            self.flush_locked(t)
+        except Exception:  # noqa: BLE001 - the SSL error being raised is the one to report
+            pass
+
+    def read(self, t: _Transport, n: int, buf: Any = None) -> Any:
+        """SSLObject.read(n[, buf]), reading from the wire as it needs.
+
+        Go: crypto/tls/conn.go Conn.Read
+        """
+        if not self.handshake_done:
+            self.handshake(t)
+        if self.pending is not None and t.nonblocking:
+            self.kick(t)  # what a previous non-blocking call could not send
+        t.acquire(self.in_lock)
+        try:
+            while True:
+                want: ssl.SSLError | None = None
+                try:
+                    with self.lock:
+                        try:
+                            r = self.obj.read(n) if buf is None else self.obj.read(n, buf)
+                        finally:
+                            out = self.outgoing.pending
+                except ssl.SSLWantReadError as e:
+                    want = e
+                except ssl.SSLError:
+                    if out:
+                        self._flush_quietly(t)
+                    raise
+                if want is None:
+                    self.handshake_done = True
+                    if out:
+                        try:
+                            self.kick(t)
+                        except OSError:
+                            pass  # the data read wins; the error shows on the next write
+                    return r
+                if out:
+                    self.kick(t)
+                if t.nonblocking and self.pending is not None and self.pending.nbytes:
+                    # The peer may be waiting for what this read produced (a post-handshake
+                    # answer): the caller must wait for writability, as OpenSSL on a socket
+                    # would ask it to.
+                    raise _want_write()
+                self.fill(t, want)
+        finally:
+            self.in_lock.release()
+
+    def write(self, t: _Transport, view: memoryview, nonblocking: bool) -> int:
+        """Seal and send all of view; returns its length. A non-blocking call seals it all
+        at once and, if the wire takes only part, raises SSLWantWriteError: the caller then
+        retries with the same data, as OpenSSL requires, and gets its length back once the
+        records are out. An error raised part-way carries ``.written``.
+
+        Go: crypto/tls/conn.go Conn.Write
+        """
+        if not self.handshake_done:
+            self.handshake(t)
+        written = 0
+        try:
+            t.acquire(self.out_lock)
+            try:
+                if not self.flush_locked(t):
+                    raise _want_write()
+                if self.retry is not None:
+                    n, self.retry = self.retry, None
+                    return n
+                total = view.nbytes
+                step = total if nonblocking else _CHUNK
+                while True:  # do-while: a write of b"" still runs one step
+                    chunk = view[written : written + step]
+                    n = self._seal(t, chunk)
+                    if not self.flush_locked(t):
+                        self.retry = n
+                        raise _want_write()
+                    written += n
+                    if written >= total:
+                        return total
+            finally:
+                self.release_out(t)
+        except BaseException as e:
+            with_written(e, written)
+            raise
+
+    def _seal(self, t: _Transport, chunk: memoryview) -> int:
+        """SSLObject.write(chunk); a step that wants to read first (a renegotiation) reads
+        once from the wire and tries again. Must be called holding out_lock."""
+        while True:
+            try:
+                with self.lock:
+                    return int(self.obj.write(chunk))
+            except ssl.SSLWantReadError as e:
+                want = e
+            except ssl.SSLError:
+                self._flush_alert_locked(t)
+                raise
+            t.acquire(self.in_lock)
+            try:
+                self.fill(t, want)
+            finally:
+                self.in_lock.release()
+
+    def shutdown(self, t: _Transport) -> None:
+        """Send close_notify and wait for the peer's (SSLObject.unwrap).
+
+        Go: crypto/tls/conn.go Conn.closeNotify (Go does not wait for the peer's)
+        """
+        t.acquire(self.in_lock)
+        try:
+            t.acquire(self.out_lock)
+            try:
+                while True:
+                    if not self.flush_locked(t):
+                        raise _want_write()
+                    want: ssl.SSLError | None = None
+                    try:
+                        with self.lock:
+                            self.obj.shutdown()
+                    except ssl.SSLWantReadError as e:
+                        want = e
+                    except ssl.SSLError:
+                        self._flush_alert_locked(t)
+                        raise
+                    if not self.flush_locked(t):
+                        raise _want_write()
+                    if want is None:
+                        return
+                    self.fill(t, want)
+            finally:
+                self.release_out(t)
+        finally:
+            self.in_lock.release()
+
+    def close_notify(self, t: _Transport) -> bool:
+        """Seal close_notify and send it, unless a write is in flight (then False: the
+        caller just closes, as Go's Close does when a Write is active).
+
+        Go: crypto/tls/conn.go Conn.closeNotify
+        """
+        if not self.out_lock.acquire(False):
+            return False
+        try:
+            with self.lock:
+                try:
+                    self.obj.shutdown()
+                except ssl.SSLError:
+                    pass  # wants the peer's close_notify: not waited for
+            self.flush_locked(t)
+            return True
+        finally:
+            self.out_lock.release()
+
+    def leftover(self) -> bytes:
+        """What the peer sent after its close_notify, read from the wire but not used by
+        TLS (the first cleartext bytes after an unwrap)."""
+        with self.lock:
+            return bytes(self.incoming.read()) if self.incoming.pending else b""
