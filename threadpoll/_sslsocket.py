@@ -318,6 +318,21 @@ class SSLSocket(_StdSSLSocket, _tpsocket.socket):  # type: ignore[misc]
             raise
         return self
 
+    def do_handshake(self, block: bool = False) -> None:
+        """The stdlib's, except that the timeout is restored only if it was changed: the
+        stdlib's unconditional restore raises EBADF on a socket another thread closed during
+        the handshake, hiding the closing error the promise is about."""
+        self._check_connected()  # type: ignore[attr-defined]
+        timeout = self.gettimeout()
+        if not (timeout == 0.0 and block):
+            self._sslobj.do_handshake()  # type: ignore[union-attr]
+            return
+        try:
+            self.settimeout(None)
+            self._sslobj.do_handshake()  # type: ignore[union-attr]
+        finally:
+            self.settimeout(timeout)
+
     def _real_connect(self, addr: Any, connect_ex: bool) -> Any:
         if self.server_side:
             raise ValueError("can't connect in server-side mode")
