@@ -289,6 +289,13 @@ def _impl_runtime(impl: str) -> Any:
     return rt
 
 
+def _shutdown_impl_runtimes() -> None:
+    """Stop the runtimes _impl_runtime made (their pollers and descriptors)."""
+    while _impl_runtimes:
+        _, rt = _impl_runtimes.popitem()
+        rt.shutdown()
+
+
 def _on_impl(impl: str, fn: Callable[[RunCtx], Outcome]) -> Callable[[RunCtx], Outcome]:
     """fn with threadpoll's default runtime set to the given implementation's ("c" or
     "python"), so both show as rows of one run whatever THREADPOLL_IMPL says."""
@@ -2168,14 +2175,17 @@ def main(argv: list[str] | None = None) -> int:
     with _nofile_raised():
         machine = describe_machine()
         print(render_header(machine, quick), flush=True)
-        for case in _cases(quick, args.rounds, only):
-            if time.monotonic() > global_deadline:
-                cr = CaseResult(case, [VariantResult(v.name) for v in case.variants],
-                                skipped="the run's global time budget is spent")
-            else:
-                cr = _run_case(case, quick, global_deadline, disabled)
-            results.append(cr)
-            print("\n" + render_case(cr), flush=True)
+        try:
+            for case in _cases(quick, args.rounds, only):
+                if time.monotonic() > global_deadline:
+                    cr = CaseResult(case, [VariantResult(v.name) for v in case.variants],
+                                    skipped="the run's global time budget is spent")
+                else:
+                    cr = _run_case(case, quick, global_deadline, disabled)
+                results.append(cr)
+                print("\n" + render_case(cr), flush=True)
+        finally:
+            _shutdown_impl_runtimes()
     errors = sum(vr.status == "error" for cr in results for vr in cr.variants)
     elapsed = time.monotonic() - started
     print(f"\ndone in {elapsed:.1f} s" + (f"; {errors} variant(s) failed" if errors else ""),
