@@ -19,6 +19,7 @@ _SOURCES = [
     "threadpoll/_c/netpoll.c",
     "threadpoll/_c/netpoll_epoll.c",
     "threadpoll/_c/netpoll_kqueue.c",
+    "threadpoll/_c/fd_mutex.c",
     "threadpoll/_c/fd_unix.c",
 ]
 

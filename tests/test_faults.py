@@ -222,6 +222,7 @@ class EagainStorm:
         self.rescuer.join()
 
 
+@pytest.mark.python_runtime
 def test_eagain_storm(rt: Runtime, pairs: Pairs, monkeypatch: pytest.MonkeyPatch) -> None:
     fa, fb = pairs()
     storm = EagainStorm(rt, {fa.fileno(): pd_of(fa), fb.fileno(): pd_of(fb)}, 400, seed=7)

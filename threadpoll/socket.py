@@ -78,6 +78,7 @@ from threadpoll._poll.fd_mutex import (
     MUTEX_REF_MASK,
     MUTEX_RLOCK,
     MUTEX_WLOCK,
+    FDMutex,
 )
 from threadpoll._poll.fd_poll_runtime import convert_err
 from threadpoll._poll.fd_unix import FD
@@ -707,7 +708,7 @@ class socket(_StdSocket):
             held = False
             try:
                 pd = fd.pd.runtime_ctx
-                if pd is not None:
+                if pd is not None and fdmu.__class__ is FDMutex:  # the C core's: no state lock
                     # The first attempt inside the fdMutex's state lock, holding no reference,
                     # as FD.read makes it (DIVERGENCE(go) there): while the lock is held no
                     # close can release the descriptor, and the socket is non-blocking, so op

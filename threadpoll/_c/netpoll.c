@@ -546,6 +546,28 @@ pd_dealloc(PollDescObject *pd)
     PyObject_GC_Del(pd);
 }
 
+/* prepareRead / prepareWrite for internal/poll's C fast paths: the poll error code, and on
+ * success the mode's state reset to PD_NIL (a stale readiness is dropped: the syscall comes
+ * next anyway). Takes pd->lock; callable with or without the GIL.
+ * Go: runtime/netpoll.go poll_runtime_pollReset */
+int
+tp_poll_reset(PollDescObject *pd, int mode)
+{
+    pthread_mutex_lock(&pd->lock);
+    int err = netpollcheckerr(pd, mode);
+    if (err == POLL_NO_ERROR) {
+        *gpp(pd, mode) = PD_NIL;
+    }
+    pthread_mutex_unlock(&pd->lock);
+    return err;
+}
+
+int
+tp_is_polldesc(PyObject *o)
+{
+    return Py_IS_TYPE(o, &PollDescType);
+}
+
 /* Go: runtime/netpoll.go poll_runtime_pollReset */
 static PyObject *
 pd_reset(PollDescObject *pd, PyObject *m)
@@ -1346,9 +1368,22 @@ mod_init(PyObject *Py_UNUSED(m), PyObject *arg)
 }
 
 int tp_fd_init_module(PyObject *m); /* fd_mutex.c / fd_unix.c */
+int tp_fd_ready(void);
+PyObject *tp_mod_init_fd(PyObject *m, PyObject *args);
+PyObject *tp_fd_read(PyObject *m, PyObject *const *args, Py_ssize_t nargs);
+PyObject *tp_fd_recv(PyObject *m, PyObject *const *args, Py_ssize_t nargs);
+PyObject *tp_fd_write(PyObject *m, PyObject *const *args, Py_ssize_t nargs);
 
 static PyMethodDef mod_methods[] = {
     {"_init", (PyCFunction)mod_init, METH_O, "Set the InternalError class."},
+    {"_init_fd", (PyCFunction)tp_mod_init_fd, METH_VARARGS,
+     "Set the FDMutexError class and the Sema type (fd_mutex.py)."},
+    {"fd_read", (PyCFunction)(void (*)(void))tp_fd_read, METH_FASTCALL,
+     "Go: internal/poll/fd_unix.go FD.Read (the first attempt)"},
+    {"fd_recv", (PyCFunction)(void (*)(void))tp_fd_recv, METH_FASTCALL,
+     "Go: internal/poll/fd_unix.go FD.Read (one retry, read lock held)"},
+    {"fd_write", (PyCFunction)(void (*)(void))tp_fd_write, METH_FASTCALL,
+     "Go: internal/poll/fd_unix.go FD.Write (the first attempt)"},
     {NULL, NULL, 0, NULL},
 };
 
@@ -1364,6 +1399,9 @@ PyMODINIT_FUNC
 PyInit__cpoll(void)
 {
     if (PyType_Ready(&PollDescType) < 0 || PyType_Ready(&RuntimeType) < 0) {
+        return NULL;
+    }
+    if (tp_fd_ready() < 0) {
         return NULL;
     }
     PyObject *m = PyModule_Create(&cpoll_module);

@@ -122,7 +122,34 @@ typedef struct tp_runtime {
  * and pd->lock itself. Returns how many parked threads it readied. */
 int tp_netpollready_slot(tp_runtime *rt, uint32_t index, uint32_t seq, int mode, int err);
 
+int tp_poll_reset(PollDescObject *pd, int mode); /* netpoll.c: prepareRead/prepareWrite */
+int tp_is_polldesc(PyObject *o);
+
 #define MODE_R 1
 #define MODE_W 2
+
+/* Go: internal/poll/fd_mutex.go fdMutex. The state word's layout is fd_mutex.py's (above
+ * MUTEX_CLOSED); it is updated with compare-and-swap loops exactly as Go's, so no lock is
+ * held anywhere a thread could wait for the GIL. */
+typedef struct {
+    PyObject_HEAD
+    uint64_t state;    /* atomic */
+    uint64_t poisoned; /* atomic: lock bits held by threads gone at a fork (fd_unix.py) */
+    PyObject *rsema;   /* GIL: a park.Sema; read waiters sleep there */
+    PyObject *wsema;   /* GIL: a park.Sema; write waiters sleep there */
+} FDMutexObject;
+
+#define MUTEX_CLOSED (1ull << 0)
+#define MUTEX_RLOCK (1ull << 1)
+#define MUTEX_WLOCK (1ull << 2)
+#define MUTEX_REF (1ull << 3)
+#define MUTEX_REF_MASK (((1ull << 20) - 1) << 3)
+#define MUTEX_RWAIT (1ull << 23)
+#define MUTEX_RMASK (((1ull << 20) - 1) << 23)
+#define MUTEX_WWAIT (1ull << 43)
+#define MUTEX_WMASK (((1ull << 20) - 1) << 43)
+
+extern PyTypeObject tp_FDMutexType;
+int tp_fdmutex_rwunlock(FDMutexObject *mu, int read); /* 1: destroy, 0, -1 error */
 
 #endif

@@ -64,8 +64,10 @@ from threadpoll._runtime.netpoll import (
     POLL_NO_ERROR,
     PollDesc,
     Runtime,
+    get_runtime,
     runtime_poll_reset,
 )
+from threadpoll._runtime.netpoll_c import cpoll as _cpoll
 from threadpoll._runtime.park import Sema
 from threadpoll.errors import NoDeadlineError, with_written
 
@@ -80,6 +82,12 @@ _CSocket = _socket.socket
 MAX_RW = 1 << 30
 
 _monotonic = time.monotonic
+
+# The C core's fdMutex and first attempts (None where it is not built: never used then).
+_CFDMutex: Any = _cpoll.FDMutex if _cpoll is not None else FDMutex
+_cfd_read: Any = _cpoll.fd_read if _cpoll is not None else None
+_cfd_recv: Any = _cpoll.fd_recv if _cpoll is not None else None
+_cfd_write: Any = _cpoll.fd_write if _cpoll is not None else None
 
 
 class _EOFType(EOFError):
@@ -167,6 +175,8 @@ class FD:
         "_poisoned",
         "_ghost_refs",
         "init_errno",
+        "_cfd",
+        "_cfast",
         "__weakref__",
     )
 
@@ -198,7 +208,12 @@ class FD:
         if not isinstance(net, str):
             raise TypeError(f"net must be a str, not {type(net).__name__}")
         was_blocking = os.get_blocking(sysfd)  # EBADF for a descriptor that is not open
-        self.fdmu = FDMutex()
+        rt = runtime if runtime is not None else get_runtime()
+        # On the C core's runtime, the C core's fdMutex (threadpoll/_c/fd_mutex.c), whose
+        # state word the C first attempts below update with compare-and-swap.
+        self._cfd = rt.impl == "c"
+        self.fdmu = _CFDMutex() if self._cfd else FDMutex()
+        self._cfast = False  # the C first attempts apply (a pollable socket on the C core)
         self.sysfd = sysfd  # constant until _destroy, which runs when no op holds a ref
         self.pd = PollHandle()
         self.csema = Sema()
@@ -228,6 +243,7 @@ class FD:
                 self.init_errno = self.pd.init(sysfd, runtime)
                 if self.init_errno == 0:
                     self.is_blocking = False
+                    self._cfast = self._cfd and not self.is_file
                     pd = self.pd.runtime_ctx
                     if pd is not None:
                         pd.kind = self.kind
@@ -452,6 +468,10 @@ class FD:
         # readLock would have, before it parks.
         if n > MAX_RW and self.is_stream:
             n = MAX_RW
+        if self._cfd:  # the C core: its fdMutex has no state lock for the attempt below
+            if self._cfast and not self.is_blocking:
+                return self._read_c(pd, n)
+            return self._read_slow(n)
         fdmu = self.fdmu
         held = False
         try:
@@ -487,6 +507,27 @@ class FD:
                     pass
         finally:
             if held and fdmu.rwunlock(True):
+                self._destroy()
+
+    def _read_c(self, pd: PollDesc, n: int) -> bytes:
+        """FD.read on the C core: the first attempt in C (threadpoll/_c/fd_unix.c), then,
+        on EAGAIN, Go's loop with the read lock the attempt took.
+
+        Go: internal/poll/fd_unix.go FD.Read
+        """
+        r = _cfd_read(self, self.fdmu, pd, self.sysfd, n)
+        if r.__class__ is bytes:
+            return r
+        if r is False:
+            return self._read_slow(n)  # closed, busy or unusual: the full path decides
+        try:
+            while True:
+                self.pd.wait_read(self.is_file)
+                r = _cfd_recv(self.sysfd, n)
+                if r is not None:
+                    return r  # type: ignore[no-any-return]
+        finally:
+            if self.fdmu.rwunlock(True):
                 self._destroy()
 
     def _read_slow(self, n: int) -> bytes:
@@ -663,6 +704,10 @@ class FD:
         pd = self.pd.runtime_ctx
         if pd is None or not total:
             return self._write_slow(mv, total)
+        if self._cfd:  # the C core: its fdMutex has no state lock for the attempt below
+            if self._cfast and not self.is_blocking:
+                return self._write_c(pd, mv, total)
+            return self._write_slow(mv, total)
         # DIVERGENCE(go): the first attempt runs inside the fdMutex's state lock, as in read
         # (see there). Only a write that does not finish at once takes the write lock and a
         # reference, and goes on as Go's loop does.
@@ -711,6 +756,30 @@ class FD:
             return self._write_locked(mv, total, n, pd, eagain)
         finally:
             if held and fdmu.rwunlock(False):
+                self._destroy()
+
+    def _write_c(self, pd: PollDesc, mv: memoryview, total: int) -> int:
+        """FD.write on the C core: the first attempt in C (threadpoll/_c/fd_unix.c), then
+        Go's loop with the write lock the attempt took, if it did not write everything.
+
+        Go: internal/poll/fd_unix.go FD.Write
+        """
+        try:
+            r = _cfd_write(self, self.fdmu, pd, self.sysfd, mv)
+        except BaseException as e:
+            with_written(e, 0)
+            raise
+        if r.__class__ is int:
+            return r
+        if r is False:
+            return self._write_slow(mv, total)  # closed, busy or unusual
+        n, eagain = r
+        try:
+            if n == 0 and not eagain:
+                raise with_written(_unexpected_eof(), 0)
+            return self._write_locked(mv, total, n, pd, eagain)
+        finally:
+            if self.fdmu.rwunlock(False):
                 self._destroy()
 
     def _write_slow(self, mv: memoryview, total: int) -> int:

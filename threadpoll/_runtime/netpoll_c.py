@@ -50,6 +50,9 @@ else:
 
 _said = False
 
+# The extension module itself (None when it is not built), for internal/poll's C half.
+cpoll: Any = _cpoll
+
 # Every pollDesc type there is: the Python runtime's, and the C core's where it is built.
 POLLDESC_TYPES: tuple[type, ...] = (netpoll.PollDesc,) + (
     (_cpoll.PollDesc,) if _cpoll is not None else ()
