@@ -81,7 +81,7 @@ from threadpoll._poll.fd_mutex import (
     FDMutex,
 )
 from threadpoll._poll.fd_poll_runtime import convert_err
-from threadpoll._poll.fd_unix import FD
+from threadpoll._poll.fd_unix import FD, MAX_RW
 from threadpoll._runtime import trace as trace_state
 from threadpoll._runtime.netpoll import (
     NO_DEADLINE,
@@ -708,6 +708,17 @@ class socket(_StdSocket):
             held = False
             try:
                 pd = fd.pd.runtime_ctx
+                if (
+                    op is _CSocket.recv
+                    and fd._cfast
+                    and pd is not None
+                    and args[0].__class__ is int
+                    and 0 < args[0] <= MAX_RW
+                    and not fd.is_blocking
+                ):
+                    # The C core: FD.read's first attempt and loop (threadpoll/_c/fd_unix.c),
+                    # recv(MSG_DONTWAIT) each time, under this socket's own read lock.
+                    return fd._read_c(pd, args[0])  # type: ignore[return-value]
                 if pd is not None and fdmu.__class__ is FDMutex:  # the C core's: no state lock
                     # The first attempt inside the fdMutex's state lock, holding no reference,
                     # as FD.read makes it (DIVERGENCE(go) there): while the lock is held no

@@ -244,8 +244,11 @@ netpollunblock(PollDescObject *pd, int mode, int ioready)
 }
 
 /* Sleep while mode is PD_PARKED; expire the deadline if the wait times out. Returns 1 if
- * a signal handler ran (EINTR), else 0. Must be called while holding pd->lock, without the
- * GIL; returns holding pd->lock, with every post made to the semaphore consumed.
+ * a signal handler must run (EINTR): the thread is then still PD_PARKED, as a thread parked
+ * in the Python runtime is while its handler runs (dump() shows it; a wake-up meanwhile is
+ * kept), and posts may be pending; tp_park again or tp_park_abort follows. Else 0, with
+ * every post consumed. Must be called while holding pd->lock, without the GIL; returns
+ * holding pd->lock.
  * Go: runtime/proc.go gopark, with the timer's runtime/netpoll.go netpolldeadlineimpl */
 static int
 tp_park(PollDescObject *pd, int mode)
@@ -274,6 +277,9 @@ tp_park(PollDescObject *pd, int mode)
             break;
         }
     }
+    if (intr) {
+        return 1;
+    }
     /* Posts made meanwhile (a deadline moved earlier, a wake-up racing our own exit) are
      * already in the semaphore: take them, so the next park starts from zero. */
     while (*posts > 0) {
@@ -285,6 +291,64 @@ tp_park(PollDescObject *pd, int mode)
 
 #define BLOCK_INTR (-1)
 #define BLOCK_DOUBLE_WAIT (-2)
+
+/* After tp_park: the parked thread is done sleeping. Must be called while holding pd->lock;
+ * releases it. Returns netpollblock's result.
+ * Go: runtime/netpoll.go netpollblock (after gopark returns) */
+static int
+netpollblock_unpark(PollDescObject *pd, int mode, int intr)
+{
+    int *g = gpp(pd, mode);
+    if (intr) {
+        pthread_mutex_unlock(&pd->lock);
+        return BLOCK_INTR;
+    }
+    if (mode == MODE_R) {
+        pd->rparked_by = 0;
+    }
+    else {
+        pd->wparked_by = 0;
+    }
+    /* Be careful to not lose a concurrent PD_READY notification. */
+    int old = *g;
+    *g = PD_NIL;
+    pthread_mutex_unlock(&pd->lock);
+    return old == PD_READY;
+}
+
+/* A signal handler returned: park again where netpollblock left off. Must be called
+ * without pd->lock and without the GIL. Go: none */
+static int
+netpollblock_resume(PollDescObject *pd, int mode)
+{
+    pthread_mutex_lock(&pd->lock);
+    return netpollblock_unpark(pd, mode, tp_park(pd, mode));
+}
+
+/* A signal handler raised: leave no stale waiter (PD_PARKED -> PD_NIL; a pending PD_READY
+ * is kept for the next wait, as netpoll.py keeps it) and consume pending posts. Go: none */
+static void
+netpollblock_abort(PollDescObject *pd, int mode)
+{
+    int *g = gpp(pd, mode);
+    tp_sema *s = mode == MODE_R ? &pd->rsema : &pd->wsema;
+    int *posts = mode == MODE_R ? &pd->rposts : &pd->wposts;
+    pthread_mutex_lock(&pd->lock);
+    if (mode == MODE_R) {
+        pd->rparked_by = 0;
+    }
+    else {
+        pd->wparked_by = 0;
+    }
+    if (*g == PD_PARKED) {
+        *g = PD_NIL;
+    }
+    while (*posts > 0) {
+        tp_sema_consume(s);
+        (*posts)--;
+    }
+    pthread_mutex_unlock(&pd->lock);
+}
 
 /* Park the calling thread until mode is ready, closed or timed out. Returns 1 if I/O is
  * ready, 0 if woken by close, a deadline or nothing at all, BLOCK_INTR if a signal handler
@@ -322,20 +386,7 @@ netpollblock(PollDescObject *pd, int mode, int waitio)
             pd->wparked_by = me;
             pd->wparked_at = tp_now();
         }
-        int intr = tp_park(pd, mode);
-        if (mode == MODE_R) {
-            pd->rparked_by = 0;
-        }
-        else {
-            pd->wparked_by = 0;
-        }
-        if (*g == PD_PARKED) {
-            *g = PD_NIL;
-        }
-        if (intr) {
-            pthread_mutex_unlock(&pd->lock);
-            return BLOCK_INTR;
-        }
+        return netpollblock_unpark(pd, mode, tp_park(pd, mode));
     }
     /* Be careful to not lose a concurrent PD_READY notification. */
     old = *g;
@@ -599,13 +650,16 @@ pd_wait(PollDescObject *pd, PyObject *m)
         PyErr_SetString(PyExc_ValueError, "wait mode must be 'r' or 'w'");
         return NULL;
     }
+    int resume = 0; /* a signal handler ran and returned: park again */
     for (;;) {
-        int err, r;
-        pthread_mutex_lock(&pd->lock);
-        err = netpollcheckerr(pd, mode);
-        pthread_mutex_unlock(&pd->lock);
-        if (err != POLL_NO_ERROR) {
-            return PyLong_FromLong(err);
+        int err = POLL_NO_ERROR, r;
+        if (!resume) {
+            pthread_mutex_lock(&pd->lock);
+            err = netpollcheckerr(pd, mode);
+            pthread_mutex_unlock(&pd->lock);
+            if (err != POLL_NO_ERROR) {
+                return PyLong_FromLong(err);
+            }
         }
         if (!pd->crt->poller_running) {
             int e = tp_ensure_poller(pd->crt); /* a forked child starts it lazily */
@@ -616,7 +670,8 @@ pd_wait(PollDescObject *pd, PyObject *m)
         }
         Py_BEGIN_ALLOW_THREADS
         for (;;) {
-            r = netpollblock(pd, mode, 0);
+            r = resume ? netpollblock_resume(pd, mode) : netpollblock(pd, mode, 0);
+            resume = 0;
             if (r != 0) {
                 break;
             }
@@ -637,10 +692,13 @@ pd_wait(PollDescObject *pd, PyObject *m)
             return internal_error("runtime: double wait");
         }
         if (r == BLOCK_INTR) {
+            /* Still PD_PARKED while the handler runs, as in the Python runtime. */
             if (PyErr_CheckSignals() < 0) {
+                netpollblock_abort(pd, mode);
                 return NULL;
             }
-            continue; /* the handler returned: park again */
+            resume = 1; /* the handler returned: park again */
+            continue;
         }
         return PyLong_FromLong(err);
     }
