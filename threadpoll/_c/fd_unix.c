@@ -143,7 +143,7 @@ tp_fd_read(PyObject *Py_UNUSED(m), PyObject *const *args, Py_ssize_t nargs)
     PyObject *fd = args[0];
     FDMutexObject *mu = (FDMutexObject *)args[1];
     PollDescObject *pd = (PollDescObject *)args[2];
-    int sysfd = _PyLong_AsInt(args[3]);
+    int sysfd = tp_as_int(args[3]);
     Py_ssize_t n = PyLong_AsSsize_t(args[4]);
     if ((sysfd == -1 || n == -1) && PyErr_Occurred()) {
         return NULL;
@@ -152,7 +152,7 @@ tp_fd_read(PyObject *Py_UNUSED(m), PyObject *const *args, Py_ssize_t nargs)
         Py_RETURN_FALSE;
     }
     if (tp_poll_reset(pd, MODE_R) != POLL_NO_ERROR) {
-        return unlock(fd, mu, 1) < 0 ? NULL : Py_NewRef(Py_False);
+        return unlock(fd, mu, 1) < 0 ? NULL : tp_newref(Py_False);
     }
     int eagain;
     PyObject *res = do_recv(sysfd, n, &eagain);
@@ -175,7 +175,7 @@ tp_fd_recv(PyObject *Py_UNUSED(m), PyObject *const *args, Py_ssize_t nargs)
         PyErr_SetString(PyExc_TypeError, "fd_recv takes 2 arguments");
         return NULL;
     }
-    int sysfd = _PyLong_AsInt(args[0]);
+    int sysfd = tp_as_int(args[0]);
     Py_ssize_t n = PyLong_AsSsize_t(args[1]);
     if ((sysfd == -1 || n == -1) && PyErr_Occurred()) {
         return NULL;
@@ -202,7 +202,7 @@ tp_fd_write(PyObject *Py_UNUSED(m), PyObject *const *args, Py_ssize_t nargs)
     PyObject *fd = args[0];
     FDMutexObject *mu = (FDMutexObject *)args[1];
     PollDescObject *pd = (PollDescObject *)args[2];
-    int sysfd = _PyLong_AsInt(args[3]);
+    int sysfd = tp_as_int(args[3]);
     if (sysfd == -1 && PyErr_Occurred()) {
         return NULL;
     }
@@ -212,11 +212,11 @@ tp_fd_write(PyObject *Py_UNUSED(m), PyObject *const *args, Py_ssize_t nargs)
     }
     PyObject *res = NULL;
     if (view.len == 0 || !try_rwlock(mu, 0)) {
-        res = Py_NewRef(Py_False);
+        res = tp_newref(Py_False);
         goto done;
     }
     if (tp_poll_reset(pd, MODE_W) != POLL_NO_ERROR) {
-        res = unlock(fd, mu, 0) < 0 ? NULL : Py_NewRef(Py_False);
+        res = unlock(fd, mu, 0) < 0 ? NULL : tp_newref(Py_False);
         goto done;
     }
     size_t end = view.len > MAX_RW ? MAX_RW : (size_t)view.len;

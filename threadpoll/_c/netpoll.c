@@ -1093,7 +1093,7 @@ static PyObject *
 rt_open(RuntimeObject *self, PyObject *arg)
 {
     tp_runtime *rt = &self->rt;
-    int fd = _PyLong_AsInt(arg);
+    int fd = tp_as_int(arg);
     if (fd == -1 && PyErr_Occurred()) {
         return NULL;
     }
@@ -1364,7 +1364,7 @@ rt_get_poller_running(RuntimeObject *self, void *Py_UNUSED(c))
 static PyObject *
 rt_is_poll_descriptor(RuntimeObject *self, PyObject *arg)
 {
-    int fd = _PyLong_AsInt(arg);
+    int fd = tp_as_int(arg);
     if (fd == -1 && PyErr_Occurred()) {
         return NULL;
     }

@@ -16,6 +16,7 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <pthread.h>
+#include <limits.h>
 #include <stdint.h>
 
 #if defined(__APPLE__)
@@ -124,6 +125,29 @@ int tp_netpollready_slot(tp_runtime *rt, uint32_t index, uint32_t seq, int mode,
 
 int tp_poll_reset(PollDescObject *pd, int mode); /* netpoll.c: prepareRead/prepareWrite */
 int tp_is_polldesc(PyObject *o);
+
+/* Small compatibility helpers (Python 3.9 to 3.13). */
+static inline PyObject *
+tp_newref(PyObject *o)
+{
+    Py_INCREF(o);
+    return o;
+}
+
+/* An int argument as a C int: -1 with an exception on error. */
+static inline int
+tp_as_int(PyObject *o)
+{
+    long v = PyLong_AsLong(o);
+    if (v == -1 && PyErr_Occurred()) {
+        return -1;
+    }
+    if (v < INT_MIN || v > INT_MAX) {
+        PyErr_SetString(PyExc_OverflowError, "Python int too large to convert to C int");
+        return -1;
+    }
+    return (int)v;
+}
 
 #define MODE_R 1
 #define MODE_W 2

@@ -35,9 +35,9 @@ from threadpoll._runtime import netpoll
 
 __all__ = ["CRuntime", "POLLDESC_TYPES", "available", "chosen_impl", "DEFAULT_IMPL"]
 
-# DIVERGENCE(go): none; a packaging choice. The Python runtime stays the default until the
-# C core passes the whole behavioural suite on every backend it has (see CHANGELOG).
-DEFAULT_IMPL = "python"
+# The C core where it is built (DESIGN: "the default where it is built"); the whole
+# behavioural suite runs on both (tests/conftest.py).
+DEFAULT_IMPL = "c"
 
 try:
     from threadpoll import _cpoll  # type: ignore[attr-defined]
