@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -310,3 +311,41 @@ def test_stats_and_dump_on_the_c_core(crt: Any, pipe_pd: Any) -> None:
     os.write(w, b"x")
     assert waiter.join() == POLL_NO_ERROR
     assert crt.events > before
+
+
+@needs_c
+@pytest.mark.timeout(20)
+def test_lazy_write_arms_write_interest_when_a_writer_first_waits() -> None:
+    """With lazy_write the descriptor is registered for reading only; the first writer that
+    parks adds EPOLLOUT, so freed buffer space still wakes it (no lost wake-up)."""
+    crt = netpoll_c.CRuntime(lazy_write=True)
+    a, b = socket.socketpair()
+    try:
+        a.setblocking(False)
+        b.setblocking(False)
+        pd, errno = netpoll.runtime_poll_open(a.fileno(), crt)
+        assert errno == 0 and pd is not None
+        try:
+            chunk = b"x" * 65536
+            while True:  # fill the send buffer: the next write would block
+                try:
+                    a.send(chunk)
+                except BlockingIOError:
+                    break
+            assert pd.reset("w") == POLL_NO_ERROR
+            waiter = Runner(lambda: pd.wait("w"), name="lazy-writer")
+            wait_until(lambda: pd.wg == PD_PARKED, what="a parked writer")
+            while True:  # free the space; the edge must reach the parked writer
+                try:
+                    if not b.recv(1 << 20):
+                        break
+                except BlockingIOError:
+                    break
+            assert waiter.join() == POLL_NO_ERROR
+        finally:
+            netpoll.runtime_poll_unblock(pd)
+            netpoll.runtime_poll_close(pd)
+    finally:
+        a.close()
+        b.close()
+        crt.shutdown()

@@ -559,6 +559,7 @@ pd_new(PyObject *rt_obj, tp_runtime *crt)
     pd->rparked_by = pd->wparked_by = 0;
     pd->rparked_at = pd->wparked_at = 0.0;
     pd->registered = 0;
+    pd->warmw = 0;
     pd->kind = PyUnicode_FromString("");
     if (tp_sema_init(&pd->rsema) != 0 || tp_sema_init(&pd->wsema) != 0 || pd->kind == NULL) {
         Py_DECREF(pd);
@@ -659,6 +660,18 @@ pd_wait(PollDescObject *pd, PyObject *m)
             pthread_mutex_unlock(&pd->lock);
             if (err != POLL_NO_ERROR) {
                 return PyLong_FromLong(err);
+            }
+        }
+        if (mode == MODE_W && pd->crt->lazy_write) {
+            /* Arm write interest before the first park (lazy_write; see the backend). */
+            pthread_mutex_lock(&pd->lock);
+            int arm = !pd->warmw && pd->registered;
+            int fd = pd->fd;
+            uint32_t seq = pd->fdseq;
+            pd->warmw = 1;
+            pthread_mutex_unlock(&pd->lock);
+            if (arm) {
+                tp_netpollarm_write(pd->crt, pd, fd, seq);
             }
         }
         if (!pd->crt->poller_running) {
@@ -1042,8 +1055,13 @@ typedef struct {
 } RuntimeObject;
 
 static int
-rt_init(RuntimeObject *self, PyObject *Py_UNUSED(args), PyObject *Py_UNUSED(kwds))
+rt_init(RuntimeObject *self, PyObject *args, PyObject *kwds)
 {
+    static char *kwlist[] = {"lazy_write", NULL};
+    int lazy_write = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|p:Runtime", kwlist, &lazy_write)) {
+        return -1;
+    }
     if (self->inited) {
         PyErr_SetString(PyExc_RuntimeError, "Runtime already initialised");
         return -1;
@@ -1052,6 +1070,7 @@ rt_init(RuntimeObject *self, PyObject *Py_UNUSED(args), PyObject *Py_UNUSED(kwds
     memset(rt, 0, sizeof(*rt));
     pthread_mutex_init(&rt->lock, NULL);
     rt->pollfd = rt->break_rd = rt->break_wr = -1;
+    rt->lazy_write = lazy_write;
     int err = tp_netpollinit(rt);
     if (err != 0) {
         errno = err;
@@ -1154,6 +1173,7 @@ rt_open(RuntimeObject *self, PyObject *arg)
     pd->wg = PD_NIL;
     pd->wd = INFINITY;
     pd->registered = 1;
+    pd->warmw = !rt->lazy_write;
     uint32_t seq = pd->fdseq;
     pthread_mutex_unlock(&pd->lock);
     int err = tp_netpollopen(rt, pd, fd, seq);
@@ -1319,6 +1339,7 @@ rt_after_fork_in_child(RuntimeObject *self, PyObject *Py_UNUSED(ignored))
         pd->rposts = pd->wposts = 0;
         pd->rg = pd->wg = PD_NIL;
         pd->rparked_by = pd->wparked_by = 0;
+        pd->warmw = !rt->lazy_write;
         if (pd->registered) {
             tp_netpollopen(rt, pd, pd->fd, pd->fdseq);
         }

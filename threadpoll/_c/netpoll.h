@@ -84,6 +84,7 @@ typedef struct {
     unsigned long rparked_by, wparked_by; /* pd->lock: thread ident of the parked thread */
     double rparked_at, wparked_at;        /* pd->lock: when it parked */
     int registered;         /* pd->lock: open with the backend (between open and close) */
+    int warmw;              /* pd->lock: write interest armed (always, unless lazy_write) */
     PyObject *kind;         /* GIL: what the descriptor is ("tcp", "pipe", ...) */
 } PollDescObject;
 
@@ -95,6 +96,7 @@ int tp_netpollopen(struct tp_runtime *rt, PollDescObject *pd, int fd, uint32_t s
 int tp_netpollclose(struct tp_runtime *rt, int fd);        /* 0 or errno */
 int tp_netpoll(struct tp_runtime *rt, int block);          /* waiters readied, or -errno */
 void tp_netpoll_break(struct tp_runtime *rt);
+int tp_netpollarm_write(struct tp_runtime *rt, PollDescObject *pd, int fd, uint32_t seq);
 int tp_netpoll_is_poll_descriptor(struct tp_runtime *rt, int fd);
 extern const char tp_backend_name[];
 
@@ -112,6 +114,7 @@ typedef struct tp_runtime {
     int pollfd;             /* the epoll or kqueue descriptor */
     int break_rd, break_wr; /* the wake-up: an eventfd (both the same) or a pipe */
     int wake_sig;           /* lock: a wake-up is pending (de-duplicates breaks) */
+    int lazy_write;         /* constant: register for reading only; arm writes on demand */
     /* counters: the poller alone writes poller_wakeups, events and stale_events_dropped
        (read without a lock by stats: a torn read of a counter is impossible on the 64-bit
        platforms we build for, and a stale one is fine); the rest under lock */

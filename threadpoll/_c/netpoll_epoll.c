@@ -70,9 +70,25 @@ int
 tp_netpollopen(tp_runtime *rt, PollDescObject *pd, int fd, uint32_t seq)
 {
     struct epoll_event ev;
-    ev.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET;
+    ev.events = EPOLLIN | EPOLLRDHUP | EPOLLET;
+    if (!rt->lazy_write) {
+        ev.events |= EPOLLOUT;
+    }
     ev.data.u64 = ((uint64_t)seq << 32) | pd->index;
     return epoll_ctl(rt->pollfd, EPOLL_CTL_ADD, fd, &ev) == 0 ? 0 : errno;
+}
+
+/* DIVERGENCE(go): with lazy_write, add EPOLLOUT the first time a writer waits (once, kept
+ * for the descriptor's life), so the peer's reads (ACKs, freed buffer space) stop waking
+ * the poller. MOD re-evaluates readiness: room that appeared between the writer's EAGAIN
+ * and this call is still reported. Go: none (Go registers EPOLLOUT in netpollopen) */
+int
+tp_netpollarm_write(tp_runtime *rt, PollDescObject *pd, int fd, uint32_t seq)
+{
+    struct epoll_event ev;
+    ev.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET;
+    ev.data.u64 = ((uint64_t)seq << 32) | pd->index;
+    return epoll_ctl(rt->pollfd, EPOLL_CTL_MOD, fd, &ev) == 0 ? 0 : errno;
 }
 
 /* Go: runtime/netpoll_epoll.go netpollclose */

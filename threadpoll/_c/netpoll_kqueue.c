@@ -99,6 +99,17 @@ tp_netpollopen(tp_runtime *rt, PollDescObject *pd, int fd, uint32_t seq)
     return kevent(rt->pollfd, ev, 2, NULL, 0, NULL) < 0 ? errno : 0;
 }
 
+/* kqueue registers both filters in netpollopen: nothing to arm. Go: none */
+int
+tp_netpollarm_write(tp_runtime *rt, PollDescObject *pd, int fd, uint32_t seq)
+{
+    (void)rt;
+    (void)pd;
+    (void)fd;
+    (void)seq;
+    return 0;
+}
+
 /* Go: runtime/netpoll_kqueue.go netpollclose */
 int
 tp_netpollclose(tp_runtime *rt, int fd)

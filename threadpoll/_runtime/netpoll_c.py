@@ -148,15 +148,22 @@ class CRuntime(_Base):  # type: ignore[misc]
 
     impl = "c"
 
-    def __init__(self, name: str | None = None) -> None:
-        """Go: runtime/netpoll.go netpollGenericInit"""
+    def __init__(self, name: str | None = None, *, lazy_write: bool | None = None) -> None:
+        """``lazy_write``: arm EPOLLOUT when a writer first waits, as EpollBackend's option
+        (default: $THREADPOLL_EPOLL_LAZY_WRITE=1).
+
+        Go: runtime/netpoll.go netpollGenericInit
+        """
         if _cpoll is None:
             raise ImportError("threadpoll: the C core is not built")
         if name is not None and name != _cpoll.backend:
             raise ValueError(
                 f"threadpoll: the C core has no {name!r} backend (it has {_cpoll.backend!r})"
             )
-        super().__init__()
+        if lazy_write is None:
+            lazy_write = os.environ.get("THREADPOLL_EPOLL_LAZY_WRITE") == "1"
+        super().__init__(lazy_write=lazy_write)
+        self.lazy_write = lazy_write
         self.name: str = _cpoll.backend
         self.backend = _BackendInfo(self.name, self)
         self.hooks = netpoll.Hooks()  # never called by the C core
