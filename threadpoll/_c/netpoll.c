@@ -427,20 +427,20 @@ tp_netpollready_slot(tp_runtime *rt, uint32_t index, uint32_t seq, int mode, int
     }
     pthread_mutex_unlock(&rt->lock);
     if (pd == NULL) {
-        rt->stale_events_dropped++;
+        __atomic_fetch_add(&rt->stale_events_dropped, 1, __ATOMIC_RELAXED);
         return 0;
     }
     int n = 0;
     pthread_mutex_lock(&pd->lock);
     if (pd->fdseq != seq || !pd->registered) {
         pthread_mutex_unlock(&pd->lock);
-        rt->stale_events_dropped++;
+        __atomic_fetch_add(&rt->stale_events_dropped, 1, __ATOMIC_RELAXED);
         return 0;
     }
     pd->event_err = err;
     n = netpollready_locked(pd, mode);
     pthread_mutex_unlock(&pd->lock);
-    rt->events++;
+    __atomic_fetch_add(&rt->events, 1, __ATOMIC_RELAXED);
     return n;
 }
 
@@ -470,7 +470,7 @@ tp_poller_main(void *arg)
             fprintf(stderr, "threadpoll: C poller: netpoll failed: %s\n", strerror(-r));
             abort();
         }
-        rt->poller_wakeups++;
+        __atomic_fetch_add(&rt->poller_wakeups, 1, __ATOMIC_RELAXED);
     }
     return NULL;
 }
@@ -491,7 +491,7 @@ tp_ensure_poller(tp_runtime *rt)
         err = pthread_create(&rt->poller, NULL, tp_poller_main, rt);
         pthread_sigmask(SIG_SETMASK, &old, NULL);
         if (err == 0) {
-            rt->poller_running = 1;
+            __atomic_store_n(&rt->poller_running, 1, __ATOMIC_RELEASE);
         }
     }
     else if (rt->stopping) {
@@ -674,7 +674,7 @@ pd_wait(PollDescObject *pd, PyObject *m)
                 tp_netpollarm_write(pd->crt, pd, fd, seq);
             }
         }
-        if (!pd->crt->poller_running) {
+        if (!__atomic_load_n(&pd->crt->poller_running, __ATOMIC_ACQUIRE)) {
             int e = tp_ensure_poller(pd->crt); /* a forked child starts it lazily */
             if (e != 0) {
                 errno = e;
@@ -1098,10 +1098,29 @@ rt_clear(RuntimeObject *self)
     return 0;
 }
 
+/* A runtime is only freed when no pollDesc was ever opened on it (each pollDesc keeps it
+ * alive): stop a poller that ensure_poller started, so it never outlives the runtime. */
 static void
 rt_dealloc(RuntimeObject *self)
 {
     PyObject_GC_UnTrack(self);
+    tp_runtime *rt = &self->rt;
+    pthread_mutex_lock(&rt->lock);
+    rt->stopping = 1;
+    int running = rt->poller_running;
+    rt->poller_running = 0;
+    pthread_t t = rt->poller;
+    pthread_mutex_unlock(&rt->lock);
+    if (running) {
+        tp_netpoll_break(rt);
+        pthread_join(t, NULL); /* the poller never takes the GIL: safe with it held */
+    }
+    if (self->inited) {
+        tp_netpolldeinit(rt);
+        self->inited = 0;
+    }
+    free(rt->pds);
+    free(rt->free);
     Py_CLEAR(self->dict);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
@@ -1292,7 +1311,7 @@ rt_shutdown(RuntimeObject *self, PyObject *Py_UNUSED(ignored))
     pthread_mutex_lock(&rt->lock);
     rt->stopping = 1;
     int running = rt->poller_running;
-    rt->poller_running = 0;
+    __atomic_store_n(&rt->poller_running, 0, __ATOMIC_RELEASE);
     pthread_t t = rt->poller;
     pthread_mutex_unlock(&rt->lock);
     if (running) {
