@@ -37,6 +37,8 @@ from threadpoll._runtime.netpoll import (
 C_BACKENDS = [n for n in BACKENDS if n.startswith("c-")]
 needs_c = pytest.mark.skipif(not C_BACKENDS, reason="the C core is not built")
 pytestmark = [pytest.mark.timeout(30)]
+# The tests that take crt run on the C core's params of the rt fixture only.
+on_c = pytest.mark.parametrize("rt", C_BACKENDS, indirect=True)
 
 
 def _run(code: str, **env: str) -> subprocess.CompletedProcess[str]:
@@ -115,6 +117,7 @@ def _poller_tasks() -> list[str]:
     return out
 
 
+@on_c
 @pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="needs Linux /proc")
 def test_poller_is_one_pthread_with_every_signal_blocked(crt: Any) -> None:
     """The C poller is not a Python thread, and blocks signals so they reach the others."""
@@ -131,6 +134,7 @@ def test_poller_is_one_pthread_with_every_signal_blocked(crt: Any) -> None:
             assert mask & (1 << (sig - 1)), f"signal {sig} not blocked in the poller"
 
 
+@on_c
 def test_readiness_without_waiter_is_kept_as_ready(pipe_pd: Any) -> None:
     r, w, pd = pipe_pd
     os.write(w, b"x")
@@ -139,6 +143,7 @@ def test_readiness_without_waiter_is_kept_as_ready(pipe_pd: Any) -> None:
     assert pd.rg == PD_NIL
 
 
+@on_c
 def test_close_wakes_parked_waiter_and_keeps_pending_ready(pipe_pd: Any) -> None:
     r, w, pd = pipe_pd
     waiter = Runner(lambda: pd.wait("r"))
@@ -150,6 +155,7 @@ def test_close_wakes_parked_waiter_and_keeps_pending_ready(pipe_pd: Any) -> None
         netpoll.runtime_poll_unblock(pd)
 
 
+@on_c
 def test_double_wait_throws(pipe_pd: Any) -> None:
     r, w, pd = pipe_pd
     waiter = Runner(lambda: pd.wait("r"))
@@ -160,12 +166,14 @@ def test_double_wait_throws(pipe_pd: Any) -> None:
     assert waiter.join() == POLL_NO_ERROR
 
 
+@on_c
 def test_close_with_a_waiter_throws(pipe_pd: Any, crt: Any) -> None:
     r, w, pd = pipe_pd
     with pytest.raises(InternalError, match="close polldesc w/o unblock"):
         netpoll.runtime_poll_close(pd)
 
 
+@on_c
 def test_deadline_moved_earlier_retimes_the_parked_wait(pipe_pd: Any) -> None:
     r, w, pd = pipe_pd
     netpoll.runtime_poll_set_deadline(pd, time.monotonic() + 3600, "r")
@@ -178,6 +186,7 @@ def test_deadline_moved_earlier_retimes_the_parked_wait(pipe_pd: Any) -> None:
     assert pd.rd == netpoll.EXPIRED
 
 
+@on_c
 def test_deadline_moved_later_keeps_the_waiter_parked(pipe_pd: Any) -> None:
     r, w, pd = pipe_pd
     netpoll.runtime_poll_set_deadline(pd, time.monotonic() + 0.2, "r")
@@ -189,6 +198,7 @@ def test_deadline_moved_later_keeps_the_waiter_parked(pipe_pd: Any) -> None:
     assert waiter.join() == POLL_NO_ERROR
 
 
+@on_c
 def test_bad_arguments(pipe_pd: Any, crt: Any) -> None:
     r, w, pd = pipe_pd
     with pytest.raises(ValueError):
@@ -205,6 +215,7 @@ def test_bad_arguments(pipe_pd: Any, crt: Any) -> None:
         crt.poll_close(object())
 
 
+@on_c
 @pytest.mark.skipif(not hasattr(signal, "pthread_kill"), reason="needs signal.pthread_kill")
 def test_signal_handler_that_returns_leaves_the_thread_parked(pipe_pd: Any) -> None:
     """A handler that returns (no exception) ends the wait only to run it: the thread parks
@@ -294,6 +305,7 @@ def test_fork_child_gets_a_fresh_poller(rt: Any) -> None:
         wa.close()
 
 
+@on_c
 def test_stats_and_dump_on_the_c_core(crt: Any, pipe_pd: Any) -> None:
     from threadpoll import _diag
 
