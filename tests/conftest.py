@@ -5,6 +5,13 @@ machine can run: epoll and poll on Linux, kqueue and poll on the BSDs and macOS,
 kqueue backend over the epoll-backed kqueue emulation (tests/kqueue_emul.py) on Linux. The
 fixture makes that runtime the default one for the test, so the fronts (net, file, socket)
 use it too.
+
+Every implementation × backend: where the C core is built, ``c-epoll`` (or ``c-kqueue``) runs
+each behavioural test on the C core's runtime as well. Tests that drive the Python runtime's
+hook points (``Hooks``), its tracing or its internals are marked ``python_runtime`` and are
+skipped there; the C core gets those races through stress and the sanitizer run.
+``THREADPOLL_TEST_BACKENDS`` picks params by name (``c-epoll`` included);
+``THREADPOLL_TEST_IMPL=c`` or ``python`` keeps one implementation's params only.
 """
 
 from __future__ import annotations
@@ -21,7 +28,7 @@ import pytest
 sys.path.insert(0, os.path.dirname(__file__))
 
 from threadpoll._runtime import netpoll  # noqa: E402
-from threadpoll._runtime.netpoll import PD_PARKED, PD_WAIT, Runtime  # noqa: E402
+from threadpoll._runtime.netpoll import PD_PARKED, PD_WAIT, Runtime, new_backend  # noqa: E402
 
 
 def _backend_params() -> list[str]:
@@ -40,6 +47,15 @@ def _backend_params() -> list[str]:
             names.append("kqueue-emul")
     if hasattr(select, "poll"):
         names.append("poll")
+    from threadpoll._runtime import netpoll_c
+
+    if netpoll_c.available():
+        names.append("c-" + netpoll_c.backend_name())
+    impl = os.environ.get("THREADPOLL_TEST_IMPL")
+    if impl == "c":
+        names = [n for n in names if n.startswith("c-")]
+    elif impl == "python":
+        names = [n for n in names if not n.startswith("c-")]
     only = os.environ.get("THREADPOLL_TEST_BACKENDS")
     if only:
         names = [n for n in names if n in only.split(",")]
@@ -47,6 +63,7 @@ def _backend_params() -> list[str]:
 
 
 BACKENDS = _backend_params()
+PY_BACKENDS = [n for n in BACKENDS if not n.startswith("c-")]  # the Python runtime's only
 _runtimes: dict[str, Runtime] = {}
 
 
@@ -62,7 +79,11 @@ def make_runtime(name: str) -> Runtime:
         from threadpoll._runtime.netpoll_kqueue import KqueueBackend
 
         return Runtime(KqueueBackend(select_module=kqueue_emul.module()))
-    return netpoll.runtime_poll_server_init(name)
+    if name.startswith("c-"):
+        from threadpoll._runtime import netpoll_c
+
+        return netpoll_c.CRuntime(name[2:])  # type: ignore[no-any-return]
+    return Runtime(new_backend(name))
 
 
 def runtime_for(name: str) -> Runtime:
@@ -84,6 +105,8 @@ def _all_runtimes() -> Iterator[None]:
 @pytest.fixture(params=BACKENDS)
 def rt(request: pytest.FixtureRequest) -> Iterator[Runtime]:
     """The runtime of one backend, installed as the default runtime for the test."""
+    if request.param.startswith("c-") and request.node.get_closest_marker("python_runtime"):
+        pytest.skip("drives the Python runtime's hook points or internals")
     runtime = runtime_for(request.param)
     runtime.hooks.after_eagain = runtime.hooks.before_park = runtime.hooks.before_ready = None
     old = netpoll.set_default_runtime(runtime)

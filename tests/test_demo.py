@@ -65,6 +65,7 @@ def test_demo_holds_every_promise(backend: str) -> None:
     assert took < 30
 
 
+@pytest.mark.python_runtime
 @pytest.mark.timeout(60)
 def test_demo_fails_loudly_when_a_promise_breaks(
     rt: Runtime, monkeypatch: pytest.MonkeyPatch
@@ -105,6 +106,7 @@ def test_demo_reports_a_scenario_that_cannot_run(
     assert "FAILED: promise 1 (close wakes everyone): the scenario failed" in out.getvalue()
 
 
+@pytest.mark.python_runtime
 @pytest.mark.timeout(60)
 def test_demo_reports_a_poller_death(rt: Runtime, monkeypatch: pytest.MonkeyPatch) -> None:
     """A poller that died and was replaced during the run breaks promise 5."""

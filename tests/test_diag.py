@@ -104,6 +104,7 @@ def test_dump_lists_longest_parked_first(rt: Runtime, pair: tuple[FD, FD]) -> No
     second.join_exc()
 
 
+@pytest.mark.python_runtime
 def test_dump_shows_expired_deadline_and_queued_readers(rt: Runtime, pair: tuple[FD, FD]) -> None:
     fa, fb = pair
     reader = Runner(lambda: fb.read(1), name="holder")
@@ -326,6 +327,7 @@ def test_dump_on_signal_falls_back_to_fd2(usr1: int, capfd: pytest.CaptureFixtur
 # --- threadpoll.trace ----------------------------------------------------------------------
 
 
+@pytest.mark.python_runtime
 def test_recording_captures_a_park_and_its_readying(rt: Runtime, pair: tuple[FD, FD]) -> None:
     fa, fb = pair
     num = fb.fileno()
@@ -353,6 +355,7 @@ def test_recording_captures_a_park_and_its_readying(rt: Runtime, pair: tuple[FD,
     assert cols.splitlines()[0].split()[0:1] != [] and "traced-reader" in cols.splitlines()[0]
 
 
+@pytest.mark.python_runtime
 def test_recording_records_close_and_deadline(rt: Runtime, pair: tuple[FD, FD]) -> None:
     fa, fb = pair
     num = fb.fileno()

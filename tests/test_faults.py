@@ -126,6 +126,7 @@ def test_spurious_wakeups_from_a_thread_readying_in_a_loop(rt: Runtime, pairs: P
     assert readied[1] > 0
 
 
+@pytest.mark.python_runtime
 def test_spurious_wakeups_from_the_poller(rt: Runtime, pairs: Pairs) -> None:
     """Each real event is delivered four times, and readies the other mode too."""
     fa, fb = pairs()
@@ -248,6 +249,7 @@ class EagainStorm:
         self.rescuer.join()
 
 
+@pytest.mark.python_runtime
 def test_eagain_storm(rt: Runtime, pairs: Pairs, monkeypatch: pytest.MonkeyPatch) -> None:
     fa, fb = pairs()
     storm = EagainStorm(rt, {fa.fileno(): pd_of(fa), fb.fileno(): pd_of(fb)}, 400, seed=7)
@@ -287,6 +289,7 @@ def test_delayed_poller_events(rt: Runtime, pairs: Pairs) -> None:
 # --- the backend refuses a descriptor ---------------------------------------------------------
 
 
+@pytest.mark.python_runtime
 @pytest.mark.parametrize("err", [errno.ENOMEM, errno.EPERM, errno.ENOSPC])
 def test_registration_failure_falls_back_to_blocking(
     rt: Runtime, monkeypatch: pytest.MonkeyPatch, err: int
@@ -351,6 +354,7 @@ def kill_poller(rt: Runtime, monkeypatch: pytest.MonkeyPatch, times: int = 1) ->
     return passed
 
 
+@pytest.mark.python_runtime
 def test_poller_death_wakes_parked_threads_with_cause(
     rt: Runtime, pairs: Pairs, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -389,6 +393,7 @@ def test_poller_death_wakes_parked_threads_with_cause(
     assert n == writer.exc.written
 
 
+@pytest.mark.python_runtime
 def test_poller_death_leaves_idle_descriptors_alone(
     rt: Runtime, pairs: Pairs, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -408,6 +413,7 @@ def test_poller_death_leaves_idle_descriptors_alone(
     assert r.join() == b"fine"
 
 
+@pytest.mark.python_runtime
 def test_poller_that_keeps_dying_backs_off_then_recovers(
     rt: Runtime, pairs: Pairs, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -430,6 +436,7 @@ def test_poller_that_keeps_dying_backs_off_then_recovers(
     assert r.join() == b"back"
 
 
+@pytest.mark.python_runtime
 @pytest.mark.timeout(30)
 def test_poller_that_keeps_failing_tells_threads_that_park_later(
     rt: Runtime, pairs: Pairs, monkeypatch: pytest.MonkeyPatch
@@ -475,6 +482,7 @@ def test_poller_that_keeps_failing_tells_threads_that_park_later(
     assert reader.join() == b"back"
 
 
+@pytest.mark.python_runtime
 def test_event_fetched_by_a_dying_poller_is_not_lost(
     rt: Runtime, pairs: Pairs, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -544,6 +552,7 @@ def wait_child(pid: int, timeout: float = 20.0) -> int:
         time.sleep(0.005)  # polling the child's state
 
 
+@pytest.mark.python_runtime
 def test_child_reads_inherited_descriptor(rt: Runtime, pairs: Pairs) -> None:
     """The child parks on an inherited FD: its poller (fresh, started by that first wait)
     must deliver the readiness."""

@@ -1539,6 +1539,7 @@ def _top_frame_is(thread: threading.Thread, function: str) -> bool:
     return frame is not None and frame.f_code.co_name == function
 
 
+@pytest.mark.python_runtime
 @pytest.mark.parametrize("op", ["read", "write"])
 @pytest.mark.timeout(20)
 def test_first_attempt_holds_off_close_until_its_syscall_returns(

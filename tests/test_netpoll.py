@@ -18,7 +18,7 @@ from types import FrameType
 from typing import Callable
 
 import pytest
-from conftest import BACKENDS, make_runtime
+from conftest import PY_BACKENDS, make_runtime
 from support import Runner, wait_until
 
 from threadpoll._runtime import netpoll, trace
@@ -47,7 +47,9 @@ from threadpoll._runtime.netpoll import (
     runtime_poll_wait,
 )
 
-pytestmark = pytest.mark.timeout(30)
+# These tests drive the Python runtime itself (its hook points, tracing and internals);
+# the C core has its own in test_cpoll.py.
+pytestmark = [pytest.mark.timeout(30), pytest.mark.python_runtime]
 
 Pipe = tuple[int, int, PollDesc]
 
@@ -545,7 +547,7 @@ def test_regular_file_refused_or_accepted_consistently(rt: Runtime, tmp_path) ->
         os.close(fd)
 
 
-@pytest.mark.parametrize("name", BACKENDS)
+@pytest.mark.parametrize("name", PY_BACKENDS)
 def test_netpoll_break(name: str) -> None:
     """Port of runtime TestNetpollBreak: netpoll_break interrupts a netpoll blocked for 10 s."""
     runtime = make_runtime(name)  # fresh: no poller thread, we call netpoll ourselves
@@ -572,7 +574,7 @@ def test_netpoll_break(name: str) -> None:
         runtime.shutdown()
 
 
-@pytest.mark.parametrize("name", BACKENDS)
+@pytest.mark.parametrize("name", PY_BACKENDS)
 def test_netpoll_break_is_deduplicated(name: str) -> None:
     runtime = make_runtime(name)
     try:
@@ -588,7 +590,7 @@ def test_netpoll_break_is_deduplicated(name: str) -> None:
         runtime.shutdown()
 
 
-@pytest.mark.parametrize("name", BACKENDS)
+@pytest.mark.parametrize("name", PY_BACKENDS)
 def test_nonblocking_poll_leaves_break_pending(name: str) -> None:
     runtime = make_runtime(name)
     try:

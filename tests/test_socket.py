@@ -1172,6 +1172,7 @@ def test_smtplib_against_a_threaded_smtp_server_under_patch(rt: Any) -> None:
         assert b"hi" in srv.received[0]  # type: ignore[attr-defined]
 
 
+@pytest.mark.python_runtime
 @pytest.mark.timeout(20)
 def test_close_on_the_same_thread_during_the_first_attempt(
     pair: tuple[ts.socket, ts.socket], monkeypatch: pytest.MonkeyPatch

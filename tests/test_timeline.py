@@ -22,7 +22,8 @@ from threadpoll._runtime.trace import TraceEvent
 from threadpoll._timeline import POLLER, Result, ScenarioError
 from threadpoll.errors import DeadlineExceededError, NetClosingError
 
-pytestmark = pytest.mark.timeout(60)
+# The timeline is the Python runtime's tracing: it has no C counterpart.
+pytestmark = [pytest.mark.timeout(60), pytest.mark.python_runtime]
 
 REQUIRED = ["data", "close", "deadline", "deadline-past", "backpressure", "two-writers"]
 

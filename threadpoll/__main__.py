@@ -16,6 +16,7 @@ default one (which ``THREADPOLL_BACKEND`` also chooses).
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import textwrap
 from typing import TYPE_CHECKING
@@ -85,12 +86,16 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _runtime(name: str | None) -> Runtime | None:
-    """A fresh runtime of the named backend, or None for the default runtime."""
-    if name is None:
-        return None
-    from threadpoll._runtime.netpoll import runtime_poll_server_init
+    """A fresh runtime of the named backend, or None for the default runtime. ``trace`` and
+    ``demo`` show the Python runtime's transitions, so they always run on the Python runtime
+    (the C core records none), whatever THREADPOLL_IMPL says."""
+    from threadpoll._runtime import netpoll
 
-    return runtime_poll_server_init(name)
+    if name is None:
+        if netpoll.get_runtime().impl == "python":
+            return None
+        name = os.environ.get("THREADPOLL_BACKEND") or netpoll.backend_names()[0]
+    return netpoll.Runtime(netpoll.new_backend(name))
 
 
 def _trace(args: argparse.Namespace) -> int:

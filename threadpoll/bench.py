@@ -86,6 +86,11 @@ V_TRIO = "trio"
 V_GEVENT = "gevent"
 V_TPS = "threadpoll drop-in socket"
 V_CONN = "threadpoll Conn"
+# The same fronts on the C core (threadpoll._cpoll); the rows above run the Python runtime.
+V_TPS_C = "threadpoll drop-in socket, C core"
+V_CONN_C = "threadpoll Conn, C core"
+V_TPS_BOTH = "threadpoll drop-in both ends"  # echo: the clients are threadpoll sockets too
+V_TPS_BOTH_C = "threadpoll drop-in both ends, C core"
 V_FLOOR = "floor: read(2) in Python"
 V_SSL = "stdlib ssl"
 V_SSL_TPS = "threadpoll drop-in ssl"
@@ -259,6 +264,84 @@ def _hard_close(o: Any) -> None:
 def _hard_close_all(objs: Sequence[Any]) -> None:
     for o in list(objs):
         _hard_close(o)
+
+
+def _switches() -> int:
+    """Voluntary + involuntary context switches of this process so far (0 where unknown)."""
+    try:
+        import resource
+    except ImportError:
+        return 0
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    return int(ru.ru_nvcsw + ru.ru_nivcsw)
+
+
+_impl_runtimes: dict[str, Any] = {}
+
+
+def _impl_runtime(impl: str) -> Any:
+    """One runtime per implementation for the whole run, on this machine's best backend."""
+    rt = _impl_runtimes.get(impl)
+    if rt is None:
+        netpoll = _import("threadpoll._runtime.netpoll")
+        if impl == "c":
+            rt = _import("threadpoll._runtime.netpoll_c").CRuntime()
+        else:
+            name = os.environ.get("THREADPOLL_BACKEND") or netpoll.backend_names()[0]
+            rt = netpoll.Runtime(netpoll.new_backend(name))
+        _impl_runtimes[impl] = rt
+    return rt
+
+
+def _shutdown_impl_runtimes() -> None:
+    """Stop the runtimes _impl_runtime made (their pollers and descriptors)."""
+    while _impl_runtimes:
+        _, rt = _impl_runtimes.popitem()
+        rt.shutdown()
+
+
+def _on_impl(impl: str, fn: Callable[[RunCtx], Outcome]) -> Callable[[RunCtx], Outcome]:
+    """fn with threadpoll's default runtime set to the given implementation's ("c" or
+    "python"), so both show as rows of one run whatever THREADPOLL_IMPL says."""
+
+    def run(ctx: RunCtx) -> Outcome:
+        netpoll = _import("threadpoll._runtime.netpoll")
+        old = netpoll.set_default_runtime(_impl_runtime(impl))
+        try:
+            return fn(ctx)
+        finally:
+            netpoll.set_default_runtime(old)
+
+    return run
+
+
+def _both_ends(fn: Callable[[RunCtx], Outcome]) -> Callable[[RunCtx], Outcome]:
+    """An echo variant whose client sockets are threadpoll drop-in sockets too."""
+
+    def run(ctx: RunCtx) -> Outcome:
+        return fn(RunCtx({**ctx.params, "tp_clients": True}, ctx.window_s, ctx.max_ops,
+                         ctx.hard_s, ctx.quick))
+
+    return run
+
+
+def _probe_c() -> str | None:
+    try:
+        ok = _import("threadpoll._runtime.netpoll_c").available()
+    except ImportError as e:
+        return f"unavailable: {e}"
+    return None if ok else "the C core is not built"
+
+
+def _probes(*probes: Callable[[], str | None]) -> Callable[[], str | None]:
+    def probe() -> str | None:
+        for p in probes:
+            reason = p()
+            if reason is not None:
+                return reason
+        return None
+
+    return probe
 
 
 def _percentile(xs: Sequence[float], q: float) -> float:
@@ -676,9 +759,10 @@ def _pp_threads(a: Any, b: Any, a_recv: Callable[[int], bytes], b_recv: Callable
     echo = _Thread(lambda: _pp_echo(b_send, b_recv), "bench-pingpong-echo")
     try:
         _pp_loop(a_send, a_recv, msg, 32, math.inf)  # warm-up
-        t0 = time.perf_counter()
+        t0, cpu0, sw0 = time.perf_counter(), time.process_time(), _switches()
         done = _pp_loop(a_send, a_recv, msg, ctx.max_ops, t0 + ctx.window_s)
         elapsed = time.perf_counter() - t0
+        cpu, sw = time.process_time() - cpu0, _switches() - sw0
     finally:
         _close(a)  # the echo thread reads EOF and returns
         try:
@@ -687,7 +771,8 @@ def _pp_threads(a: Any, b: Any, a_recv: Callable[[int], bytes], b_recv: Callable
             _close(b)
     if echo.exc is not None:
         raise echo.exc
-    return Outcome(value=elapsed / done * 1e6)
+    return Outcome(value=elapsed / done * 1e6,
+                   extra={"cpu_us_per_req": cpu / done * 1e6, "ctxsw_per_req": sw / done})
 
 
 def _pp_stdlib(ctx: RunCtx) -> Outcome:
@@ -1200,8 +1285,10 @@ def _echo_drive(start: Callable[[int], _EchoServer], ctx: RunCtx) -> Outcome:
     try:
         try:
             server = start(k)
+            connect = _import("threadpoll.socket").create_connection if ctx.params.get(
+                "tp_clients") else socket.create_connection
             for _ in range(k):
-                s = socket.create_connection(server.addr, timeout=ctx.hard_s)
+                s = connect(server.addr, timeout=ctx.hard_s)
                 _accepted(s)
                 clients.append(s)
             for i, s in enumerate(clients):
@@ -1216,9 +1303,9 @@ def _echo_drive(start: Callable[[int], _EchoServer], ctx: RunCtx) -> Outcome:
             threading.stack_size(old_stack)
         go.set()
         time.sleep(ctx.params["warmup_s"])
-        c0, t0, cpu0 = sum(counts), time.perf_counter(), time.process_time()
+        c0, t0, cpu0, sw0 = sum(counts), time.perf_counter(), time.process_time(), _switches()
         time.sleep(ctx.window_s)
-        c1, t1, cpu1 = sum(counts), time.perf_counter(), time.process_time()
+        c1, t1, cpu1, sw1 = sum(counts), time.perf_counter(), time.process_time(), _switches()
     finally:
         stop[0] = True
         go.set()
@@ -1236,7 +1323,8 @@ def _echo_drive(start: Callable[[int], _EchoServer], ctx: RunCtx) -> Outcome:
         # window can pass before any client's request comes back. Speed is never a failure.
         return Outcome(note=_NO_REQUEST_NOTE)
     return Outcome(value=(c1 - c0) / (t1 - t0),
-                   extra={"cpu_us_per_req": (cpu1 - cpu0) / (c1 - c0) * 1e6})
+                   extra={"cpu_us_per_req": (cpu1 - cpu0) / (c1 - c0) * 1e6,
+                          "ctxsw_per_req": (sw1 - sw0) / (c1 - c0)})
 
 
 def _echo_stdlib(ctx: RunCtx) -> Outcome:
@@ -1827,8 +1915,11 @@ def _cases(quick: bool, rounds: int | None, only: Sequence[str]) -> list[Case]:
                     Variant(V_TRIO, _fp_trio, _probe_trio),
                     Variant(V_GEVENT, _in_child("_gevent_fastpath"), _probe_gevent,
                             "own process"),
-                    Variant(V_TPS, _fp_tps, _probe_tps),
-                    Variant(V_CONN, _fp_conn, _probe_conn, "Conn.read"),
+                    Variant(V_TPS, _on_impl("python", _fp_tps), _probe_tps),
+                    Variant(V_CONN, _on_impl("python", _fp_conn), _probe_conn, "Conn.read"),
+                    Variant(V_TPS_C, _on_impl("c", _fp_tps), _probes(_probe_tps, _probe_c)),
+                    Variant(V_CONN_C, _on_impl("c", _fp_conn), _probes(_probe_conn, _probe_c),
+                            "Conn.read"),
                     Variant(V_FLOOR, _fp_floor, note="reference: os.read in one function"),
                     Variant(V_FLOOR_LOCK, _fp_floor_lock,
                             note="reference: the same inside one `with lock`"),
@@ -1848,8 +1939,13 @@ def _cases(quick: bool, rounds: int | None, only: Sequence[str]) -> list[Case]:
                         Variant(V_TRIO, _pp_trio, _probe_trio, one_thread),
                         Variant(V_GEVENT, _in_child("_gevent_pingpong"), _probe_gevent,
                                 gevent_note),
-                        Variant(V_TPS, _pp_tps, _probe_tps),
-                        Variant(V_CONN, _pp_conn, _probe_conn),
+                        Variant(V_TPS, _on_impl("python", _pp_tps), _probe_tps,
+                                "both ends"),
+                        Variant(V_CONN, _on_impl("python", _pp_conn), _probe_conn),
+                        Variant(V_TPS_C, _on_impl("c", _pp_tps),
+                                _probes(_probe_tps, _probe_c), "both ends"),
+                        Variant(V_CONN_C, _on_impl("c", _pp_conn),
+                                _probes(_probe_conn, _probe_c)),
                     ], {"transport": transport, "size": size}))
     if "echo" in only:
         warmup = 0.05 if quick else 0.25
@@ -1866,8 +1962,14 @@ def _cases(quick: bool, rounds: int | None, only: Sequence[str]) -> list[Case]:
                     Variant(V_TRIO, _echo_trio, _probe_trio, "task per connection"),
                     Variant(V_GEVENT, _in_child("_gevent_echo"), _probe_gevent,
                             "own process, clients there too"),
-                    Variant(V_TPS, _echo_tps, _probe_tps),
-                    Variant(V_CONN, _echo_conn, _probe_conn),
+                    Variant(V_TPS, _on_impl("python", _echo_tps), _probe_tps),
+                    Variant(V_CONN, _on_impl("python", _echo_conn), _probe_conn),
+                    Variant(V_TPS_C, _on_impl("c", _echo_tps), _probes(_probe_tps, _probe_c)),
+                    Variant(V_CONN_C, _on_impl("c", _echo_conn), _probes(_probe_conn, _probe_c)),
+                    Variant(V_TPS_BOTH, _on_impl("python", _both_ends(_echo_tps)), _probe_tps,
+                            "client and server"),
+                    Variant(V_TPS_BOTH_C, _on_impl("c", _both_ends(_echo_tps)),
+                            _probes(_probe_tps, _probe_c), "client and server"),
                 ], {"k": k, "warmup_s": warmup},
                 requires=functools.partial(_fds_needed, 2 * k + 64)))
     if "closewake" in only:
@@ -1881,8 +1983,12 @@ def _cases(quick: bool, rounds: int | None, only: Sequence[str]) -> list[Case]:
                 Variant(V_TRIO, _cw_trio, _probe_trio, "task in the same thread"),
                 Variant(V_GEVENT, _in_child("_gevent_closewake"), _probe_gevent,
                         "own process; greenlet in the same thread"),
-                Variant(V_TPS, _cw_tps, _probe_tps, "socketpair, close()"),
-                Variant(V_CONN, _cw_conn, _probe_conn, "AF_UNIX, close()"),
+                Variant(V_TPS, _on_impl("python", _cw_tps), _probe_tps, "socketpair, close()"),
+                Variant(V_CONN, _on_impl("python", _cw_conn), _probe_conn, "AF_UNIX, close()"),
+                Variant(V_TPS_C, _on_impl("c", _cw_tps), _probes(_probe_tps, _probe_c),
+                        "socketpair, close()"),
+                Variant(V_CONN_C, _on_impl("c", _cw_conn), _probes(_probe_conn, _probe_c),
+                        "AF_UNIX, close()"),
             ], {}))
     if "deadline" in only:
         out.append(case(
@@ -1896,7 +2002,10 @@ def _cases(quick: bool, rounds: int | None, only: Sequence[str]) -> list[Case]:
                         "own process; settimeout"),
                 Variant("threadpoll drop-in set_read_deadline", _dl_tps_deadline, _probe_tps),
                 Variant("threadpoll drop-in settimeout", _dl_tps_timeout, _probe_tps),
-                Variant("threadpoll Conn set_read_deadline", _dl_conn, _probe_conn),
+                Variant("threadpoll Conn set_read_deadline", _on_impl("python", _dl_conn),
+                        _probe_conn),
+                Variant("threadpoll Conn set_read_deadline, C core", _on_impl("c", _dl_conn),
+                        _probes(_probe_conn, _probe_c)),
             ], {}))
     if "memory" in only:
         out.append(case(
@@ -1904,7 +2013,8 @@ def _cases(quick: bool, rounds: int | None, only: Sequence[str]) -> list[Case]:
             "bytes", "B", "bytes per descriptor", "stdlib socketpair", [
                 Variant("stdlib socketpair", _mem_stdlib),
                 Variant("threadpoll drop-in socketpair", _mem_tps, _probe_tps),
-                Variant(V_CONN, _mem_conn, _probe_conn),
+                Variant(V_CONN, _on_impl("python", _mem_conn), _probe_conn),
+                Variant(V_CONN_C, _on_impl("c", _mem_conn), _probes(_probe_conn, _probe_c)),
             ], {}))
     if "tls" in only:
         out.append(case(
@@ -2118,6 +2228,9 @@ def _variant_note(vr: VariantResult) -> str:
     cpu = vr.extras.get("cpu_us_per_req")
     if cpu:
         parts.append(f"cpu/req {statistics.median(cpu):.0f} us (process)")
+    sw = vr.extras.get("ctxsw_per_req")
+    if sw:
+        parts.append(f"ctx switches/req {statistics.median(sw):.1f}")
     text = "; ".join(parts)
     return text if len(text) <= 110 else text[:107] + "..."
 
@@ -2251,14 +2364,17 @@ def main(argv: list[str] | None = None) -> int:
     with _nofile_raised():
         machine = describe_machine()
         print(render_header(machine, quick), flush=True)
-        for case in _cases(quick, args.rounds, only):
-            if time.monotonic() > global_deadline:
-                cr = CaseResult(case, [VariantResult(v.name) for v in case.variants],
-                                skipped="the run's global time budget is spent")
-            else:
-                cr = _run_case(case, quick, global_deadline, disabled)
-            results.append(cr)
-            print("\n" + render_case(cr), flush=True)
+        try:
+            for case in _cases(quick, args.rounds, only):
+                if time.monotonic() > global_deadline:
+                    cr = CaseResult(case, [VariantResult(v.name) for v in case.variants],
+                                    skipped="the run's global time budget is spent")
+                else:
+                    cr = _run_case(case, quick, global_deadline, disabled)
+                results.append(cr)
+                print("\n" + render_case(cr), flush=True)
+        finally:
+            _shutdown_impl_runtimes()
     errors = sum(vr.status == "error" for cr in results for vr in cr.variants)
     elapsed = time.monotonic() - started
     print(f"\ndone in {elapsed:.1f} s" + (f"; {errors} variant(s) failed" if errors else ""),

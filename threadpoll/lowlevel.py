@@ -1,7 +1,7 @@
 """The study surface: the runtime and internal/poll layers, for people reading threadpoll
 beside Go's runtime and for tests. Names here may change between releases.
 
-    from threadpoll.lowlevel import FD, PollDesc, runtime_poll_open, backend
+    from threadpoll.lowlevel import FD, PollDesc, runtime_poll_open, backend, impl
 """
 
 from __future__ import annotations
@@ -61,6 +61,7 @@ __all__ = [
     "Runtime",
     "backend",
     "backend_names",
+    "impl",
     "get_runtime",
     "netpollblock",
     "netpollcheckerr",
@@ -79,3 +80,8 @@ __all__ = [
 def backend() -> str:
     """The name of the default runtime's backend: "epoll", "kqueue" or "poll"."""
     return get_runtime().name
+
+
+def impl() -> str:
+    """Which implementation the default runtime is: "c" (the C core) or "python"."""
+    return str(get_runtime().impl)

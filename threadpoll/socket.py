@@ -102,7 +102,7 @@ from threadpoll._poll.fd_mutex import (
     MUTEX_WMASK,
 )
 from threadpoll._poll.fd_poll_runtime import convert_err
-from threadpoll._poll.fd_unix import FD
+from threadpoll._poll.fd_unix import FD, MAX_RW
 from threadpoll._runtime import trace as trace_state
 from threadpoll._runtime.netpoll import (
     NO_DEADLINE,
@@ -960,6 +960,36 @@ class socket(_StdSocket):
             else:
                 d.wowner = me
             try:
+                pd = fd.pd.runtime_ctx
+                if fd._cfd:
+                    # The C core: its fdMutex has no state lock to inline.
+                    if (
+                        op is _CSocket.recv
+                        and fd._cfast
+                        and pd is not None
+                        and args[0].__class__ is int
+                        and 0 < args[0] <= MAX_RW
+                        and not fd.is_blocking
+                    ):
+                        # FD.read's first attempt and loop in C (threadpoll/_c/fd_unix.c),
+                        # recv(MSG_DONTWAIT) each time, under this socket's own read lock.
+                        return fd._read_c(pd, args[0])  # type: ignore[return-value]
+                    # Go's shape with the fdMutex's own methods.
+                    if not fdmu.rwlock(reading):
+                        raise fd._closed_error()
+                    try:
+                        fd.pd.prepare(mode, False)
+                        while True:
+                            try:
+                                return op(self, *args)
+                            except BlockingIOError:
+                                pass
+                            if fd.read_shut and reading and op in _EMPTY_READS:
+                                return _EMPTY_READS[op]()  # type: ignore[no-any-return]
+                            fd.pd.wait(mode, False)
+                    finally:
+                        if fdmu.rwunlock(reading):
+                            fd._destroy()
                 with fdmu._lock:  # fdMutex.rwlock's fast path: open and the lock free
                     old = fdmu.state
                     new = (old | bit) + MUTEX_REF
@@ -969,7 +999,6 @@ class socket(_StdSocket):
                 if not locked and not fdmu._rwlock_slow(reading, True):
                     raise fd._closed_error()
                 try:
-                    pd = fd.pd.runtime_ctx
                     if pd is not None:
                         dl = pd.rd if reading else pd.wd
                         if (

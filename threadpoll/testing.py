@@ -17,11 +17,11 @@ each descriptor's in-flight operations have left and its fd is closed.
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, cast
 
 from threadpoll._diag import Parked, parked
 from threadpoll._poll import fd_unix
-from threadpoll._runtime import netpoll
+from threadpoll._runtime import netpoll, netpoll_c
 from threadpoll._runtime.netpoll import EXPIRED, NO_DEADLINE, PD_PARKED, PollDesc
 from threadpoll.errors import ClosingError
 
@@ -98,7 +98,7 @@ def _find_pd(obj: Any) -> PollDesc | None:
         obj, seen = inner, seen + 1
     handle = getattr(obj, "pd", None)
     pd = getattr(handle, "runtime_ctx", None)
-    return pd if isinstance(pd, PollDesc) else None
+    return cast(PollDesc, pd) if isinstance(pd, netpoll_c.POLLDESC_TYPES) else None
 
 
 def wait_parked(obj: Any, mode: str = "r", timeout: float = 5.0) -> None:

@@ -48,6 +48,7 @@ from typing import Callable
 
 from typing_extensions import final
 
+from threadpoll._runtime import netpoll_c
 from threadpoll._runtime.park import Sema
 
 __all__ = [
@@ -332,6 +333,12 @@ class FDMutex:
         with self._lock:
             s = self.state
         return f"<FDMutex {state_text(s)}>"
+
+
+# The C core's fdMutex (threadpoll/_c/fd_mutex.c) is this type in C, for FDs on the C core's
+# runtime; it raises this module's FDMutexError and parks waiters on park.Sema.
+if netpoll_c.cpoll is not None:
+    netpoll_c.cpoll._init_fd(FDMutexError, Sema, threading.Lock())
 
 
 def state_text(state: int) -> str:

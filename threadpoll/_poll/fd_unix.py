@@ -74,8 +74,10 @@ from threadpoll._runtime.netpoll import (
     POLL_NO_ERROR,
     PollDesc,
     Runtime,
+    get_runtime,
     runtime_poll_reset,
 )
+from threadpoll._runtime.netpoll_c import cpoll as _cpoll
 from threadpoll._runtime.park import Sema
 from threadpoll.errors import NoDeadlineError, with_written
 
@@ -95,6 +97,12 @@ _PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # Linux applies shutdown(2) of an unconnected socket even as it reports ENOTCONN.
 _SHUTDOWN_DESPITE_ENOTCONN = sys.platform.startswith("linux")
+
+# The C core's fdMutex and first attempts (None where it is not built: never used then).
+_CFDMutex: Any = _cpoll.FDMutex if _cpoll is not None else FDMutex
+_cfd_read: Any = _cpoll.fd_read if _cpoll is not None else None
+_cfd_recv: Any = _cpoll.fd_recv if _cpoll is not None else None
+_cfd_write: Any = _cpoll.fd_write if _cpoll is not None else None
 
 
 class _EOFType(EOFError):
@@ -191,6 +199,8 @@ class FD:
         "_poisoned",
         "_ghost_refs",
         "init_errno",
+        "_cfd",
+        "_cfast",
         "__weakref__",
     )
 
@@ -236,8 +246,14 @@ class FD:
                 f"fd {sysfd} is already owned by a threadpoll {owner.kind} descriptor: use "
                 f"that object, or pass a duplicate (os.dup({sysfd}))",
             )
-        self.fdmu: FDMutex = FDMutex()
-        self.fdmu.reentry_check = _reentry_check(self)
+        rt = runtime if runtime is not None else get_runtime()
+        # On the C core's runtime, the C core's fdMutex (threadpoll/_c/fd_mutex.c), whose
+        # state word the C first attempts below update with compare-and-swap.
+        self._cfd = rt.impl == "c"
+        self.fdmu: FDMutex = _CFDMutex() if self._cfd else FDMutex()
+        if not self._cfd:
+            self.fdmu.reentry_check = _reentry_check(self)
+        self._cfast = False  # the C first attempts apply (a pollable socket on the C core)
         self.sysfd = sysfd  # constant until _destroy, which runs when no op holds a ref
         self.pd = PollHandle()
         self.csema = Sema()
@@ -272,6 +288,7 @@ class FD:
                 self.init_errno = self.pd.init(sysfd, runtime)
                 if self.init_errno == 0:
                     self.is_blocking = False
+                    self._cfast = self._cfd and not self.is_file
                     pd = self.pd.runtime_ctx
                     if pd is not None:
                         pd.kind = self.kind
@@ -434,7 +451,7 @@ class FD:
                 self.fdmu.poisoned = 0
                 self._ghost_refs = 0
                 self._poisoned = False
-        if self.fdmu.held_by_me():
+        if not self._cfd and self.fdmu.held_by_me():
             # A signal handler interrupted this thread inside the fdMutex's own critical
             # section (possible on CPython < 3.11 only): closing here would be undone when
             # that section resumes. Hand the close to another thread and do not wait.
@@ -546,7 +563,9 @@ class FD:
 
         Go: none (os.File.Fd hands out the descriptor but keeps owning it)
         """
-        if self.fdmu.held_by_me() or (not self.fdmu.closing() and self._inside_me()):
+        if (not self._cfd and self.fdmu.held_by_me()) or (
+            not self.fdmu.closing() and self._inside_me()
+        ):
             # A signal handler on a thread that is inside an operation on this FD: that
             # operation cannot leave before the handler returns, and the descriptor must not
             # be handed out while it may still use it.
@@ -577,6 +596,14 @@ class FD:
         """
         if n.__class__ is not int or n < 0:
             n = _size(n)
+        if self._cfd:
+            # The C core: its fdMutex has no state lock to inline; the first attempt is C's.
+            pd = self.pd.runtime_ctx
+            if n > MAX_RW and self.is_stream:
+                n = MAX_RW
+            if self._cfast and pd is not None and n and not self.is_blocking:
+                return self._read_c(pd, n)
+            return self._read_slow(n)
         # readLock, prepareRead and readUnlock are written out in line (each is a method
         # call in Go's code too, but Python charges ~60 ns per call): this is the path the
         # fast-path benchmark measures. The syscall runs with no lock held.
@@ -640,6 +667,73 @@ class FD:
                 if new & (MUTEX_CLOSED | MUTEX_REF_MASK) == MUTEX_CLOSED:
                     self._destroy()
             elif fdmu._rwunlock_slow(True):
+                self._destroy()
+
+    def _read_c(self, pd: PollDesc, n: int) -> bytes:
+        """FD.read on the C core: the first attempt in C (threadpoll/_c/fd_unix.c), then,
+        on EAGAIN, Go's loop with the read lock the attempt took.
+
+        Go: internal/poll/fd_unix.go FD.Read
+        """
+        r = _cfd_read(self, self.fdmu, pd, self.sysfd, n)
+        if r.__class__ is bytes:
+            return r
+        if r is False:
+            return self._read_slow(n)  # closed, busy or unusual: the full path decides
+        try:
+            while True:
+                if self.read_shut:
+                    return b""
+                self.pd.wait_read(self.is_file)
+                r = _cfd_recv(self.sysfd, n)
+                if r is not None:
+                    return r  # type: ignore[no-any-return]
+        finally:
+            if self.fdmu.rwunlock(True):
+                self._destroy()
+
+    def _read_slow(self, n: int) -> bytes:
+        """FD.read as Go writes it: readLock, prepareRead, read(2) until not EAGAIN, readUnlock.
+
+        Go: internal/poll/fd_unix.go FD.Read
+        """
+        # read_lock, prepare_read and read_unlock written out in line (each is a method call
+        # in Go's code too, but Python charges ~60 ns per call).
+        fdmu = self.fdmu
+        if not fdmu.rwlock(True):
+            raise self._closed_error()
+        try:
+            if n == 0:
+                # If the caller wanted a zero byte read, return immediately without trying
+                # (after the lock: a zero read still queues behind a read in progress).
+                return b""
+            pd = self.pd.runtime_ctx
+            if pd is not None:
+                res = runtime_poll_reset(pd, "r")
+                if res != POLL_NO_ERROR:
+                    raise convert_err(res, self.is_file, pd)  # type: ignore[misc]
+            if n > MAX_RW and self.is_stream:
+                n = MAX_RW
+            sock = self._sock
+            if sock is not None and pd is not None:
+                while True:
+                    try:
+                        return _CSocket.recv(sock, n, _MSG_DONTWAIT)
+                    except BlockingIOError:
+                        if self.read_shut:
+                            return b""
+                        self.pd.wait_read(self.is_file)
+            while True:
+                try:
+                    return os.read(self.sysfd, n)
+                except BlockingIOError:
+                    if pd is None:
+                        raise
+                    if self.read_shut:
+                        return b""
+                    self.pd.wait_read(self.is_file)
+        finally:
+            if fdmu.rwunlock(True):
                 self._destroy()
 
     def read_into(self, buf: Any) -> int:
@@ -794,6 +888,16 @@ class FD:
         """
         mv = _readable(data)
         total = len(mv)
+        pd = self.pd.runtime_ctx
+        if self._cfd and self._cfast and pd is not None and total and not self.is_blocking:
+            return self._write_c(pd, mv, total)  # the C core's first attempt
+        return self._write_slow(mv, total)
+
+    def _write_slow(self, mv: memoryview, total: int) -> int:
+        """FD.write as Go writes it: writeLock, prepareWrite, the write loop, writeUnlock.
+
+        Go: internal/poll/fd_unix.go FD.Write
+        """
         fdmu = self.fdmu
         if not fdmu.rwlock(False):
             raise with_written(self._closed_error(), 0)
@@ -810,6 +914,30 @@ class FD:
             return self._write_locked(mv, total, 0, pd, False)
         finally:
             if fdmu.rwunlock(False):
+                self._destroy()
+
+    def _write_c(self, pd: PollDesc, mv: memoryview, total: int) -> int:
+        """FD.write on the C core: the first attempt in C (threadpoll/_c/fd_unix.c), then
+        Go's loop with the write lock the attempt took, if it did not write everything.
+
+        Go: internal/poll/fd_unix.go FD.Write
+        """
+        try:
+            r = _cfd_write(self, self.fdmu, pd, self.sysfd, mv)
+        except BaseException as e:
+            with_written(e, 0)
+            raise
+        if r.__class__ is int:
+            return r
+        if r is False:
+            return self._write_slow(mv, total)  # closed, busy or unusual
+        n, eagain = r
+        try:
+            if n == 0 and not eagain:
+                raise with_written(_unexpected_eof(), 0)
+            return self._write_locked(mv, total, n, pd, eagain)
+        finally:
+            if self.fdmu.rwunlock(False):
                 self._destroy()
 
     def _write_locked(

@@ -121,7 +121,7 @@ import sys
 import threading
 import time
 import weakref
-from typing import Callable, Protocol
+from typing import Any, Callable, Protocol, cast
 
 from typing_extensions import final
 
@@ -376,6 +376,12 @@ class PollDesc:
             f"<PollDesc fd={self.fd} seq={self.fdseq} rg={STATE_NAMES[self.rg]} "
             f"wg={STATE_NAMES[self.wg]} closing={self.closing}>"
         )
+
+
+# The Python runtime's pollDesc type, for the entry points below that hand a C pollDesc
+# (threadpoll._cpoll.PollDesc, netpoll_c.py) to its own methods. Typed as a plain type so
+# the comparison is not narrowed away: the C type is not a subclass.
+_PYTHON_PD: type = PollDesc
 
 
 @final
@@ -703,6 +709,8 @@ class Runtime:
         "__weakref__",
     )
 
+    impl = "python"  # which implementation (the C core's CRuntime says "c")
+
     def __init__(self, backend: Backend) -> None:
         """Go: runtime/netpoll.go netpollGenericInit"""
         self.backend = backend
@@ -1023,6 +1031,9 @@ def runtime_poll_server_init(name: str | None = None) -> Runtime:
 
     Go: runtime/netpoll.go poll_runtime_pollServerInit
     """
+    from threadpoll._runtime import netpoll_c
+
+    impl = netpoll_c.chosen_impl()
     if name is None:
         name = os.environ.get("THREADPOLL_BACKEND") or None
     if name is None:
@@ -1030,6 +1041,10 @@ def runtime_poll_server_init(name: str | None = None) -> Runtime:
         if not names:
             raise ImportError("threadpoll: this platform has none of epoll, kqueue or poll")
         name = names[0]
+    if impl == "c" and name == netpoll_c.backend_name():
+        # The C core has its platform's edge-triggered backend; the portable poll backend
+        # stays Python-only (it serves the rare POSIX with neither epoll nor kqueue).
+        return netpoll_c.CRuntime(name)
     return Runtime(new_backend(name))
 
 
@@ -1072,6 +1087,8 @@ def runtime_poll_open(fd: int, rt: Runtime | None = None) -> tuple[PollDesc | No
     """
     if rt is None:
         rt = get_runtime()
+    if rt.impl != "python":  # the C core (netpoll_c.py) carries its own entry points
+        return cast(Any, rt).runtime_poll_open(fd)  # type: ignore[no-any-return]
     rt.ensure_poller()
     pd = rt.cache.alloc()
     with pd.lock:
@@ -1108,6 +1125,9 @@ def runtime_poll_close(pd: PollDesc) -> None:
 
     Go: runtime/netpoll.go poll_runtime_pollClose
     """
+    if pd.__class__ is not _PYTHON_PD:  # a C pollDesc (netpoll_c.py)
+        cast(Any, pd).rt.runtime_poll_close(pd)
+        return
     with pd.lock:
         if not pd.closing:
             raise throw("runtime: close polldesc w/o unblock")
@@ -1131,6 +1151,8 @@ def runtime_poll_reset(pd: PollDesc, mode: str) -> int:
 
     Go: runtime/netpoll.go poll_runtime_pollReset
     """
+    if pd.__class__ is not _PYTHON_PD:  # a C pollDesc (netpoll_c.py)
+        return int(cast(Any, pd).reset(mode))
     # Go reads pd.atomicInfo and stores pdNil without taking pd.lock; so does the common
     # case here. Every field read below is one atomic attribute load (also on free-threaded
     # CPython), and a close or deadline change that races with this check is one that
@@ -1178,6 +1200,8 @@ def runtime_poll_wait(pd: PollDesc, mode: str) -> int:
 
     Go: runtime/netpoll.go poll_runtime_pollWait
     """
+    if pd.__class__ is not _PYTHON_PD:  # a C pollDesc (netpoll_c.py)
+        return int(cast(Any, pd).wait(mode))
     errcode = _checkerr(pd, mode)
     if errcode != POLL_NO_ERROR:
         return errcode
@@ -1210,6 +1234,9 @@ def runtime_poll_set_deadline(pd: PollDesc, d: float, mode: str) -> None:
 
     Go: runtime/netpoll.go poll_runtime_pollSetDeadline
     """
+    if pd.__class__ is not _PYTHON_PD:  # a C pollDesc (netpoll_c.py)
+        cast(Any, pd).set_deadline(d, mode)
+        return
     if math.isnan(d):
         raise ValueError("threadpoll: deadline is NaN")
     with pd.lock:
@@ -1244,6 +1271,9 @@ def runtime_poll_unblock(pd: PollDesc) -> None:
 
     Go: runtime/netpoll.go poll_runtime_pollUnblock
     """
+    if pd.__class__ is not _PYTHON_PD:  # a C pollDesc (netpoll_c.py)
+        cast(Any, pd).unblock()
+        return
     with pd.lock:
         if pd.closing:
             raise throw("runtime: unblock on closing polldesc")

@@ -1,0 +1,363 @@
+"""The C core (threadpoll._cpoll): what the behavioural suite cannot see from outside.
+
+The behavioural tests run on the C core through the ``rt`` fixture (``c-epoll`` /
+``c-kqueue``); these cover what is particular to it: choosing the implementation, the poller
+pthread (no Python thread, every signal blocked), the invariants the Python runtime checks in
+tests/test_netpoll.py through its hook points (here through the C pollDesc's own entry
+points), Ctrl-C-style interrupts that return, and fork.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import warnings
+from typing import Any
+
+import pytest
+from conftest import BACKENDS
+from support import Runner, wait_parked, wait_until
+
+from threadpoll._runtime import netpoll, netpoll_c
+from threadpoll._runtime.netpoll import (
+    PD_NIL,
+    PD_PARKED,
+    PD_READY,
+    POLL_ERR_CLOSING,
+    POLL_ERR_TIMEOUT,
+    POLL_NO_ERROR,
+    InternalError,
+)
+
+C_BACKENDS = [n for n in BACKENDS if n.startswith("c-")]
+needs_c = pytest.mark.skipif(not C_BACKENDS, reason="the C core is not built")
+pytestmark = [pytest.mark.timeout(30)]
+# The tests that take crt run on the C core's params of the rt fixture only.
+on_c = pytest.mark.parametrize("rt", C_BACKENDS, indirect=True)
+
+
+def _run(code: str, **env: str) -> subprocess.CompletedProcess[str]:
+    e = dict(os.environ)
+    for k in ("THREADPOLL_IMPL", "THREADPOLL_BACKEND"):
+        e.pop(k, None)
+    e.update(env)
+    return subprocess.run(
+        [sys.executable, "-c", code], env=e, capture_output=True, text=True, timeout=60
+    )
+
+
+IMPL = "import threadpoll.lowlevel as l; print(l.impl(), l.backend())"
+
+
+@needs_c
+def test_threadpoll_impl_chooses_the_implementation() -> None:
+    assert _run(IMPL, THREADPOLL_IMPL="c").stdout.split() == ["c", netpoll_c.backend_name()]
+    assert _run(IMPL, THREADPOLL_IMPL="python").stdout.split()[0] == "python"
+    # The poll backend has no C version: it runs on the Python runtime either way.
+    out = _run(IMPL, THREADPOLL_IMPL="c", THREADPOLL_BACKEND="poll").stdout.split()
+    assert out == ["python", "poll"]
+
+
+def test_default_impl_is_the_documented_one() -> None:
+    out = _run(IMPL).stdout.split()
+    assert out[0] == (netpoll_c.DEFAULT_IMPL if netpoll_c.available() else "python")
+
+
+def test_asking_for_c_where_it_is_not_built_says_so() -> None:
+    code = "import sys; sys.modules['threadpoll._cpoll'] = None\n" + IMPL
+    r = _run(code, THREADPOLL_IMPL="c")
+    assert r.returncode != 0
+    assert "THREADPOLL_IMPL=c but the C core is not built" in r.stderr
+
+
+def test_bad_impl_name_is_refused() -> None:
+    r = _run(IMPL, THREADPOLL_IMPL="rust")
+    assert r.returncode != 0
+    assert "THREADPOLL_IMPL must be 'c' or 'python'" in r.stderr
+
+
+@pytest.fixture
+def crt(rt: Any) -> Any:
+    """The rt fixture's runtime when it is the C core's (the session's runtimes are made by
+    conftest.py's own fixtures, so none is created, and leaked, here)."""
+    if rt.impl != "c":
+        pytest.skip("a C-core test")
+    return rt
+
+
+@pytest.fixture
+def pipe_pd(crt: Any) -> Any:
+    r, w = os.pipe()
+    os.set_blocking(r, False)
+    os.set_blocking(w, False)
+    pd, errno = netpoll.runtime_poll_open(r, crt)
+    assert errno == 0 and pd is not None
+    yield r, w, pd
+    if not pd.closing:
+        netpoll.runtime_poll_unblock(pd)
+    netpoll.runtime_poll_close(pd)
+    os.close(r)
+    os.close(w)
+
+
+def _poller_tasks() -> list[str]:
+    out = []
+    for tid in os.listdir("/proc/self/task"):
+        try:
+            with open(f"/proc/self/task/{tid}/comm") as f:
+                if f.read().strip() == "threadpoll-cpol":
+                    out.append(tid)
+        except OSError:
+            pass
+    return out
+
+
+@on_c
+@pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="needs Linux /proc")
+def test_poller_is_one_pthread_with_every_signal_blocked(crt: Any) -> None:
+    """The C poller is not a Python thread, and blocks signals so they reach the others."""
+    crt.ensure_poller()
+    assert not [t for t in threading.enumerate() if "cpol" in t.name]
+    wait_until(lambda: bool(_poller_tasks()), what="the C poller pthread (named at start)")
+    tasks = _poller_tasks()
+    for tid in tasks:
+        with open(f"/proc/self/task/{tid}/status") as f:
+            blk = next(line for line in f if line.startswith("SigBlk:"))
+        # Every standard signal (1-31) blocked; the kernel refuses only SIGKILL and SIGSTOP.
+        mask = int(blk.split()[1], 16)
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1, signal.SIGALRM):
+            assert mask & (1 << (sig - 1)), f"signal {sig} not blocked in the poller"
+
+
+@on_c
+def test_readiness_without_waiter_is_kept_as_ready(pipe_pd: Any) -> None:
+    r, w, pd = pipe_pd
+    os.write(w, b"x")
+    wait_until(lambda: pd.rg == PD_READY, what="the poller's PD_READY")
+    assert pd.wait("r") == POLL_NO_ERROR  # consumed at once, without parking
+    assert pd.rg == PD_NIL
+
+
+@on_c
+def test_close_wakes_parked_waiter_and_keeps_pending_ready(pipe_pd: Any) -> None:
+    r, w, pd = pipe_pd
+    waiter = Runner(lambda: pd.wait("r"))
+    wait_until(lambda: pd.rg == PD_PARKED, what="a parked reader")
+    assert pd.rparked_by is waiter.thread
+    netpoll.runtime_poll_unblock(pd)
+    assert waiter.join() == POLL_ERR_CLOSING
+    with pytest.raises(InternalError, match="runtime: unblock on closing polldesc"):
+        netpoll.runtime_poll_unblock(pd)
+
+
+@on_c
+def test_double_wait_throws(pipe_pd: Any) -> None:
+    r, w, pd = pipe_pd
+    waiter = Runner(lambda: pd.wait("r"))
+    wait_until(lambda: pd.rg == PD_PARKED, what="a parked reader")
+    with pytest.raises(InternalError, match="runtime: double wait"):
+        pd.wait("r")
+    os.write(w, b"x")
+    assert waiter.join() == POLL_NO_ERROR
+
+
+@on_c
+def test_close_with_a_waiter_throws(pipe_pd: Any, crt: Any) -> None:
+    r, w, pd = pipe_pd
+    with pytest.raises(InternalError, match="close polldesc w/o unblock"):
+        netpoll.runtime_poll_close(pd)
+
+
+@on_c
+def test_deadline_moved_earlier_retimes_the_parked_wait(pipe_pd: Any) -> None:
+    r, w, pd = pipe_pd
+    netpoll.runtime_poll_set_deadline(pd, time.monotonic() + 3600, "r")
+    waiter = Runner(lambda: pd.wait("r"))
+    wait_until(lambda: pd.rg == PD_PARKED, what="a parked reader")
+    start = time.monotonic()
+    netpoll.runtime_poll_set_deadline(pd, start + 0.05, "r")
+    assert waiter.join() == POLL_ERR_TIMEOUT
+    assert 0.04 <= time.monotonic() - start < 2.0
+    assert pd.rd == netpoll.EXPIRED
+
+
+@on_c
+def test_deadline_moved_later_keeps_the_waiter_parked(pipe_pd: Any) -> None:
+    r, w, pd = pipe_pd
+    netpoll.runtime_poll_set_deadline(pd, time.monotonic() + 0.2, "r")
+    waiter = Runner(lambda: pd.wait("r"))
+    wait_until(lambda: pd.rg == PD_PARKED, what="a parked reader")
+    netpoll.runtime_poll_set_deadline(pd, netpoll.NO_DEADLINE, "r")
+    assert not waiter.done.wait(0.4)  # the old deadline passes: still parked
+    os.write(w, b"x")
+    assert waiter.join() == POLL_NO_ERROR
+
+
+@on_c
+def test_bad_arguments(pipe_pd: Any, crt: Any) -> None:
+    r, w, pd = pipe_pd
+    with pytest.raises(ValueError):
+        pd.wait("x")
+    with pytest.raises(ValueError):
+        pd.wait("rw")
+    with pytest.raises(TypeError):
+        pd.reset(1)
+    with pytest.raises(ValueError, match="NaN"):
+        pd.set_deadline(float("nan"), "r")
+    with pytest.raises(ValueError):
+        pd.rg = PD_READY  # only the inline prepare's PD_NIL store is allowed
+    with pytest.raises(TypeError):
+        crt.poll_close(object())
+
+
+@on_c
+@pytest.mark.skipif(not hasattr(signal, "pthread_kill"), reason="needs signal.pthread_kill")
+def test_signal_handler_that_returns_leaves_the_thread_parked(pipe_pd: Any) -> None:
+    """A handler that returns (no exception) ends the wait only to run it: the thread parks
+    again and is woken by the data, as Condition.wait behaves in the Python runtime."""
+    if threading.current_thread() is not threading.main_thread():
+        pytest.skip("signal handlers run in the main thread only")
+    r, w, pd = pipe_pd
+    calls = []
+    main = threading.main_thread().ident
+    assert main is not None
+
+    def handler(signum: int, frame: Any) -> None:
+        calls.append(signum)
+
+    def kick() -> None:
+        wait_until(lambda: pd.rg == PD_PARKED, what="the main thread parked")
+        signal.pthread_kill(main, signal.SIGUSR1)
+        wait_until(lambda: calls != [] and pd.rg == PD_PARKED, what="parked again")
+        os.write(w, b"x")
+
+    old = signal.signal(signal.SIGUSR1, handler)
+    try:
+        kicker = Runner(kick, name="kicker")
+        assert pd.wait("r") == POLL_NO_ERROR
+        kicker.join()
+    finally:
+        signal.signal(signal.SIGUSR1, old)
+    assert calls == [signal.SIGUSR1]
+
+
+def _fork(child: Any) -> int:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        pid = os.fork()
+    if pid == 0:  # pragma: no cover - runs in the child
+        code = 70
+        try:
+            code = child()
+        finally:
+            os._exit(code)
+    return pid
+
+
+def _wait_child(pid: int, timeout: float = 20.0) -> int:
+    end = time.monotonic() + timeout
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return os.waitstatus_to_exitcode(status)
+        if time.monotonic() > end:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            raise AssertionError(f"child {pid} hung")
+        time.sleep(0.005)  # polling the child's state
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_fork_child_gets_a_fresh_poller(rt: Any) -> None:
+    """On either runtime: a child parks on an inherited descriptor, readied by its own fresh
+    poller; the parent's registration is untouched."""
+    from threadpoll.file import pipe
+
+    ra, wa = pipe()
+    ctl_r, ctl_w = os.pipe()
+    try:
+
+        def child() -> int:
+            signal.alarm(15)  # a hang ends the child, not the test run
+            os.write(ctl_w, b"p")
+            return 0 if ra.read(100) == b"from parent" else 1
+
+        pid = _fork(child)
+        assert os.read(ctl_r, 1) == b"p"
+        wa.write(b"from parent")
+        assert _wait_child(pid) == 0
+        wa.write(b"x")
+        reader = Runner(lambda: ra.read(1))
+        assert reader.join() == b"x"
+        reader = Runner(lambda: ra.read(1))
+        wait_parked(ra, "r")
+        wa.write(b"y")
+        assert reader.join() == b"y"
+    finally:
+        os.close(ctl_r)
+        os.close(ctl_w)
+        ra.close()
+        wa.close()
+
+
+@on_c
+def test_stats_and_dump_on_the_c_core(crt: Any, pipe_pd: Any) -> None:
+    from threadpoll import _diag
+
+    r, w, pd = pipe_pd
+    before = crt.events
+    waiter = Runner(lambda: pd.wait("r"), name="c-parked")
+    wait_until(lambda: pd.rg == PD_PARKED, what="a parked reader")
+    old = netpoll.set_default_runtime(crt)
+    try:
+        s = _diag.stats()
+        assert s["parked_readers"] >= 1
+        assert '"c-parked"' in _diag.dump()
+    finally:
+        netpoll.set_default_runtime(old)
+    os.write(w, b"x")
+    assert waiter.join() == POLL_NO_ERROR
+    assert crt.events > before
+
+
+@needs_c
+@pytest.mark.timeout(20)
+def test_lazy_write_arms_write_interest_when_a_writer_first_waits() -> None:
+    """With lazy_write the descriptor is registered for reading only; the first writer that
+    parks adds EPOLLOUT, so freed buffer space still wakes it (no lost wake-up)."""
+    crt = netpoll_c.CRuntime(lazy_write=True)
+    a, b = socket.socketpair()
+    try:
+        a.setblocking(False)
+        b.setblocking(False)
+        pd, errno = netpoll.runtime_poll_open(a.fileno(), crt)
+        assert errno == 0 and pd is not None
+        try:
+            chunk = b"x" * 65536
+            while True:  # fill the send buffer: the next write would block
+                try:
+                    a.send(chunk)
+                except BlockingIOError:
+                    break
+            assert pd.reset("w") == POLL_NO_ERROR
+            waiter = Runner(lambda: pd.wait("w"), name="lazy-writer")
+            wait_until(lambda: pd.wg == PD_PARKED, what="a parked writer")
+            while True:  # free the space; the edge must reach the parked writer
+                try:
+                    if not b.recv(1 << 20):
+                        break
+                except BlockingIOError:
+                    break
+            assert waiter.join() == POLL_NO_ERROR
+        finally:
+            netpoll.runtime_poll_unblock(pd)
+            netpoll.runtime_poll_close(pd)
+    finally:
+        a.close()
+        b.close()
+        crt.shutdown()

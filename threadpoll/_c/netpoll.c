@@ -1,0 +1,1519 @@
+/* The C core's runtime: Go's runtime/netpoll.go for OS threads, without the GIL.
+ *
+ * This is threadpoll/_runtime/netpoll.py in C, function for function; read the two side by
+ * side. What differs from the Python runtime, besides the language:
+ *   - The poller is a pthread that never touches a Python object or the GIL; it readies a
+ *     parked thread by posting a semaphore, so a wake-up is one kernel hand-off, not two GIL
+ *     hand-offs.
+ *   - A parked thread sleeps with the GIL released on its mode's semaphore (tp_sema), the
+ *     way PyThread_acquire_lock_timed sleeps: a signal handler running in the thread ends
+ *     the wait with EINTR, the thread takes the GIL, runs PyErr_CheckSignals() and parks
+ *     again or raises, leaving the pollDesc as netpoll.py's _park leaves it.
+ *   - DIVERGENCE(go): as in netpoll.py, no deadline timers: a deadline is an absolute
+ *     monotonic time, a parked thread's wait is timed to it, and the thread that times out
+ *     runs netpolldeadlineimpl itself. A deadline moved earlier posts the semaphore so the
+ *     waiter re-times its wait.
+ *   - DIVERGENCE(go): epoll_event.data holds (fdseq << 32 | slot) instead of a tagged
+ *     pointer: the slot indexes rt->pds, which owns every pollDesc for the runtime's life, so
+ *     the poller never follows a freed pointer, and the sequence tag drops stale events.
+ *   - The hook points (Hooks) and tracing exist only in the Python runtime; tests that
+ *     drive them run there (DESIGN: "The C core and the tests").
+ *
+ * Go: runtime/netpoll.go
+ */
+#include "netpoll.h"
+
+#include <errno.h>
+#include <math.h>
+#include <signal.h>
+#include <string.h>
+#include <structmember.h>
+#include <time.h>
+
+static PyObject *InternalError; /* netpoll.InternalError, set by _init */
+static PyTypeObject PollDescType;
+static PyTypeObject RuntimeType;
+static uint64_t pd_ids; /* atomic: the last pollDesc id handed out */
+
+/* ---- time and the parking primitive ------------------------------------------------- */
+
+/* The clock time.monotonic() reads on this platform, in seconds. Go: runtime nanotime */
+static double
+tp_now(void)
+{
+    struct timespec ts;
+#if defined(__APPLE__)
+    clock_gettime(CLOCK_UPTIME_RAW, &ts);
+#else
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+#endif
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+/* Go: none */
+static int
+tp_sema_init(tp_sema *s)
+{
+#if defined(__APPLE__)
+    s->sem = dispatch_semaphore_create(0);
+    return s->sem == NULL ? ENOMEM : 0;
+#else
+    return sem_init(&s->sem, 0, 0) == 0 ? 0 : errno;
+#endif
+}
+
+/* Go: runtime/proc.go goready (the wake-up half). Must be called while holding pd->lock. */
+static void
+tp_sema_post(tp_sema *s)
+{
+#if defined(__APPLE__)
+    dispatch_semaphore_signal(s->sem);
+#else
+    sem_post(&s->sem);
+#endif
+}
+
+/* Wait for a post until deadline (absolute tp_now() seconds; INFINITY for none). Returns 0
+ * for a post, ETIMEDOUT, or EINTR when a signal handler ran in this thread (the caller
+ * checks signals). Must be called without pd->lock and without the GIL.
+ * Go: runtime/proc.go gopark (the sleeping half) */
+static int
+tp_sema_wait(tp_sema *s, double deadline)
+{
+    /* Every wait is capped (1e6 s, as netpoll.py's _WAIT_MAX): the caller loops. */
+    double now = tp_now();
+    double until = deadline;
+    if (until > now + 1e6) {
+        until = now + 1e6;
+    }
+#if defined(__APPLE__)
+    /* No EINTR from a dispatch semaphore: wake every 50 ms so a signal for the main thread
+     * is seen (the caller runs PyErr_CheckSignals on EINTR). */
+    if (until > now + 0.05) {
+        until = now + 0.05;
+        if (dispatch_semaphore_wait(s->sem, dispatch_time(DISPATCH_TIME_NOW, 50000000)) == 0) {
+            return 0;
+        }
+        return until >= deadline ? ETIMEDOUT : EINTR;
+    }
+    int64_t ns = (int64_t)((until - now) * 1e9);
+    if (ns < 0) {
+        ns = 0;
+    }
+    return dispatch_semaphore_wait(s->sem, dispatch_time(DISPATCH_TIME_NOW, ns)) == 0
+               ? 0
+               : ETIMEDOUT;
+#else
+    int r;
+    if (isinf(deadline)) {
+        r = sem_wait(&s->sem);
+        return r == 0 ? 0 : errno;
+    }
+    struct timespec ts;
+#if defined(__GLIBC__) && (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 30))
+    ts.tv_sec = (time_t)until;
+    ts.tv_nsec = (long)((until - (double)ts.tv_sec) * 1e9);
+    if (ts.tv_nsec >= 1000000000L) {
+        ts.tv_nsec = 999999999L;
+    }
+    if (ts.tv_nsec < 0) {
+        ts.tv_nsec = 0;
+    }
+    r = sem_clockwait(&s->sem, CLOCK_MONOTONIC, &ts);
+#else
+    /* sem_timedwait takes a CLOCK_REALTIME deadline: convert the time left. */
+    double left = until - now;
+    struct timespec rt;
+    clock_gettime(CLOCK_REALTIME, &rt);
+    double abs_rt = (double)rt.tv_sec + (double)rt.tv_nsec * 1e-9 + (left > 0 ? left : 0);
+    ts.tv_sec = (time_t)abs_rt;
+    ts.tv_nsec = (long)((abs_rt - (double)ts.tv_sec) * 1e9);
+    if (ts.tv_nsec >= 1000000000L) {
+        ts.tv_nsec = 999999999L;
+    }
+    r = sem_timedwait(&s->sem, &ts);
+#endif
+    return r == 0 ? 0 : errno;
+#endif
+}
+
+/* Take a post that is known to have been made (count > 0). Go: none */
+static void
+tp_sema_consume(tp_sema *s)
+{
+#if defined(__APPLE__)
+    dispatch_semaphore_wait(s->sem, DISPATCH_TIME_FOREVER);
+#else
+    while (sem_wait(&s->sem) != 0 && errno == EINTR) {
+    }
+#endif
+}
+
+/* Go: none */
+static void
+tp_sema_destroy(tp_sema *s)
+{
+#if defined(__APPLE__)
+    dispatch_release(s->sem);
+#else
+    sem_destroy(&s->sem);
+#endif
+}
+
+/* ---- pollDesc state helpers (all: must be called while holding pd->lock) ------------ */
+
+static inline int *
+gpp(PollDescObject *pd, int mode)
+{
+    return mode == MODE_R ? &pd->rg : &pd->wg;
+}
+
+static inline double *
+dpp(PollDescObject *pd, int mode)
+{
+    return mode == MODE_R ? &pd->rd : &pd->wd;
+}
+
+/* Wake the thread parked on mode. Must be called while holding pd->lock.
+ * Go: runtime/proc.go goready */
+static void
+tp_notify(PollDescObject *pd, int mode)
+{
+    if (mode == MODE_R) {
+        pd->rposts++;
+        tp_sema_post(&pd->rsema);
+    }
+    else {
+        pd->wposts++;
+        tp_sema_post(&pd->wsema);
+    }
+}
+
+/* Whether mode's deadline has passed; marks it expired the first time it is seen.
+ * Must be called while holding pd->lock.
+ * Go: none (Go's deadline timer stores rd = -1 and publishInfo sets the expired bit) */
+static int
+tp_expired(PollDescObject *pd, int mode)
+{
+    double *d = dpp(pd, mode);
+    if (isinf(*d)) {
+        return *d < 0;
+    }
+    if (*d > tp_now()) {
+        return 0;
+    }
+    *d = -INFINITY; /* the timer firing: netpolldeadlineimpl */
+    __atomic_fetch_add(&pd->crt->deadline_expiries, 1, __ATOMIC_RELAXED);
+    return 1;
+}
+
+/* The poll error code for mode: closing, deadline, event error (reads only).
+ * Must be called while holding pd->lock.
+ * Go: runtime/netpoll.go netpollcheckerr */
+static int
+netpollcheckerr(PollDescObject *pd, int mode)
+{
+    if (pd->closing) {
+        return POLL_ERR_CLOSING;
+    }
+    if (tp_expired(pd, mode)) {
+        return POLL_ERR_TIMEOUT;
+    }
+    if (mode == MODE_R && pd->event_err) {
+        return POLL_ERR_NOT_POLLABLE;
+    }
+    return POLL_NO_ERROR;
+}
+
+/* Move mode's state for a wake-up; return 1 if a thread is parked there and the caller
+ * must tp_notify it. Only I/O readiness creates PD_READY. Must be called while holding
+ * pd->lock. Go: runtime/netpoll.go netpollunblock */
+static int
+netpollunblock(PollDescObject *pd, int mode, int ioready)
+{
+    int *g = gpp(pd, mode);
+    int old = *g;
+    if (old == PD_READY) {
+        return 0;
+    }
+    if (old == PD_NIL && !ioready) {
+        return 0;
+    }
+    *g = ioready ? PD_READY : PD_NIL;
+    return old == PD_PARKED;
+}
+
+/* Sleep while mode is PD_PARKED; expire the deadline if the wait times out. Returns 1 if
+ * a signal handler must run (EINTR): the thread is then still PD_PARKED, as a thread parked
+ * in the Python runtime is while its handler runs (dump() shows it; a wake-up meanwhile is
+ * kept), and posts may be pending; tp_park again or tp_park_abort follows. Else 0, with
+ * every post consumed. Must be called while holding pd->lock, without the GIL; returns
+ * holding pd->lock.
+ * Go: runtime/proc.go gopark, with the timer's runtime/netpoll.go netpolldeadlineimpl */
+static int
+tp_park(PollDescObject *pd, int mode)
+{
+    int *g = gpp(pd, mode);
+    tp_sema *s = mode == MODE_R ? &pd->rsema : &pd->wsema;
+    int *posts = mode == MODE_R ? &pd->rposts : &pd->wposts;
+    int intr = 0;
+    while (*g == PD_PARKED) {
+        double d = *dpp(pd, mode);
+        if (!isinf(d) || d < 0) {
+            if (tp_expired(pd, mode)) {
+                *g = PD_NIL; /* the deadline fired while we slept: netpolldeadlineimpl */
+                break;
+            }
+            d = *dpp(pd, mode);
+        }
+        pthread_mutex_unlock(&pd->lock);
+        int r = tp_sema_wait(s, d);
+        pthread_mutex_lock(&pd->lock);
+        if (r == 0) {
+            (*posts)--;
+        }
+        else if (r == EINTR) {
+            intr = 1;
+            break;
+        }
+    }
+    if (intr) {
+        return 1;
+    }
+    /* Posts made meanwhile (a deadline moved earlier, a wake-up racing our own exit) are
+     * already in the semaphore: take them, so the next park starts from zero. */
+    while (*posts > 0) {
+        tp_sema_consume(s);
+        (*posts)--;
+    }
+    return intr;
+}
+
+#define BLOCK_INTR (-1)
+#define BLOCK_DOUBLE_WAIT (-2)
+
+/* After tp_park: the parked thread is done sleeping. Must be called while holding pd->lock;
+ * releases it. Returns netpollblock's result.
+ * Go: runtime/netpoll.go netpollblock (after gopark returns) */
+static int
+netpollblock_unpark(PollDescObject *pd, int mode, int intr)
+{
+    int *g = gpp(pd, mode);
+    if (intr) {
+        pthread_mutex_unlock(&pd->lock);
+        return BLOCK_INTR;
+    }
+    if (mode == MODE_R) {
+        pd->rparked_by = 0;
+    }
+    else {
+        pd->wparked_by = 0;
+    }
+    /* Be careful to not lose a concurrent PD_READY notification. */
+    int old = *g;
+    *g = PD_NIL;
+    pthread_mutex_unlock(&pd->lock);
+    return old == PD_READY;
+}
+
+/* A signal handler returned: park again where netpollblock left off. Must be called
+ * without pd->lock and without the GIL. Go: none */
+static int
+netpollblock_resume(PollDescObject *pd, int mode)
+{
+    pthread_mutex_lock(&pd->lock);
+    return netpollblock_unpark(pd, mode, tp_park(pd, mode));
+}
+
+/* A signal handler raised: leave no stale waiter (PD_PARKED -> PD_NIL; a pending PD_READY
+ * is kept for the next wait, as netpoll.py keeps it) and consume pending posts. Go: none */
+static void
+netpollblock_abort(PollDescObject *pd, int mode)
+{
+    int *g = gpp(pd, mode);
+    tp_sema *s = mode == MODE_R ? &pd->rsema : &pd->wsema;
+    int *posts = mode == MODE_R ? &pd->rposts : &pd->wposts;
+    pthread_mutex_lock(&pd->lock);
+    if (mode == MODE_R) {
+        pd->rparked_by = 0;
+    }
+    else {
+        pd->wparked_by = 0;
+    }
+    if (*g == PD_PARKED) {
+        *g = PD_NIL;
+    }
+    while (*posts > 0) {
+        tp_sema_consume(s);
+        (*posts)--;
+    }
+    pthread_mutex_unlock(&pd->lock);
+}
+
+/* Park the calling thread until mode is ready, closed or timed out. Returns 1 if I/O is
+ * ready, 0 if woken by close, a deadline or nothing at all, BLOCK_INTR if a signal handler
+ * must run (a pending PD_READY is kept, as netpoll.py keeps it when Ctrl-C ends a park), or
+ * BLOCK_DOUBLE_WAIT. Must be called without pd->lock and without the GIL.
+ * Go: runtime/netpoll.go netpollblock */
+static int
+netpollblock(PollDescObject *pd, int mode, int waitio)
+{
+    int *g = gpp(pd, mode);
+    pthread_mutex_lock(&pd->lock);
+    int old = *g;
+    if (old == PD_READY) {
+        *g = PD_NIL;
+        pthread_mutex_unlock(&pd->lock);
+        return 1;
+    }
+    if (old != PD_NIL) {
+        pthread_mutex_unlock(&pd->lock);
+        return BLOCK_DOUBLE_WAIT;
+    }
+    *g = PD_WAIT;
+    /* Need to recheck error states after setting the state to PD_WAIT: unblockers store
+     * closing/rd/wd first, then look at the state, both under pd->lock. */
+    if (waitio || netpollcheckerr(pd, mode) == POLL_NO_ERROR) {
+        /* netpollblockcommit: WAIT -> PARKED (nothing can change WAIT while we hold the
+         * lock, so the commit follows at once; the Python runtime opens a hook window). */
+        *g = PD_PARKED;
+        unsigned long me = PyThread_get_thread_ident();
+        if (mode == MODE_R) {
+            pd->rparked_by = me;
+            pd->rparked_at = tp_now();
+        }
+        else {
+            pd->wparked_by = me;
+            pd->wparked_at = tp_now();
+        }
+        return netpollblock_unpark(pd, mode, tp_park(pd, mode));
+    }
+    /* Be careful to not lose a concurrent PD_READY notification. */
+    old = *g;
+    *g = PD_NIL;
+    pthread_mutex_unlock(&pd->lock);
+    return old == PD_READY;
+}
+
+/* Declare I/O ready on pd for mode (MODE_R|MODE_W); returns how many parked threads it
+ * readied. Must be called while holding pd->lock.
+ * Go: runtime/netpoll.go netpollready */
+static int
+netpollready_locked(PollDescObject *pd, int mode)
+{
+    int n = 0;
+    if ((mode & MODE_R) && netpollunblock(pd, MODE_R, 1)) {
+        tp_notify(pd, MODE_R);
+        n++;
+    }
+    if ((mode & MODE_W) && netpollunblock(pd, MODE_W, 1)) {
+        tp_notify(pd, MODE_W);
+        n++;
+    }
+    return n;
+}
+
+/* For a backend's netpoll: the event for slot index with tag seq. An event whose tag is not
+ * the pollDesc's current fdseq belongs to an earlier incarnation: dropped (Go drops it the
+ * same way, by the tag in its tagged pointer). Runs in the poller thread.
+ * Go: runtime/netpoll_epoll.go netpoll (the per-event part) with pollDesc.setEventErr */
+int
+tp_netpollready_slot(tp_runtime *rt, uint32_t index, uint32_t seq, int mode, int err)
+{
+    PollDescObject *pd = NULL;
+    pthread_mutex_lock(&rt->lock);
+    if (index < rt->npds) {
+        pd = rt->pds[index];
+    }
+    pthread_mutex_unlock(&rt->lock);
+    if (pd == NULL) {
+        __atomic_fetch_add(&rt->stale_events_dropped, 1, __ATOMIC_RELAXED);
+        return 0;
+    }
+    int n = 0;
+    pthread_mutex_lock(&pd->lock);
+    if (pd->fdseq != seq || !pd->registered) {
+        pthread_mutex_unlock(&pd->lock);
+        __atomic_fetch_add(&rt->stale_events_dropped, 1, __ATOMIC_RELAXED);
+        return 0;
+    }
+    pd->event_err = err;
+    n = netpollready_locked(pd, mode);
+    pthread_mutex_unlock(&pd->lock);
+    __atomic_fetch_add(&rt->events, 1, __ATOMIC_RELAXED);
+    return n;
+}
+
+/* ---- the poller thread ----------------------------------------------------------------- */
+
+/* The poller: block in netpoll, ready whoever became ready, repeat, until stopping.
+ * Go: runtime/proc.go findRunnable (its netpoll(delay) call) */
+static void *
+tp_poller_main(void *arg)
+{
+    tp_runtime *rt = arg;
+#if defined(__linux__)
+    pthread_setname_np(pthread_self(), "threadpoll-cpol"); /* 15 characters at most */
+#elif defined(__APPLE__)
+    pthread_setname_np("threadpoll-cpoller");
+#endif
+    for (;;) {
+        pthread_mutex_lock(&rt->lock);
+        int stop = rt->stopping;
+        pthread_mutex_unlock(&rt->lock);
+        if (stop) {
+            break;
+        }
+        int r = tp_netpoll(rt, 1);
+        if (r < 0 && r != -EINTR) {
+            /* Only a bug can get here (EBADF, EFAULT, EINVAL on our own descriptors). */
+            fprintf(stderr, "threadpoll: C poller: netpoll failed: %s\n", strerror(-r));
+            abort();
+        }
+        __atomic_fetch_add(&rt->poller_wakeups, 1, __ATOMIC_RELAXED);
+    }
+    return NULL;
+}
+
+/* Start the poller pthread if it is not running (first open; first wait in a forked
+ * child). Returns 0 or an errno. Go: none */
+static int
+tp_ensure_poller(tp_runtime *rt)
+{
+    int err = 0;
+    pthread_mutex_lock(&rt->lock);
+    if (!rt->poller_running && !rt->stopping) {
+        /* Signals must reach the other threads, not the poller: start it with every signal
+         * blocked (it inherits the mask, so there is no window). */
+        sigset_t all, old;
+        sigfillset(&all);
+        pthread_sigmask(SIG_SETMASK, &all, &old);
+        err = pthread_create(&rt->poller, NULL, tp_poller_main, rt);
+        pthread_sigmask(SIG_SETMASK, &old, NULL);
+        if (err == 0) {
+            __atomic_store_n(&rt->poller_running, 1, __ATOMIC_RELEASE);
+        }
+    }
+    else if (rt->stopping) {
+        err = ESHUTDOWN;
+    }
+    pthread_mutex_unlock(&rt->lock);
+    return err;
+}
+
+/* ---- Python types: PollDesc ------------------------------------------------------------ */
+
+static int
+parse_mode(PyObject *m)
+{
+    if (!PyUnicode_Check(m)) {
+        PyErr_SetString(PyExc_TypeError, "mode must be 'r', 'w' or 'rw'");
+        return -1;
+    }
+    const char *s = PyUnicode_AsUTF8(m);
+    if (s == NULL) {
+        return -1;
+    }
+    if (strcmp(s, "r") == 0) {
+        return MODE_R;
+    }
+    if (strcmp(s, "w") == 0) {
+        return MODE_W;
+    }
+    if (strcmp(s, "rw") == 0 || strcmp(s, "wr") == 0) {
+        return MODE_R | MODE_W;
+    }
+    PyErr_Format(PyExc_ValueError, "mode must be 'r', 'w' or 'rw', not %R", m);
+    return -1;
+}
+
+static PyObject *
+internal_error(const char *msg)
+{
+    PyErr_SetString(InternalError, msg);
+    return NULL;
+}
+
+/* Go: runtime/netpoll.go pollCache.alloc (the allocation) */
+static PollDescObject *
+pd_new(PyObject *rt_obj, tp_runtime *crt)
+{
+    PollDescObject *pd = PyObject_GC_New(PollDescObject, &PollDescType);
+    if (pd == NULL) {
+        return NULL;
+    }
+    pthread_mutex_init(&pd->lock, NULL);
+    Py_INCREF(rt_obj);
+    pd->rt = rt_obj;
+    pd->crt = crt;
+    pd->index = 0;
+    pd->id = __atomic_add_fetch(&pd_ids, 1, __ATOMIC_RELAXED);
+    pd->fd = -1;
+    pd->fdseq = 0;
+    pd->rg = pd->wg = PD_NIL;
+    pd->closing = 0;
+    pd->event_err = 0;
+    pd->rd = pd->wd = INFINITY;
+    pd->rseq = pd->wseq = 0;
+    pd->rposts = pd->wposts = 0;
+    pd->rparked_by = pd->wparked_by = 0;
+    pd->rparked_at = pd->wparked_at = 0.0;
+    pd->registered = 0;
+    pd->warmw = 0;
+    pd->kind = PyUnicode_FromString("");
+    if (tp_sema_init(&pd->rsema) != 0 || tp_sema_init(&pd->wsema) != 0 || pd->kind == NULL) {
+        Py_DECREF(pd);
+        PyErr_NoMemory();
+        return NULL;
+    }
+    PyObject_GC_Track(pd);
+    return pd;
+}
+
+static int
+pd_traverse(PollDescObject *pd, visitproc visit, void *arg)
+{
+    Py_VISIT(pd->rt);
+    Py_VISIT(pd->kind);
+    return 0;
+}
+
+static int
+pd_clear(PollDescObject *pd)
+{
+    Py_CLEAR(pd->kind);
+    return 0;
+}
+
+static void
+pd_dealloc(PollDescObject *pd)
+{
+    PyObject_GC_UnTrack(pd);
+    /* Only reached when its runtime is gone: no poller or waiter can reach it. */
+    tp_sema_destroy(&pd->rsema);
+    tp_sema_destroy(&pd->wsema);
+    pthread_mutex_destroy(&pd->lock);
+    Py_CLEAR(pd->rt);
+    Py_CLEAR(pd->kind);
+    PyObject_GC_Del(pd);
+}
+
+/* prepareRead / prepareWrite for internal/poll's C fast paths: the poll error code, and on
+ * success the mode's state reset to PD_NIL (a stale readiness is dropped: the syscall comes
+ * next anyway). Takes pd->lock; callable with or without the GIL.
+ * Go: runtime/netpoll.go poll_runtime_pollReset */
+int
+tp_poll_reset(PollDescObject *pd, int mode)
+{
+    pthread_mutex_lock(&pd->lock);
+    int err = netpollcheckerr(pd, mode);
+    if (err == POLL_NO_ERROR) {
+        *gpp(pd, mode) = PD_NIL;
+    }
+    pthread_mutex_unlock(&pd->lock);
+    return err;
+}
+
+int
+tp_is_polldesc(PyObject *o)
+{
+    return Py_IS_TYPE(o, &PollDescType);
+}
+
+/* Go: runtime/netpoll.go poll_runtime_pollReset */
+static PyObject *
+pd_reset(PollDescObject *pd, PyObject *m)
+{
+    int mode = parse_mode(m);
+    if (mode < 0) {
+        return NULL;
+    }
+    pthread_mutex_lock(&pd->lock);
+    int err = netpollcheckerr(pd, mode);
+    if (err == POLL_NO_ERROR) {
+        *gpp(pd, mode) = PD_NIL;
+    }
+    pthread_mutex_unlock(&pd->lock);
+    return PyLong_FromLong(err);
+}
+
+/* Wait until pd is ready for mode; returns a poll error code. The GIL is released for the
+ * whole wait; a signal handler runs between parks, and its exception ends the wait.
+ * Go: runtime/netpoll.go poll_runtime_pollWait */
+static PyObject *
+pd_wait(PollDescObject *pd, PyObject *m)
+{
+    int mode = parse_mode(m);
+    if (mode < 0) {
+        return NULL;
+    }
+    if (mode == (MODE_R | MODE_W)) {
+        PyErr_SetString(PyExc_ValueError, "wait mode must be 'r' or 'w'");
+        return NULL;
+    }
+    int resume = 0; /* a signal handler ran and returned: park again */
+    for (;;) {
+        int err = POLL_NO_ERROR, r;
+        if (!resume) {
+            pthread_mutex_lock(&pd->lock);
+            err = netpollcheckerr(pd, mode);
+            pthread_mutex_unlock(&pd->lock);
+            if (err != POLL_NO_ERROR) {
+                return PyLong_FromLong(err);
+            }
+        }
+        if (mode == MODE_W && pd->crt->lazy_write) {
+            /* Arm write interest before the first park (lazy_write; see the backend). */
+            pthread_mutex_lock(&pd->lock);
+            int arm = !pd->warmw && pd->registered;
+            int fd = pd->fd;
+            uint32_t seq = pd->fdseq;
+            pd->warmw = 1;
+            pthread_mutex_unlock(&pd->lock);
+            if (arm) {
+                tp_netpollarm_write(pd->crt, pd, fd, seq);
+            }
+        }
+        if (!__atomic_load_n(&pd->crt->poller_running, __ATOMIC_ACQUIRE)) {
+            int e = tp_ensure_poller(pd->crt); /* a forked child starts it lazily */
+            if (e != 0) {
+                errno = e;
+                return PyErr_SetFromErrno(PyExc_OSError);
+            }
+        }
+        Py_BEGIN_ALLOW_THREADS
+        for (;;) {
+            r = resume ? netpollblock_resume(pd, mode) : netpollblock(pd, mode, 0);
+            resume = 0;
+            if (r != 0) {
+                break;
+            }
+            /* Can happen if a deadline fired and unblocked us, but before we had a chance
+             * to run the deadline was reset: pretend it has not happened and retry. */
+            pthread_mutex_lock(&pd->lock);
+            err = netpollcheckerr(pd, mode);
+            pthread_mutex_unlock(&pd->lock);
+            if (err != POLL_NO_ERROR) {
+                break;
+            }
+        }
+        Py_END_ALLOW_THREADS
+        if (r == 1) {
+            return PyLong_FromLong(POLL_NO_ERROR);
+        }
+        if (r == BLOCK_DOUBLE_WAIT) {
+            return internal_error("runtime: double wait");
+        }
+        if (r == BLOCK_INTR) {
+            /* Still PD_PARKED while the handler runs, as in the Python runtime. */
+            if (PyErr_CheckSignals() < 0) {
+                netpollblock_abort(pd, mode);
+                return NULL;
+            }
+            resume = 1; /* the handler returned: park again */
+            continue;
+        }
+        return PyLong_FromLong(err);
+    }
+}
+
+/* Set mode's deadline to d (absolute monotonic seconds; inf for none, -inf or any past
+ * time for expired). A parked thread sees the change at once.
+ * Go: runtime/netpoll.go poll_runtime_pollSetDeadline */
+static PyObject *
+pd_set_deadline(PollDescObject *pd, PyObject *args)
+{
+    double d;
+    PyObject *m;
+    if (!PyArg_ParseTuple(args, "dO:set_deadline", &d, &m)) {
+        return NULL;
+    }
+    int mode = parse_mode(m);
+    if (mode < 0) {
+        return NULL;
+    }
+    if (isnan(d)) {
+        PyErr_SetString(PyExc_ValueError, "threadpoll: deadline is NaN");
+        return NULL;
+    }
+    pthread_mutex_lock(&pd->lock);
+    if (!pd->closing) {
+        if (!isinf(d) && d <= tp_now()) {
+            d = -INFINITY; /* "don't confuse deadline right now with no deadline" */
+        }
+        for (int m1 = MODE_R; m1 <= MODE_W; m1 <<= 1) {
+            if (!(mode & m1)) {
+                continue;
+            }
+            double *dp = dpp(pd, m1);
+            double old = *dp;
+            if (old == d) {
+                continue; /* the same value again: no seq bump */
+            }
+            *dp = d;
+            if (m1 == MODE_R) {
+                pd->rseq++;
+            }
+            else {
+                pd->wseq++;
+            }
+            if (isinf(d) && d < 0) {
+                if (netpollunblock(pd, m1, 0)) {
+                    tp_notify(pd, m1);
+                }
+            }
+            else if (d < old && *gpp(pd, m1) == PD_PARKED) {
+                tp_notify(pd, m1); /* re-time the parked thread's wait */
+            }
+        }
+    }
+    pthread_mutex_unlock(&pd->lock);
+    Py_RETURN_NONE;
+}
+
+/* Evict: mark pd closing and wake every thread parked on it.
+ * Go: runtime/netpoll.go poll_runtime_pollUnblock */
+static PyObject *
+pd_unblock(PollDescObject *pd, PyObject *Py_UNUSED(ignored))
+{
+    pthread_mutex_lock(&pd->lock);
+    if (pd->closing) {
+        pthread_mutex_unlock(&pd->lock);
+        return internal_error("runtime: unblock on closing polldesc");
+    }
+    pd->closing = 1;
+    pd->rseq++;
+    pd->wseq++;
+    if (netpollunblock(pd, MODE_R, 0)) {
+        tp_notify(pd, MODE_R);
+    }
+    if (netpollunblock(pd, MODE_W, 0)) {
+        tp_notify(pd, MODE_W);
+    }
+    pthread_mutex_unlock(&pd->lock);
+    Py_RETURN_NONE;
+}
+
+/* Record whether the backend saw an error event; an event for an earlier incarnation (or
+ * an untagged one, None) may clear but never set the bit.
+ * Go: runtime/netpoll.go pollDesc.setEventErr */
+static PyObject *
+pd_set_event_err(PollDescObject *pd, PyObject *args)
+{
+    int b;
+    PyObject *seq;
+    if (!PyArg_ParseTuple(args, "pO:set_event_err", &b, &seq)) {
+        return NULL;
+    }
+    long s = -1;
+    if (seq != Py_None) {
+        s = PyLong_AsLong(seq);
+        if (s == -1 && PyErr_Occurred()) {
+            return NULL;
+        }
+    }
+    pthread_mutex_lock(&pd->lock);
+    if (s >= 0 && (uint32_t)s == pd->fdseq) {
+        pd->event_err = b;
+    }
+    else if (!b) {
+        pd->event_err = 0;
+    }
+    pthread_mutex_unlock(&pd->lock);
+    Py_RETURN_NONE;
+}
+
+#define PD_INT_GETTER(name, field)                                                         \
+    static PyObject *pd_get_##name(PollDescObject *pd, void *Py_UNUSED(c))               \
+    {                                                                                      \
+        pthread_mutex_lock(&pd->lock);                                                     \
+        long long v = (long long)pd->field;                                                \
+        pthread_mutex_unlock(&pd->lock);                                                   \
+        return PyLong_FromLongLong(v);                                                     \
+    }
+PD_INT_GETTER(fd, fd)
+PD_INT_GETTER(fdseq, fdseq)
+PD_INT_GETTER(rg, rg)
+PD_INT_GETTER(wg, wg)
+PD_INT_GETTER(rseq, rseq)
+PD_INT_GETTER(wseq, wseq)
+
+#define PD_BOOL_GETTER(name, field)                                                        \
+    static PyObject *pd_get_##name(PollDescObject *pd, void *Py_UNUSED(c))               \
+    {                                                                                      \
+        pthread_mutex_lock(&pd->lock);                                                     \
+        int v = pd->field;                                                                 \
+        pthread_mutex_unlock(&pd->lock);                                                   \
+        return PyBool_FromLong(v);                                                         \
+    }
+PD_BOOL_GETTER(closing, closing)
+PD_BOOL_GETTER(event_err, event_err)
+
+#define PD_DOUBLE_GETTER(name, field)                                                      \
+    static PyObject *pd_get_##name(PollDescObject *pd, void *Py_UNUSED(c))               \
+    {                                                                                      \
+        pthread_mutex_lock(&pd->lock);                                                     \
+        double v = pd->field;                                                              \
+        pthread_mutex_unlock(&pd->lock);                                                   \
+        return PyFloat_FromDouble(v);                                                      \
+    }
+PD_DOUBLE_GETTER(rd, rd)
+PD_DOUBLE_GETTER(wd, wd)
+PD_DOUBLE_GETTER(rparked_at, rparked_at)
+PD_DOUBLE_GETTER(wparked_at, wparked_at)
+
+/* A store of PD_NIL, as internal/poll's inline prepareRead/prepareWrite does (fd_unix.py's
+ * and socket.py's first attempts); any other value is refused. */
+static int
+pd_set_g(PollDescObject *pd, PyObject *v, int mode)
+{
+    long x = v == NULL ? -1 : PyLong_AsLong(v);
+    if (x == -1 && PyErr_Occurred()) {
+        return -1;
+    }
+    if (x != PD_NIL) {
+        PyErr_SetString(PyExc_ValueError, "only PD_NIL may be stored into rg/wg");
+        return -1;
+    }
+    pthread_mutex_lock(&pd->lock);
+    *gpp(pd, mode) = PD_NIL;
+    pthread_mutex_unlock(&pd->lock);
+    return 0;
+}
+
+static int
+pd_set_rg(PollDescObject *pd, PyObject *v, void *Py_UNUSED(c))
+{
+    return pd_set_g(pd, v, MODE_R);
+}
+
+static int
+pd_set_wg(PollDescObject *pd, PyObject *v, void *Py_UNUSED(c))
+{
+    return pd_set_g(pd, v, MODE_W);
+}
+
+/* The threading.Thread parked in mode, or None (for dump()). */
+static PyObject *
+parked_thread(unsigned long ident)
+{
+    if (ident == 0) {
+        Py_RETURN_NONE;
+    }
+    PyObject *threading = PyImport_ImportModule("threading");
+    if (threading == NULL) {
+        return NULL;
+    }
+    PyObject *active = PyObject_GetAttrString(threading, "_active");
+    Py_DECREF(threading);
+    if (active == NULL) {
+        return NULL;
+    }
+    PyObject *key = PyLong_FromUnsignedLong(ident);
+    if (key == NULL) {
+        Py_DECREF(active);
+        return NULL;
+    }
+    PyObject *t = PyObject_CallMethod(active, "get", "O", key);
+    Py_DECREF(key);
+    Py_DECREF(active);
+    return t;
+}
+
+static PyObject *
+pd_get_rparked_by(PollDescObject *pd, void *Py_UNUSED(c))
+{
+    pthread_mutex_lock(&pd->lock);
+    unsigned long ident = pd->rparked_by;
+    pthread_mutex_unlock(&pd->lock);
+    return parked_thread(ident);
+}
+
+static PyObject *
+pd_get_wparked_by(PollDescObject *pd, void *Py_UNUSED(c))
+{
+    pthread_mutex_lock(&pd->lock);
+    unsigned long ident = pd->wparked_by;
+    pthread_mutex_unlock(&pd->lock);
+    return parked_thread(ident);
+}
+
+static PyObject *
+pd_get_id(PollDescObject *pd, void *Py_UNUSED(c))
+{
+    return PyLong_FromUnsignedLongLong(pd->id);
+}
+
+static PyObject *
+pd_get_rt(PollDescObject *pd, void *Py_UNUSED(c))
+{
+    Py_INCREF(pd->rt);
+    return pd->rt;
+}
+
+static PyObject *
+pd_get_none(PollDescObject *Py_UNUSED(pd), void *Py_UNUSED(c))
+{
+    Py_RETURN_NONE; /* poller_err: the C poller cannot die (a failure aborts) */
+}
+
+/* pd.lock, for diagnostics that read several fields "under the lock": the runtime's
+ * snapshot lock (a Python lock that excludes other diagnostic readers only; the fields
+ * themselves are each read under the C lock). */
+static PyObject *
+pd_get_lock(PollDescObject *pd, void *Py_UNUSED(c))
+{
+    return PyObject_GetAttrString(pd->rt, "pd_lock");
+}
+
+static PyObject *
+pd_get_kind(PollDescObject *pd, void *Py_UNUSED(c))
+{
+    Py_INCREF(pd->kind);
+    return pd->kind;
+}
+
+static int
+pd_set_kind(PollDescObject *pd, PyObject *v, void *Py_UNUSED(c))
+{
+    if (v == NULL || !PyUnicode_Check(v)) {
+        PyErr_SetString(PyExc_TypeError, "kind must be a str");
+        return -1;
+    }
+    Py_INCREF(v);
+    Py_SETREF(pd->kind, v);
+    return 0;
+}
+
+static PyObject *
+pd_repr(PollDescObject *pd)
+{
+    static const char *names[] = {"pdNil", "pdReady", "pdWait", "parked"};
+    pthread_mutex_lock(&pd->lock);
+    int fd = pd->fd, rg = pd->rg, wg = pd->wg, closing = pd->closing;
+    unsigned seq = pd->fdseq;
+    pthread_mutex_unlock(&pd->lock);
+    return PyUnicode_FromFormat("<PollDesc fd=%d seq=%u rg=%s wg=%s closing=%s (C)>", fd, seq,
+                                names[rg & 3], names[wg & 3], closing ? "True" : "False");
+}
+
+static PyGetSetDef pd_getset[] = {
+    {"id", (getter)pd_get_id, NULL, NULL, NULL},
+    {"rt", (getter)pd_get_rt, NULL, NULL, NULL},
+    {"fd", (getter)pd_get_fd, NULL, NULL, NULL},
+    {"fdseq", (getter)pd_get_fdseq, NULL, NULL, NULL},
+    {"rg", (getter)pd_get_rg, (setter)pd_set_rg, NULL, NULL},
+    {"wg", (getter)pd_get_wg, (setter)pd_set_wg, NULL, NULL},
+    {"closing", (getter)pd_get_closing, NULL, NULL, NULL},
+    {"event_err", (getter)pd_get_event_err, NULL, NULL, NULL},
+    {"rd", (getter)pd_get_rd, NULL, NULL, NULL},
+    {"wd", (getter)pd_get_wd, NULL, NULL, NULL},
+    {"rseq", (getter)pd_get_rseq, NULL, NULL, NULL},
+    {"wseq", (getter)pd_get_wseq, NULL, NULL, NULL},
+    {"rparked_at", (getter)pd_get_rparked_at, NULL, NULL, NULL},
+    {"wparked_at", (getter)pd_get_wparked_at, NULL, NULL, NULL},
+    {"rparked_by", (getter)pd_get_rparked_by, NULL, NULL, NULL},
+    {"wparked_by", (getter)pd_get_wparked_by, NULL, NULL, NULL},
+    {"poller_err", (getter)pd_get_none, NULL, NULL, NULL},
+    {"lock", (getter)pd_get_lock, NULL, NULL, NULL},
+    {"kind", (getter)pd_get_kind, (setter)pd_set_kind, NULL, NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyMethodDef pd_methods[] = {
+    {"reset", (PyCFunction)pd_reset, METH_O, "Go: runtime/netpoll.go poll_runtime_pollReset"},
+    {"wait", (PyCFunction)pd_wait, METH_O, "Go: runtime/netpoll.go poll_runtime_pollWait"},
+    {"set_deadline", (PyCFunction)pd_set_deadline, METH_VARARGS,
+     "Go: runtime/netpoll.go poll_runtime_pollSetDeadline"},
+    {"unblock", (PyCFunction)pd_unblock, METH_NOARGS,
+     "Go: runtime/netpoll.go poll_runtime_pollUnblock"},
+    {"set_event_err", (PyCFunction)pd_set_event_err, METH_VARARGS,
+     "Go: runtime/netpoll.go pollDesc.setEventErr"},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyTypeObject PollDescType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "threadpoll._cpoll.PollDesc",
+    .tp_basicsize = sizeof(PollDescObject),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_doc = "The C core's pollDesc.\n\nGo: runtime/netpoll.go pollDesc",
+    .tp_dealloc = (destructor)pd_dealloc,
+    .tp_traverse = (traverseproc)pd_traverse,
+    .tp_clear = (inquiry)pd_clear,
+    .tp_repr = (reprfunc)pd_repr,
+    .tp_getset = pd_getset,
+    .tp_methods = pd_methods,
+};
+
+/* ---- Python types: Runtime ------------------------------------------------------------- */
+
+typedef struct {
+    PyObject_HEAD
+    tp_runtime rt;
+    int inited;       /* GIL: netpollinit succeeded and netpolldeinit has not run */
+    PyObject *dict;   /* GIL: attributes the Python subclass adds */
+} RuntimeObject;
+
+static int
+rt_init(RuntimeObject *self, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"lazy_write", NULL};
+    int lazy_write = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|p:Runtime", kwlist, &lazy_write)) {
+        return -1;
+    }
+    if (self->inited) {
+        PyErr_SetString(PyExc_RuntimeError, "Runtime already initialised");
+        return -1;
+    }
+    tp_runtime *rt = &self->rt;
+    memset(rt, 0, sizeof(*rt));
+    pthread_mutex_init(&rt->lock, NULL);
+    rt->pollfd = rt->break_rd = rt->break_wr = -1;
+    rt->lazy_write = lazy_write;
+    int err = tp_netpollinit(rt);
+    if (err != 0) {
+        errno = err;
+        PyErr_SetFromErrno(PyExc_OSError);
+        return -1;
+    }
+    self->inited = 1;
+    return 0;
+}
+
+static int
+rt_traverse(RuntimeObject *self, visitproc visit, void *arg)
+{
+    Py_VISIT(self->dict);
+    /* The pollDescs refer back to this runtime; they are kept for the runtime's whole life
+     * (their slots are the poller's event tags), so the table is not traversed: a runtime
+     * is never collected while its poller may run. */
+    return 0;
+}
+
+static int
+rt_clear(RuntimeObject *self)
+{
+    Py_CLEAR(self->dict);
+    return 0;
+}
+
+/* A runtime is only freed when no pollDesc was ever opened on it (each pollDesc keeps it
+ * alive): stop a poller that ensure_poller started, so it never outlives the runtime. */
+static void
+rt_dealloc(RuntimeObject *self)
+{
+    PyObject_GC_UnTrack(self);
+    tp_runtime *rt = &self->rt;
+    pthread_mutex_lock(&rt->lock);
+    rt->stopping = 1;
+    int running = rt->poller_running;
+    rt->poller_running = 0;
+    pthread_t t = rt->poller;
+    pthread_mutex_unlock(&rt->lock);
+    if (running) {
+        tp_netpoll_break(rt);
+        pthread_join(t, NULL); /* the poller never takes the GIL: safe with it held */
+    }
+    if (self->inited) {
+        tp_netpolldeinit(rt);
+        self->inited = 0;
+    }
+    free(rt->pds);
+    free(rt->free);
+    Py_CLEAR(self->dict);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+/* Register fd with the poller; returns (pd, 0) or (None, errno).
+ * Go: runtime/netpoll.go poll_runtime_pollOpen (with pollCache.alloc) */
+static PyObject *
+rt_open(RuntimeObject *self, PyObject *arg)
+{
+    tp_runtime *rt = &self->rt;
+    int fd = tp_as_int(arg);
+    if (fd == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    int e = tp_ensure_poller(rt);
+    if (e != 0) {
+        errno = e;
+        return PyErr_SetFromErrno(PyExc_OSError);
+    }
+    PollDescObject *pd = NULL;
+    pthread_mutex_lock(&rt->lock);
+    if (rt->nfree > 0) {
+        pd = rt->pds[rt->free[--rt->nfree]];
+    }
+    pthread_mutex_unlock(&rt->lock);
+    if (pd == NULL) {
+        /* Allocated without rt->lock held: the allocation may run the garbage collector,
+         * and with it Python code. */
+        pd = pd_new((PyObject *)self, rt);
+        if (pd == NULL) {
+            return NULL;
+        }
+        pthread_mutex_lock(&rt->lock);
+        if (rt->npds == rt->cap) {
+            uint32_t cap = rt->cap ? rt->cap * 2 : 64;
+            PollDescObject **pds = realloc(rt->pds, cap * sizeof(*pds));
+            uint32_t *fr = pds == NULL ? NULL : realloc(rt->free, cap * sizeof(*fr));
+            if (pds != NULL) {
+                rt->pds = pds;
+            }
+            if (fr == NULL) {
+                pthread_mutex_unlock(&rt->lock);
+                Py_DECREF(pd);
+                return PyErr_NoMemory();
+            }
+            rt->free = fr;
+            rt->cap = cap;
+        }
+        pd->index = rt->npds;
+        rt->pds[rt->npds++] = pd; /* the table owns the reference */
+        pthread_mutex_unlock(&rt->lock);
+    }
+    pthread_mutex_lock(&pd->lock);
+    if (pd->rg != PD_NIL && pd->rg != PD_READY) {
+        pthread_mutex_unlock(&pd->lock);
+        return internal_error("runtime: blocked read on free polldesc");
+    }
+    if (pd->wg != PD_NIL && pd->wg != PD_READY) {
+        pthread_mutex_unlock(&pd->lock);
+        return internal_error("runtime: blocked write on free polldesc");
+    }
+    pd->fd = fd;
+    pd->closing = 0;
+    pd->event_err = 0;
+    pd->rseq++;
+    pd->rg = PD_NIL;
+    pd->rd = INFINITY;
+    pd->wseq++;
+    pd->wg = PD_NIL;
+    pd->wd = INFINITY;
+    pd->registered = 1;
+    pd->warmw = !rt->lazy_write;
+    uint32_t seq = pd->fdseq;
+    pthread_mutex_unlock(&pd->lock);
+    int err = tp_netpollopen(rt, pd, fd, seq);
+    if (err != 0) {
+        pthread_mutex_lock(&pd->lock);
+        pd->registered = 0;
+        pd->fdseq++;
+        pthread_mutex_unlock(&pd->lock);
+        pthread_mutex_lock(&rt->lock);
+        rt->free[rt->nfree++] = pd->index;
+        pthread_mutex_unlock(&rt->lock);
+        return Py_BuildValue("(Oi)", Py_None, err);
+    }
+    return Py_BuildValue("(Oi)", (PyObject *)pd, 0);
+}
+
+/* Unregister pd's descriptor and free pd (it must have been evicted and have no waiters).
+ * Go: runtime/netpoll.go poll_runtime_pollClose (with pollCache.free) */
+static PyObject *
+rt_close(RuntimeObject *self, PyObject *arg)
+{
+    tp_runtime *rt = &self->rt;
+    if (!PyObject_TypeCheck(arg, &PollDescType)) {
+        PyErr_SetString(PyExc_TypeError, "close needs a C PollDesc");
+        return NULL;
+    }
+    PollDescObject *pd = (PollDescObject *)arg;
+    pthread_mutex_lock(&pd->lock);
+    const char *bad = NULL;
+    if (!pd->closing) {
+        bad = "runtime: close polldesc w/o unblock";
+    }
+    else if (pd->wg == PD_WAIT || pd->wg == PD_PARKED) {
+        bad = "runtime: blocked write on closing polldesc";
+    }
+    else if (pd->rg == PD_WAIT || pd->rg == PD_PARKED) {
+        bad = "runtime: blocked read on closing polldesc";
+    }
+    else if (!pd->registered) {
+        bad = "runtime: close of a free polldesc";
+    }
+    int fd = pd->fd;
+    pthread_mutex_unlock(&pd->lock);
+    if (bad != NULL) {
+        return internal_error(bad);
+    }
+    tp_netpollclose(rt, fd);
+    pthread_mutex_lock(&pd->lock);
+    pd->registered = 0;
+    pd->fdseq++; /* events for the old incarnation are now recognisably stale */
+    pthread_mutex_unlock(&pd->lock);
+    PyObject *empty = PyUnicode_FromString("");
+    if (empty == NULL) {
+        return NULL;
+    }
+    Py_SETREF(pd->kind, empty);
+    pthread_mutex_lock(&rt->lock);
+    rt->free[rt->nfree++] = pd->index;
+    pthread_mutex_unlock(&rt->lock);
+    Py_RETURN_NONE;
+}
+
+/* Declare I/O ready on pd for mode ("r", "w" or "rw"); returns how many parked threads
+ * it readied. Go: runtime/netpoll.go netpollready */
+static PyObject *
+rt_netpollready(RuntimeObject *Py_UNUSED(self), PyObject *args)
+{
+    PyObject *p, *m;
+    if (!PyArg_ParseTuple(args, "O!O:netpollready", &PollDescType, &p, &m)) {
+        return NULL;
+    }
+    int mode = parse_mode(m);
+    if (mode < 0) {
+        return NULL;
+    }
+    PollDescObject *pd = (PollDescObject *)p;
+    pthread_mutex_lock(&pd->lock);
+    int n = netpollready_locked(pd, mode);
+    pthread_mutex_unlock(&pd->lock);
+    return PyLong_FromLong(n);
+}
+
+/* Go: none */
+static PyObject *
+rt_count_close_waited(RuntimeObject *self, PyObject *Py_UNUSED(ignored))
+{
+    __atomic_fetch_add(&self->rt.closes_waited, 1, __ATOMIC_RELAXED);
+    Py_RETURN_NONE;
+}
+
+/* Go: none (Go's scheduler polls the network itself) */
+static PyObject *
+rt_ensure_poller(RuntimeObject *self, PyObject *Py_UNUSED(ignored))
+{
+    int e = tp_ensure_poller(&self->rt);
+    if (e != 0) {
+        errno = e;
+        return PyErr_SetFromErrno(PyExc_OSError);
+    }
+    Py_RETURN_NONE;
+}
+
+/* Go: runtime/netpoll.go netpollBreak */
+static PyObject *
+rt_netpoll_break(RuntimeObject *self, PyObject *Py_UNUSED(ignored))
+{
+    tp_netpoll_break(&self->rt);
+    Py_RETURN_NONE;
+}
+
+/* Stop the poller thread and release the backend (tests; process exit). Go: none */
+static PyObject *
+rt_shutdown(RuntimeObject *self, PyObject *Py_UNUSED(ignored))
+{
+    tp_runtime *rt = &self->rt;
+    pthread_mutex_lock(&rt->lock);
+    rt->stopping = 1;
+    int running = rt->poller_running;
+    __atomic_store_n(&rt->poller_running, 0, __ATOMIC_RELEASE);
+    pthread_t t = rt->poller;
+    pthread_mutex_unlock(&rt->lock);
+    if (running) {
+        tp_netpoll_break(rt);
+        Py_BEGIN_ALLOW_THREADS
+        pthread_join(t, NULL);
+        Py_END_ALLOW_THREADS
+    }
+    if (self->inited) {
+        tp_netpolldeinit(rt);
+        self->inited = 0;
+    }
+    Py_RETURN_NONE;
+}
+
+/* Rebuild in a forked child: fresh locks and semaphores, a fresh backend with every open
+ * descriptor re-registered, no waiters (they were parent threads); the poller starts at
+ * the child's first open or wait. Go: none (Go does not fork a multi-threaded runtime) */
+static PyObject *
+rt_after_fork_in_child(RuntimeObject *self, PyObject *Py_UNUSED(ignored))
+{
+    tp_runtime *rt = &self->rt;
+    pthread_mutex_init(&rt->lock, NULL);
+    rt->poller_running = 0;
+    rt->wake_sig = 0;
+    if (!self->inited) {
+        Py_RETURN_NONE;
+    }
+    /* Our references to the parent's epoll/kqueue and wake-up: close them only (the
+     * parent's registrations live in the shared epoll instance and must stay). */
+    tp_netpolldeinit(rt);
+    self->inited = 0;
+    int err = tp_netpollinit(rt);
+    if (err != 0) {
+        errno = err;
+        return PyErr_SetFromErrno(PyExc_OSError);
+    }
+    self->inited = 1;
+    for (uint32_t i = 0; i < rt->npds; i++) {
+        PollDescObject *pd = rt->pds[i];
+        pthread_mutex_init(&pd->lock, NULL);
+        tp_sema_init(&pd->rsema);
+        tp_sema_init(&pd->wsema);
+        pd->rposts = pd->wposts = 0;
+        pd->rg = pd->wg = PD_NIL;
+        pd->rparked_by = pd->wparked_by = 0;
+        pd->warmw = !rt->lazy_write;
+        if (pd->registered) {
+            tp_netpollopen(rt, pd, pd->fd, pd->fdseq);
+        }
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+rt_get_dict(RuntimeObject *self, void *Py_UNUSED(c))
+{
+    if (self->dict == NULL) {
+        self->dict = PyDict_New();
+        if (self->dict == NULL) {
+            return NULL;
+        }
+    }
+    Py_INCREF(self->dict);
+    return self->dict;
+}
+
+#define RT_COUNTER(name)                                                                   \
+    static PyObject *rt_get_##name(RuntimeObject *self, void *Py_UNUSED(c))               \
+    {                                                                                      \
+        return PyLong_FromUnsignedLongLong(                                                \
+            __atomic_load_n(&self->rt.name, __ATOMIC_RELAXED));                            \
+    }
+RT_COUNTER(poller_wakeups)
+RT_COUNTER(events)
+RT_COUNTER(stale_events_dropped)
+RT_COUNTER(breaks)
+RT_COUNTER(deadline_expiries)
+RT_COUNTER(closes_waited)
+
+static PyObject *
+rt_get_poller_running(RuntimeObject *self, void *Py_UNUSED(c))
+{
+    pthread_mutex_lock(&self->rt.lock);
+    int r = self->rt.poller_running;
+    pthread_mutex_unlock(&self->rt.lock);
+    return PyBool_FromLong(r);
+}
+
+static PyObject *
+rt_is_poll_descriptor(RuntimeObject *self, PyObject *arg)
+{
+    int fd = tp_as_int(arg);
+    if (fd == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    return PyBool_FromLong(self->inited && tp_netpoll_is_poll_descriptor(&self->rt, fd));
+}
+
+static PyGetSetDef rt_getset[] = {
+    {"__dict__", (getter)rt_get_dict, NULL, NULL, NULL},
+    {"poller_wakeups", (getter)rt_get_poller_wakeups, NULL, NULL, NULL},
+    {"events", (getter)rt_get_events, NULL, NULL, NULL},
+    {"stale_events_dropped", (getter)rt_get_stale_events_dropped, NULL, NULL, NULL},
+    {"breaks", (getter)rt_get_breaks, NULL, NULL, NULL},
+    {"deadline_expiries", (getter)rt_get_deadline_expiries, NULL, NULL, NULL},
+    {"closes_waited", (getter)rt_get_closes_waited, NULL, NULL, NULL},
+    {"poller_running", (getter)rt_get_poller_running, NULL, NULL, NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyMethodDef rt_methods[] = {
+    {"poll_open", (PyCFunction)rt_open, METH_O, "Go: runtime/netpoll.go poll_runtime_pollOpen"},
+    {"poll_close", (PyCFunction)rt_close, METH_O,
+     "Go: runtime/netpoll.go poll_runtime_pollClose"},
+    {"netpollready", (PyCFunction)rt_netpollready, METH_VARARGS,
+     "Go: runtime/netpoll.go netpollready"},
+    {"count_close_waited", (PyCFunction)rt_count_close_waited, METH_NOARGS, "Go: none"},
+    {"ensure_poller", (PyCFunction)rt_ensure_poller, METH_NOARGS, "Go: none"},
+    {"netpoll_break", (PyCFunction)rt_netpoll_break, METH_NOARGS,
+     "Go: runtime/netpoll.go netpollBreak"},
+    {"netpoll_is_poll_descriptor", (PyCFunction)rt_is_poll_descriptor, METH_O,
+     "Go: runtime/netpoll.go netpollIsPollDescriptor"},
+    {"shutdown", (PyCFunction)rt_shutdown, METH_NOARGS, "Go: none"},
+    {"after_fork_in_child", (PyCFunction)rt_after_fork_in_child, METH_NOARGS, "Go: none"},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyTypeObject RuntimeType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "threadpoll._cpoll.Runtime",
+    .tp_basicsize = sizeof(RuntimeObject),
+    .tp_dictoffset = offsetof(RuntimeObject, dict),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,
+    .tp_doc = "The C core's runtime: one poller pthread and its pollDescs.\n\nGo: none",
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)rt_init,
+    .tp_dealloc = (destructor)rt_dealloc,
+    .tp_traverse = (traverseproc)rt_traverse,
+    .tp_clear = (inquiry)rt_clear,
+    .tp_getset = rt_getset,
+    .tp_methods = rt_methods,
+};
+
+/* ---- the module ------------------------------------------------------------------------ */
+
+static PyObject *
+mod_init(PyObject *Py_UNUSED(m), PyObject *arg)
+{
+    Py_INCREF(arg);
+    Py_XSETREF(InternalError, arg);
+    Py_RETURN_NONE;
+}
+
+int tp_fd_init_module(PyObject *m); /* fd_mutex.c / fd_unix.c */
+int tp_fd_ready(void);
+PyObject *tp_mod_init_fd(PyObject *m, PyObject *args);
+PyObject *tp_fd_read(PyObject *m, PyObject *const *args, Py_ssize_t nargs);
+PyObject *tp_fd_recv(PyObject *m, PyObject *const *args, Py_ssize_t nargs);
+PyObject *tp_fd_write(PyObject *m, PyObject *const *args, Py_ssize_t nargs);
+
+static PyMethodDef mod_methods[] = {
+    {"_init", (PyCFunction)mod_init, METH_O, "Set the InternalError class."},
+    {"_init_fd", (PyCFunction)tp_mod_init_fd, METH_VARARGS,
+     "Set the FDMutexError class and the Sema type (fd_mutex.py)."},
+    {"fd_read", (PyCFunction)(void (*)(void))tp_fd_read, METH_FASTCALL,
+     "Go: internal/poll/fd_unix.go FD.Read (the first attempt)"},
+    {"fd_recv", (PyCFunction)(void (*)(void))tp_fd_recv, METH_FASTCALL,
+     "Go: internal/poll/fd_unix.go FD.Read (one retry, read lock held)"},
+    {"fd_write", (PyCFunction)(void (*)(void))tp_fd_write, METH_FASTCALL,
+     "Go: internal/poll/fd_unix.go FD.Write (the first attempt)"},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef cpoll_module = {
+    PyModuleDef_HEAD_INIT,
+    .m_name = "threadpoll._cpoll",
+    .m_doc = "threadpoll's C core: Go's runtime netpoll and the hot half of internal/poll.",
+    .m_size = -1,
+    .m_methods = mod_methods,
+};
+
+PyMODINIT_FUNC
+PyInit__cpoll(void)
+{
+    if (PyType_Ready(&PollDescType) < 0 || PyType_Ready(&RuntimeType) < 0) {
+        return NULL;
+    }
+    if (tp_fd_ready() < 0) {
+        return NULL;
+    }
+    PyObject *m = PyModule_Create(&cpoll_module);
+    if (m == NULL) {
+        return NULL;
+    }
+    Py_INCREF(&PollDescType);
+    Py_INCREF(&RuntimeType);
+    if (PyModule_AddObject(m, "PollDesc", (PyObject *)&PollDescType) < 0 ||
+        PyModule_AddObject(m, "Runtime", (PyObject *)&RuntimeType) < 0 ||
+        PyModule_AddStringConstant(m, "backend", tp_backend_name) < 0 ||
+        tp_fd_init_module(m) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}

@@ -1,0 +1,182 @@
+/* The C core's shared declarations: Go's runtime/netpoll.go pollDesc and its runtime.
+ *
+ * Read beside threadpoll/_runtime/netpoll.py (the reference) and Go's runtime/netpoll.go.
+ * Locking rules, for every file of the C core:
+ *   - pd->lock guards every mutable field of a pollDesc marked "pd->lock" below; it is held
+ *     only for short sections that make no syscall that can block and run no Python.
+ *   - rt->lock guards the pollDesc table and the poller's lifecycle fields.
+ *   - The poller pthread never touches a Python object or the GIL: it reaches pollDescs
+ *     through rt->pds (C pointers) and their C fields only.
+ *   - A thread holding the GIL may take pd->lock or rt->lock (nobody holding them waits
+ *     for the GIL); a thread holding either never takes the GIL.
+ */
+#ifndef THREADPOLL_NETPOLL_H
+#define THREADPOLL_NETPOLL_H
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <pthread.h>
+#include <limits.h>
+#include <stdint.h>
+
+#if defined(__APPLE__)
+#include <dispatch/dispatch.h>
+#else
+#include <semaphore.h>
+#endif
+
+/* Error codes of runtime_poll_reset / runtime_poll_wait (the values netpoll.py uses). */
+#define POLL_NO_ERROR 0
+#define POLL_ERR_CLOSING 1
+#define POLL_ERR_TIMEOUT 2
+#define POLL_ERR_NOT_POLLABLE 3
+
+/* The per-mode states, as in netpoll.py (Go: pdNil, pdReady, pdWait, a *g):
+ *
+ *   PD_NIL     nobody waits, no notification pending
+ *   PD_READY   an I/O notification is pending; the next netpollblock consumes it
+ *   PD_WAIT    a thread has published that it is about to park
+ *   PD_PARKED  a thread sleeps on the mode's semaphore
+ *
+ * reader  netpollblock   READY -> NIL (true); NIL -> WAIT, re-check, -> PARKED; on waking
+ *                        PARKED/READY/NIL -> NIL, returning old == READY
+ * poller  netpollready   NIL/WAIT -> READY; PARKED -> READY (+post); READY stays
+ * closer, netpollunblock NIL stays; READY stays; WAIT -> NIL; PARKED -> NIL (+post)
+ * deadline
+ */
+#define PD_NIL 0
+#define PD_READY 1
+#define PD_WAIT 2
+#define PD_PARKED 3
+
+/* A futex-style binary wake-up for one parked thread. Linux and the BSDs: a POSIX
+ * semaphore, whose waits return EINTR when a signal handler runs in the waiting thread
+ * (never restarted, SA_RESTART or not), so a parked main thread sees Ctrl-C. macOS has no
+ * unnamed POSIX semaphores: a dispatch semaphore, waited on in slices (see tp_sema_wait). */
+typedef struct {
+#if defined(__APPLE__)
+    dispatch_semaphore_t sem;
+#else
+    sem_t sem;
+#endif
+} tp_sema;
+
+struct tp_runtime;
+
+/* Go: runtime/netpoll.go pollDesc */
+typedef struct {
+    PyObject_HEAD
+    pthread_mutex_t lock;
+    PyObject *rt;           /* constant: the Runtime (a Python object; the GIL guards use) */
+    struct tp_runtime *crt; /* constant: the same runtime's C part, for the poller */
+    uint32_t index;         /* constant: this pollDesc's slot in crt->pds */
+    uint64_t id;            /* constant: a process-unique id (netpoll.py's pd.id) */
+    int fd;                 /* pd->lock (written while unreachable by open) */
+    uint32_t fdseq;         /* pd->lock: incarnation, bumped on free (stale-event guard) */
+    int rg, wg;             /* pd->lock: read / write state (table above) */
+    int closing;            /* pd->lock: set by runtime_poll_unblock */
+    int event_err;          /* pd->lock: the backend saw an error event */
+    double rd, wd;          /* pd->lock: deadlines, absolute monotonic seconds; INFINITY for
+                               none, -INFINITY once expired */
+    uint64_t rseq, wseq;    /* pd->lock: bumped when rd / wd change or the pd is reused */
+    int rposts, wposts;     /* pd->lock: posts made to rsema / wsema and not yet consumed */
+    tp_sema rsema, wsema;   /* a parked reader / writer sleeps here */
+    unsigned long rparked_by, wparked_by; /* pd->lock: thread ident of the parked thread */
+    double rparked_at, wparked_at;        /* pd->lock: when it parked */
+    int registered;         /* pd->lock: open with the backend (between open and close) */
+    int warmw;              /* pd->lock: write interest armed (always, unless lazy_write) */
+    PyObject *kind;         /* GIL: what the descriptor is ("tcp", "pipe", ...) */
+} PollDescObject;
+
+/* The backend: one C file per platform implements these (Go's netpoll_epoll.go and
+ * netpoll_kqueue.go contract, the Python Backend protocol's C half). */
+int tp_netpollinit(struct tp_runtime *rt);                 /* 0 or errno */
+void tp_netpolldeinit(struct tp_runtime *rt);
+int tp_netpollopen(struct tp_runtime *rt, PollDescObject *pd, int fd, uint32_t seq);
+int tp_netpollclose(struct tp_runtime *rt, int fd);        /* 0 or errno */
+int tp_netpoll(struct tp_runtime *rt, int block);          /* waiters readied, or -errno */
+void tp_netpoll_break(struct tp_runtime *rt);
+int tp_netpollarm_write(struct tp_runtime *rt, PollDescObject *pd, int fd, uint32_t seq);
+int tp_netpoll_is_poll_descriptor(struct tp_runtime *rt, int fd);
+extern const char tp_backend_name[];
+
+/* The runtime: Go's package-level netpoll state, one per Runtime object. */
+typedef struct tp_runtime {
+    pthread_mutex_t lock;
+    PollDescObject **pds;   /* lock: slot -> pollDesc (owned references; never shrinks) */
+    uint32_t npds, cap;     /* lock */
+    uint32_t *free;         /* lock: the pollcache free list (slots) */
+    uint32_t nfree;         /* lock */
+    int poller_running;     /* lock */
+    int stopping;           /* lock */
+    pthread_t poller;       /* lock */
+    /* backend descriptors: constant between netpollinit and netpolldeinit */
+    int pollfd;             /* the epoll or kqueue descriptor */
+    int break_rd, break_wr; /* the wake-up: an eventfd (both the same) or a pipe */
+    int wake_sig;           /* lock: a wake-up is pending (de-duplicates breaks) */
+    int lazy_write;         /* constant: register for reading only; arm writes on demand */
+    /* counters: the poller alone writes poller_wakeups, events and stale_events_dropped
+       (read without a lock by stats: a torn read of a counter is impossible on the 64-bit
+       platforms we build for, and a stale one is fine); the rest under lock */
+    uint64_t poller_wakeups, events, stale_events_dropped;
+    uint64_t breaks, deadline_expiries, closes_waited;
+} tp_runtime;
+
+/* Called by a backend's tp_netpoll for an event on slot index with tag seq; takes rt->lock
+ * and pd->lock itself. Returns how many parked threads it readied. */
+int tp_netpollready_slot(tp_runtime *rt, uint32_t index, uint32_t seq, int mode, int err);
+
+int tp_poll_reset(PollDescObject *pd, int mode); /* netpoll.c: prepareRead/prepareWrite */
+int tp_is_polldesc(PyObject *o);
+
+/* Small compatibility helpers (Python 3.9 to 3.13). */
+static inline PyObject *
+tp_newref(PyObject *o)
+{
+    Py_INCREF(o);
+    return o;
+}
+
+/* An int argument as a C int: -1 with an exception on error. */
+static inline int
+tp_as_int(PyObject *o)
+{
+    long v = PyLong_AsLong(o);
+    if (v == -1 && PyErr_Occurred()) {
+        return -1;
+    }
+    if (v < INT_MIN || v > INT_MAX) {
+        PyErr_SetString(PyExc_OverflowError, "Python int too large to convert to C int");
+        return -1;
+    }
+    return (int)v;
+}
+
+#define MODE_R 1
+#define MODE_W 2
+
+/* Go: internal/poll/fd_mutex.go fdMutex. The state word's layout is fd_mutex.py's (above
+ * MUTEX_CLOSED); it is updated with compare-and-swap loops exactly as Go's, so no lock is
+ * held anywhere a thread could wait for the GIL. */
+typedef struct {
+    PyObject_HEAD
+    uint64_t state;    /* atomic */
+    uint64_t poisoned; /* atomic: lock bits held by threads gone at a fork (fd_unix.py) */
+    PyObject *rsema;   /* GIL: a park.Sema; read waiters sleep there */
+    PyObject *wsema;   /* GIL: a park.Sema; write waiters sleep there */
+} FDMutexObject;
+
+#define MUTEX_CLOSED (1ull << 0)
+#define MUTEX_RLOCK (1ull << 1)
+#define MUTEX_WLOCK (1ull << 2)
+#define MUTEX_REF (1ull << 3)
+#define MUTEX_REF_MASK (((1ull << 20) - 1) << 3)
+#define MUTEX_RWAIT (1ull << 23)
+#define MUTEX_RMASK (((1ull << 20) - 1) << 23)
+#define MUTEX_WWAIT (1ull << 43)
+#define MUTEX_WMASK (((1ull << 20) - 1) << 43)
+
+extern PyTypeObject tp_FDMutexType;
+int tp_fdmutex_rwunlock(FDMutexObject *mu, int read); /* 1: destroy, 0, -1 error */
+
+#endif
