@@ -43,8 +43,12 @@ pytestmark = [
 
 # The C calls that are a front's first attempt at its syscall (os.read for a pipe, the
 # socket's own methods otherwise): the profile hook fires the signal just before the first.
+# The C calls a first attempt makes: the syscalls' wrappers, and on the C core its first
+# attempts themselves (threadpoll/_c/fd_unix.c: no Python runs inside them, so the handler
+# runs as they return).
 _SYSCALLS = frozenset(
     {"read", "readv", "write", "recv", "recv_into", "recvfrom", "_accept", "send", "sendto"}
+    | {"fd_read", "fd_write", "fd_recv"}
 )
 
 
@@ -347,6 +351,7 @@ def test_same_direction_from_the_handler_is_refused(
         _finish(front)
 
 
+@pytest.mark.python_runtime  # it watches _park, the Python runtime's sleep
 @pytest.mark.parametrize("action", ["deadline", "close"])
 def test_unblock_from_a_handler_as_the_thread_goes_to_sleep(
     rt: Runtime, main_thread: int, action: str

@@ -17,7 +17,8 @@ from threadpoll._runtime.netpoll import Runtime
 from threadpoll._svg import render_svg
 
 NS = "{http://www.w3.org/2000/svg}"
-pytestmark = pytest.mark.timeout(60)
+# The timelines trace the Python runtime (tracing is the Python runtime's), as test_timeline.
+pytestmark = [pytest.mark.timeout(60), pytest.mark.python_runtime]
 
 
 def _events(root: ET.Element) -> list[ET.Element]:

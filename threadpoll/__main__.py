@@ -116,11 +116,15 @@ def _trace(args: argparse.Namespace) -> int:
         names = ", ".join(_timeline.SCENARIOS)
         print(f"unknown scenario {args.scenario!r}; choose one of: {names}", file=sys.stderr)
         return 2
+    rt = _runtime(args.backend)
     try:
-        result = _timeline.run(args.scenario, _runtime(args.backend))
+        result = _timeline.run(args.scenario, rt)
     except _timeline.ScenarioError as e:
         print(f"trace {args.scenario}: {e}", file=sys.stderr)
         return 1
+    finally:
+        if rt is not None:
+            rt.shutdown()  # a runtime of its own: its poller and descriptors go with it
     if args.json:
         print(_timeline.to_json(result))
         return 0
@@ -158,7 +162,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "demo":
         from threadpoll import _demo
 
-        return _demo.main(_runtime(args.backend))
+        rt = _runtime(args.backend)
+        try:
+            return _demo.main(rt)
+        finally:
+            if rt is not None:
+                rt.shutdown()
     return _trace(args)
 
 

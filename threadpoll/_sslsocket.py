@@ -29,6 +29,7 @@ import errno
 import os
 import socket as _stdsocket
 import ssl
+import time
 import weakref
 from typing import Any, Callable
 
@@ -41,7 +42,7 @@ __all__ = ["SSLSocket", "install"]
 _CSocket = _socket.socket
 _StdSSLSocket = ssl.SSLSocket
 _MSG_DONTWAIT = getattr(_socket, "MSG_DONTWAIT", 0)
-_monotonic = _tpsocket._monotonic
+_monotonic = time.monotonic
 
 
 class _SockTransport(_Transport):

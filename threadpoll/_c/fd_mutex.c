@@ -59,6 +59,8 @@ fdmu_new(PyTypeObject *type, PyObject *Py_UNUSED(args), PyObject *Py_UNUSED(kwds
     }
     mu->state = 0;
     mu->poisoned = 0;
+    mu->reentry_check = Py_None;
+    Py_INCREF(Py_None);
     mu->rsema = PyObject_CallNoArgs(SemaType);
     mu->wsema = mu->rsema == NULL ? NULL : PyObject_CallNoArgs(SemaType);
     if (mu->wsema == NULL) {
@@ -73,6 +75,7 @@ fdmu_traverse(FDMutexObject *mu, visitproc visit, void *arg)
 {
     Py_VISIT(mu->rsema);
     Py_VISIT(mu->wsema);
+    Py_VISIT(mu->reentry_check);
     return 0;
 }
 
@@ -81,6 +84,7 @@ fdmu_clear(FDMutexObject *mu)
 {
     Py_CLEAR(mu->rsema);
     Py_CLEAR(mu->wsema);
+    Py_CLEAR(mu->reentry_check);
     return 0;
 }
 
@@ -172,6 +176,7 @@ fdmu_rwlock(FDMutexObject *mu, PyObject *args)
     uint64_t bit = read ? MUTEX_RLOCK : MUTEX_WLOCK;
     uint64_t wbit = read ? MUTEX_RWAIT : MUTEX_WWAIT;
     uint64_t mask = read ? MUTEX_RMASK : MUTEX_WMASK;
+    int checked = 0;
     for (;;) {
         uint64_t old = load(&mu->state);
         if (old & bit & load(&mu->poisoned)) {
@@ -191,6 +196,19 @@ fdmu_rwlock(FDMutexObject *mu, PyObject *args)
         else {
             if (!wait) {
                 Py_RETURN_FALSE;
+            }
+            if (!checked && mu->reentry_check != NULL && mu->reentry_check != Py_None) {
+                /* As fd_mutex.py: a signal handler on top of its own thread's operation in
+                 * this direction would wait for itself; the check raises instead. Runs
+                 * Python, so the state is loaded again after it. */
+                checked = 1;
+                PyObject *r = PyObject_CallFunctionObjArgs(
+                    mu->reentry_check, read ? Py_True : Py_False, NULL);
+                if (r == NULL) {
+                    return NULL;
+                }
+                Py_DECREF(r);
+                continue;
             }
             /* Wait for lock. */
             new = old + wbit;
@@ -320,6 +338,7 @@ fdmu_set_poisoned(FDMutexObject *mu, PyObject *v, void *Py_UNUSED(c))
     }
 SEMA_ACCESSORS(rsema)
 SEMA_ACCESSORS(wsema)
+SEMA_ACCESSORS(reentry_check)
 
 /* ``_lock``: fd_mutex.py's state lock has no counterpart here (the state word is atomic).
  * The few compound updates fd_unix.py makes under ``fdmu._lock`` run in a forked child
@@ -361,6 +380,7 @@ static PyGetSetDef fdmu_getset[] = {
     {"rsema", (getter)fdmu_get_rsema, (setter)fdmu_set_rsema, NULL, NULL},
     {"wsema", (getter)fdmu_get_wsema, (setter)fdmu_set_wsema, NULL, NULL},
     {"_lock", (getter)fdmu_get_lock, (setter)fdmu_set_lock, NULL, NULL},
+    {"reentry_check", (getter)fdmu_get_reentry_check, (setter)fdmu_set_reentry_check, NULL, NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };
 

@@ -164,6 +164,7 @@ typedef struct {
     uint64_t poisoned; /* atomic: lock bits held by threads gone at a fork (fd_unix.py) */
     PyObject *rsema;   /* GIL: a park.Sema; read waiters sleep there */
     PyObject *wsema;   /* GIL: a park.Sema; write waiters sleep there */
+    PyObject *reentry_check; /* GIL: None or fd_unix's callable(read), run before a wait */
 } FDMutexObject;
 
 #define MUTEX_CLOSED (1ull << 0)

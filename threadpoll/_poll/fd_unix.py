@@ -251,8 +251,7 @@ class FD:
         # state word the C first attempts below update with compare-and-swap.
         self._cfd = rt.impl == "c"
         self.fdmu: FDMutex = _CFDMutex() if self._cfd else FDMutex()
-        if not self._cfd:
-            self.fdmu.reentry_check = _reentry_check(self)
+        self.fdmu.reentry_check = _reentry_check(self)
         self._cfast = False  # the C first attempts apply (a pollable socket on the C core)
         self.sysfd = sysfd  # constant until _destroy, which runs when no op holds a ref
         self.pd = PollHandle()
