@@ -48,3 +48,18 @@ def test_trace_list_json() -> None:
     doc = json.loads(r.stdout)
     assert [s["name"] for s in doc] == list(SCENARIOS)
     assert all(s["title"] for s in doc)
+
+
+def test_a_reader_that_goes_away_is_no_traceback() -> None:
+    """``python -m threadpoll trace data | head -1``: the pipe closes early; no traceback."""
+    p = subprocess.Popen(
+        [sys.executable, "-m", "threadpoll", "trace", "data"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert p.stdout is not None and p.stderr is not None
+    assert p.stdout.readline()  # the first line, as head -1 takes it
+    p.stdout.close()
+    err = p.stderr.read().decode()
+    p.wait(50)
+    assert "Traceback" not in err and "BrokenPipeError" not in err, err
