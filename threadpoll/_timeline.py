@@ -29,6 +29,7 @@ Go: none (a teaching tool; Go's closest is ``go tool trace`` over runtime/trace.
 from __future__ import annotations
 
 import json
+import os
 import socket
 import threading
 import time
@@ -621,12 +622,31 @@ SCENARIOS: dict[str, Scenario] = {
 
 def run(name: str, rt: Runtime | None = None) -> Result:
     """Play one scenario on rt (default: the default runtime) and return what it recorded.
+    The C core records no trace: where it is the default, the scenario plays on a Python
+    runtime of its own, shut down afterwards.
 
     Raises KeyError for an unknown name and ScenarioError if the scenario got stuck.
     """
+    SCENARIOS[name]  # KeyError first, before any runtime is made
+    if rt is not None:
+        return _run(name, rt)
+    rt = get_runtime()
+    if rt.impl == "python":
+        return _run(name, rt)
+    from threadpoll._runtime import netpoll
+
+    own = netpoll.Runtime(
+        netpoll.new_backend(os.environ.get("THREADPOLL_BACKEND") or netpoll.backend_names()[0])
+    )
+    try:
+        return _run(name, own)
+    finally:
+        own.shutdown()
+
+
+def _run(name: str, rt: Runtime) -> Result:
+    """run's body, on the runtime given."""
     scenario = SCENARIOS[name]
-    if rt is None:
-        rt = get_runtime()
     rt.ensure_poller()
     with rt.lock:
         poller = rt.poller
