@@ -37,18 +37,35 @@ pytestmark = [
 
 
 class Kicker:
-    """Sends SIGUSR1 to the main thread after random pauses of up to ``max_pause`` s."""
+    """Sends SIGUSR1 to the main thread after random pauses of up to ``max_pause`` s, one at a
+    time: the next only once the handler installed when the Kicker was made has run (or 1 s
+    has passed). Without the GIL a kicker outpaces the handlers, which then nest until the
+    interpreter's recursion limit raises inside threadpoll at a random point; that is not
+    the situation under test (one handler, at a random moment, using the object)."""
 
     def __init__(self, main: int, seed: int, max_pause: float = 100e-6) -> None:
         self.stop = threading.Event()
+        self.handled = threading.Event()
         self.sent = 0
         rng = random.Random(seed)
+        inner = signal.getsignal(signal.SIGUSR1)
+        assert callable(inner), "install the handler before making the Kicker"
+
+        def wrapped(signum: int, frame: Any) -> None:
+            try:
+                inner(signum, frame)
+            finally:
+                self.handled.set()
+
+        signal.signal(signal.SIGUSR1, wrapped)
 
         def run() -> None:
             while not self.stop.is_set():
                 time.sleep(rng.uniform(0, max_pause))  # random timing, not synchronisation
+                self.handled.clear()
                 signal.pthread_kill(main, signal.SIGUSR1)
                 self.sent += 1
+                self.handled.wait(1.0)  # one handler at a time (see the class docstring)
 
         self.runner = Runner(run, name="kicker")
 

@@ -330,7 +330,13 @@ def _probe_c() -> str | None:
         ok = _import("threadpoll._runtime.netpoll_c").available()
     except ImportError as e:
         return f"unavailable: {e}"
-    return None if ok else "the C core is not built"
+    if ok:
+        return None
+    from threadpoll._runtime import netpoll_c
+
+    if netpoll_c.FREE_THREADED_BUILD:
+        return "unavailable: the C core is not used on a free-threaded build"
+    return "unavailable: the C core is not built"
 
 
 def _probes(*probes: Callable[[], str | None]) -> Callable[[], str | None]:
