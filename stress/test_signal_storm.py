@@ -15,6 +15,7 @@ from __future__ import annotations
 import random
 import signal
 import socket
+import sysconfig
 import threading
 import time
 from collections.abc import Iterator
@@ -33,6 +34,14 @@ pytestmark = [
     pytest.mark.stress,
     pytest.mark.timeout(timeout(120)),
     pytest.mark.skipif(not hasattr(signal, "pthread_kill"), reason="needs pthread_kill"),
+    # KNOWN BUG, open in issue 16: on a free-threaded build a signal storm can still leave a
+    # reference behind (a handler's exception at an arbitrary bytecode inside threadpoll),
+    # and the final close() then waits for ever. It passes alone and hung in a full run.
+    pytest.mark.skipif(
+        bool(sysconfig.get_config_var("Py_GIL_DISABLED")),
+        reason="known hang on free-threaded builds (issue 16): an interrupted operation "
+        "can leak a reference under a signal storm without the GIL",
+    ),
 ]
 
 
