@@ -1,4 +1,8 @@
-"""Tests for threadpoll._poll.fd_mutex: Go's fd_mutex_test.go, ported whole, plus try-lock."""
+"""Tests for threadpoll._poll.fd_mutex: Go's fd_mutex_test.go, ported whole, plus try-lock.
+
+Every test runs on both implementations' fdMutex: the Python one (``FDMutex``) and the C
+core's (``threadpoll._cpoll.FDMutex``, when built), which share the API and the state word.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +13,7 @@ import random
 import sys
 import threading
 import time
-from typing import Callable
+from typing import Callable, cast
 
 import pytest
 
@@ -27,8 +31,28 @@ from threadpoll._poll.fd_mutex import (
     FDMutex,
     FDMutexError,
 )
+from threadpoll._runtime import netpoll_c
 
 STRESS_SCALE = float(os.environ.get("THREADPOLL_STRESS_SCALE", "1"))
+
+MutexFactory = Callable[[], FDMutex]
+
+
+def _impls() -> list[str]:
+    impls = ["python"]
+    if netpoll_c.available():
+        impls.append("c")
+    only = os.environ.get("THREADPOLL_TEST_IMPL")
+    return [i for i in impls if only in (None, i)]
+
+
+@pytest.fixture(params=_impls())
+def new_mutex(request: pytest.FixtureRequest) -> MutexFactory:
+    """Makes a fresh fdMutex of the implementation under test."""
+    if request.param == "c":
+        assert netpoll_c.cpoll is not None
+        return cast(MutexFactory, netpoll_c.cpoll.FDMutex)
+    return FDMutex
 
 
 def refs(mu: FDMutex) -> int:
@@ -64,9 +88,9 @@ def join_all(threads: list[threading.Thread], timeout: float = 10.0) -> None:
         assert not t.is_alive(), "thread did not finish"
 
 
-def test_mutex_lock() -> None:
+def test_mutex_lock(new_mutex: MutexFactory) -> None:
     """Port of internal/poll TestMutexLock."""
-    mu = FDMutex()
+    mu = new_mutex()
 
     assert mu.incref()
     assert not mu.decref()
@@ -80,9 +104,9 @@ def test_mutex_lock() -> None:
     assert mu.state == 0
 
 
-def test_mutex_close() -> None:
+def test_mutex_close(new_mutex: MutexFactory) -> None:
     """Port of internal/poll TestMutexClose."""
-    mu = FDMutex()
+    mu = new_mutex()
     assert mu.incref_and_close()
 
     assert not mu.incref()
@@ -92,14 +116,14 @@ def test_mutex_close() -> None:
 
 
 @pytest.mark.timeout(30)
-def test_mutex_close_unblock() -> None:
+def test_mutex_close_unblock(new_mutex: MutexFactory) -> None:
     """Port of internal/poll TestMutexCloseUnblock.
 
     Go sleeps 1 ms to let the goroutines block; here the read-waiter count in the state word
     says when all four are waiting.
     """
     results: queue.Queue[bool] = queue.Queue()
-    mu = FDMutex()
+    mu = new_mutex()
     assert mu.rwlock(True)
     threads = [start(lambda: results.put(mu.rwlock(True))) for _ in range(4)]
     wait_until(lambda: read_waiters(mu) == 4)
@@ -120,10 +144,10 @@ def test_mutex_close_unblock() -> None:
 
 
 @pytest.mark.timeout(30)
-def test_mutex_close_unblock_writers() -> None:
+def test_mutex_close_unblock_writers(new_mutex: MutexFactory) -> None:
     """Close wakes write waiters too, and clears both waiter counts at once."""
     results: queue.Queue[bool] = queue.Queue()
-    mu = FDMutex()
+    mu = new_mutex()
     assert mu.rwlock(True)
     assert mu.rwlock(False)
     threads = [start(lambda: results.put(mu.rwlock(True))) for _ in range(2)]
@@ -142,10 +166,10 @@ def test_mutex_close_unblock_writers() -> None:
 
 
 @pytest.mark.timeout(30)
-def test_mutex_unlock_wakes_waiter() -> None:
+def test_mutex_unlock_wakes_waiter(new_mutex: MutexFactory) -> None:
     """rwunlock posts one waiter, which then takes the lock (no hand-off: it competes)."""
     got: queue.Queue[bool] = queue.Queue()
-    mu = FDMutex()
+    mu = new_mutex()
     assert mu.rwlock(False)
     t = start(lambda: got.put(mu.rwlock(False)))
     wait_until(lambda: write_waiters(mu) == 1)
@@ -157,34 +181,34 @@ def test_mutex_unlock_wakes_waiter() -> None:
     assert mu.state == 0
 
 
-def test_mutex_trylock() -> None:
-    """rwlock(wait=False) fails at once when the lock is busy, taking nothing."""
-    mu = FDMutex()
-    assert mu.rwlock(True, wait=False)
+def test_mutex_trylock(new_mutex: MutexFactory) -> None:
+    """rwlock(read, wait=False) fails at once when the lock is busy, taking nothing."""
+    mu = new_mutex()
+    assert mu.rwlock(True, False)
     busy = mu.state
     assert busy == MUTEX_RLOCK | MUTEX_REF
-    assert not mu.rwlock(True, wait=False)
+    assert not mu.rwlock(True, False)
     assert mu.state == busy  # no reference, no waiter count
 
     # Reads and writes are independent.
-    assert mu.rwlock(False, wait=False)
-    assert not mu.rwlock(False, wait=False)
+    assert mu.rwlock(False, False)
+    assert not mu.rwlock(False, False)
     assert mu.state == MUTEX_RLOCK | MUTEX_WLOCK | 2 * MUTEX_REF
 
     assert not mu.rwunlock(False)
     assert not mu.rwunlock(True)
-    assert mu.rwlock(True, wait=False)
+    assert mu.rwlock(True, False)
     assert not mu.rwunlock(True)
 
     assert mu.incref_and_close()
-    assert not mu.rwlock(True, wait=False)
-    assert not mu.rwlock(False, wait=False)
+    assert not mu.rwlock(True, False)
+    assert not mu.rwlock(False, False)
     assert mu.decref()
 
 
-def test_mutex_closing() -> None:
+def test_mutex_closing(new_mutex: MutexFactory) -> None:
     """closing() reports the closed bit, whatever references remain."""
-    mu = FDMutex()
+    mu = new_mutex()
     assert not mu.closing()
     assert mu.incref()
     assert mu.incref_and_close()
@@ -194,14 +218,14 @@ def test_mutex_closing() -> None:
     assert mu.closing()
 
 
-def test_mutex_panic() -> None:
+def test_mutex_panic(new_mutex: MutexFactory) -> None:
     """Port of internal/poll TestMutexPanic."""
 
     def ensure_panics(f: Callable[[], object]) -> None:
         with pytest.raises(FDMutexError, match="^inconsistent poll.fdMutex$"):
             f()
 
-    mu = FDMutex()
+    mu = new_mutex()
     ensure_panics(lambda: mu.decref())
     ensure_panics(lambda: mu.rwunlock(True))
     ensure_panics(lambda: mu.rwunlock(False))
@@ -221,9 +245,9 @@ def test_mutex_panic() -> None:
 
 
 @pytest.mark.timeout(120)
-def test_mutex_overflow_panics() -> None:
+def test_mutex_overflow_panics(new_mutex: MutexFactory) -> None:
     """Port of internal/poll TestMutexOverflowPanics."""
-    mu1 = FDMutex()
+    mu1 = new_mutex()
     with pytest.raises(FDMutexError) as info:
         for _ in range(1 << 21):
             mu1.incref()
@@ -238,9 +262,9 @@ def test_mutex_overflow_panics() -> None:
     "field",
     ["incref", "incref_and_close", "rlock", "wlock", "rwait", "wwait"],
 )
-def test_mutex_overflow_each_field(field: str) -> None:
+def test_mutex_overflow_each_field(field: str, new_mutex: MutexFactory) -> None:
     """Every 20-bit count raises Go's overflow message and leaves the state as it was."""
-    mu = FDMutex()
+    mu = new_mutex()
     full = {
         "incref": MUTEX_REF_MASK,
         "incref_and_close": MUTEX_REF_MASK,
@@ -264,7 +288,7 @@ def test_mutex_overflow_each_field(field: str) -> None:
 
 
 @pytest.mark.timeout(300)
-def test_mutex_stress() -> None:
+def test_mutex_stress(new_mutex: MutexFactory) -> None:
     """Port of internal/poll TestMutexStress.
 
     Go runs P=8 goroutines of N=1e6 random operations (4 x 1e4 with -short) and raises
@@ -275,7 +299,7 @@ def test_mutex_stress() -> None:
     """
     p = 8
     n = max(1, int(200_000 * STRESS_SCALE))
-    mu = FDMutex()
+    mu = new_mutex()
     read_state = [0, 0]
     write_state = [0, 0]
     errors: list[str] = []
@@ -338,3 +362,54 @@ def test_mutex_stress() -> None:
     assert mu.state == 0
     assert mu.incref_and_close()
     assert mu.decref()
+
+
+def test_mutex_poison_after_fork(new_mutex: MutexFactory) -> None:
+    """In a forked child, lock bits held by parent threads are poisoned (rwlock fails at once
+    instead of waiting for a thread that is gone), waiter counts are cleared, and the
+    references parent threads held come back for clear_poison to drop at close. Called here
+    in the parent, as the fork handler would in the child: the mutex cannot tell."""
+    mu = new_mutex()
+    if not hasattr(mu, "poison_after_fork"):
+        pytest.skip("this implementation's fdMutex has no poison_after_fork yet")
+    assert mu.rwlock(True)  # a parent thread's read
+    assert mu.incref()  # a parent thread's misc operation
+    mu.state += MUTEX_WWAIT  # and a parent thread waiting to write (test-only shortcut)
+    refs = mu.poison_after_fork()
+    assert refs == 2 * MUTEX_REF
+    assert mu.poisoned == MUTEX_RLOCK
+    assert mu.state == MUTEX_RLOCK | 2 * MUTEX_REF  # the waiter count is gone
+    assert not mu.rwlock(True)  # poisoned: fails, does not wait
+    assert mu.rwlock(False)  # the write side was free: the child may use it
+    assert not mu.rwunlock(False)
+    assert mu.incref_and_close()
+    # clear_poison after close leaves the word alone: close already counted on it.
+    mu.clear_poison(refs)
+    assert mu.poisoned == 0
+    assert mu.state == MUTEX_CLOSED | MUTEX_RLOCK | 3 * MUTEX_REF
+
+
+def test_mutex_clear_poison_lets_close_finish(new_mutex: MutexFactory) -> None:
+    """clear_poison before close drops what parent threads held: the child's own close is
+    then the last reference."""
+    mu = new_mutex()
+    if not hasattr(mu, "clear_poison"):
+        pytest.skip("this implementation's fdMutex has no clear_poison yet")
+    assert mu.rwlock(False)
+    refs = mu.poison_after_fork()
+    mu.clear_poison(refs)
+    assert mu.state == 0 and mu.poisoned == 0
+    assert mu.incref_and_close()
+    assert mu.decref()
+
+
+def test_mutex_poison_after_fork_of_a_closed_mutex(new_mutex: MutexFactory) -> None:
+    """A mutex closed before the fork poisons nothing and reports no references."""
+    mu = new_mutex()
+    if not hasattr(mu, "poison_after_fork"):
+        pytest.skip("this implementation's fdMutex has no poison_after_fork yet")
+    assert mu.rwlock(True)
+    assert mu.incref_and_close()
+    assert mu.poison_after_fork() == 0
+    assert mu.poisoned == 0
+    assert mu.state == MUTEX_CLOSED | MUTEX_RLOCK | 2 * MUTEX_REF

@@ -1,8 +1,9 @@
 """internal/poll.FD on threads (threadpoll/_poll/fd_unix.py), driven directly.
 
 The FD-level behaviour of Go's ``src/net/timeout_test.go``, ``src/net/net_test.go``,
-``src/os/timeout_test.go`` and ``src/os/pipe_test.go`` is ported here by name, plus the EOF
-table of ``src/internal/poll/fd_posix_test.go``. Sockets are made with the stdlib and handed
+``src/os/timeout_test.go`` and ``src/os/pipe_test.go`` is ported here by name. (The EOF
+table of ``src/internal/poll/fd_posix_test.go`` has no counterpart: reads return ``b""`` at
+end of file, so there is no ``eofError``.) Sockets are made with the stdlib and handed
 to an FD with ``detach()``; pipes come from ``os.pipe()``. Every behavioural test takes the
 ``rt`` fixture, so it runs on every backend this machine has.
 
@@ -42,7 +43,7 @@ from threadpoll._poll.fd_mutex import (
     MUTEX_RWAIT,
     MUTEX_WLOCK,
 )
-from threadpoll._poll.fd_unix import EOF, FD, eof_error
+from threadpoll._poll.fd_unix import FD
 from threadpoll._runtime.netpoll import (
     EXPIRED,
     NO_DEADLINE,
@@ -149,7 +150,7 @@ def udp_pair(c: Closer) -> tuple[FD, Any, FD, Any]:
         s.bind(("127.0.0.1", 0))
         socks.append((s.getsockname(), s.detach()))
     (a_addr, a), (b_addr, b) = socks
-    kw: dict[str, Any] = {"net": "udp", "is_stream": False, "zero_read_is_eof": False}
+    kw: dict[str, Any] = {"net": "udp", "is_stream": False}
     return c.fd(a, **kw), a_addr, c.fd(b, **kw), b_addr
 
 
@@ -275,36 +276,6 @@ def blocked_op(name: str, c: Closer) -> Blocked:
     assert op == "write"
     fill(wr)
     return Blocked(wr, "w", lambda: wr.write(b"w" * (1 << 20)), err)
-
-
-# --- internal/poll fd_posix_test.go --------------------------------------------------------
-
-
-_ERR_NET_CLOSING = NetClosingError()
-
-
-@pytest.mark.parametrize(
-    "n, err, zero_read_is_eof, expected",
-    [
-        (100, None, True, None),
-        (100, EOF, True, EOF),
-        (100, _ERR_NET_CLOSING, True, _ERR_NET_CLOSING),
-        (0, None, True, EOF),
-        (0, EOF, True, EOF),
-        (0, _ERR_NET_CLOSING, True, _ERR_NET_CLOSING),
-        (100, None, False, None),
-        (100, EOF, False, EOF),
-        (100, _ERR_NET_CLOSING, False, _ERR_NET_CLOSING),
-        (0, None, False, None),
-        (0, EOF, False, EOF),
-        (0, _ERR_NET_CLOSING, False, _ERR_NET_CLOSING),
-    ],
-)
-def test_eof_error(
-    n: int, err: BaseException | None, zero_read_is_eof: bool, expected: BaseException | None
-) -> None:
-    """Port of internal/poll TestEOFError (a pure function: no backend involved)."""
-    assert eof_error(zero_read_is_eof, n, err) is expected
 
 
 # --- close ---------------------------------------------------------------------------------
@@ -524,7 +495,7 @@ def test_datagram_shutdown_read_wakes_and_returns_empty(rt: Runtime, fds: Closer
     the shutdown makes, so a woken reader that retried would park for ever)."""
     read, empty = DGRAM_READS[op]
     a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
-    kw: dict[str, Any] = {"net": "unixgram", "is_stream": False, "zero_read_is_eof": False}
+    kw: dict[str, Any] = {"net": "unixgram", "is_stream": False}
     fa, fb = fds.fd(a.detach(), **kw), fds.fd(b.detach(), **kw)
     reader = Runner(lambda: read(fb))
     wait_parked(fb, "r")
@@ -1439,7 +1410,7 @@ def test_pread_on_pipe_is_espipe(rt: Runtime, fds: Closer) -> None:
 
 def test_recvfrom_sendto_udp(rt: Runtime, fds: Closer) -> None:
     """recvfrom/sendto on UDP: a parked recvfrom is readied by a datagram, an empty
-    datagram is b"" (not EOF: zero_read_is_eof is false), recvfrom_into fills a buffer.
+    datagram is b"" (an empty datagram, not end of file), recvfrom_into fills a buffer.
 
     Go: internal/poll FD.ReadFrom, FD.WriteTo
     """

@@ -44,7 +44,7 @@ Go: internal/poll/fd_mutex.go
 from __future__ import annotations
 
 import threading
-from typing import Callable
+from typing import Any, Callable
 
 from typing_extensions import final
 
@@ -309,6 +309,28 @@ class FDMutex:
             mutex_sema.release()
         return new & (MUTEX_CLOSED | MUTEX_REF_MASK) == MUTEX_CLOSED
 
+    def poison_after_fork(self) -> int:
+        """In a forked child: make the mutex usable by the one thread left, or poison it.
+
+        The child has only the forking thread. The state lock and the semaphores may be held
+        by a thread that is gone: replace them (the state word is read without the lock for
+        that reason). Waiter counts belonged to parent threads: cleared. Unless closed, a
+        read or write lock bit a parent thread held is poisoned (``rwlock`` fails instead of
+        waiting for it), and the references parent threads held are returned, in ``state``'s
+        units, for ``clear_poison`` to drop at close; a closed mutex returns 0.
+
+        Go: none (Go does not fork a multi-threaded runtime)
+        """
+        return poison_after_fork_c(self)
+
+    def clear_poison(self, refs: int) -> None:
+        """Drop the references (``refs``, from ``poison_after_fork``) and the lock bits that
+        parent threads held, so that close can proceed as usual in a forked child.
+
+        Go: none
+        """
+        clear_poison_c(self, refs)
+
     def held_by_me(self) -> bool:
         """Whether the calling thread is inside one of this mutex's critical sections: true
         only in a signal handler that interrupted one.
@@ -339,6 +361,38 @@ class FDMutex:
 # runtime; it raises this module's FDMutexError and parks waiters on park.Sema.
 if netpoll_c.cpoll is not None:
     netpoll_c.cpoll._init_fd(FDMutexError, Sema, threading.Lock())
+
+
+def poison_after_fork_c(mu: Any) -> int:
+    """FDMutex.poison_after_fork, for either implementation's mutex: the C core's until it
+    has the method itself (branch c12 adds it in C; then fold this into the method and
+    delete fd_unix's fallback branch).
+
+    Go: none
+    """
+    state = mu.state
+    mu._lock = threading.RLock()
+    mu.rsema = Sema()
+    mu.wsema = Sema()
+    state &= ~(MUTEX_RMASK | MUTEX_WMASK)
+    refs = 0
+    if not state & MUTEX_CLOSED:
+        mu.poisoned = state & (MUTEX_RLOCK | MUTEX_WLOCK)
+        refs = state & MUTEX_REF_MASK
+    mu.state = state
+    return int(refs)
+
+
+def clear_poison_c(mu: Any, refs: int) -> None:
+    """FDMutex.clear_poison, for either implementation's mutex (see above).
+
+    Go: none
+    """
+    with mu._lock:
+        state = mu.state
+        if not state & MUTEX_CLOSED:
+            mu.state = (state - refs) & ~mu.poisoned
+        mu.poisoned = 0
 
 
 def state_text(state: int) -> str:

@@ -62,9 +62,9 @@ from threadpoll._poll.fd_mutex import (
     MUTEX_REF_MASK,
     MUTEX_RLOCK,
     MUTEX_RMASK,
-    MUTEX_WLOCK,
-    MUTEX_WMASK,
     FDMutex,
+    clear_poison_c,
+    poison_after_fork_c,
 )
 from threadpoll._poll.fd_poll_runtime import PollHandle, convert_err, deadline_value, err_closing
 from threadpoll._runtime import trace
@@ -81,7 +81,7 @@ from threadpoll._runtime.netpoll_c import cpoll as _cpoll
 from threadpoll._runtime.park import Sema
 from threadpoll.errors import NoDeadlineError, with_written
 
-__all__ = ["FD", "MAX_RW", "EOF", "eof_error", "live_fds", "owner_of"]
+__all__ = ["FD", "MAX_RW", "live_fds", "owner_of"]
 
 # The C socket type. FD calls its methods unbound, so a socket.socket subclass that overrides
 # recv and friends in Python (threadpoll.socket) can hand itself to an FD without recursion.
@@ -103,23 +103,6 @@ _CFDMutex: Any = _cpoll.FDMutex if _cpoll is not None else FDMutex
 _cfd_read: Any = _cpoll.fd_read if _cpoll is not None else None
 _cfd_recv: Any = _cpoll.fd_recv if _cpoll is not None else None
 _cfd_write: Any = _cpoll.fd_write if _cpoll is not None else None
-
-
-class _EOFType(EOFError):
-    """Go's io.EOF: a sentinel, never wrapped, never raised to users (reads return b"")."""
-
-
-EOF = _EOFType("EOF")
-
-
-def eof_error(zero_read_is_eof: bool, n: int, err: BaseException | None) -> BaseException | None:
-    """Return EOF iff a read of n bytes with no error means end of file for this FD.
-
-    Go: internal/poll/fd_posix.go FD.eofError
-    """
-    if n == 0 and err is None and zero_read_is_eof:
-        return EOF
-    return err
 
 
 def _unexpected_eof() -> OSError:
@@ -187,7 +170,6 @@ class FD:
         "csema",
         "is_blocking",
         "is_stream",
-        "zero_read_is_eof",
         "read_shut",
         "is_file",
         "net",
@@ -211,7 +193,7 @@ class FD:
         net: str = "file",
         pollable: bool = True,
         is_stream: bool = True,
-        zero_read_is_eof: bool = True,
+        zero_read_is_eof: bool = True,  # noqa: ARG002 - see the docstring
         kind: str = "",
         runtime: Runtime | None = None,
         sock: socket.socket | None = None,
@@ -223,6 +205,10 @@ class FD:
         (its C-level methods, in non-blocking mode); by default the FD makes its own. Either
         way it is detached, never closed, when the FD is destroyed. If the constructor
         raises, sysfd is left as it was and the caller still owns it.
+
+        ``zero_read_is_eof`` is accepted and ignored: Go's FD keeps it for ``eofError``, and
+        reads here return ``b""`` at end of file instead (net.py still passes it; to be
+        dropped together with that argument).
 
         ``keep_mode`` (the drop-in socket) leaves the descriptor's blocking mode and the
         socket object's timeout to the caller: every attempt is then a recv/send with
@@ -257,7 +243,6 @@ class FD:
         self.pd = PollHandle()
         self.csema = Sema()
         self.is_stream = is_stream
-        self.zero_read_is_eof = zero_read_is_eof
         # Set once by shutdown of the read side, read without a lock: from then on a read
         # that finds nothing returns the empty result instead of waiting (see shutdown).
         self.read_shut = False
@@ -388,21 +373,16 @@ class FD:
 
         Go: none (Go does not fork a multi-threaded runtime)
         """
-        state = self.fdmu.state  # the lock guarding it may be held by a thread now gone
-        self.fdmu._lock = threading.RLock()
-        self.fdmu.rsema = Sema()
-        self.fdmu.wsema = Sema()
+        if hasattr(self.fdmu, "poison_after_fork"):
+            self._ghost_refs = self.fdmu.poison_after_fork()
+        else:  # the C core's mutex until it has the method (branch c12): delete on merge
+            self._ghost_refs = poison_after_fork_c(self.fdmu)
+        # A read or write lock held by a parent thread poisons that direction (the mutex
+        # fails it); any reference held by one makes close() release the descriptor itself,
+        # since the last reference will never be dropped.
+        self._poisoned = self._ghost_refs != 0
         self.csema = Sema()
         self._block_lock = threading.RLock()
-        state &= ~(MUTEX_RMASK | MUTEX_WMASK)
-        if not state & MUTEX_CLOSED:
-            # A read or write lock held by a parent thread poisons that direction; any
-            # reference held by one makes close() release the descriptor itself, since the
-            # last reference will never be dropped.
-            self.fdmu.poisoned = state & (MUTEX_RLOCK | MUTEX_WLOCK)
-            self._ghost_refs = state & MUTEX_REF_MASK
-            self._poisoned = self._ghost_refs != 0
-        self.fdmu.state = state
 
     # --- close ---------------------------------------------------------------------------
 
@@ -443,13 +423,12 @@ class FD:
             # A forked child: the references and lock bits parent threads held will never
             # be dropped. Drop them here, then close as usual, so close() still waits for
             # the child's own operations before close(2).
-            with self.fdmu._lock:
-                state = self.fdmu.state
-                if not state & MUTEX_CLOSED:
-                    self.fdmu.state = (state - self._ghost_refs) & ~self.fdmu.poisoned
-                self.fdmu.poisoned = 0
-                self._ghost_refs = 0
-                self._poisoned = False
+            if hasattr(self.fdmu, "clear_poison"):
+                self.fdmu.clear_poison(self._ghost_refs)
+            else:  # the C core's mutex until it has the method (branch c12): delete on merge
+                clear_poison_c(self.fdmu, self._ghost_refs)
+            self._ghost_refs = 0
+            self._poisoned = False
         if not self._cfd and self.fdmu.held_by_me():
             # A signal handler interrupted this thread inside the fdMutex's own critical
             # section (possible on CPython < 3.11 only): closing here would be undone when
