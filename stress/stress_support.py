@@ -15,7 +15,7 @@ from typing import Any, Callable
 import pytest
 
 from threadpoll._poll.fd_unix import FD
-from threadpoll._runtime.netpoll import Runtime
+from threadpoll._runtime.proc import Runtime
 
 SCALE = float(os.environ.get("THREADPOLL_STRESS_SCALE", "1") or "1")
 

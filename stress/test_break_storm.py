@@ -11,14 +11,14 @@ import time
 import pytest
 from stress_support import Group, close_quietly, fd_pair, scaled, timeout
 
-from threadpoll._runtime import netpoll
+from threadpoll._runtime import proc
 from threadpoll.errors import DeadlineExceededError
 
 pytestmark = [pytest.mark.stress, pytest.mark.timeout(timeout(120))]
 
 
 def test_poller_break_storm() -> None:
-    rt = netpoll.get_runtime()
+    rt = proc.get_runtime()
     stop = threading.Event()
     breakers = Group()
     calls = [0] * 4

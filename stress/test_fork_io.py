@@ -19,7 +19,7 @@ import pytest
 from stress_support import Group, close_quietly, fd_pair, scaled, timeout
 from support import wait_until
 
-from threadpoll._runtime import netpoll
+from threadpoll._runtime import netpoll, proc
 
 pytestmark = [pytest.mark.stress, pytest.mark.timeout(timeout(180))]
 
@@ -27,7 +27,7 @@ pytestmark = [pytest.mark.stress, pytest.mark.timeout(timeout(180))]
 def _child(report_fd: object, k: int) -> int:
     """Runs in the child: returns its exit code."""
     signal.alarm(20)  # a hang kills the child, never the test run
-    rt = netpoll.get_runtime()
+    rt = proc.get_runtime()
     a, b = fd_pair(rt)
     got: list[bytes] = []
     t = threading.Thread(target=lambda: got.append(b.read(100)), name="child-reader")
@@ -45,7 +45,7 @@ def _child(report_fd: object, k: int) -> int:
 
 
 def test_fork_in_the_middle_of_io() -> None:
-    rt = netpoll.get_runtime()
+    rt = proc.get_runtime()
     streams = [fd_pair(rt) for _ in range(6)]
     size = 4 << 20
     progress = [0] * len(streams)

@@ -15,7 +15,7 @@ from stress_support import close_quietly, fd_pair, scaled, timeout
 from support import Runner, wait_until
 
 from threadpoll._poll.fd_unix import FD
-from threadpoll._runtime import netpoll
+from threadpoll._runtime import netpoll, proc
 from threadpoll._runtime.netpoll import PD_NIL, PD_PARKED, PD_READY
 
 pytestmark = [pytest.mark.stress, pytest.mark.timeout(timeout(120))]
@@ -39,7 +39,7 @@ def sigint() -> Iterator[list[int]]:
 def test_keyboard_interrupt_while_parked_repeatedly(sigint: list[int]) -> None:
     if threading.current_thread() is not threading.main_thread():
         pytest.skip("signals are delivered to the main thread only")
-    rt = netpoll.get_runtime()
+    rt = proc.get_runtime()
     a, b = fd_pair(rt)
     main = threading.main_thread().ident
     assert main is not None

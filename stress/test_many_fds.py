@@ -25,7 +25,7 @@ from stress_support import (
 from support import wait_until
 
 from threadpoll import _diag
-from threadpoll._runtime import netpoll
+from threadpoll._runtime import proc
 from threadpoll._runtime.netpoll import PD_PARKED
 
 pytestmark = [pytest.mark.stress, pytest.mark.timeout(timeout(180))]
@@ -35,7 +35,7 @@ def test_ten_thousand_descriptors_thousand_parked_readers() -> None:
     n_fds = scaled(10_000, minimum=2)
     n_readers = min(scaled(1_000), n_fds // 2)
     raise_nofile(n_fds)
-    rt = netpoll.get_runtime()
+    rt = proc.get_runtime()
     base_open = len(rt.open_pds)
     pairs = []
     g = Group()

@@ -24,7 +24,7 @@ import pytest
 from stress_support import Group, close_quietly, fd_pair, frame, parse_frames, scaled, timeout
 
 from threadpoll._poll.fd_unix import FD
-from threadpoll._runtime.netpoll import Runtime
+from threadpoll._runtime.proc import Runtime
 from threadpoll.errors import ClosingError, DeadlineExceededError
 
 pytestmark = [pytest.mark.stress, pytest.mark.timeout(timeout(180))]

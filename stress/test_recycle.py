@@ -17,7 +17,7 @@ import threading
 import pytest
 from stress_support import Group, close_quietly, fd_pair, scaled, timeout
 
-from threadpoll._runtime import netpoll
+from threadpoll._runtime import proc
 from threadpoll.errors import ClosingError
 
 pytestmark = [pytest.mark.stress, pytest.mark.timeout(timeout(180))]
@@ -43,7 +43,7 @@ class Stats:
 def one_connection(rng: random.Random, stats: Stats) -> None:
     conn = _new_id()
     token = struct.pack("!Q", conn)
-    a, b = fd_pair(netpoll.get_runtime())
+    a, b = fd_pair(proc.get_runtime())
     # Who closes what: the reader closes the writer's end once it has read enough, or the
     # writer closes the reader's end (while the reader is parked or mid-read) once it has
     # written enough.

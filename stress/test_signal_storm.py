@@ -27,7 +27,7 @@ from support import Runner
 
 import threadpoll
 import threadpoll.socket as ts
-from threadpoll._runtime.netpoll import Runtime
+from threadpoll._runtime.proc import Runtime
 from threadpoll.errors import ClosingError
 
 pytestmark = [

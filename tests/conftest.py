@@ -27,8 +27,9 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
 
-from threadpoll._runtime import netpoll  # noqa: E402
-from threadpoll._runtime.netpoll import PD_PARKED, PD_WAIT, Runtime, new_backend  # noqa: E402
+from threadpoll._runtime import proc  # noqa: E402
+from threadpoll._runtime.netpoll import PD_PARKED, PD_WAIT  # noqa: E402
+from threadpoll._runtime.proc import Runtime, new_backend  # noqa: E402
 
 
 def _backend_params() -> list[str]:
@@ -98,7 +99,7 @@ def _all_runtimes() -> Iterator[None]:
     # Made before the first test, so their descriptors and poller threads are not leaks.
     for name in BACKENDS:
         runtime_for(name)
-    netpoll.get_runtime()
+    proc.get_runtime()
     yield
 
 
@@ -109,13 +110,13 @@ def rt(request: pytest.FixtureRequest) -> Iterator[Runtime]:
         pytest.skip("drives the Python runtime's hook points or internals")
     runtime = runtime_for(request.param)
     runtime.hooks.after_eagain = runtime.hooks.before_park = runtime.hooks.before_ready = None
-    old = netpoll.set_default_runtime(runtime)
+    old = proc.set_default_runtime(runtime)
     try:
         yield runtime
     finally:
         runtime.hooks.after_eagain = runtime.hooks.before_park = None
         runtime.hooks.before_ready = None
-        netpoll.set_default_runtime(old)
+        proc.set_default_runtime(old)
 
 
 def _fd_set() -> dict[str, str]:
@@ -143,7 +144,7 @@ def _our_threads() -> list[threading.Thread]:
 
 def _all_known_runtimes() -> list[Runtime]:
     rts = list(_runtimes.values())
-    d = netpoll._default
+    d = proc._default
     if d is not None and d not in rts:
         rts.append(d)
     return rts

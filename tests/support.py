@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import os
+import sys
 import threading
 import time
-from typing import Any, Callable
+from collections.abc import Iterator
+from types import FrameType
+from typing import Any, Callable, TypeVar, cast
 
+from threadpoll._poll.fd_unix import FD
 from threadpoll._runtime.netpoll import PD_PARKED, PollDesc
+from threadpoll._runtime.netpoll_c import POLLDESC_TYPES
+from threadpoll.socket import _Desc
 
 
 def wait_until(pred: Callable[[], bool], timeout: float = 5.0, what: str = "condition") -> None:
@@ -22,27 +29,92 @@ def wait_until(pred: Callable[[], bool], timeout: float = 5.0, what: str = "cond
         time.sleep(0.0005)
 
 
+def fd_of(obj: Any) -> FD:
+    """The FD behind obj, by what obj is: an FD itself; the drop-in socket's descriptor
+    holder (``socket._desc``, whose ``fd`` is the FD); any other front (net's Conn,
+    Listener and PacketConn, file's File, tls's Conn), which keeps its FD in ``_fd``."""
+    if isinstance(obj, FD):
+        return obj
+    if isinstance(obj, _Desc):
+        return obj.fd
+    fd = obj._fd
+    assert isinstance(fd, FD), f"{type(obj).__name__}._fd is not an FD"
+    return fd
+
+
 def pd_of(obj: Any) -> PollDesc:
-    """The runtime pollDesc behind an FD (or anything with an ``fd``/``_fd`` FD attribute)."""
-    fd = obj
-    for attr in ("_fd", "fd", "pfd"):
-        inner = getattr(fd, attr, None)
-        if inner is not None and hasattr(inner, "pd"):
-            fd = inner
-            break
-    pd = fd.pd.runtime_ctx
+    """The runtime pollDesc behind obj: a PollDesc itself, or the FD of ``fd_of(obj)``."""
+    if isinstance(obj, POLLDESC_TYPES):
+        return cast(PollDesc, obj)
+    pd = fd_of(obj).pd.runtime_ctx
     assert pd is not None, "descriptor is not pollable"
     return pd
 
 
-def wait_parked(obj: Any, mode: str = "r", timeout: float = 5.0) -> None:
-    """Wait until a thread is parked on obj's pollDesc in mode ("r" or "w")."""
+def parked(obj: Any, mode: str = "r") -> Callable[[], bool]:
+    """A predicate: is a thread parked on obj's pollDesc (see pd_of) in mode ("r" or "w")?"""
     pd = pd_of(obj)
-    wait_until(
-        lambda: (pd.rg if mode == "r" else pd.wg) == PD_PARKED,
-        timeout,
-        f"a thread parked in mode {mode!r} on fd {pd.fd}",
-    )
+    return lambda: (pd.rg if mode == "r" else pd.wg) == PD_PARKED
+
+
+def wait_parked(obj: Any, mode: str = "r", timeout: float = 5.0, what: str = "") -> None:
+    """Wait until a thread is parked on obj's pollDesc (see pd_of) in mode ("r" or "w").
+
+    The one way the tests wait for a thread to block in the runtime before they act; the
+    public ``threadpoll.testing.wait_parked`` does the same for users' tests.
+    """
+    pd = pd_of(obj)
+    wait_until(parked(pd, mode), timeout, what or f"a thread parked in mode {mode!r} on fd {pd.fd}")
+
+
+T = TypeVar("T")
+
+
+def impls() -> list[str]:
+    """The implementations to test: "python", and "c" where the C core is built;
+    $THREADPOLL_TEST_IMPL keeps one."""
+    from threadpoll._runtime import netpoll_c
+
+    names = ["python"] + (["c"] if netpoll_c.available() else [])
+    only = os.environ.get("THREADPOLL_TEST_IMPL")
+    return [n for n in names if only in (None, n)]
+
+
+class InterruptPoint:
+    """A profile function that raises KeyboardInterrupt at the ``k``-th function entry or C
+    call return in code whose file ``in_scope`` accepts: the points where CPython runs a
+    signal handler, so where a Ctrl-C can raise. ``hit`` names the function it landed in
+    (None if the run passed fewer than ``k`` points)."""
+
+    def __init__(self, k: int, in_scope: Callable[[str], bool]) -> None:
+        self.k = k
+        self.in_scope = in_scope
+        self.seen = 0
+        self.hit: str | None = None
+
+    def __call__(self, frame: FrameType, event: str, arg: object) -> None:
+        if event in ("call", "c_return") and self.in_scope(frame.f_code.co_filename):
+            self.seen += 1
+            if self.seen == self.k:
+                self.hit = frame.f_code.co_name
+                raise KeyboardInterrupt
+
+    def run(self, fn: Callable[[], T]) -> T:
+        """fn() in the calling thread, with this profile function set for its duration."""
+        sys.setprofile(self)
+        try:
+            return fn()
+        finally:
+            sys.setprofile(None)
+
+
+def interrupt_points(in_scope: Callable[[str], bool]) -> Iterator[InterruptPoint]:
+    """InterruptPoint 1, 2, 3, ... for one harness: the caller runs each in turn and stops
+    at the first whose run was not hit (every point has then been tried)."""
+    k = 0
+    while True:
+        k += 1
+        yield InterruptPoint(k, in_scope)
 
 
 class Runner:

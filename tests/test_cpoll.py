@@ -23,7 +23,7 @@ import pytest
 from conftest import BACKENDS
 from support import Runner, wait_parked, wait_until
 
-from threadpoll._runtime import netpoll, netpoll_c
+from threadpoll._runtime import netpoll, netpoll_c, proc
 from threadpoll._runtime.netpoll import (
     PD_NIL,
     PD_PARKED,
@@ -313,13 +313,13 @@ def test_stats_and_dump_on_the_c_core(crt: Any, pipe_pd: Any) -> None:
     before = crt.events
     waiter = Runner(lambda: pd.wait("r"), name="c-parked")
     wait_until(lambda: pd.rg == PD_PARKED, what="a parked reader")
-    old = netpoll.set_default_runtime(crt)
+    old = proc.set_default_runtime(crt)
     try:
         s = _diag.stats()
         assert s["parked_readers"] >= 1
         assert '"c-parked"' in _diag.dump()
     finally:
-        netpoll.set_default_runtime(old)
+        proc.set_default_runtime(old)
     os.write(w, b"x")
     assert waiter.join() == POLL_NO_ERROR
     assert crt.events > before

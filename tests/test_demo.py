@@ -14,7 +14,7 @@ import time
 import pytest
 
 from threadpoll import _demo, _timeline
-from threadpoll._runtime.netpoll import Runtime, backend_names
+from threadpoll._runtime.proc import Runtime, backend_names
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PROMISES = [

@@ -23,7 +23,7 @@ from support import Runner, wait_parked, wait_until
 
 import threadpoll
 import threadpoll.socket as ts
-from threadpoll._runtime.netpoll import Runtime
+from threadpoll._runtime.proc import Runtime
 from threadpoll.errors import NetClosingError
 
 needs_cat = pytest.mark.skipif(shutil.which("cat") is None, reason="needs cat")

@@ -18,8 +18,9 @@ from support import Runner, pd_of, wait_parked, wait_until
 import threadpoll.trace
 from threadpoll import _diag
 from threadpoll._poll.fd_unix import FD
-from threadpoll._runtime import netpoll
-from threadpoll._runtime.netpoll import PD_PARKED, Runtime
+from threadpoll._runtime import netpoll, proc
+from threadpoll._runtime.netpoll import PD_PARKED
+from threadpoll._runtime.proc import Runtime
 from threadpoll.errors import DeadlineExceededError, NetClosingError
 
 pytestmark = pytest.mark.timeout(30)
@@ -153,7 +154,7 @@ def test_wait_label_reads_like_go(seconds: float, label: str) -> None:
 
 
 def test_dump_covers_every_live_runtime(rt: Runtime) -> None:
-    other = netpoll.runtime_poll_server_init("poll")
+    other = proc.runtime_poll_server_init("poll")
     try:
         a, b = socket.socketpair()
         fa = FD(a.detach(), net="unix", runtime=other)

@@ -16,6 +16,7 @@ import time
 from typing import Callable, cast
 
 import pytest
+from support import impls
 
 from threadpoll._poll.fd_mutex import (
     MUTEX_CLOSED,
@@ -38,15 +39,7 @@ STRESS_SCALE = float(os.environ.get("THREADPOLL_STRESS_SCALE", "1"))
 MutexFactory = Callable[[], FDMutex]
 
 
-def _impls() -> list[str]:
-    impls = ["python"]
-    if netpoll_c.available():
-        impls.append("c")
-    only = os.environ.get("THREADPOLL_TEST_IMPL")
-    return [i for i in impls if only in (None, i)]
-
-
-@pytest.fixture(params=_impls())
+@pytest.fixture(params=impls())
 def new_mutex(request: pytest.FixtureRequest) -> MutexFactory:
     """Makes a fresh fdMutex of the implementation under test."""
     if request.param == "c":

@@ -32,8 +32,8 @@ from threadpoll._runtime.netpoll import (
     POLL_NO_ERROR,
     InternalError,
     PollDesc,
-    Runtime,
 )
+from threadpoll._runtime.proc import Runtime
 from threadpoll.errors import (
     DeadlineExceededError,
     FileClosingError,

@@ -44,14 +44,8 @@ from threadpoll._poll.fd_mutex import (
     MUTEX_WLOCK,
 )
 from threadpoll._poll.fd_unix import FD
-from threadpoll._runtime.netpoll import (
-    EXPIRED,
-    NO_DEADLINE,
-    PD_NIL,
-    PD_PARKED,
-    Runtime,
-    runtime_poll_server_init,
-)
+from threadpoll._runtime.netpoll import EXPIRED, NO_DEADLINE, PD_NIL, PD_PARKED
+from threadpoll._runtime.proc import Runtime, runtime_poll_server_init
 from threadpoll.errors import (
     ClosingError,
     DeadlineExceededError,
@@ -1565,3 +1559,48 @@ def test_first_attempt_holds_off_close_until_its_syscall_returns(
     assert fd.sysfd == -1
     if op == "write":
         assert os.read(r.sysfd, 10) == b"data"
+
+
+# --- internal/poll read_test.go ------------------------------------------------------------
+
+
+def _special_files() -> list[str]:
+    """Go's specialFiles: the ones this machine has (regular files in /proc and /sys, whose
+    size is unknown until read, and a character device)."""
+    if sys.platform == "linux":
+        paths = ["/dev/null", "/proc/stat", "/sys/devices/system/cpu/online"]
+    else:
+        paths = ["/dev/null"]
+    return [p for p in paths if os.access(p, os.R_OK)]
+
+
+@pytest.mark.timeout(60)
+def test_read_special_file(rt: Runtime) -> None:
+    """Port of internal/poll TestRead/SpecialFile: four threads per special file each open,
+    read to the end and close it, over and over, through FDs the poller refuses (a regular
+    file or /dev/null stays in blocking mode); none of them fails."""
+    errors: list[BaseException] = []
+
+    def read_file(path: str) -> None:
+        try:
+            for _ in range(25):
+                f = FD(os.open(path, os.O_RDONLY | os.O_CLOEXEC), net="file", runtime=rt)
+                try:
+                    while f.read(4096):
+                        pass
+                finally:
+                    f.close()
+        except BaseException as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    threads = [
+        threading.Thread(target=read_file, args=(p,), name=f"special-{i}")
+        for p in _special_files()
+        for i in range(4)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(50)
+        assert not t.is_alive(), "a reader hung"
+    assert errors == []

@@ -1083,8 +1083,8 @@ _EXIT_WITH_LIVE_OBJECTS = """
 import os, sys
 sys.path.insert(0, {tests!r})
 from conftest import make_runtime
-from threadpoll._runtime import netpoll
-netpoll.set_default_runtime(make_runtime({backend!r}))
+from threadpoll._runtime import proc
+proc.set_default_runtime(make_runtime({backend!r}))
 import threadpoll.socket as tsocket
 from threadpoll.file import pipe
 from threadpoll.net import dial, listen, listen_packet

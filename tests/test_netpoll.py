@@ -4,22 +4,26 @@ Every test runs on every backend (the ``rt`` fixture). The races that matter are
 deterministic with the runtime's hook points: ``after_eagain`` is simulated by the reader loop
 below, ``before_park`` runs after a thread published PD_WAIT and before it commits to parking,
 ``before_ready`` runs in the poller between netpoll and netpollready.
+
+"Row 7" and the like are the rows of the rg/wg transition table in netpoll.py's docstring.
+Tests named ``test_Go_name`` port Go's test of that name (src/runtime/netpoll*_test.go,
+src/internal/poll/*_test.go); the others test what Go leaves to its scheduler.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import sys
 import threading
 import time
 from collections.abc import Iterator
-from types import FrameType
 from typing import Callable
 
 import pytest
 from conftest import PY_BACKENDS, make_runtime
-from support import Runner, wait_until
+from support import Runner, impls, interrupt_points, parked, wait_until
 
 from threadpoll._runtime import netpoll, trace
 from threadpoll._runtime.netpoll import (
@@ -35,9 +39,8 @@ from threadpoll._runtime.netpoll import (
     POLL_NO_ERROR,
     InternalError,
     PollDesc,
-    Runtime,
-    _notify,
     netpollblock,
+    netpollgoready,
     netpollunblock,
     runtime_poll_close,
     runtime_poll_open,
@@ -46,6 +49,7 @@ from threadpoll._runtime.netpoll import (
     runtime_poll_unblock,
     runtime_poll_wait,
 )
+from threadpoll._runtime.proc import Runtime
 
 # These tests drive the Python runtime itself (its hook points, tracing and internals);
 # the C core has its own in test_cpoll.py.
@@ -93,10 +97,6 @@ def read_via_runtime(
                 return code
 
 
-def parked(pd: PollDesc, mode: str = "r") -> Callable[[], bool]:
-    return lambda: (pd.rg if mode == "r" else pd.wg) == PD_PARKED
-
-
 def test_parked_reader_readied_by_poller(rt: Runtime) -> None:
     """The issue's done-criterion: a thread parked on a pipe is readied by the poller."""
     with pipe_pd(rt) as (r, w, pd):
@@ -124,7 +124,7 @@ def test_poller_is_one_daemon_thread(rt: Runtime) -> None:
 def test_readiness_without_waiter_is_kept_as_ready(rt: Runtime) -> None:
     """Row 7: an edge that arrives while nobody waits becomes pdReady and is consumed by the
     next netpollblock without parking (row 1)."""
-    if rt.backend.needs_arm:
+    if "r" in rt.backend.arm_modes:
         pytest.skip("level-triggered backend: interest is armed per wait, nothing is kept")
     with pipe_pd(rt) as (r, w, pd):
         os.write(w, b"x")
@@ -142,7 +142,7 @@ def test_readiness_between_eagain_and_park_is_not_lost(rt: Runtime) -> None:
 
         def arrive() -> None:
             os.write(w, b"late")
-            if not rt.backend.needs_arm:
+            if "r" not in rt.backend.arm_modes:
                 wait_until(lambda: pd.rg == PD_READY, what="edge delivered before park")
 
         trace.start()
@@ -151,7 +151,7 @@ def test_readiness_between_eagain_and_park_is_not_lost(rt: Runtime) -> None:
         finally:
             events = trace.stop()
         assert got == b"late"
-        if not rt.backend.needs_arm:
+        if "r" not in rt.backend.arm_modes:
             assert not [e for e in events if e.kind == "park"], "should not have parked"
 
 
@@ -200,7 +200,7 @@ def test_ready_between_check_and_park(rt: Runtime) -> None:
 
         def before_park(p: PollDesc, mode: str) -> None:
             os.write(w, b"z")
-            if rt.backend.needs_arm:
+            if "r" in rt.backend.arm_modes:
                 return  # interest is armed: the poller readies the parked thread instead
             wait_until(lambda: p.rg == PD_READY, what="poller readied pdWait")
             done.append(True)
@@ -210,7 +210,7 @@ def test_ready_between_check_and_park(rt: Runtime) -> None:
             assert read_via_runtime(r, pd) == b"z"
         finally:
             rt.hooks.before_park = None
-        if not rt.backend.needs_arm:
+        if "r" not in rt.backend.arm_modes:
             assert done == [True]
 
 
@@ -305,7 +305,7 @@ def test_timeout_wake_then_deadline_reset_parks_again(rt: Runtime) -> None:
         with pd.lock:  # the reader cannot run until we release
             pd.rd = EXPIRED
             if netpollunblock(pd, "r", False):
-                _notify(pd, "r")
+                netpollgoready(pd, "r")
             pd.rd = NO_DEADLINE
         wait_until(parked(pd), what="reader parked again")
         assert not reader.done.is_set()
@@ -367,35 +367,9 @@ def test_interrupt_anywhere_in_a_wait_loses_no_wakeup(rt: Runtime) -> None:
     runtime_dir = os.path.dirname(netpollblock.__code__.co_filename) + os.sep
     with pipe_pd(rt) as (r, w, pd):
         where: set[str] = set()
-        k = 0
-        while True:
-            k += 1
-            seen = [0]
-            hit: list[str] = []
-
-            def prof(
-                frame: FrameType,
-                event: str,
-                arg: object,
-                k: int = k,
-                seen: list[int] = seen,
-                hit: list[str] = hit,
-            ) -> None:
-                if event in ("call", "c_return") and frame.f_code.co_filename.startswith(
-                    runtime_dir
-                ):
-                    seen[0] += 1
-                    if seen[0] == k:
-                        hit.append(frame.f_code.co_name)
-                        raise KeyboardInterrupt
-
-            def wait_once(prof: Callable[..., None] = prof) -> int:
-                sys.setprofile(prof)
-                try:
-                    return runtime_poll_wait(pd, "r")
-                finally:
-                    sys.setprofile(None)
-
+        for point in interrupt_points(lambda f: f.startswith(runtime_dir)):
+            k = point.k
+            wait_once = functools.partial(point.run, lambda: runtime_poll_wait(pd, "r"))
             waiter = Runner(wait_once, name=f"waiter-{k}")
             done = waiter.done
             wait_until(lambda d=done: d.is_set() or pd.rg == PD_PARKED, what="wait or raise")
@@ -403,19 +377,20 @@ def test_interrupt_anywhere_in_a_wait_loses_no_wakeup(rt: Runtime) -> None:
                 os.write(w, b"x")  # ready it; the exception may land after the wake-up
             exc = waiter.join_exc()
             _drain(r)
-            if not hit:
+            if point.hit is None:
                 assert exc is None and waiter.result == POLL_NO_ERROR
                 break
-            where.add(hit[0])
-            assert isinstance(exc, KeyboardInterrupt), f"point {k} in {hit[0]}: {exc!r}"
-            assert pd.lock.acquire(timeout=5), f"point {k} in {hit[0]}: pd.lock left held"
+            hit = point.hit
+            where.add(hit)
+            assert isinstance(exc, KeyboardInterrupt), f"point {k} in {hit}: {exc!r}"
+            assert pd.lock.acquire(timeout=5), f"point {k} in {hit}: pd.lock left held"
             pd.lock.release()
             assert pd.rg in (PD_NIL, PD_READY) and pd.rparked_by is None, f"point {k}"
             # No stale waiter: the next wait is woken by the next readiness.
             reader = Runner(lambda: read_via_runtime(r, pd), name=f"reader-{k}")
-            wait_until(parked(pd), what=f"reader parked after point {k} in {hit[0]}")
+            wait_until(parked(pd), what=f"reader parked after point {k} in {hit}")
             os.write(w, b"y")
-            assert reader.join(5) == b"y", f"point {k} in {hit[0]}"
+            assert reader.join(5) == b"y", f"point {k} in {hit}"
         assert "_park" in where, (k, where)  # the points covered include the sleep itself
 
 
@@ -640,7 +615,6 @@ def test_signal_while_reacquiring_pd_lock_keeps_mutual_exclusion(rt: Runtime) ->
     exception surfaces only once the lock is back, the holder's critical section is not
     broken, and the pollDesc is clean afterwards."""
     import signal
-    import sys
 
     if threading.current_thread() is not threading.main_thread():
         pytest.skip("signals are delivered to the main thread")
@@ -694,7 +668,7 @@ def test_signal_while_reacquiring_pd_lock_keeps_mutual_exclusion(rt: Runtime) ->
             def rt_notify(p: PollDesc) -> None:
                 from threadpoll._runtime import netpoll
 
-                netpoll._notify(p, "r")
+                netpoll.netpollgoready(p, "r")
 
             t = threading.Thread(target=holder, name="holder")
             t.start()
@@ -773,7 +747,7 @@ def test_deadline_passing_between_check_and_sleep(
 
     def clock() -> float:
         # Once armed (just before the park commits): the 1st call (rparked_at) and the 2nd
-        # (_expired) see the real time; from the 3rd (the time left) on, an hour later.
+        # (netpolldeadlineimpl) see the real time; from the 3rd (the time left) on, an hour later.
         if not armed[0]:
             return real()
         calls[0] += 1
@@ -791,3 +765,43 @@ def test_deadline_passing_between_check_and_sleep(
         finally:
             rt.hooks.before_park = None
         assert calls[0] >= 3
+
+
+_NETPOLL_DEADLOCK = """
+import socket
+import sys
+
+# What Go's testprognet does in init(): the first network operation of the program, a dial
+# that fails, made before main runs (here: while the main module is still being imported).
+probe = socket.socket()
+probe.bind(("127.0.0.1", 0))
+port = probe.getsockname()[1]
+probe.close()  # nothing listens on port now
+print("dialing", flush=True)
+from threadpoll.net import dial
+
+try:
+    dial("tcp", f"127.0.0.1:{port}").close()
+except OSError as e:
+    print("error:", type(e).__name__, flush=True)
+print("done", flush=True)
+"""
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("impl", impls())
+def test_netpoll_deadlock(impl: str) -> None:
+    """Port of runtime TestNetpollDeadlock: a program whose first use of the poller is a
+    refused dial during start-up neither hangs nor dies; it prints "done" and exits."""
+    import subprocess
+
+    env = dict(os.environ, THREADPOLL_IMPL=impl)
+    out = subprocess.run(
+        [sys.executable, "-c", _NETPOLL_DEADLOCK],
+        capture_output=True,
+        text=True,
+        timeout=50,
+        env=env,
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.endswith("done\n"), out.stdout + out.stderr

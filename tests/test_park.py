@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import sys
 import threading
-from types import FrameType
 
 import pytest
-from support import Runner, wait_until
+from support import Runner, interrupt_points, wait_until
 
 from threadpoll._runtime import park
 from threadpoll._runtime.park import Sema
@@ -45,46 +44,21 @@ def test_interrupt_anywhere_in_acquire_loses_no_token_and_no_wakeup() -> None:
     release woke instead of the real sleeper."""
     # park.py, and threading.py for what it calls there (threading.Semaphore, before).
     files = (park.__file__, threading.__file__)
-    k = 0
     where: set[str] = set()
-    while True:
-        k += 1
+    for point in interrupt_points(lambda f: f in files):
+        k = point.k
         s = Sema()
-        seen = [0]
-        hit: list[str] = []
-
-        def prof(
-            frame: FrameType,
-            event: str,
-            arg: object,
-            k: int = k,
-            seen: list[int] = seen,
-            hit: list[str] = hit,
-        ) -> None:
-            if event in ("call", "c_return") and frame.f_code.co_filename in files:
-                seen[0] += 1
-                if seen[0] == k:
-                    hit.append(frame.f_code.co_name)
-                    raise KeyboardInterrupt
-
-        def acquire_once(s: Sema = s, prof: object = prof) -> None:
-            sys.setprofile(prof)  # type: ignore[arg-type]
-            try:
-                s.acquire()
-            finally:
-                sys.setprofile(None)
-
-        waiter = Runner(acquire_once, name=f"waiter-{k}")
+        waiter = Runner(lambda s=s, p=point: p.run(s.acquire), name=f"waiter-{k}")
         wait_until(lambda w=waiter: w.done.is_set() or _asleep(w.thread), what="acquire or raise")
         released = not waiter.done.is_set()
         if released:
             s.release()  # the exception may land after the hand-off
         exc = waiter.join_exc()
-        if not hit:
+        if point.hit is None:
             assert exc is None
             break
-        where.add(hit[0])
-        assert isinstance(exc, KeyboardInterrupt), f"point {k} in {hit[0]}: {exc!r}"
+        where.add(point.hit)
+        assert isinstance(exc, KeyboardInterrupt), f"point {k} in {point.hit}: {exc!r}"
         if released:
             # The released token was not consumed: it is still there, exactly once.
             taker = Runner(s.acquire, name=f"taker-{k}")
@@ -92,7 +66,7 @@ def test_interrupt_anywhere_in_acquire_loses_no_token_and_no_wakeup() -> None:
         # No token left over, and no stale sleeper: the next release wakes the next sleeper.
         sleeper = Runner(s.acquire, name=f"sleeper-{k}")
         wait_until(lambda r=sleeper: _asleep(r.thread), what=f"sleeper after point {k}")
-        assert not sleeper.done.is_set(), f"point {k} in {hit[0]}: a token was duplicated"
+        assert not sleeper.done.is_set(), f"point {k} in {point.hit}: a token was duplicated"
         s.release()
         sleeper.join(5)
     assert "acquire" in where, (k, where)

@@ -30,8 +30,9 @@ import threadpoll
 import threadpoll.socket as ts
 from threadpoll._poll.fd_mutex import MUTEX_RMASK
 from threadpoll._poll.fd_unix import FD
-from threadpoll._runtime.netpoll import PD_PARKED, Runtime
+from threadpoll._runtime.netpoll import PD_PARKED
 from threadpoll._runtime.park import Sema
+from threadpoll._runtime.proc import Runtime
 from threadpoll.errors import ClosingError, DeadlineExceededError
 
 SIG = getattr(signal, "SIGUSR1", 0)

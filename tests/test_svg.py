@@ -13,7 +13,7 @@ import pytest
 
 from threadpoll import _timeline
 from threadpoll.__main__ import main
-from threadpoll._runtime.netpoll import Runtime
+from threadpoll._runtime.proc import Runtime
 from threadpoll._svg import render_svg
 
 NS = "{http://www.w3.org/2000/svg}"

@@ -13,7 +13,8 @@ from support import Runner, pd_of
 from threadpoll import testing
 from threadpoll._poll import fd_unix
 from threadpoll._poll.fd_unix import FD
-from threadpoll._runtime.netpoll import EXPIRED, NO_DEADLINE, PD_NIL, Runtime
+from threadpoll._runtime.netpoll import EXPIRED, NO_DEADLINE, PD_NIL
+from threadpoll._runtime.proc import Runtime
 from threadpoll.errors import DeadlineExceededError, NetClosingError
 
 pytestmark = pytest.mark.timeout(30)

@@ -17,7 +17,7 @@ import pytest
 
 from threadpoll import _timeline
 from threadpoll._runtime import trace
-from threadpoll._runtime.netpoll import Runtime
+from threadpoll._runtime.proc import Runtime
 from threadpoll._runtime.trace import TraceEvent
 from threadpoll._timeline import POLLER, Result, ScenarioError
 from threadpoll.errors import DeadlineExceededError, NetClosingError
@@ -27,6 +27,7 @@ pytestmark = [pytest.mark.timeout(60), pytest.mark.python_runtime]
 
 REQUIRED = ["data", "close", "deadline", "deadline-past", "backpressure", "two-writers"]
 
+# Rows are those of the rg/wg transition table in netpoll.py's docstring.
 # "R" is an owner's pdReady -> pdNil that is not the swap after a wake-up: row 1 (readiness
 # consumed by netpollblock) or row 15 (pollReset at the start of an operation). The state
 # change alone cannot tell them apart; both discard a pending notification.

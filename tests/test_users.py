@@ -15,7 +15,7 @@ from support import wait_parked
 import threadpoll
 from threadpoll import FileClosingError, NetClosingError, WallClockDeadlineWarning, pipe
 from threadpoll._poll import fd_poll_runtime
-from threadpoll._runtime.netpoll import Runtime
+from threadpoll._runtime.proc import Runtime
 from threadpoll.net import Conn, dial, listen
 
 pytestmark = pytest.mark.timeout(30)

@@ -22,7 +22,7 @@ import textwrap
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from threadpoll._runtime.netpoll import Runtime
+    from threadpoll._runtime.proc import Runtime
 
 __all__ = ["main"]
 
@@ -37,7 +37,7 @@ def _backend_env_problem() -> str | None:
     """One line saying what is wrong with $THREADPOLL_BACKEND, or None."""
     import os
 
-    from threadpoll._runtime.netpoll import backend_names
+    from threadpoll._runtime.proc import backend_names
 
     name = os.environ.get("THREADPOLL_BACKEND") or None
     if name is None or name in backend_names():
@@ -49,7 +49,7 @@ def _backend_env_problem() -> str | None:
 
 
 def _parser() -> argparse.ArgumentParser:
-    from threadpoll._runtime.netpoll import backend_names
+    from threadpoll._runtime.proc import backend_names
     from threadpoll._timeline import SCENARIOS
 
     p = argparse.ArgumentParser(
@@ -89,13 +89,13 @@ def _runtime(name: str | None) -> Runtime | None:
     """A fresh runtime of the named backend, or None for the default runtime. ``trace`` and
     ``demo`` show the Python runtime's transitions, so they always run on the Python runtime
     (the C core records none), whatever THREADPOLL_IMPL says."""
-    from threadpoll._runtime import netpoll
+    from threadpoll._runtime import proc
 
     if name is None:
-        if netpoll.get_runtime().impl == "python":
+        if proc.get_runtime().impl == "python":
             return None
-        name = os.environ.get("THREADPOLL_BACKEND") or netpoll.backend_names()[0]
-    return netpoll.Runtime(netpoll.new_backend(name))
+        name = os.environ.get("THREADPOLL_BACKEND") or proc.backend_names()[0]
+    return proc.Runtime(proc.new_backend(name))
 
 
 def _trace(args: argparse.Namespace) -> int:

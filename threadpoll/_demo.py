@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable, TextIO
 
-from threadpoll._runtime.netpoll import Runtime, get_runtime
+from threadpoll._runtime.proc import Runtime, get_runtime
 from threadpoll._timeline import _READERS as _N
 from threadpoll._timeline import POLLER, Result, fds_line, render, run
 from threadpoll.errors import DeadlineExceededError, NetClosingError

@@ -40,8 +40,9 @@ from types import FrameType
 from typing import Any, Callable, NamedTuple, TextIO, TypedDict, Union
 
 from threadpoll._poll import fd_mutex
-from threadpoll._runtime import netpoll
-from threadpoll._runtime.netpoll import NO_DEADLINE, PD_PARKED, STATE_NAMES, PollDesc, Runtime
+from threadpoll._runtime import proc
+from threadpoll._runtime.netpoll import NO_DEADLINE, PD_PARKED, STATE_NAMES, PollDesc
+from threadpoll._runtime.proc import Runtime
 
 __all__ = ["Parked", "Stats", "parked", "dump", "stats", "dump_on_signal"]
 
@@ -95,13 +96,13 @@ def _maybe_locked(lock: Any) -> Iterator[None]:
 
 def _live_runtimes() -> list[Runtime]:
     """Every live runtime, the default one first."""
-    with _maybe_locked(netpoll._runtimes_lock):
+    with _maybe_locked(proc._runtimes_lock):
         # A copy of the WeakSet's own set of references, not list(WeakSet): its iteration
         # guard races with the removal callback, which runs unlocked in whatever thread
         # frees a runtime ("set changed size during iteration", without the GIL).
-        refs: list[weakref.ref[Runtime]] = list(netpoll._runtimes.data)  # type: ignore[attr-defined]
+        refs: list[weakref.ref[Runtime]] = list(proc._runtimes.data)  # type: ignore[attr-defined]
     rts = [rt for rt in (r() for r in refs) if rt is not None]
-    default = netpoll._default
+    default = proc._default
     if default is not None and default in rts:
         rts.remove(default)
         rts.insert(0, default)
@@ -249,8 +250,8 @@ def stats() -> Stats:
     operation to leave (internal/poll counts them; 0 where it does not yet).
     """
     rts = _live_runtimes()
-    default = netpoll._default
-    backend = default.name if default is not None else netpoll.get_runtime().name
+    default = proc._default
+    backend = default.name if default is not None else proc.get_runtime().name
     s: Stats = {
         "backend": backend,
         "runtimes": len(rts),

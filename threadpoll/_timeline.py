@@ -39,14 +39,8 @@ from typing import Callable
 from threadpoll._poll.fd_mutex import MUTEX_WMASK
 from threadpoll._poll.fd_unix import FD
 from threadpoll._runtime import trace
-from threadpoll._runtime.netpoll import (
-    PD_PARKED,
-    PD_READY,
-    STATE_NAMES,
-    PollDesc,
-    Runtime,
-    get_runtime,
-)
+from threadpoll._runtime.netpoll import PD_PARKED, PD_READY, STATE_NAMES, PollDesc
+from threadpoll._runtime.proc import Runtime, get_runtime
 from threadpoll._runtime.trace import TraceEvent
 from threadpoll.errors import DeadlineExceededError, NetClosingError
 
@@ -633,10 +627,10 @@ def run(name: str, rt: Runtime | None = None) -> Result:
     rt = get_runtime()
     if rt.impl == "python":
         return _run(name, rt)
-    from threadpoll._runtime import netpoll
+    from threadpoll._runtime import proc
 
-    own = netpoll.Runtime(
-        netpoll.new_backend(os.environ.get("THREADPOLL_BACKEND") or netpoll.backend_names()[0])
+    own = proc.Runtime(
+        proc.new_backend(os.environ.get("THREADPOLL_BACKEND") or proc.backend_names()[0])
     )
     try:
         return _run(name, own)

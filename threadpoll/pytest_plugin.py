@@ -142,8 +142,8 @@ def _dump_if_parked() -> str | None:
 
     A process that never made a threadpoll runtime is told apart without importing anything.
     """
-    netpoll = sys.modules.get("threadpoll._runtime.netpoll")
-    if netpoll is None or not getattr(netpoll, "_runtimes", None):
+    proc = sys.modules.get("threadpoll._runtime.proc")
+    if proc is None or not getattr(proc, "_runtimes", None):
         return None
     from threadpoll import _diag
 

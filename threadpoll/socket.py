@@ -1010,7 +1010,7 @@ class socket(_StdSocket):
                         ):
                             res = runtime_poll_reset(pd, mode)
                             if res != POLL_NO_ERROR:
-                                raise convert_err(res, False, pd)  # type: ignore[misc]
+                                raise convert_err(res, False, pd)
                         elif reading:
                             pd.rg = PD_NIL  # runtime_poll_reset's lock-free common case
                         else:

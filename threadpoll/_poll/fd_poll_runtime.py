@@ -23,6 +23,7 @@ import sys
 import time
 import warnings
 from types import FrameType
+from typing import Literal, overload
 
 from typing_extensions import final
 
@@ -37,8 +38,8 @@ from threadpoll._runtime.netpoll import (
     POLL_NO_ERROR,
     InternalError,
     PollDesc,
-    Runtime,
 )
+from threadpoll._runtime.proc import Runtime, get_runtime
 from threadpoll.errors import (
     DeadlineExceededError,
     FileClosingError,
@@ -57,6 +58,19 @@ def err_closing(is_file: bool) -> OSError:
     Go: internal/poll/fd.go errClosing
     """
     return FileClosingError() if is_file else NetClosingError()
+
+
+# POLL_NO_ERROR gives None; any other code an exception, so ``raise convert_err(res, ...)``
+# type-checks once the caller has tested ``res != POLL_NO_ERROR``. The overlap (Literal[0]
+# is also an int) is the point: mypy documents this ignore for a literal overload.
+@overload
+def convert_err(  # type: ignore[overload-overlap]
+    res: Literal[0], is_file: bool, pd: PollDesc | None = None
+) -> None: ...
+
+
+@overload
+def convert_err(res: int, is_file: bool, pd: PollDesc | None = None) -> BaseException: ...
 
 
 def convert_err(res: int, is_file: bool, pd: PollDesc | None = None) -> BaseException | None:
@@ -156,11 +170,12 @@ class PollHandle:
         self.runtime_ctx: PollDesc | None = None
 
     def init(self, sysfd: int, rt: Runtime | None = None) -> int:
-        """Register sysfd with the poller; returns 0 or the backend's errno.
+        """Register sysfd with rt's poller (by default the default runtime's); returns 0 or
+        the backend's errno.
 
         Go: internal/poll/fd_poll_runtime.go pollDesc.init
         """
-        pd, errno = netpoll.runtime_poll_open(sysfd, rt)
+        pd, errno = netpoll.runtime_poll_open(sysfd, rt if rt is not None else get_runtime())
         if errno != 0:
             return errno
         self.runtime_ctx = pd
@@ -202,7 +217,7 @@ class PollHandle:
             return
         res = netpoll.runtime_poll_reset(pd, mode)
         if res != POLL_NO_ERROR:
-            raise convert_err(res, is_file, pd)  # type: ignore[misc]
+            raise convert_err(res, is_file, pd)
 
     def prepare_read(self, is_file: bool) -> None:
         """Go: internal/poll/fd_poll_runtime.go pollDesc.prepareRead"""
@@ -225,7 +240,7 @@ class PollHandle:
             hook(pd, mode)
         res = netpoll.runtime_poll_wait(pd, mode)
         if res != POLL_NO_ERROR:
-            raise convert_err(res, is_file, pd)  # type: ignore[misc]
+            raise convert_err(res, is_file, pd)
 
     def wait_read(self, is_file: bool) -> None:
         """Go: internal/poll/fd_poll_runtime.go pollDesc.waitRead"""

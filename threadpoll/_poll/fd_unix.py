@@ -51,10 +51,11 @@ import sys
 import threading
 import time
 import weakref
+from collections.abc import Iterable
 from types import FrameType
 from typing import Any, Callable
 
-from typing_extensions import final
+from typing_extensions import Buffer, final
 
 from threadpoll._poll.fd_mutex import (
     MUTEX_CLOSED,
@@ -73,12 +74,11 @@ from threadpoll._runtime.netpoll import (
     PD_NIL,
     POLL_NO_ERROR,
     PollDesc,
-    Runtime,
-    get_runtime,
     runtime_poll_reset,
 )
 from threadpoll._runtime.netpoll_c import cpoll as _cpoll
 from threadpoll._runtime.park import Sema
+from threadpoll._runtime.proc import Runtime, get_runtime
 from threadpoll.errors import NoDeadlineError, with_written
 
 __all__ = ["FD", "MAX_RW", "live_fds", "owner_of"]
@@ -611,7 +611,7 @@ class FD:
                 ):
                     res = runtime_poll_reset(pd, "r")
                     if res != POLL_NO_ERROR:
-                        raise convert_err(res, self.is_file, pd)  # type: ignore[misc]
+                        raise convert_err(res, self.is_file, pd)
                 else:
                     pd.rg = PD_NIL  # runtime_poll_reset's lock-free common case, in line
             if n > MAX_RW and self.is_stream:
@@ -689,7 +689,7 @@ class FD:
             if pd is not None:
                 res = runtime_poll_reset(pd, "r")
                 if res != POLL_NO_ERROR:
-                    raise convert_err(res, self.is_file, pd)  # type: ignore[misc]
+                    raise convert_err(res, self.is_file, pd)
             if n > MAX_RW and self.is_stream:
                 n = MAX_RW
             sock = self._sock
@@ -714,7 +714,7 @@ class FD:
             if fdmu.rwunlock(True):
                 self._destroy()
 
-    def read_into(self, buf: Any) -> int:
+    def read_into(self, buf: Buffer) -> int:
         """Like read, into a writable buffer; returns the byte count (0 at EOF).
 
         Go: internal/poll/fd_unix.go FD.Read
@@ -730,7 +730,7 @@ class FD:
             if pd is not None:
                 res = runtime_poll_reset(pd, "r")
                 if res != POLL_NO_ERROR:
-                    raise convert_err(res, self.is_file, pd)  # type: ignore[misc]
+                    raise convert_err(res, self.is_file, pd)
             if self.is_stream and len(mv) > MAX_RW:
                 mv = mv[:MAX_RW]
             sock = self._sock
@@ -784,7 +784,7 @@ class FD:
         finally:
             self.read_unlock()
 
-    def recvfrom_into(self, buf: Any, nbytes: int = 0, flags: int = 0) -> tuple[int, Any]:
+    def recvfrom_into(self, buf: Buffer, nbytes: int = 0, flags: int = 0) -> tuple[int, Any]:
         """Go: internal/poll/fd_unix.go FD.ReadFrom"""
         sock = self._socket()
         self.read_lock()
@@ -858,7 +858,7 @@ class FD:
 
     # --- writes --------------------------------------------------------------------------
 
-    def write(self, data: Any) -> int:
+    def write(self, data: Buffer) -> int:
         """Write all of data, holding the write lock throughout so writers never
         interleave; returns len(data). A failure part-way raises with ``.written``.
 
@@ -885,7 +885,7 @@ class FD:
                 if pd is not None:
                     res = runtime_poll_reset(pd, "w")
                     if res != POLL_NO_ERROR:
-                        raise convert_err(res, self.is_file, pd)  # type: ignore[misc]
+                        raise convert_err(res, self.is_file, pd)
             except BaseException as e:
                 with_written(e, 0)
                 raise
@@ -959,7 +959,7 @@ class FD:
             with_written(e, nn)
             raise
 
-    def pwrite(self, data: Any, off: int) -> int:
+    def pwrite(self, data: Buffer, off: int) -> int:
         """Write all of data at an offset; independent of the write lock and the poller.
 
         Go: internal/poll/fd_unix.go FD.Pwrite
@@ -986,7 +986,7 @@ class FD:
         finally:
             self.decref()
 
-    def sendto(self, data: Any, addr: Any, flags: int = 0) -> int:
+    def sendto(self, data: Buffer, addr: Any, flags: int = 0) -> int:
         """Send one datagram (all or nothing); returns len(data).
 
         Go: internal/poll/fd_unix.go FD.WriteTo
@@ -1012,7 +1012,9 @@ class FD:
         finally:
             self.write_unlock()
 
-    def sendmsg(self, buffers: Any, ancdata: Any = (), flags: int = 0, address: Any = None) -> int:
+    def sendmsg(
+        self, buffers: Iterable[Buffer], ancdata: Any = (), flags: int = 0, address: Any = None
+    ) -> int:
         """Go: internal/poll/fd_unix.go FD.WriteMsg"""
         sock = self._socket()
         bufs = list(buffers)
@@ -1236,7 +1238,7 @@ def _offset(off: object) -> int:
     return off
 
 
-def _readable(data: Any, call: str = "write()") -> memoryview:
+def _readable(data: Buffer, call: str = "write()") -> memoryview:
     """data as bytes; a TypeError that names ``call`` (the method the user called) if it is
     not a bytes-like object.
 
@@ -1253,7 +1255,7 @@ def _readable(data: Any, call: str = "write()") -> memoryview:
     return mv if mv.format == "B" and mv.ndim == 1 else mv.cast("B")
 
 
-def _writable(buf: Any, call: str = "read_into()") -> memoryview:
+def _writable(buf: Buffer, call: str = "read_into()") -> memoryview:
     """buf as writable bytes; a TypeError that names ``call`` otherwise.
 
     Go: none

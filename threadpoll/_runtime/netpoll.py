@@ -11,7 +11,7 @@ class with the following methods (see ``Backend`` below):
     netpollopen(fd, pd) -> int   arm notifications for fd, associated with pd; 0 or an errno
     netpollclose(fd) -> int      disable notifications for fd; 0 or an errno
     netpoll(delay) -> int        poll; delay < 0 blocks, == 0 polls, > 0 waits at most delay
-                                 nanoseconds; readies pollDescs with rt.netpollready and
+                                 nanoseconds; readies pollDescs with netpollready and
                                  returns how many waiters it readied
     netpoll_break()              wake the poller if it is blocked in netpoll
     netpoll_is_poll_descriptor(fd) -> bool
@@ -22,8 +22,13 @@ class with the following methods (see ``Backend`` below):
     netpolldeinit()              release the backend's descriptors (not in Go)
     netpoll_after_fork(rt)       in a forked child: fresh poller descriptors (not in Go)
 
-A backend touches a pollDesc only through ``Runtime.netpollready`` and
-``PollDesc.set_event_err``.
+and two attributes: ``name``, and ``arm_modes``, the modes runtime_poll_wait arms with
+netpollarm before each wait ("rw" for a level-triggered backend, "w" for epoll's lazy
+writes, "" when netpollopen armed everything once).
+
+A backend touches a pollDesc only through ``netpollready`` and ``PollDesc.set_event_err``.
+The backends import this module; this module imports none of them. Which backend runs, the
+poller thread that calls netpoll, its death and restart, and fork live in proc.py.
 
 How a thread waits: the ``rg``/``wg`` binary semaphore. Each mode of a pollDesc holds one
 of four states (Go's names in the second column):
@@ -36,8 +41,8 @@ of four states (Go's names in the second column):
 
 The transition table, the same for ``wg``. It restates what Go's netpollblock,
 netpollunblock, netpollready, poll_runtime_pollReset, poll_runtime_pollOpen and
-poll_runtime_pollClose do; comments, ``tests/test_timeline.py`` and the documentation cite
-its rows by number ("row 9"):
+poll_runtime_pollClose do; comments, the tests and the documentation cite its rows as
+"netpoll.py row 9" (or "row 9" inside this file):
 
     row who: where                    from -> to        what follows
      1  reader: netpollblock          READY -> NIL      returns True at once (consumed)
@@ -83,30 +88,32 @@ Differences from Go:
   ``_MAIN_SLICE`` seconds: CPython's lock checks for signals before it spins and sleeps, not
   after, so a SIGINT that lands in that gap (free-threaded builds spin up to 40
   ``sched_yield`` calls first) would otherwise wait for the end of the park to be handled.
-- DIVERGENCE(go): no deadline timers. A deadline is an absolute ``time.monotonic()`` value;
-  it is "expired" once the clock reaches it, evaluated lazily by netpollcheckerr, and a parked
-  thread waits on its wake lock with a timeout equal to the time left. When that wait times
-  out, the parked thread itself runs what Go's ``netpolldeadlineimpl`` does (mark the deadline
-  expired, unblock the mode). This keeps expiry precise to the OS's timed wait, needs no timer
-  thread, and costs nothing for descriptors without deadlines. ``rseq``/``wseq`` are still
-  bumped on every deadline change and on close, as Go does, and show up in traces.
+- DIVERGENCE(go): no deadline timers. A deadline is an absolute ``time.monotonic()`` value; it is
+  "expired" once the clock reaches it. Whoever looks at it after that expires it
+  (``netpolldeadlineimpl``: the checks before and after parking, in ``_checkerr``), and a parked
+  thread waits on its wake lock with a timeout equal to the time left. When that wait times out, the
+  parked thread itself runs what Go's ``netpolldeadlineimpl`` does (mark the deadline expired,
+  unblock the mode). ``netpollcheckerr`` itself is a pure read, as Go's. This keeps expiry precise
+  to the OS's timed wait, needs no timer thread, and costs nothing for descriptors without
+  deadlines. ``rseq``/``wseq`` are still bumped on every deadline change and on close, as Go does,
+  and show up in traces.
 - DIVERGENCE(go): the poller always blocks (``netpoll(-1)``): it has no timers to wait for.
   ``netpoll_break`` is used to stop it, to apply a level-triggered backend's new interest,
   and after fork.
 - DIVERGENCE(go): ``select.epoll`` has no per-event user data, so the epoll backend keeps a
   fd → pollDesc table; see netpoll_epoll.py for why stale events stay harmless.
-- DIVERGENCE(go): the poller is a Python thread, and it can die (an exception escaping a
-  backend). ``_poller_died`` wakes every waiter with POLL_ERR_POLLER (internal/poll raises
-  PollerError with the exception as ``__cause__``) and starts a successor at once. Until a
-  successor has completed a netpoll (``poller_down``), a thread that would park is told the
-  same at once: nobody would ready it. A successor first polls without blocking, and only
-  once that worked declares the poller up and readies every open pollDesc once, so an edge
-  the dead poller fetched but never delivered cannot leave a thread parked for ever. A poller
-  that dies again before completing a netpoll is restarted with exponential back-off (1 ms
-  doubling, at most 1 s).
-- DIVERGENCE(go): fork. In a child, every runtime gets fresh locks and a fresh backend with
-  the inherited descriptors re-registered; waiters recorded in pollDescs (parent threads) are
-  cleared; the poller starts at the child's first open or wait (runtime_poll_wait).
+- DIVERGENCE(go): the poller is a Python thread, and it can die (an exception escaping a backend).
+  ``Runtime._poller_died`` (proc.py) wakes every waiter with POLL_ERR_POLLER (internal/poll raises
+  PollerError with the exception as ``__cause__``) and starts a successor at once. Until a successor
+  has completed a netpoll (``poller_down``), a thread that would park is told the same at once:
+  nobody would ready it. A successor first polls without blocking, and only once that worked
+  declares the poller up and readies every open pollDesc once, so an edge the dead poller fetched
+  but never delivered cannot leave a thread parked for ever. A poller that dies again before
+  completing a netpoll is restarted with exponential back-off (1 ms doubling, at most 1 s).
+- DIVERGENCE(go): fork (proc.py). In a child, every runtime gets fresh locks and a fresh
+  backend with the inherited descriptors re-registered; waiters recorded in pollDescs (parent
+  threads) are cleared (``PollDesc.after_fork_in_child``); the poller starts at the child's
+  first open or wait (runtime_poll_wait).
 
 Go: runtime/netpoll.go
 """
@@ -116,16 +123,17 @@ from __future__ import annotations
 import _thread
 import math
 import os
-import signal
 import sys
 import threading
 import time
-import weakref
-from typing import Any, Callable, Protocol, cast
+from typing import TYPE_CHECKING, Any, Callable, Protocol, cast
 
 from typing_extensions import final
 
 from threadpoll._runtime import trace
+
+if TYPE_CHECKING:
+    from threadpoll._runtime.proc import Runtime
 
 __all__ = [
     "POLL_NO_ERROR",
@@ -145,21 +153,18 @@ __all__ = [
     "Hooks",
     "PollDesc",
     "PollCache",
-    "Runtime",
-    "netpollblock",
-    "netpollunblock",
-    "netpollcheckerr",
-    "runtime_poll_server_init",
     "runtime_poll_open",
     "runtime_poll_close",
     "runtime_poll_reset",
     "runtime_poll_wait",
     "runtime_poll_set_deadline",
     "runtime_poll_unblock",
-    "get_runtime",
-    "set_default_runtime",
-    "backend_names",
-    "new_backend",
+    "netpollready",
+    "netpollcheckerr",
+    "netpollgoready",
+    "netpollblock",
+    "netpollunblock",
+    "netpolldeadlineimpl",
 ]
 
 # Error codes returned from runtime_poll_reset and runtime_poll_wait. They must match the
@@ -215,8 +220,7 @@ class Backend(Protocol):
     """The contract every backend module's poller class fulfils (see the module docstring)."""
 
     name: str
-    needs_arm: bool  # level-triggered: interest lasts one wait (both modes)
-    arm_modes: str  # the modes runtime_poll_wait must arm with netpollarm before waiting
+    arm_modes: str  # the modes runtime_poll_wait arms with netpollarm before each wait
 
     def netpollinit(self, rt: Runtime) -> None:
         """Go: runtime/netpoll.go netpollinit"""
@@ -335,7 +339,7 @@ class PollDesc:
         # cannot be interrupted by a signal (see _park).
         self.lock = threading.RLock()
         # A parked reader (writer) sleeps on rwake (wwake): a bare lock kept locked, used as
-        # a binary semaphore. Released only by _notify, under lock, for a thread found
+        # a binary semaphore. Released only by netpollgoready, under lock, for a thread found
         # PD_PARKED; acquired only by that thread, which drops a stale token (one a park
         # that ended otherwise left behind) when it commits. They synchronise themselves.
         self.rwake = _new_wake()
@@ -369,6 +373,19 @@ class PollDesc:
                 self.event_err = b
             elif not b:
                 self.event_err = False
+
+    def after_fork_in_child(self) -> None:
+        """In a forked child: fresh locks (a parent thread may have held them), and neither
+        waiters nor pending readiness (the waiters were parent threads, and the backend is
+        new).
+
+        Go: none (Go does not fork a multi-threaded runtime)
+        """
+        self.lock = threading.RLock()
+        self.rwake = _new_wake()
+        self.wwake = _new_wake()
+        self.rg = self.wg = PD_NIL
+        self.rparked_by = self.wparked_by = None
 
     def __repr__(self) -> str:
         """Go: none"""
@@ -449,35 +466,242 @@ def _set(pd: PollDesc, mode: str, new: int) -> None:
         pd.wg = new
 
 
-def _expired(pd: PollDesc, mode: str) -> bool:
-    """Whether mode's deadline has passed; marks it EXPIRED the first time it is seen.
+# --- The runtime entry points internal/poll uses -----------------------------------------
 
-    Must be called while holding pd.lock.
 
-    Go: none (Go's deadline timer stores rd = -1 and publishInfo sets the expired bit)
+def runtime_poll_open(fd: int, rt: Runtime) -> tuple[PollDesc | None, int]:
+    """Register fd with rt's poller; returns (pd, 0) or (None, errno). (Go has one runtime;
+    here it is named: ``proc.get_runtime()`` is the default one.)
+
+    Go: runtime/netpoll.go poll_runtime_pollOpen
     """
-    d = pd.rd if mode == "r" else pd.wd
-    if d == NO_DEADLINE:
-        return False
-    if d == EXPIRED:
-        return True
-    if d > _monotonic():
-        return False
-    # The timer firing: netpolldeadlineimpl.
-    if mode == "r":
-        pd.rd = EXPIRED
-    else:
-        pd.wd = EXPIRED
-    pd.rt.count_expiry()
+    if rt.impl != "python":  # the C core (netpoll_c.py) carries its own entry points
+        return cast(Any, rt).runtime_poll_open(fd)  # type: ignore[no-any-return]
+    rt.ensure_poller()
+    pd = rt.cache.alloc()
+    with pd.lock:
+        if pd.rg not in (PD_NIL, PD_READY):
+            raise throw("runtime: blocked read on free polldesc")
+        if pd.wg not in (PD_NIL, PD_READY):
+            raise throw("runtime: blocked write on free polldesc")
+        pd.fd = fd
+        pd.closing = False
+        pd.event_err = False
+        pd.poller_err = None
+        pd.rseq += 1
+        pd.rg = PD_NIL
+        pd.rd = NO_DEADLINE
+        pd.wseq += 1
+        pd.wg = PD_NIL
+        pd.wd = NO_DEADLINE
+    with rt.lock:
+        rt.open_pds[pd.id] = pd
+    errno = rt.backend.netpollopen(fd, pd)
+    if errno != 0:
+        with rt.lock:
+            del rt.open_pds[pd.id]
+        rt.cache.free(pd)
+        return None, errno
     if trace.enabled:
-        trace.emit("expire", pd.fd, mode)
-    return True
+        trace.emit("open", fd, "rw", info=rt.backend.name)
+    return pd, 0
+
+
+def runtime_poll_close(pd: PollDesc) -> None:
+    """Unregister pd's descriptor and free pd. The descriptor must have been evicted
+    (runtime_poll_unblock) and have no waiters; close(2) comes after this, never before.
+
+    Go: runtime/netpoll.go poll_runtime_pollClose
+    """
+    if pd.__class__ is not _PYTHON_PD:  # a C pollDesc (netpoll_c.py)
+        cast(Any, pd).rt.runtime_poll_close(pd)
+        return
+    with pd.lock:
+        if not pd.closing:
+            raise throw("runtime: close polldesc w/o unblock")
+        if pd.wg in (PD_WAIT, PD_PARKED):
+            raise throw("runtime: blocked write on closing polldesc")
+        if pd.rg in (PD_WAIT, PD_PARKED):
+            raise throw("runtime: blocked read on closing polldesc")
+        fd = pd.fd
+    rt = pd.rt
+    rt.backend.netpollclose(fd)
+    with rt.lock:
+        rt.open_pds.pop(pd.id, None)
+    if trace.enabled:
+        trace.emit("close", fd, "rw")
+    rt.cache.free(pd)
+
+
+def runtime_poll_reset(pd: PollDesc, mode: str) -> int:
+    """Prepare pd for an operation in mode: fail fast on close/deadline/event error, and
+    discard a stale PD_READY left by an earlier edge (the syscall comes next anyway).
+
+    Go: runtime/netpoll.go poll_runtime_pollReset
+    """
+    if pd.__class__ is not _PYTHON_PD:  # a C pollDesc (netpoll_c.py)
+        return int(cast(Any, pd).reset(mode))
+    # Go reads pd.atomicInfo and stores pdNil without taking pd.lock; so does the common
+    # case here. Every field read below is one atomic attribute load (also on free-threaded
+    # CPython), and a close or deadline change that races with this check is one that
+    # happened just after it, exactly as in Go. The store of PD_NIL may race only with the
+    # poller storing PD_READY: either order is a valid outcome (a lost stale READY is what
+    # this function is for; a kept one makes the next wait return at once and retry).
+    # Anything unusual — closing, an event error, a poller death, a deadline that has
+    # passed, tracing on — takes the locked path, which reports and records it.
+    d = pd.rd if mode == "r" else pd.wd
+    if not (
+        pd.closing
+        or pd.poller_err is not None
+        or (mode == "r" and pd.event_err)
+        or (d != NO_DEADLINE and d <= _monotonic())
+        or trace.enabled
+    ):
+        if mode == "r":
+            pd.rg = PD_NIL
+        else:
+            pd.wg = PD_NIL
+        return POLL_NO_ERROR
+    with pd.lock:
+        errcode = _checkerr(pd, mode)
+        if errcode != POLL_NO_ERROR:
+            return errcode
+        if mode == "r":
+            if pd.rg != PD_NIL:
+                _set(pd, "r", PD_NIL)
+        elif pd.wg != PD_NIL:
+            _set(pd, "w", PD_NIL)
+    return POLL_NO_ERROR
+
+
+def runtime_poll_wait(pd: PollDesc, mode: str) -> int:
+    """Wait until pd is ready for mode; returns a poll error code.
+
+    Go: runtime/netpoll.go poll_runtime_pollWait
+    """
+    if pd.__class__ is not _PYTHON_PD:  # a C pollDesc (netpoll_c.py)
+        return int(cast(Any, pd).wait(mode))
+    with pd.lock:
+        errcode = _checkerr(pd, mode)
+    if errcode != POLL_NO_ERROR:
+        return errcode
+    rt = pd.rt
+    if rt.poller is None:
+        # A forked child starts its poller lazily, at the first wait (one attribute test;
+        # a poller that died has already started its successor, so this is None only
+        # before the first start).
+        rt.ensure_poller()
+    backend = rt.backend
+    if mode in backend.arm_modes:
+        # Level-triggered backends arm interest for this wait (Go: solaris/aix); epoll arms
+        # write interest the first time a writer waits (netpoll_epoll.py, arm_modes).
+        backend.netpollarm(pd, mode)
+    while not netpollblock(pd, mode, False):
+        with pd.lock:
+            errcode = _checkerr(pd, mode)
+        if errcode != POLL_NO_ERROR:
+            return errcode
+        # Can happen if a deadline fired and unblocked us, but before we had a chance to
+        # run the deadline was reset. Pretend it has not happened and retry.
+    return POLL_NO_ERROR
+
+
+def runtime_poll_set_deadline(pd: PollDesc, d: float, mode: str) -> None:
+    """Set mode's deadline ("r", "w" or "rw") to d, an absolute time.monotonic() value:
+    NO_DEADLINE for none, EXPIRED (or any past time) for already expired.
+
+    A parked thread sees the change at once: moved into the past, it wakes with a timeout;
+    moved earlier, it re-times its wait; moved later or cleared, it keeps waiting.
+
+    Go: runtime/netpoll.go poll_runtime_pollSetDeadline
+    """
+    if pd.__class__ is not _PYTHON_PD:  # a C pollDesc (netpoll_c.py)
+        cast(Any, pd).set_deadline(d, mode)
+        return
+    if math.isnan(d):
+        raise ValueError("threadpoll: deadline is NaN")
+    with pd.lock:
+        if pd.closing:
+            return
+        if d != NO_DEADLINE and d != EXPIRED and d <= _monotonic():
+            d = EXPIRED  # "don't confuse deadline right now with no deadline"
+        if trace.enabled:
+            trace.emit("deadline", pd.fd, mode, info=repr(d))
+        for m in ("r", "w"):
+            if m not in mode:
+                continue
+            old = pd.rd if m == "r" else pd.wd
+            if old == d:
+                continue  # the same value again: no seq bump (Go: timers untouched)
+            if m == "r":
+                pd.rd = d
+                pd.rseq += 1
+            else:
+                pd.wd = d
+                pd.wseq += 1
+            if d == EXPIRED:
+                if netpollunblock(pd, m, False):
+                    netpollgoready(pd, m)
+            elif d < old and _get(pd, m) == PD_PARKED:
+                netpollgoready(pd, m)  # re-time the parked thread's wait
+
+
+def runtime_poll_unblock(pd: PollDesc) -> None:
+    """Evict: mark pd closing and wake every thread parked on it (they see
+    POLL_ERR_CLOSING). Any pending PD_READY is kept.
+
+    Go: runtime/netpoll.go poll_runtime_pollUnblock
+    """
+    if pd.__class__ is not _PYTHON_PD:  # a C pollDesc (netpoll_c.py)
+        cast(Any, pd).unblock()
+        return
+    with pd.lock:
+        if pd.closing:
+            raise throw("runtime: unblock on closing polldesc")
+        pd.closing = True
+        pd.rseq += 1
+        pd.wseq += 1
+        if trace.enabled:
+            trace.emit("evict", pd.fd, "rw")
+        if netpollunblock(pd, "r", False):
+            netpollgoready(pd, "r")
+        if netpollunblock(pd, "w", False):
+            netpollgoready(pd, "w")
+
+
+# --- Readiness, errors, parking: what the entry points and the poller share ------------
+
+
+def netpollready(pd: PollDesc, mode: str) -> int:
+    """Declare that I/O is ready on pd for mode ("r", "w" or "rw"); returns how many
+    parked threads it readied. Called by the backend's netpoll, without pd.lock held.
+
+    Go: runtime/netpoll.go netpollready
+    """
+    if pd.__class__ is not _PYTHON_PD:  # a C pollDesc (netpoll_c.py)
+        return int(cast(Any, pd).rt.netpollready(pd, mode))
+    hook = pd.rt.hooks.before_ready
+    if hook is not None:
+        hook(pd, mode)
+    n = 0
+    with pd.lock:
+        if trace.enabled:
+            trace.emit("netpollready", pd.fd, mode)
+        if "r" in mode and netpollunblock(pd, "r", True):
+            netpollgoready(pd, "r")
+            n += 1
+        if "w" in mode and netpollunblock(pd, "w", True):
+            netpollgoready(pd, "w")
+            n += 1
+    return n
 
 
 def netpollcheckerr(pd: PollDesc, mode: str) -> int:
     """The poll error code for mode, in Go's priority order: closing, deadline, event error.
 
-    The event-error bit is reported only for reads: a write syscall reports a more specific
+    A pure read, as Go's: a deadline counts once it is EXPIRED (Go's rd < 0); one that has
+    merely passed is expired first by ``netpolldeadlineimpl`` (see ``_checkerr``). The
+    event-error bit is reported only for reads: a write syscall reports a more specific
     error. Must be called while holding pd.lock.
 
     Go: runtime/netpoll.go netpollcheckerr
@@ -486,30 +710,36 @@ def netpollcheckerr(pd: PollDesc, mode: str) -> int:
         return POLL_ERR_CLOSING
     if pd.poller_err is not None:
         return POLL_ERR_POLLER
-    if _expired(pd, mode):
+    if (pd.rd if mode == "r" else pd.wd) == EXPIRED:
         return POLL_ERR_TIMEOUT
     if mode == "r" and pd.event_err:
         return POLL_ERR_NOT_POLLABLE
     return POLL_NO_ERROR
 
 
-def netpollunblock(pd: PollDesc, mode: str, ioready: bool) -> bool:
-    """Move mode's state for a wake-up; return True if a thread is parked there and the
-    caller must _notify the mode (before it releases pd.lock).
+def _checkerr(pd: PollDesc, mode: str) -> int:
+    """netpollcheckerr once Go's deadline timer would have fired: a passed deadline is
+    expired first (not after close or a poller death, which take priority; Go's
+    poll_runtime_pollUnblock deletes the timers). Must be called while holding pd.lock.
 
-    Only I/O readiness creates PD_READY. Close and deadline unblocks (ioready=False) never
-    create it and never erase one that is pending: "runtime_pollWait will check for
-    timeout/cancel before waiting". Must be called while holding pd.lock.
-
-    Go: runtime/netpoll.go netpollunblock
+    Go: none (runtime/netpoll.go netpolldeadlineimpl, then netpollcheckerr)
     """
-    old = pd.rg if mode == "r" else pd.wg
-    if old == PD_READY:
-        return False
-    if old == PD_NIL and not ioready:
-        return False
-    _set(pd, mode, PD_READY if ioready else PD_NIL)
-    return old == PD_PARKED
+    if not pd.closing and pd.poller_err is None:
+        netpolldeadlineimpl(pd, mode)
+    return netpollcheckerr(pd, mode)
+
+
+def netpollgoready(pd: PollDesc, mode: str) -> None:
+    """Wake the thread parked on mode. Must be called while holding pd.lock.
+
+    Go: runtime/netpoll.go netpollgoready (runtime/proc.go goready)
+    """
+    try:
+        (pd.rwake if mode == "r" else pd.wwake).release()
+    except RuntimeError:
+        pass  # a token is already pending: the parked thread has yet to take it
+
+
 
 
 def netpollblock(pd: PollDesc, mode: str, waitio: bool) -> bool:
@@ -538,7 +768,7 @@ def netpollblock(pd: PollDesc, mode: str, waitio: bool) -> bool:
             _set(pd, mode, PD_WAIT)  # row 2: publish "waiting" ...
             # ... then re-check error states after setting the state to PD_WAIT: unblockers
             # do the opposite (store closing/rd/wd, then look at the state), both under pd.lock.
-            park = waitio or netpollcheckerr(pd, mode) == POLL_NO_ERROR
+            park = waitio or _checkerr(pd, mode) == POLL_NO_ERROR
             if park and not waitio:
                 down = pd.rt.poller_down
                 if down is not None:
@@ -630,14 +860,14 @@ def _park(pd: PollDesc, mode: str) -> None:
         d = pd.rd if mode == "r" else pd.wd
         if d == NO_DEADLINE:
             timeout = _WAIT_MAX
-        elif _expired(pd, mode):
+        elif netpolldeadlineimpl(pd, mode):
             # The deadline fired while we slept: netpolldeadlineimpl's unblock.
             _set(pd, mode, PD_NIL)
             break
         else:
             timeout = min(d - _monotonic(), _WAIT_MAX)
             if timeout <= 0:
-                continue  # it passed since _expired looked: expire it on the next turn
+                continue  # it passed since netpolldeadlineimpl looked: expire it on the next turn
         if main and timeout > _MAIN_SLICE:
             timeout = _MAIN_SLICE
         # _release_save/_acquire_restore are the RLock's own C methods that
@@ -655,637 +885,73 @@ def _park(pd: PollDesc, mode: str) -> None:
         trace.emit("unpark", pd.fd, mode)
 
 
-def _notify(pd: PollDesc, mode: str) -> None:
-    """Wake the thread parked on mode. Must be called while holding pd.lock.
+def netpollunblock(pd: PollDesc, mode: str, ioready: bool) -> bool:
+    """Move mode's state for a wake-up; return True if a thread is parked there and the
+    caller must netpollgoready the mode (before it releases pd.lock).
 
-    Go: runtime/proc.go goready
+    Only I/O readiness creates PD_READY. Close and deadline unblocks (ioready=False) never
+    create it and never erase one that is pending: "runtime_pollWait will check for
+    timeout/cancel before waiting". Must be called while holding pd.lock.
+
+    Go: runtime/netpoll.go netpollunblock
     """
-    try:
-        (pd.rwake if mode == "r" else pd.wwake).release()
-    except RuntimeError:
-        pass  # a token is already pending: the parked thread has yet to take it
+    old = pd.rg if mode == "r" else pd.wg
+    if old == PD_READY:
+        return False
+    if old == PD_NIL and not ioready:
+        return False
+    _set(pd, mode, PD_READY if ioready else PD_NIL)
+    return old == PD_PARKED
 
 
-def _poller_backoff(failures: int) -> float:
-    """Seconds a restarted poller waits before polling: none after a poller that worked,
-    then 1 ms doubling per death in a row, at most 1 s.
+def netpolldeadlineimpl(pd: PollDesc, mode: str) -> bool:
+    """Whether mode's deadline has expired; one that has passed since anyone looked is
+    expired now: marked EXPIRED, counted and traced. Must be called while holding pd.lock.
 
-    Go: none
+    DIVERGENCE(go): Go's deadline timer runs netpolldeadlineimpl when the deadline passes
+    (it stores rd = -1, then unblocks the waiter). There are no timers here: the threads
+    that look at a deadline expire it (``_checkerr``), and a parked thread whose timed
+    sleep ran out does the unblocking itself (``_park``).
+
+    Go: runtime/netpoll.go netpolldeadlineimpl
     """
-    if failures <= 0:
-        return 0.0
-    return float(min(0.001 * 2 ** (failures - 1), 1.0))
-
-
-@final
-class Runtime:
-    """One poller with its backend, pollDesc cache and poller thread.
-
-    Go has exactly one of these per process. threadpoll has one default runtime
-    (``get_runtime()``); tests make one per backend so every backend runs in one process.
-
-    Go: none (the package-level state of runtime/netpoll.go)
-    """
-
-    __slots__ = (
-        "backend",
-        "cache",
-        "hooks",
-        "lock",
-        "open_pds",
-        "poller",
-        "stopping",
-        "poller_error",
-        "poller_deaths",
-        "poller_failures",
-        "poller_down",
-        "stat_lock",
-        "poller_wakeups",
-        "events",
-        "breaks",
-        "stale_events_dropped",
-        "deadline_expiries",
-        "closes_waited",
-        "__weakref__",
-    )
-
-    impl = "python"  # which implementation (the C core's CRuntime says "c")
-
-    def __init__(self, backend: Backend) -> None:
-        """Go: runtime/netpoll.go netpollGenericInit"""
-        self.backend = backend
-        self.cache = PollCache(self)
-        self.hooks = Hooks()
-        self.lock = threading.Lock()
-        self.open_pds: dict[int, PollDesc] = {}  # guarded by lock: id → pd, open ones
-        self.poller: threading.Thread | None = None  # guarded by lock
-        self.stopping = False  # guarded by lock
-        # The poller's last death (None if it never died) and how many times it died; both
-        # guarded by lock. poller_failures counts deaths in a row with no netpoll completed
-        # in between, and sets how long a restarted poller backs off (_poller_backoff).
-        self.poller_error: BaseException | None = None
-        self.poller_deaths = 0
-        self.poller_failures = 0
-        # The exception that killed the last poller, from its death until a successor has
-        # completed a netpoll; None while the poller works. Written under lock, read by
-        # netpollblock under pd.lock (one attribute load).
-        self.poller_down: BaseException | None = None
-        # Counters. The poller thread alone writes poller_wakeups, events and
-        # stale_events_dropped; the others are written under stat_lock. Benign race:
-        # stats() reads them all without a lock, and may see a count a moment old.
-        self.stat_lock = threading.Lock()
-        self.poller_wakeups = 0
-        self.events = 0
-        self.breaks = 0
-        self.stale_events_dropped = 0
-        self.deadline_expiries = 0
-        self.closes_waited = 0
-        backend.netpollinit(self)
-        _runtimes_add(self)
-
-    @property
-    def name(self) -> str:
-        """The backend's name.
-
-        Go: none
-        """
-        return self.backend.name
-
-    def count_expiry(self) -> None:
-        """Go: none"""
-        with self.stat_lock:
-            self.deadline_expiries += 1
-
-    def count_break(self) -> None:
-        """Go: none"""
-        with self.stat_lock:
-            self.breaks += 1
-
-    def count_close_waited(self) -> None:
-        """Go: none"""
-        with self.stat_lock:
-            self.closes_waited += 1
-
-    def ensure_poller(self) -> None:
-        """Start the poller thread if it is not running (first open; first wait in a forked
-        child). A poller that dies restarts itself (_poller_died).
-
-        Go: none (Go's scheduler polls the network itself)
-        """
-        with self.lock:
-            if self.poller is not None and self.poller.is_alive():
-                return
-            if self.stopping:
-                raise throw("runtime: poller used after shutdown")
-            self._start_poller()
-
-    def _start_poller(self) -> None:
-        """Start a poller thread. Must be called while holding rt.lock.
-
-        Go: none
-        """
-        t = threading.Thread(
-            target=self._poller_loop,
-            name=f"threadpoll-poller-{self.backend.name}",
-            daemon=True,
-        )
-        self.poller = t
-        t.start()
-
-    def _poller_loop(self) -> None:
-        """The poller thread: block in netpoll, ready whoever became ready, repeat.
-
-        Go: runtime/proc.go findRunnable (its netpoll(delay) call) and sysmon
-        """
-        if hasattr(signal, "pthread_sigmask"):
-            # Signals must reach the main thread, not interrupt the poller's epoll_wait.
-            signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals())
-        wakeups = self.poller_wakeups
-        try:
-            with self.lock:
-                restarted = self.poller_error is not None
-                backoff = _poller_backoff(self.poller_failures)
-            if restarted:
-                if backoff > 0:
-                    # DIVERGENCE(go): a poller that keeps dying at once (a broken backend)
-                    # is restarted with exponential back-off, not in a hot loop. The sleep
-                    # is the back-off itself, not synchronisation.
-                    time.sleep(backoff)
-                # Poll once without blocking before declaring the poller up: a backend that
-                # still fails dies here, before the sweep, and threads that would park keep
-                # being told (netpollblock) instead of readied to park again at each restart.
-                self.backend.netpoll(0)
-                self.poller_wakeups += 1
-                with self.lock:
-                    self.poller_down = None
-                self._sweep_after_death()
-            while True:
-                with self.lock:
-                    if self.stopping:
-                        return
-                self.backend.netpoll(-1)
-                self.poller_wakeups += 1
-        except BaseException as exc:  # noqa: B036 - the poller must report any death
-            self._poller_died(exc, self.poller_wakeups > wakeups)
-
-    def _poller_died(self, exc: BaseException, healthy: bool) -> None:
-        """Wake every thread waiting on a pollDesc with POLL_ERR_POLLER, then start a new
-        poller (unless the runtime is shutting down). ``healthy`` says whether the dead
-        poller completed a netpoll since it started; if not, the new one backs off first.
-
-        Which waiters are told: those in PD_WAIT or PD_PARKED, in either mode. An edge the
-        dead poller fetched but never delivered may be lost, and nobody but the poller would
-        wake them. A thread that has not published PD_WAIT yet is told when it does, as long
-        as the poller is down (netpollblock); after that, the new poller's sweep
-        (_sweep_after_death) readies it. Descriptors nobody waits on are left alone, so their
-        next operation simply works (once the poller is up again, if it must park).
-
-        Runs in the dying poller thread.
-
-        Go: none (Go's poller cannot die)
-        """
-        with self.lock:
-            self.poller_error = exc
-            self.poller_down = exc  # before looking at waiters: see netpollblock
-            self.poller_deaths += 1
-            self.poller_failures = 0 if healthy else self.poller_failures + 1
-            pds = list(self.open_pds.values())
-        if trace.enabled:
-            trace.emit("poller_died", info=repr(exc))
-        for pd in pds:
-            with pd.lock:
-                if pd.rg not in (PD_WAIT, PD_PARKED) and pd.wg not in (PD_WAIT, PD_PARKED):
-                    continue
-                pd.poller_err = exc
-                for mode in ("r", "w"):
-                    if netpollunblock(pd, mode, False):
-                        _notify(pd, mode)
-        with self.lock:
-            if self.stopping:
-                return
-            try:
-                self._start_poller()
-            except RuntimeError:
-                # "can't create new thread at interpreter shutdown": nobody is left to serve.
-                self.poller = None
-
-    def _sweep_after_death(self) -> None:
-        """In a restarted poller: ready every open pollDesc once in both modes, so an edge
-        the dead poller fetched and dropped cannot leave a thread parked for ever. A thread
-        that did not need it retries its syscall and gets EAGAIN (a spurious wake-up, which
-        internal/poll absorbs). pollDescs whose waiters were told of the death are skipped:
-        they must see POLL_ERR_POLLER, not readiness.
-
-        Go: none
-        """
-        with self.lock:
-            pds = list(self.open_pds.values())
-        for pd in pds:
-            with pd.lock:
-                if pd.closing or pd.poller_err is not None:
-                    continue
-            self.netpollready(pd, "rw")
-
-    def netpollready(self, pd: PollDesc, mode: str) -> int:
-        """Declare that I/O is ready on pd for mode ("r", "w" or "rw"); returns how many
-        parked threads it readied. Called by the backend's netpoll, without pd.lock held.
-
-        Go: runtime/netpoll.go netpollready
-        """
-        hook = self.hooks.before_ready
-        if hook is not None:
-            hook(pd, mode)
-        n = 0
-        with pd.lock:
-            if trace.enabled:
-                trace.emit("netpollready", pd.fd, mode)
-            if "r" in mode and netpollunblock(pd, "r", True):
-                _notify(pd, "r")
-                n += 1
-            if "w" in mode and netpollunblock(pd, "w", True):
-                _notify(pd, "w")
-                n += 1
-        return n
-
-    def shutdown(self) -> None:
-        """Stop the poller thread and release the backend (tests; process exit).
-
-        Go: none
-        """
-        with self.lock:
-            self.stopping = True
-            t = self.poller
-        if t is not None and t.is_alive():
-            self.backend.netpoll_break()
-            t.join()
-        self.backend.netpolldeinit()
-        _runtimes_discard(self)
-
-    def after_fork_in_child(self) -> None:
-        """Rebuild in a forked child: fresh locks, backend and poller (started lazily).
-
-        The child has only the forking thread, so every waiter recorded in a pollDesc
-        belonged to a parent thread that does not exist here: clear them. Locks that a
-        parent thread held at the fork would never be released: replace them.
-
-        Go: none (Go does not support fork in a multi-threaded process)
-        """
-        self.lock = threading.Lock()
-        self.stat_lock = threading.Lock()
-        self.cache = PollCache(self)
-        self.poller = None  # started by the child's first open or wait (runtime_poll_wait)
-        self.poller_error = None
-        self.poller_failures = 0
-        self.poller_down = None
-        pds = list(self.open_pds.values())
-        backend = self.backend
-        backend.netpoll_after_fork(self)
-        for pd in pds:
-            pd.lock = threading.RLock()
-            pd.rwake = _new_wake()
-            pd.wwake = _new_wake()
-            pd.rg = pd.wg = PD_NIL
-            pd.rparked_by = pd.wparked_by = None
-            backend.netpollopen(pd.fd, pd)
-
-
-# Every live runtime, so fork handling can reach them (weak: tests make and drop runtimes).
-_runtimes: weakref.WeakSet[Runtime] = weakref.WeakSet()
-_runtimes_lock = threading.Lock()
-
-
-def _runtimes_add(rt: Runtime) -> None:
-    """Go: none"""
-    with _runtimes_lock:
-        _runtimes.add(rt)
-
-
-def _runtimes_discard(rt: Runtime) -> None:
-    """Go: none"""
-    with _runtimes_lock:
-        _runtimes.discard(rt)
+    d = pd.rd if mode == "r" else pd.wd
+    if d == NO_DEADLINE:
+        return False
+    if d == EXPIRED:
+        return True
+    if d > _monotonic():
+        return False
+    # The timer firing.
+    if mode == "r":
+        pd.rd = EXPIRED
+    else:
+        pd.wd = EXPIRED
+    pd.rt.count_expiry()
+    if trace.enabled:
+        trace.emit("expire", pd.fd, mode)
+    return True
 
 
 def _after_fork_in_child() -> None:
     """Go: none"""
-    global _runtimes_lock, _default_lock, _pd_ids_lock
-    # A parent thread may have held any of these at the fork; in the child it never will
-    # release them.
-    _runtimes_lock = threading.Lock()
-    _default_lock = threading.Lock()
-    _pd_ids_lock = threading.Lock()
-    for rt in list(_runtimes):
-        rt.after_fork_in_child()
+    global _pd_ids_lock
+    _pd_ids_lock = threading.Lock()  # a parent thread may have held it at the fork
 
 
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
-# --- Backend selection -------------------------------------------------------------------
+# The runtime objects and the backend choice moved to proc.py; bench.py still looks them up
+# here. Delete this once it imports them from proc.py.
+def __getattr__(name: str) -> object:
+    """Go: none"""
+    from threadpoll._runtime import proc
 
-
-def backend_names() -> list[str]:
-    """The backends this machine can run, in order of preference (epoll, kqueue, poll).
-
-    Go: none (Go picks its backend at build time, by GOOS)
-    """
-    import select
-
-    names = []
-    if hasattr(select, "epoll"):
-        names.append("epoll")
-    if hasattr(select, "kqueue"):
-        names.append("kqueue")
-    if hasattr(select, "poll"):
-        names.append("poll")
-    return names
-
-
-def new_backend(name: str) -> Backend:
-    """Construct the named backend's poller.
-
-    Go: none
-    """
-    if name == "epoll":
-        from threadpoll._runtime.netpoll_epoll import EpollBackend
-
-        return EpollBackend(lazy_write=os.environ.get("THREADPOLL_EPOLL_LAZY_WRITE") == "1")
-    if name == "kqueue":
-        from threadpoll._runtime.netpoll_kqueue import KqueueBackend
-
-        return KqueueBackend()
-    if name == "poll":
-        from threadpoll._runtime.netpoll_poll import PollBackend
-
-        return PollBackend()
-    raise ValueError(f"threadpoll: unknown backend {name!r} (have {', '.join(backend_names())})")
-
-
-_default: Runtime | None = None
-_default_lock = threading.Lock()
-
-
-def runtime_poll_server_init(name: str | None = None) -> Runtime:
-    """Make a runtime: the named backend, else $THREADPOLL_BACKEND, else the best available.
-
-    Go: runtime/netpoll.go poll_runtime_pollServerInit
-    """
-    from threadpoll._runtime import netpoll_c
-
-    impl = netpoll_c.chosen_impl()
-    if name is None:
-        name = os.environ.get("THREADPOLL_BACKEND") or None
-    if name is None:
-        names = backend_names()
-        if not names:
-            raise ImportError("threadpoll: this platform has none of epoll, kqueue or poll")
-        name = names[0]
-    if impl == "c" and name == netpoll_c.backend_name():
-        # The C core has its platform's edge-triggered backend; the portable poll backend
-        # stays Python-only (it serves the rare POSIX with neither epoll nor kqueue).
-        return netpoll_c.CRuntime(name)
-    return Runtime(new_backend(name))
-
-
-def get_runtime() -> Runtime:
-    """The default runtime, made on first use.
-
-    Go: none
-    """
-    global _default
-    # Benign race: the unlocked read sees None or a Runtime fully built before it was stored
-    # under _default_lock (a module global's store and load are atomic, also without the
-    # GIL); None only sends us to the locked path, which decides.
-    rt = _default
-    if rt is not None:
-        return rt
-    with _default_lock:
-        if _default is None:
-            _default = runtime_poll_server_init()
-        return _default
-
-
-def set_default_runtime(rt: Runtime | None) -> Runtime | None:
-    """Replace the default runtime (tests run every backend this way); returns the old one.
-
-    Go: none
-    """
-    global _default
-    with _default_lock:
-        old, _default = _default, rt
-    return old
-
-
-# --- The runtime entry points internal/poll uses -----------------------------------------
-
-
-def runtime_poll_open(fd: int, rt: Runtime | None = None) -> tuple[PollDesc | None, int]:
-    """Register fd with the poller; returns (pd, 0) or (None, errno).
-
-    Go: runtime/netpoll.go poll_runtime_pollOpen
-    """
-    if rt is None:
-        rt = get_runtime()
-    if rt.impl != "python":  # the C core (netpoll_c.py) carries its own entry points
-        return cast(Any, rt).runtime_poll_open(fd)  # type: ignore[no-any-return]
-    rt.ensure_poller()
-    pd = rt.cache.alloc()
-    with pd.lock:
-        if pd.rg not in (PD_NIL, PD_READY):
-            raise throw("runtime: blocked read on free polldesc")
-        if pd.wg not in (PD_NIL, PD_READY):
-            raise throw("runtime: blocked write on free polldesc")
-        pd.fd = fd
-        pd.closing = False
-        pd.event_err = False
-        pd.poller_err = None
-        pd.rseq += 1
-        pd.rg = PD_NIL
-        pd.rd = NO_DEADLINE
-        pd.wseq += 1
-        pd.wg = PD_NIL
-        pd.wd = NO_DEADLINE
-    with rt.lock:
-        rt.open_pds[pd.id] = pd
-    errno = rt.backend.netpollopen(fd, pd)
-    if errno != 0:
-        with rt.lock:
-            del rt.open_pds[pd.id]
-        rt.cache.free(pd)
-        return None, errno
-    if trace.enabled:
-        trace.emit("open", fd, "rw", info=rt.backend.name)
-    return pd, 0
-
-
-def runtime_poll_close(pd: PollDesc) -> None:
-    """Unregister pd's descriptor and free pd. The descriptor must have been evicted
-    (runtime_poll_unblock) and have no waiters; close(2) comes after this, never before.
-
-    Go: runtime/netpoll.go poll_runtime_pollClose
-    """
-    if pd.__class__ is not _PYTHON_PD:  # a C pollDesc (netpoll_c.py)
-        cast(Any, pd).rt.runtime_poll_close(pd)
-        return
-    with pd.lock:
-        if not pd.closing:
-            raise throw("runtime: close polldesc w/o unblock")
-        if pd.wg in (PD_WAIT, PD_PARKED):
-            raise throw("runtime: blocked write on closing polldesc")
-        if pd.rg in (PD_WAIT, PD_PARKED):
-            raise throw("runtime: blocked read on closing polldesc")
-        fd = pd.fd
-    rt = pd.rt
-    rt.backend.netpollclose(fd)
-    with rt.lock:
-        rt.open_pds.pop(pd.id, None)
-    if trace.enabled:
-        trace.emit("close", fd, "rw")
-    rt.cache.free(pd)
-
-
-def runtime_poll_reset(pd: PollDesc, mode: str) -> int:
-    """Prepare pd for an operation in mode: fail fast on close/deadline/event error, and
-    discard a stale PD_READY left by an earlier edge (the syscall comes next anyway).
-
-    Go: runtime/netpoll.go poll_runtime_pollReset
-    """
-    if pd.__class__ is not _PYTHON_PD:  # a C pollDesc (netpoll_c.py)
-        return int(cast(Any, pd).reset(mode))
-    # Go reads pd.atomicInfo and stores pdNil without taking pd.lock; so does the common
-    # case here. Every field read below is one atomic attribute load (also on free-threaded
-    # CPython), and a close or deadline change that races with this check is one that
-    # happened just after it, exactly as in Go. The store of PD_NIL may race only with the
-    # poller storing PD_READY: either order is a valid outcome (a lost stale READY is what
-    # this function is for; a kept one makes the next wait return at once and retry).
-    # Anything unusual — closing, an event error, a poller death, a deadline that has
-    # passed, tracing on — takes the locked path, which reports and records it.
-    d = pd.rd if mode == "r" else pd.wd
-    if not (
-        pd.closing
-        or pd.poller_err is not None
-        or (mode == "r" and pd.event_err)
-        or (d != NO_DEADLINE and d <= _monotonic())
-        or trace.enabled
-    ):
-        if mode == "r":
-            pd.rg = PD_NIL
-        else:
-            pd.wg = PD_NIL
-        return POLL_NO_ERROR
-    with pd.lock:
-        errcode = netpollcheckerr(pd, mode)
-        if errcode != POLL_NO_ERROR:
-            return errcode
-        if mode == "r":
-            if pd.rg != PD_NIL:
-                _set(pd, "r", PD_NIL)
-        elif pd.wg != PD_NIL:
-            _set(pd, "w", PD_NIL)
-    return POLL_NO_ERROR
-
-
-def _checkerr(pd: PollDesc, mode: str) -> int:
-    """netpollcheckerr, taking pd.lock.
-
-    Go: none
-    """
-    with pd.lock:
-        return netpollcheckerr(pd, mode)
-
-
-def runtime_poll_wait(pd: PollDesc, mode: str) -> int:
-    """Wait until pd is ready for mode; returns a poll error code.
-
-    Go: runtime/netpoll.go poll_runtime_pollWait
-    """
-    if pd.__class__ is not _PYTHON_PD:  # a C pollDesc (netpoll_c.py)
-        return int(cast(Any, pd).wait(mode))
-    errcode = _checkerr(pd, mode)
-    if errcode != POLL_NO_ERROR:
-        return errcode
-    rt = pd.rt
-    if rt.poller is None:
-        # A forked child starts its poller lazily, at the first wait (one attribute test;
-        # a poller that died has already started its successor, so this is None only
-        # before the first start).
-        rt.ensure_poller()
-    backend = rt.backend
-    if mode in backend.arm_modes:
-        # Level-triggered backends arm interest for this wait (Go: solaris/aix); epoll arms
-        # write interest the first time a writer waits (netpoll_epoll.py, arm_modes).
-        backend.netpollarm(pd, mode)
-    while not netpollblock(pd, mode, False):
-        errcode = _checkerr(pd, mode)
-        if errcode != POLL_NO_ERROR:
-            return errcode
-        # Can happen if a deadline fired and unblocked us, but before we had a chance to
-        # run the deadline was reset. Pretend it has not happened and retry.
-    return POLL_NO_ERROR
-
-
-def runtime_poll_set_deadline(pd: PollDesc, d: float, mode: str) -> None:
-    """Set mode's deadline ("r", "w" or "rw") to d, an absolute time.monotonic() value:
-    NO_DEADLINE for none, EXPIRED (or any past time) for already expired.
-
-    A parked thread sees the change at once: moved into the past, it wakes with a timeout;
-    moved earlier, it re-times its wait; moved later or cleared, it keeps waiting.
-
-    Go: runtime/netpoll.go poll_runtime_pollSetDeadline
-    """
-    if pd.__class__ is not _PYTHON_PD:  # a C pollDesc (netpoll_c.py)
-        cast(Any, pd).set_deadline(d, mode)
-        return
-    if math.isnan(d):
-        raise ValueError("threadpoll: deadline is NaN")
-    with pd.lock:
-        if pd.closing:
-            return
-        if d != NO_DEADLINE and d != EXPIRED and d <= _monotonic():
-            d = EXPIRED  # "don't confuse deadline right now with no deadline"
-        if trace.enabled:
-            trace.emit("deadline", pd.fd, mode, info=repr(d))
-        for m in ("r", "w"):
-            if m not in mode:
-                continue
-            old = pd.rd if m == "r" else pd.wd
-            if old == d:
-                continue  # the same value again: no seq bump (Go: timers untouched)
-            if m == "r":
-                pd.rd = d
-                pd.rseq += 1
-            else:
-                pd.wd = d
-                pd.wseq += 1
-            if d == EXPIRED:
-                if netpollunblock(pd, m, False):
-                    _notify(pd, m)
-            elif d < old and _get(pd, m) == PD_PARKED:
-                _notify(pd, m)  # re-time the parked thread's wait
-
-
-def runtime_poll_unblock(pd: PollDesc) -> None:
-    """Evict: mark pd closing and wake every thread parked on it (they see
-    POLL_ERR_CLOSING). Any pending PD_READY is kept.
-
-    Go: runtime/netpoll.go poll_runtime_pollUnblock
-    """
-    if pd.__class__ is not _PYTHON_PD:  # a C pollDesc (netpoll_c.py)
-        cast(Any, pd).unblock()
-        return
-    with pd.lock:
-        if pd.closing:
-            raise throw("runtime: unblock on closing polldesc")
-        pd.closing = True
-        pd.rseq += 1
-        pd.wseq += 1
-        if trace.enabled:
-            trace.emit("evict", pd.fd, "rw")
-        if netpollunblock(pd, "r", False):
-            _notify(pd, "r")
-        if netpollunblock(pd, "w", False):
-            _notify(pd, "w")
+    if name in proc.__all__:
+        return getattr(proc, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 if sys.platform == "win32":  # pragma: no cover - the package refuses to import first

@@ -33,7 +33,7 @@ from typing import Any
 
 from typing_extensions import final
 
-from threadpoll._runtime import netpoll
+from threadpoll._runtime import netpoll, proc
 
 __all__ = ["CRuntime", "POLLDESC_TYPES", "available", "chosen_impl", "DEFAULT_IMPL"]
 
@@ -132,12 +132,11 @@ class _BackendInfo:
     Go: none
     """
 
-    __slots__ = ("name", "needs_arm", "arm_modes", "_rt")
+    __slots__ = ("name", "arm_modes", "_rt")
 
     def __init__(self, name: str, rt: Any) -> None:
         """Go: none"""
         self.name = name
-        self.needs_arm = False
         self.arm_modes = ""
         self._rt = rt
 
@@ -189,7 +188,7 @@ class CRuntime(_Base):  # type: ignore[misc]
         self.stopping = False
         self.poller_error: BaseException | None = None
         self.poller_deaths = 0
-        netpoll._runtimes_add(self)
+        proc._runtimes_add(self)
 
     @property
     def poller(self) -> object | None:
@@ -220,7 +219,7 @@ class CRuntime(_Base):  # type: ignore[misc]
         """
         self.stopping = True
         super().shutdown()
-        netpoll._runtimes_discard(self)
+        proc._runtimes_discard(self)
 
     def after_fork_in_child(self) -> None:
         """Fresh locks, semaphores and backend; the poller starts at the first wait.

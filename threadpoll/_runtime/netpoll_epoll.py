@@ -46,11 +46,15 @@ import os
 import select
 import sys
 import threading
+from typing import TYPE_CHECKING
 
 from typing_extensions import final
 
 from threadpoll._runtime import trace
-from threadpoll._runtime.netpoll import PollDesc, Runtime, throw
+from threadpoll._runtime.netpoll import PollDesc, netpollready, throw
+
+if TYPE_CHECKING:
+    from threadpoll._runtime.proc import Runtime
 
 __all__ = ["EpollBackend"]
 
@@ -92,7 +96,6 @@ class EpollBackend:
     """
 
     name = "epoll"
-    needs_arm = False
     arm_modes = ""  # Go's way: both directions registered once, in netpollopen
 
     def __init__(self, lazy_write: bool = False) -> None:
@@ -295,7 +298,7 @@ class EpollBackend:
         n = 0
         for pd, mode, tag, err in todo:
             pd.set_event_err(err, tag)
-            n += rt.netpollready(pd, mode)
+            n += netpollready(pd, mode)
         return n
 
     def _drain_break(self) -> None:

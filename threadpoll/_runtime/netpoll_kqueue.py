@@ -42,12 +42,15 @@ import os
 import select
 import threading
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from typing_extensions import final
 
 from threadpoll._runtime import trace
-from threadpoll._runtime.netpoll import PollDesc, Runtime, throw
+from threadpoll._runtime.netpoll import PollDesc, netpollready, throw
+
+if TYPE_CHECKING:
+    from threadpoll._runtime.proc import Runtime
 
 __all__ = ["KqueueBackend"]
 
@@ -81,7 +84,6 @@ class KqueueBackend:
     """
 
     name = "kqueue"
-    needs_arm = False
     arm_modes = ""  # the modes runtime_poll_wait arms with netpollarm
 
     def __init__(self, select_module: Any = None) -> None:
@@ -243,7 +245,7 @@ class KqueueBackend:
         n = 0
         for pd, mode, seq, err in todo:
             pd.set_event_err(err, seq)
-            n += rt.netpollready(pd, mode)
+            n += netpollready(pd, mode)
         return n
 
     def _drain_break(self) -> None:

@@ -33,11 +33,15 @@ import os
 import select
 import stat
 import threading
+from typing import TYPE_CHECKING
 
 from typing_extensions import final
 
 from threadpoll._runtime import trace
-from threadpoll._runtime.netpoll import PollDesc, Runtime, throw
+from threadpoll._runtime.netpoll import PollDesc, netpollready, throw
+
+if TYPE_CHECKING:
+    from threadpoll._runtime.proc import Runtime
 
 __all__ = ["PollBackend"]
 
@@ -73,7 +77,6 @@ class PollBackend:
     """
 
     name = "poll"
-    needs_arm = True
     arm_modes = "rw"  # the modes runtime_poll_wait arms with netpollarm
 
     def __init__(self) -> None:
@@ -248,7 +251,7 @@ class PollBackend:
         n = 0
         for pd, mode, seq, err in todo:
             pd.set_event_err(err, seq)
-            n += rt.netpollready(pd, mode)
+            n += netpollready(pd, mode)
         return n
 
     def _drain_break(self) -> None:
