@@ -19,6 +19,7 @@ import inspect
 import pkgutil
 import re
 from collections.abc import Iterator
+from pathlib import Path
 from types import FunctionType, ModuleType
 
 import pytest
@@ -153,3 +154,36 @@ def test_every_module_names_its_go_file(package_name: str) -> None:
         f"{len(offenders)} module(s) in {package_name} have no docstring naming their Go "
         "file (or saying 'Go: none'):\n  " + "\n  ".join(offenders)
     )
+
+
+def _emitted_trace_kinds() -> set[str]:
+    """Every kind the package's sources pass to ``trace.emit`` as a literal."""
+    import threadpoll
+
+    root = Path(threadpoll.__file__).parent
+    kinds: set[str] = set()
+    for path in root.rglob("*.py"):
+        kinds |= set(re.findall(r'\bemit\(\s*"([a-z_]+)"', path.read_text(encoding="utf-8")))
+    return kinds
+
+
+def test_every_emitted_trace_kind_is_documented() -> None:
+    """TraceEvent's docstring, ``trace.KINDS`` and the public threadpoll.trace docstring name
+    exactly the kinds the runtime and internal/poll emit: none missing, none never emitted."""
+    import threadpoll.trace
+    from threadpoll._runtime import trace
+
+    emitted = _emitted_trace_kinds()
+    assert "park" in emitted and "state" in emitted  # the scan itself works
+    assert set(trace.KINDS) == emitted
+    docs = ((trace.TraceEvent.__doc__, "is one of"), (threadpoll.trace.__doc__, "Kinds:"))
+    for doc, marker in docs:
+        assert doc is not None and marker in doc
+        text = re.sub(r"\([^)]*\)", "", doc.split(marker, 1)[1].split(".", 1)[0])
+        listed = set(re.findall(r"[a-z_]+", text)) - {"and"}
+        assert listed == emitted, (
+            f"documented but never emitted: {sorted(listed - emitted)}; "
+            f"emitted but not documented: {sorted(emitted - listed)}"
+        )
+    for name in ("ready", "unblock", "reset"):  # once documented, never emitted
+        assert name not in trace.KINDS

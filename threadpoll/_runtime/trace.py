@@ -25,16 +25,37 @@ import threading
 import time
 from typing import Callable, NamedTuple
 
-__all__ = ["TraceEvent", "enabled", "emit", "start", "stop", "events", "subscribe"]
+__all__ = ["KINDS", "TraceEvent", "enabled", "emit", "start", "stop", "events", "subscribe"]
+
+
+# Every kind of record the runtime and internal/poll emit, with what it means. Both modules'
+# docstrings list these (tests/test_docstrings.py checks that every emitted kind is here).
+KINDS = {
+    "state": "a pollDesc mode's state changed (old -> new; the rows of netpoll.py's table)",
+    "park": "a thread went to sleep on a pollDesc mode (gopark)",
+    "unpark": "that thread woke up",
+    "netpoll": "the poller's netpoll returned (info: how many events)",
+    "netpoll_break": "the poller was woken (netpollBreak)",
+    "netpollready": "the poller readied a pollDesc for a mode",
+    "open": "a descriptor was registered with the poller (poll_runtime_pollOpen)",
+    "close": "a descriptor was unregistered (poll_runtime_pollClose)",
+    "evict": "close began: waiters are woken with the closing error (pollUnblock)",
+    "deadline": "a deadline was set (info: the absolute deadline)",
+    "expire": "a deadline passed and was marked expired (netpolldeadlineimpl)",
+    "destroy": "the last reference left after close: close(2) ran (FD.destroy)",
+    "csema_wait": "close waits for operations still in flight",
+    "csema_release": "they have left: close returns",
+    "poller_died": "the poller thread died (info: the exception); a successor starts",
+}
 
 
 class TraceEvent(NamedTuple):
     """One recorded transition.
 
-    ``kind`` is one of: park, unpark, ready, unblock, netpoll, netpoll_break, netpollready,
-    evict, destroy, csema_wait, csema_release, open, close, deadline, expire, reset.
-    ``old``/``new`` are pollDesc state names (``pdNil``, ``pdReady``, ``pdWait``, ``parked``)
-    where the event is a state change, else ``""``.
+    ``kind`` is one of (see ``KINDS`` for what each means): state, park, unpark, netpoll,
+    netpoll_break, netpollready, open, close, evict, deadline, expire, destroy, csema_wait,
+    csema_release, poller_died. ``old``/``new`` are pollDesc state names (``pdNil``,
+    ``pdReady``, ``pdWait``, ``parked``) where the event is a state change, else ``""``.
     """
 
     t: float  # time.monotonic()
