@@ -5,6 +5,9 @@
   files (``threadpoll/...``, ``tests/...``) become plain text: the site has the API reference.
 - ``<!-- netpoll-table -->`` is replaced by the rg/wg state and transition tables from the
   docstring of ``threadpoll/_runtime/netpoll.py``.
+- ``<!-- reading-guide -->`` is replaced by one table per module of ``threadpoll._runtime``
+  and ``threadpoll._poll``: every function's Go counterpart (the ``Go:`` line that ends its
+  docstring, STYLE.md rule 3) on the left, the function on the right.
 - ``<!-- traces -->`` becomes one section per ``python -m threadpoll trace`` scenario with its
   picture; the SVGs are drawn during the build (``traces/NAME.svg``) and are never in git.
 """
@@ -47,6 +50,93 @@ def _netpoll_table() -> str:
     return "\n\n".join(out) + "\n"
 
 
+GO_SOURCE = "https://github.com/golang/go/blob/go1.22.0/src/"
+_GO_FILE = re.compile(r"\b((?:runtime|internal|net|os|io|syscall)/[\w/]*\.go)\b")
+# The modules in the order a reader meets them: the runtime, its backends and helpers, then
+# internal/poll from the bottom up.
+_GUIDE_ORDER = [
+    "threadpoll._runtime.netpoll",
+    "threadpoll._runtime.proc",
+    "threadpoll._runtime.netpoll_epoll",
+    "threadpoll._runtime.netpoll_kqueue",
+    "threadpoll._runtime.netpoll_poll",
+    "threadpoll._runtime.park",
+    "threadpoll._runtime.trace",
+    "threadpoll._runtime.netpoll_c",
+    "threadpoll._poll.fd_mutex",
+    "threadpoll._poll.fd_poll_runtime",
+    "threadpoll._poll.fd_unix",
+]
+
+
+def _guide_functions(module: Any) -> list[tuple[int, str, Any]]:
+    """(line, qualified name, function) for every function and method written in module."""
+    import inspect
+
+    found: dict[int, tuple[int, str, Any]] = {}
+
+    def add(func: Any) -> None:
+        if isinstance(func, (staticmethod, classmethod)):
+            func = func.__func__
+        elif isinstance(func, property):
+            func = func.fget
+        func = inspect.unwrap(func) if callable(func) else func
+        if not inspect.isfunction(func) or func.__module__ != module.__name__:
+            return
+        if "<locals>" in func.__qualname__:
+            return
+        code = func.__code__
+        found[id(code)] = (code.co_firstlineno, func.__qualname__, func)
+
+    def walk_class(cls: type) -> None:
+        for name, attr in vars(cls).items():
+            if name.startswith("__") and name.endswith("__") and name != "__init__":
+                continue
+            if inspect.isclass(attr) and attr.__qualname__.startswith(cls.__qualname__ + "."):
+                walk_class(attr)
+            else:
+                add(attr)
+
+    for attr in vars(module).values():
+        if inspect.isclass(attr) and attr.__module__ == module.__name__:
+            walk_class(attr)
+        else:
+            add(attr)
+    return sorted(found.values(), key=lambda t: t[0])
+
+
+def _go_cell(doc: str | None) -> str:
+    """The left-hand cell: the ``Go:`` line, with each Go file linked to Go's source."""
+    import inspect
+
+    text = "\n" + inspect.cleandoc(doc or "")
+    at = text.rfind("\nGo: ")
+    go = " ".join(text[at + 5 :].split()) if at >= 0 else "?"
+    if go.startswith("none"):
+        rest = go[4:].strip()
+        return "—" + (f" {rest}" if rest else "")
+    return _GO_FILE.sub(lambda m: f"[{m.group(1)}]({GO_SOURCE}{m.group(1)})", go)
+
+
+def _reading_guide() -> str:
+    import importlib
+
+    parts = []
+    for name in _GUIDE_ORDER:
+        module = importlib.import_module(name)
+        path = name.replace(".", "/") + ".py"
+        rows = ["| Go (file, function) | threadpoll |", "|---|---|"]
+        for _, qualname, func in _guide_functions(module):
+            ours = f"`{qualname}`"
+            if name.endswith("fd_unix") and qualname.startswith("FD.") and not (
+                qualname.split(".", 1)[1].startswith("_")
+            ):
+                ours += " (front-facing)"
+            rows.append(f"| {_go_cell(func.__doc__)} | {ours} |")
+        parts.append(f"## {path}\n\n" + "\n".join(rows) + "\n")
+    return "\n".join(parts)
+
+
 def _traces() -> str:
     from threadpoll import _timeline
     from threadpoll._svg import render_svg
@@ -81,6 +171,8 @@ def on_page_markdown(markdown: str, page: Any, config: Any, files: Any) -> str:
     markdown = re.sub(r"<!-- readme: (.+?) -->", readme, markdown)
     if "<!-- netpoll-table -->" in markdown:
         markdown = markdown.replace("<!-- netpoll-table -->", _netpoll_table())
+    if "<!-- reading-guide -->" in markdown:
+        markdown = markdown.replace("<!-- reading-guide -->", _reading_guide())
     if "<!-- traces -->" in markdown:
         markdown = markdown.replace("<!-- traces -->", _traces())
     return markdown
