@@ -21,11 +21,12 @@ as "wait forever". xnu echoes the flags as submitted, ORs EV_ERROR into them,
 answers ENOENT for a change on a closed fd, lets DISABLE win, accepts the
 widowed pipe, and rejects ``tv_sec > INT32_MAX`` with EINVAL, so a caller that
 forgets to cap its timeout (Go caps at 1e6 s) is caught. The facts behind all of
-this are in ``reference/kqueue-facts.md``; section numbers below point there.
+this come from the kqueue(2) manual pages of macOS and FreeBSD and from their
+kernels' kern_event.c; the numbered checklist below names each one.
 
 How it works
 ------------
-A kqueue is a set of *knotes* keyed by (ident, filter) (§3). Each emulated
+A kqueue is a set of *knotes* keyed by (ident, filter). Each emulated
 kqueue holds:
 
 * three epoll instances. ``rep`` holds every fd with a READ knote, registered
@@ -46,11 +47,11 @@ kqueue holds:
 ``control()`` applies the changelist in order under the kqueue lock, then
 scans: it drains both inner epolls with a zero timeout (every edge becomes
 "knote active"; nothing fetched from epoll is ever dropped), then pops knotes
-from the active queue and **re-runs the filter** on each, as kqueue_scan does
-(§3): readiness comes from a zero-timeout poll(2) plus FIONREAD and friends
+from the active queue and **re-runs the filter** on each, as kqueue_scan does:
+readiness comes from a zero-timeout poll(2) plus FIONREAD and friends
 (see ``_evaluate``). A knote whose condition no longer holds is silently
 dropped. A level knote (no EV_CLEAR) goes back to the tail of the queue, so
-calls truncated by ``max_events`` rotate through every ready knote (§6.9); an
+calls truncated by ``max_events`` rotate through every ready knote; an
 EV_CLEAR knote is deactivated until the next epoll edge or re-registration;
 an EV_ONESHOT knote is returned without re-running the filter and deleted.
 Because every fd is registered edge-triggered, "level" is the active queue plus
@@ -67,9 +68,7 @@ poller blocked in ``control(None, 64, None)`` while other threads call
 
 What is emulated (the checklist)
 --------------------------------
-(Section marks such as "§3" label kqueue facts from the kqueue(2) manual pages of macOS and
-FreeBSD: §1 the API, §2 EV_EOF and data, §3 knotes and flags, §6 the behaviours checked.)
-1. API surface (§1): positional-only ``control``; ``max_events == 0`` applies
+1. API surface: positional-only ``control``; ``max_events == 0`` applies
    the changes and returns ``[]`` without waiting, even with timeout None; the
    ValueError/TypeError cases with CPython's messages and check order; timeouts
    rounded up to the next millisecond so the call waits at least that long;
@@ -88,7 +87,7 @@ FreeBSD: §1 the API, §2 EV_EOF and data, §3 knotes and flags, §6 the behavio
    is honoured. EV_DELETE or a modification of an unknown knote is ENOENT; a
    bad fd is EBADF; an object kqueue cannot watch is EINVAL; an unknown filter
    is EINVAL; filter 0 is skipped on FreeBSD, as its kevent loop does.
-3. Flag semantics (§3): EV_ADD on an existing knote keeps its EV_CLEAR and
+3. Flag semantics: EV_ADD on an existing knote keeps its EV_CLEAR and
    EV_ONESHOT, replaces udata and the NOTE_LOWAT parameters, applies
    EV_ENABLE/EV_DISABLE, re-runs the filter and queues the knote if ready; any
    other change to an existing knote does the same (FreeBSD's path).
@@ -103,7 +102,7 @@ FreeBSD: §1 the API, §2 EV_EOF and data, §3 knotes and flags, §6 the behavio
    knote is enabled a blocked ``control()`` re-scans every 10 ms, standing in
    for the vnode KNOTE a write would raise; an EV_CLEAR one re-fires when
    (size, mtime) changed since it last fired.
-5. EV_EOF (§2, §6.4). READ on a socket: EPOLLRDHUP (peer FIN or local
+5. EV_EOF: READ on a socket: EPOLLRDHUP (peer FIN or local
    SHUT_RD), with ``data`` = bytes still readable. READ on a pipe: EPOLLHUP
    (every writer gone; for a FIFO, Linux reports it only if a writer came and
    went since this open, like FreeBSD's ``pipe_wgen``). WRITE on a pipe:
@@ -113,7 +112,7 @@ FreeBSD: §1 the API, §2 EV_EOF and data, §3 knotes and flags, §6 the behavio
    (FIN_WAIT1/2, CLOSING, LAST_ACK, TIME_WAIT, CLOSE), for AF_UNIX stream
    sockets from a zero-length ``send(MSG_DONTWAIT|MSG_NOSIGNAL)`` that fails
    with EPIPE (with length 0 the kernel sends nothing and wakes nobody).
-6. ``data`` (§6.6): READ is FIONREAD (TCP, AF_UNIX, pipes, ttys); a listening
+6. ``data``: READ is FIONREAD (TCP, AF_UNIX, pipes, ttys); a listening
    TCP socket reports its accept-queue length from TCP_INFO (``tcpi_unacked``),
    a listening AF_UNIX socket reports 1 while connections are waiting. WRITE
    is SO_SNDBUF - SIOCOUTQ for sockets (Linux doubles SO_SNDBUF, so this is
@@ -124,7 +123,7 @@ FreeBSD: §1 the API, §2 EV_EOF and data, §3 knotes and flags, §6 the behavio
    and WRITE without EV_EOF.
 7. Wrong-end pipe filters: silent on FreeBSD; on xnu they fire only with
    EV_EOF, when the other side is gone.
-8. close and dup (§3, §6.11): kqueue forgets an fd's knotes at close; epoll
+8. close and dup: kqueue forgets an fd's knotes at close; epoll
    keeps watching the open file while a dup lives. Before an ident is used
    (any change naming it, any event delivered for it) its fstat is compared
    with the one recorded at EV_ADD; if the fd is closed or names another
@@ -132,7 +131,7 @@ FreeBSD: §1 the API, §2 EV_EOF and data, §3 knotes and flags, §6 the behavio
    of every ident at each call, with the same observable results: a knote is
    only visible through a change or an event, and both check first.
 
-What is not emulated, or only approximately (Limits, §6)
+What is not emulated, or only approximately (Limits)
 --------------------------------------------------------
 * ``fflags`` is always 0. On an EOF kqueue puts ``so_error`` there, but Linux
   can only read it through ``getsockopt(SO_ERROR)``, which *clears* it, so
@@ -149,7 +148,7 @@ What is not emulated, or only approximately (Limits, §6)
   syscall again" (Go, trio) is unaffected; code that counts edges is not
   tested faithfully.
 * ``data`` values and low-water marks are approximations (above). UDP READ
-  reports only the next datagram's size, not the total queued (§2). SO_SNDLOWAT
+  reports only the next datagram's size, not the total queued. SO_SNDLOWAT
   is fixed at 1 on Linux. A never-connected TCP socket is writable with
   EV_EOF here (Linux polls it as EPOLLOUT|EPOLLHUP); BSD does not fire it.
   Local SHUT_WR is not detected on datagram or seqpacket sockets (a zero-length
@@ -170,7 +169,7 @@ What is not emulated, or only approximately (Limits, §6)
   fd number; they are re-checked against whatever the number names now, which
   can add a spurious edge for a new file with the same number.
 * Races: changes are applied atomically under one lock, so a close racing a
-  kevent in another thread, or EINTR after a partial changelist (§1), cannot
+  kevent in another thread, or EINTR after a partial changelist, cannot
   happen here. Closing a kqueue while another thread waits in ``control()``
   does not wake it (as on the BSDs); when it wakes it returns what it found.
 * Polling ``kqueue.fileno()`` with select/poll shows kernel-side readiness

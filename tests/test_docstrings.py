@@ -1,6 +1,6 @@
 """The teaching contract: every function in ``_runtime`` and ``_poll`` names the Go it follows.
 
-STYLE.md, rule 3: each function's docstring ends with a line ``Go: <file> <symbol>`` (or
+The rule: each function's docstring ends with a line ``Go: <file> <symbol>`` (or
 ``Go: none`` for helpers of our own), and each module's docstring names its Go file. These
 tests walk both packages and report every offender in one message.
 
@@ -128,7 +128,7 @@ def _docstring_problem(func: FunctionType) -> str | None:
 
 @pytest.mark.parametrize("package_name", PACKAGES)
 def test_every_function_names_its_go_counterpart(package_name: str) -> None:
-    """Every function's docstring ends with a ``Go: ...`` line (STYLE.md rule 3)."""
+    """Every function's docstring ends with a ``Go: ...`` line."""
     offenders = []
     for module in _modules_or_skip(package_name):
         for func in _functions(module):
@@ -144,7 +144,7 @@ def test_every_function_names_its_go_counterpart(package_name: str) -> None:
 
 @pytest.mark.parametrize("package_name", PACKAGES)
 def test_every_module_names_its_go_file(package_name: str) -> None:
-    """Every module's docstring names the Go file it mirrors (STYLE.md rules 1 and 3)."""
+    """Every module's docstring names the Go file it mirrors."""
     offenders = [
         module.__name__
         for module in _modules_or_skip(package_name)

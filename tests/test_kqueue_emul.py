@@ -119,7 +119,7 @@ def waiting(kq: Any) -> bool:
     return bool(kq._core.waiters)
 
 
-# --- API surface (§1) ---------------------------------------------------------
+# --- API surface (kqueue_emul checklist 1) --------------------------------------------
 
 
 def test_constants(m: Any) -> None:
@@ -381,7 +381,7 @@ def test_returned_flags_per_flavor(m: Any, kq: Any, fds: Fds) -> None:
     assert ev.fflags == 0
 
 
-# --- modes (§3) ---------------------------------------------------------------
+# --- modes (checklist 3) --------------------------------------------------------------
 
 
 def _reader_writer(kind: str, fds: Fds) -> tuple[int, Any, Any]:
@@ -528,7 +528,7 @@ def test_level_break_pipe_pattern(m: Any, kq: Any, fds: Fds) -> None:
     assert kq.control(None, 64, 0) == []
 
 
-# --- EV_EOF (§2, §6.4) --------------------------------------------------------
+# --- EV_EOF (checklist 5) -------------------------------------------------------------
 
 
 def test_read_eof_on_peer_close(m: Any, kq: Any, fds: Fds) -> None:
@@ -642,7 +642,7 @@ def test_wrong_end_pipe_filters(m: Any, kq: Any, fds: Fds) -> None:
         assert [(e.ident, e.filter, bool(e.flags & EOF)) for e in got] == [(w, READ, True)]
 
 
-# --- data (§6.6) --------------------------------------------------------------
+# --- data (checklist 6) ---------------------------------------------------------------
 
 
 def test_listen_backlog_data(m: Any, kq: Any, fds: Fds) -> None:
@@ -701,7 +701,7 @@ def test_regular_file_clear_fires_on_change(m: Any, kq: Any) -> None:
         assert poll(kq) == [(fd, WRITE)]
 
 
-# --- changelist errors (§1, §6.8) ---------------------------------------------
+# --- changelist errors (checklist 2) --------------------------------------------------
 
 
 def test_delete_unknown_raises_with_max_events_zero(m: Any, kq: Any, fds: Fds) -> None:
@@ -805,7 +805,7 @@ def test_close_drops_knotes_even_while_a_dup_keeps_the_file_open(m: Any, kq: Any
     assert dup.recv(1) == b"x"
 
 
-# --- truncation and fairness (§6.9) ---------------------------------------------
+# --- truncation and fairness (How it works) -------------------------------------------
 
 
 @pytest.mark.parametrize("flags", [ADD | CLEAR, ADD], ids=["clear", "level"])
@@ -831,7 +831,7 @@ def test_truncation_loses_nothing(m: Any, kq: Any, fds: Fds, flags: int) -> None
         assert set(seen) == idents  # level knotes rotate through the tail
 
 
-# --- threads (the threadpoll pattern) ---------------------------------------------
+# --- threads (the threadpoll pattern) -------------------------------------------------
 
 
 def test_registration_while_blocked_is_reported(m: Any, kq: Any, fds: Fds) -> None:
@@ -908,7 +908,7 @@ def test_close_does_not_wake_a_waiter(m: Any, fds: Fds) -> None:
     assert kq._core.wake_r == -1  # released by the last waiter
 
 
-# --- fork -----------------------------------------------------------------------
+# --- fork -----------------------------------------------------------------------------
 
 
 def test_fork_child_sees_closed(m: Any, kq: Any, fds: Fds) -> None:

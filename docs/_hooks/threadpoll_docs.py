@@ -7,7 +7,7 @@
   docstring of ``threadpoll/_runtime/netpoll.py``.
 - ``<!-- reading-guide -->`` is replaced by one table per module of ``threadpoll._runtime``
   and ``threadpoll._poll``: every function's Go counterpart (the ``Go:`` line that ends its
-  docstring, STYLE.md rule 3) on the left, the function on the right.
+  docstring, which tests/test_docstrings.py requires) on the left, the function on the right.
 - ``<!-- traces -->`` becomes one section per ``python -m threadpoll trace`` scenario with its
   picture; the SVGs are drawn during the build (``traces/NAME.svg``) and are never in git.
 """

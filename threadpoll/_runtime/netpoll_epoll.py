@@ -103,12 +103,13 @@ class EpollBackend:
 
         DIVERGENCE(go): arm write interest lazily. Go registers EPOLLOUT once with EPOLLIN;
         then every read by the peer that frees send-buffer space is an EPOLLOUT edge that
-        wakes the poller for nothing (perf-notes: 3.7 poller wake-ups per round trip instead
-        of 2). With lazy_write a descriptor is registered for reading only, and EPOLLOUT is
-        added (EPOLL_CTL_MOD, once, kept for the descriptor's life) the first time a writer
-        has to wait. MOD re-evaluates readiness, so space that appeared between the writer's
-        EAGAIN and the MOD is still reported: no wake-up is lost. Off by default, because
-        the documented promise is Go's register-once; the benchmark shows what it buys.
+        wakes the poller for nothing (the pingpong benchmark counted 3.7 poller wake-ups per
+        round trip instead of 2). With lazy_write a descriptor is registered for reading
+        only, and EPOLLOUT is added (EPOLL_CTL_MOD, once, kept for the descriptor's life)
+        the first time a writer has to wait. MOD re-evaluates readiness, so space that
+        appeared between the writer's EAGAIN and the MOD is still reported: no wake-up is
+        lost. Off by default, because the documented promise is Go's register-once; the
+        benchmark shows what it buys.
 
         Go: none
         """
