@@ -402,7 +402,7 @@ def runtime_poll_server_init(name: str | None = None) -> Runtime:
 
     Go: runtime/netpoll.go poll_runtime_pollServerInit
     """
-    from threadpoll._runtime import netpoll_c
+    from threadpoll._runtime import netpoll_c  # here: netpoll_c registers runtimes with us
 
     impl = netpoll_c.chosen_impl()
     if name is None:
