@@ -14,7 +14,6 @@ import time
 from collections.abc import Iterator
 from decimal import Decimal
 from fractions import Fraction
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -282,7 +281,7 @@ def test_poll_handle_wait_calls_after_eagain_hook(rt: Runtime, pipe_fds: tuple[i
         with pytest.raises(BlockingIOError):
             os.read(r, 1)
         waiter = Runner(lambda: h.wait_read(False))
-        wait_parked(SimpleNamespace(pd=h), "r")
+        wait_parked(h.runtime_ctx, "r")
         assert seen == [(r, "r")]
         os.write(w, b"x")
         waiter.join()
