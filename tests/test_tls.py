@@ -396,6 +396,39 @@ def test_dropin_nonblocking_wants_read(rt: Any) -> None:
         s.close()
 
 
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("n", [1000, 16384, 20000, 40000, 65536, 100000])
+def test_dropin_select_sees_every_unread_record(rt: Any, n: int) -> None:
+    """What select()-driven code written for the stdlib relies on: after any recv, the
+    plaintext not yet returned is either counted by pending() or still (partly) in the
+    kernel, so select() reports the socket readable; never whole records parked in a buffer
+    nobody sees. recv(n) may return several records now, but only records it can decrypt
+    into its n bytes are taken from the kernel."""
+    c, s = tls_pair("dropin")
+    try:
+        data = os.urandom(150000)
+        Runner(lambda: s.write(data)).join(5)  # 10 records, all in the kernel before c reads
+        c.obj.setblocking(False)
+        wait_until_readable(c.obj)
+        got = bytearray()
+        import select
+
+        while len(got) < len(data):
+            if not c.obj.pending():
+                r, _, _ = select.select([c.obj], [], [], 5)
+                assert r, f"{len(data) - len(got)} bytes unread, none visible to select()"
+            try:
+                b = c.obj.recv(n)
+            except ssl.SSLWantReadError:
+                continue  # the rest of a record is still on its way
+            assert 0 < len(b) <= n
+            got += b
+        assert bytes(got) == data
+    finally:
+        c.close()
+        s.close()
+
+
 def wait_until_readable(sock: Any) -> None:
     import select
 
