@@ -446,6 +446,10 @@ class _Engine:
                         else:
                             k = obj.read(ask, view[got:] if got else view)
                         ready = self._record_ready()
+                        # Whether OpenSSL kept plaintext of that record: only a read that
+                        # filled all it asked for can have (SSL_pending, one short GIL
+                        # release, where a read that can only ask for bytes raises).
+                        held = k == ask and k and obj.pending()
                     finally:
                         out = outgoing.pending
             except ssl.SSLWantReadError as e:
@@ -470,9 +474,9 @@ class _Engine:
                     return got
                 raise
             self.handshake_done = True
-            # A read that filled all it asked for may have left plaintext in OpenSSL; one of
-            # nothing is EOF or close_notify, which OpenSSL reports again without reading.
-            self.maybe_pending = k == ask or not k
+            # A read of nothing is EOF or close_notify, which OpenSSL reports again without
+            # reading.
+            self.maybe_pending = bool(held) or not k
             if out:
                 try:
                     self.kick(t)
