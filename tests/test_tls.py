@@ -429,6 +429,46 @@ def test_dropin_select_sees_every_unread_record(rt: Any, n: int) -> None:
         s.close()
 
 
+@pytest.mark.timeout(20)
+def test_dropin_close_ends_with_fin_when_data_arrives_during_close(
+    rt: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A TLS client closing right after its handshake has the server's session tickets
+    (or any data) coming in; close(2) with unread data makes the kernel answer RST, and the
+    server's next read fails with ECONNRESET (test_ssl's ThreadedEchoServer then stops).
+    The drop-in drains the socket right before close(2): here the data arrives while close
+    is unregistering the descriptor, where another thread can run."""
+    from threadpoll._poll import fd_poll_runtime
+
+    with stdsocket.create_server(("127.0.0.1", 0)) as ln:
+        def serve() -> ssl.SSLSocket:
+            raw, _ = ln.accept()
+            return server_ctx().wrap_socket(raw, server_side=True)
+
+        r = Runner(serve)
+        raw = ts.socket()
+        raw.connect(ln.getsockname())
+        c = client_ctx().wrap_socket(raw, server_hostname="localhost")
+        s = r.join()
+        assert type(s) is ssl.SSLSocket  # the peer is the plain stdlib's
+        n = c.fileno()
+        unregister = fd_poll_runtime.PollHandle.close
+
+        def late_data(self: Any) -> None:
+            s.sendall(b"late")
+            import select
+
+            assert select.select([n], [], [], 5)[0]  # in c's receive queue now
+            unregister(self)
+
+        monkeypatch.setattr(fd_poll_runtime.PollHandle, "close", late_data)
+        c.close()
+        monkeypatch.undo()
+        # The kernel's word, under TLS (which on Python 3.10-3.12 reports a reset as EOF).
+        with s, stdsocket.socket(fileno=os.dup(s.fileno())) as plain:
+            assert plain.recv(100) == b""  # the peer's FIN, not an RST
+
+
 def wait_until_readable(sock: Any) -> None:
     import select
 
