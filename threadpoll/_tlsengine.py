@@ -47,6 +47,11 @@ _T = TypeVar("_T")
 _RECV_SIZE = 262144
 # A TLS record header: type, version (2 bytes), length (2 bytes) (RFC 8446 5.1).
 _HEADER = 5
+# A TLS record's content type for application data (RFC 8446 5.1; TLS 1.3 sends every
+# encrypted record, alerts included, under it).
+_APPLICATION_DATA = 23
+# The smallest record body a framed read goes on to within one call (see _next_is_bulk_data).
+_BULK_RECORD = 1024
 # Plaintext sealed per SSLObject.write in a blocking write: .written moves in these steps.
 _CHUNK = 65536
 
@@ -234,25 +239,24 @@ class _Engine:
 
     # --- the incoming side ---------------------------------------------------------------
 
-    def _want_bytes(self, limit: int = 0) -> int:
+    def _want_bytes(self) -> int:
         """How much the next read from the wire may take. Must be called holding in_lock.
 
-        Unframed (threadpoll.tls): all the buffer holds. Framed (the drop-in): what code
-        written for the stdlib relies on holds: OpenSSL on a socket reads no further than
-        the record it needs, so a record is never left whole in a buffer that ``select()``
-        cannot see and ``pending()`` does not count (asyncore-style servers wait for
-        readability, then read). So the read takes the rest of the current record and the
-        next record's 5-byte header (that record's body is still in the kernel, so the
-        descriptor stays readable), or more, up to stream offset ``limit`` (see ``fill``).
+        Unframed (threadpoll.tls): all the buffer holds. Framed (the drop-in): the rest of
+        the current record and the next record's 5-byte header, never more. Why: OpenSSL on
+        a socket reads no further than the record it needs, and code written for the stdlib
+        relies on it: a record is never left whole in a buffer that ``select()`` cannot see
+        and ``pending()`` does not count (asyncore-style servers wait for readability, then
+        read). Taking the next header with the current body costs nothing (that record's
+        body is still in the kernel, so the descriptor stays readable) and makes bulk
+        transfer one recv per record where OpenSSL makes two.
         """
         cap = self.rbuf.nbytes
         if not self.framed:
             return cap
         if self.body_left:
-            want = self.body_left + _HEADER
-        else:
-            want = _HEADER - self.hdr_got
-        return min(cap, max(want, limit - self.fed))
+            return min(self.body_left + _HEADER, cap)
+        return _HEADER - self.hdr_got
 
     def _account(self, n: int) -> None:
         """Follow the record framing over n bytes just read into rbuf."""
@@ -296,24 +300,16 @@ class _Engine:
         Must be called holding in_lock and lock."""
         return self.last_end > self.fed - self.incoming.pending
 
-    def fill(self, t: _Transport, want: ssl.SSLError | None, space: int = 0) -> None:
+    def fill(self, t: _Transport, want: ssl.SSLError | None) -> None:
         """Read once from the wire into the incoming BIO (EOF becomes write_eof); ``want``
         (the SSLWantReadError of the step) is raised if a non-blocking transport would block.
-        Must be called holding in_lock, with no whole record in the BIO and no plaintext
-        left in OpenSSL.
-
-        ``space``: the room left in the caller's buffer. The read stops at stream offset
-        ``last_end + space``: a record's plaintext is shorter than its bytes on the wire, so
-        every record this read completes fits in that room, and the read loop decrypts them
-        all into it before it returns: none is left whole in the BIO (see _want_bytes).
-        """
+        Must be called holding in_lock."""
         with self.lock:
             if self.incoming.eof:
                 return
-        limit = self.last_end + space
         at_header = not self.body_left
         try:
-            n = t.recv_into(self.rbuf[: self._want_bytes(limit)])
+            n = t.recv_into(self.rbuf[: self._want_bytes()])
         except BlockingIOError:
             if want is None:
                 raise
@@ -322,9 +318,24 @@ class _Engine:
         if self.framed and n and at_header and self.body_left:
             # That read ended a header: the body most likely came with it. Take it now,
             # without waiting, rather than after another SSLObject step that asks for it.
-            m = t.peek_into(self.rbuf[: self._want_bytes(limit)])
+            m = t.peek_into(self.rbuf[: self._want_bytes()])
             if m is not None:
                 self._feed(m)
+
+    def _next_is_bulk_data(self) -> bool:
+        """The record whose header was just read is a large application-data record: one
+        a framed read may go on to within the same call. A small one may be an alert (TLS
+        1.3 hides an alert's type inside an application-data record of 19 bytes or, padded,
+        a few more): decrypted here behind data, a close_notify would be taken from the
+        kernel and kept in OpenSSL, and a select()-driven caller would never see its EOF.
+        Must be called holding in_lock."""
+        hdr = self.hdr
+        return (
+            not self.hdr_got
+            and self.body_left > 0
+            and hdr[0] == _APPLICATION_DATA
+            and ((hdr[3] << 8) | hdr[4]) >= _BULK_RECORD
+        )
 
     def _prefetch(self, t: _Transport) -> None:
         """At a record boundary, take in what already arrived of the next header (EOF
@@ -434,7 +445,7 @@ class _Engine:
             if empty:
                 # OpenSSL holds nothing and the BIO no whole record: its read would only
                 # ask for bytes (an exception and a GIL hand-off). Fetch them first.
-                self.fill(t, None, n)
+                self.fill(t, None)
         while True:
             ask = n - got
             try:
@@ -463,7 +474,7 @@ class _Engine:
                     # answer): the caller must wait for writability, as OpenSSL on a socket
                     # would ask it to.
                     raise _want_write() from None
-                self.fill(t, e, n)
+                self.fill(t, e)
                 continue
             except ssl.SSLError as e:
                 self.maybe_pending = True
@@ -485,8 +496,20 @@ class _Engine:
             if parts is not None and (k or not got):
                 parts.append(r)
             got += k
-            if not k or got >= n or not ready:
+            if not k or got >= n:
                 return got
+            if not ready:
+                # Framed: the next record's header is in; go on if it is bulk data whose
+                # body has arrived (taken without waiting, never more than that record).
+                if not (self.framed and self._next_is_bulk_data()):
+                    return got
+                m = t.peek_into(self.rbuf[: self._want_bytes()])
+                if not m:
+                    return got
+                self._feed(m)
+                with lock:
+                    if not self._record_ready():
+                        return got  # the rest of the body is on its way: the kernel shows it
 
     def write(self, t: _Transport, view: memoryview, nonblocking: bool) -> int:
         """Seal and send all of view; returns its length. A non-blocking call seals it all
