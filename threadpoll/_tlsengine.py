@@ -403,8 +403,11 @@ class _Engine:
 
     def read(self, t: _Transport, n: int, buf: Any = None) -> Any:
         """SSLObject.read(n[, buf]), reading from the wire as it needs. Where OpenSSL
-        returns one record per call, this goes on to the next records already in the BIO
-        while the caller has room (one call, one lock round, one GIL hand-off per record).
+        returns one record per call, this goes on while the caller has room: unframed, to
+        every whole record already in the BIO; framed (the drop-in), to the next record if
+        it is bulk data whose body has already arrived (see _next_is_bulk_data). So a bulk
+        transfer makes one call per 64 KiB, not per 16 KiB record, and no SSLObject.read
+        that can only ask for bytes.
 
         Go: crypto/tls/conn.go Conn.Read
         """
