@@ -10,6 +10,7 @@ server certificate signed by another CA (valid until 2126).
 from __future__ import annotations
 
 import os
+import shutil
 import socket as stdsocket
 import ssl
 import threading
@@ -30,6 +31,29 @@ CA = str(CERTS / "ca.pem")
 SERVER = str(CERTS / "server.pem")
 CLIENT = str(CERTS / "client.pem")
 WRONG_CA_SERVER = str(CERTS / "wrongca.pem")
+OPENSSL = shutil.which("openssl")
+
+
+def _openssl_key_update_reason() -> str | None:
+    """Why the openssl command cannot be the KeyUpdate peer, or None if it can: its s_client
+    sends a KeyUpdate for the command letters k and K from OpenSSL 1.1.1 on (LibreSSL's,
+    macOS's /usr/bin/openssl, has no such command)."""
+    if OPENSSL is None:
+        return "no openssl command to act as the TLS 1.3 peer"
+    import re
+    import subprocess
+
+    out = subprocess.run([OPENSSL, "version"], capture_output=True, text=True, timeout=30).stdout
+    m = re.match(r"OpenSSL (\d+)\.(\d+)\.(\d+)([a-z]?)", out)
+    if m is None:
+        return f"{OPENSSL} is not OpenSSL ({out.strip()!r}): no KeyUpdate command"
+    major, minor, patch = (int(x) for x in m.groups()[:3])
+    if (major, minor, patch) < (1, 1, 1):
+        return f"{out.strip()} has no TLS 1.3 (OpenSSL 1.1.1 or later needed)"
+    return None
+
+
+KEY_UPDATE_SKIP = _openssl_key_update_reason()
 
 FRONTS = ["tls", "dropin"]
 
@@ -394,6 +418,117 @@ def test_dropin_nonblocking_wants_read(rt: Any) -> None:
         s.close()
 
 
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("n", [1000, 16384, 20000, 40000, 65536, 100000])
+def test_dropin_select_sees_every_unread_record(rt: Any, n: int) -> None:
+    """What select()-driven code written for the stdlib relies on: after any recv, the
+    plaintext not yet returned is either counted by pending() or still (partly) in the
+    kernel, so select() reports the socket readable; never whole records parked in a buffer
+    nobody sees. recv(n) may return several records now, but only records it can decrypt
+    into its n bytes are taken from the kernel."""
+    c, s = tls_pair("dropin")
+    try:
+        data = os.urandom(150000)
+        Runner(lambda: s.write(data)).join(5)  # 10 records, all in the kernel before c reads
+        c.obj.setblocking(False)
+        wait_until_readable(c.obj)
+        got = bytearray()
+        import select
+
+        while len(got) < len(data):
+            if not c.obj.pending():
+                r, _, _ = select.select([c.obj], [], [], 5)
+                assert r, f"{len(data) - len(got)} bytes unread, none visible to select()"
+            try:
+                b = c.obj.recv(n)
+            except ssl.SSLWantReadError:
+                continue  # the rest of a record is still on its way
+            assert 0 < len(b) <= n
+            got += b
+        assert bytes(got) == data
+    finally:
+        c.close()
+        s.close()
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("size", [3000, 100000])
+def test_dropin_select_sees_close_notify_behind_data(rt: Any, size: int) -> None:
+    """The peer sends data and then close_notify (unwrap), all of it in the kernel before
+    the select()-driven reader reads (ftplib's TLS data connection, asyncore-style): the
+    recv that returns the last data must not swallow the close_notify, or select() never
+    reports the EOF and the peer's unwrap() waits for ever."""
+    c, s = tls_pair("dropin")
+    try:
+        data = os.urandom(size)
+        s.write(data)
+        r = Runner(lambda: s.obj.unwrap(), "peer-unwrap")  # sends close_notify, waits for ours
+        wait_parked(s.fd, "r")
+        c.obj.setblocking(False)
+        got = bytearray()
+        import select
+
+        while True:
+            if not c.obj.pending():
+                assert select.select([c.obj], [], [], 5)[0], (
+                    f"{len(got)} of {size} bytes read, then nothing visible to select()"
+                )
+            try:
+                b = c.obj.recv(65536)
+            except ssl.SSLWantReadError:
+                continue
+            if not b:
+                break
+            got += b
+        assert bytes(got) == data
+        c.obj.setblocking(True)
+        c.obj.unwrap()
+        r.join()
+    finally:
+        c.close()
+        s.close()
+
+
+@pytest.mark.timeout(20)
+def test_dropin_close_ends_with_fin_when_data_arrives_during_close(
+    rt: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A TLS client closing right after its handshake has the server's session tickets
+    (or any data) coming in; close(2) with unread data makes the kernel answer RST, and the
+    server's next read fails with ECONNRESET (test_ssl's ThreadedEchoServer then stops).
+    The drop-in drains the socket right before close(2): here the data arrives while close
+    is unregistering the descriptor, where another thread can run."""
+    from threadpoll._poll import fd_poll_runtime
+
+    with stdsocket.create_server(("127.0.0.1", 0)) as ln:
+        def serve() -> ssl.SSLSocket:
+            raw, _ = ln.accept()
+            return server_ctx().wrap_socket(raw, server_side=True)
+
+        r = Runner(serve)
+        raw = ts.socket()
+        raw.connect(ln.getsockname())
+        c = client_ctx().wrap_socket(raw, server_hostname="localhost")
+        s = r.join()
+        assert type(s) is ssl.SSLSocket  # the peer is the plain stdlib's
+        n = c.fileno()
+        unregister = fd_poll_runtime.PollHandle.close
+
+        def late_data(self: Any) -> None:
+            s.sendall(b"late")
+            import select
+
+            assert select.select([n], [], [], 5)[0]  # in c's receive queue now
+            unregister(self)
+
+        monkeypatch.setattr(fd_poll_runtime.PollHandle, "close", late_data)
+        c.close()
+        monkeypatch.undo()
+        # The kernel's word, under TLS (which on Python 3.10-3.12 reports a reset as EOF).
+        with s, stdsocket.socket(fileno=os.dup(s.fileno())) as plain:
+            assert plain.recv(100) == b""  # the peer's FIN, not an RST
+
+
 def wait_until_readable(sock: Any) -> None:
     import select
 
@@ -425,8 +560,8 @@ def test_dropin_makefile_and_sendfile(rt: Any, tmp_path: Path) -> None:
 def test_post_handshake_auth_answered_by_a_read_while_another_thread_writes(front: str) -> None:
     """TLS 1.3 post-handshake messages: the server asks for the client's certificate after
     the handshake; the client's *read* must send the answer (a read that writes), while
-    another client thread writes. (``ssl`` has no call to start a KeyUpdate, so this is the
-    read-makes-output case we can drive; session tickets arrive the same way.)"""
+    another client thread writes. (A KeyUpdate with update_requested is the other
+    read-makes-output case: test_tls13_key_update, with openssl as the peer.)"""
     sctx = server_ctx()
     sctx.verify_mode = ssl.CERT_OPTIONAL
     sctx.post_handshake_auth = True
@@ -483,6 +618,140 @@ def test_post_handshake_auth_answered_by_a_read_while_another_thread_writes(fron
         stop.set()
         c.close()
         s.close()
+
+
+class OpenSSLClient:
+    """``openssl s_client`` as the peer: the one TLS 1.3 implementation at hand that can send
+    a KeyUpdate when told to (``ssl`` has no call for it). Its stdin lines become TLS data,
+    except the command letters: a line ``k`` sends a KeyUpdate, ``K`` one with
+    update_requested (man openssl-s_client, CONNECTED COMMANDS). What it reads from the
+    connection goes to its stdout; it prints ``KEYUPDATE`` on stderr when it obeys a letter."""
+
+    def __init__(self, port: int) -> None:
+        import subprocess
+
+        assert OPENSSL is not None
+        self.proc = subprocess.Popen(
+            [OPENSSL, "s_client", "-connect", f"127.0.0.1:{port}", "-tls1_3",
+             "-servername", "localhost", "-CAfile", CA, "-verify_return_error"],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        )
+        self.out = bytearray()
+        self.err = bytearray()
+        self.cond = threading.Condition()
+        self.pumps = [
+            threading.Thread(target=self._pump, args=(self.proc.stdout, self.out), daemon=True),
+            threading.Thread(target=self._pump, args=(self.proc.stderr, self.err), daemon=True),
+        ]
+        for t in self.pumps:
+            t.start()
+
+    def _pump(self, f: Any, into: bytearray) -> None:
+        while True:
+            b = f.read1(65536)
+            with self.cond:
+                into.extend(b)
+                self.cond.notify_all()
+            if not b:
+                return
+
+    def line(self, text: bytes) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(text + b"\n")
+        self.proc.stdin.flush()
+
+    def wait_for(self, what: bytes, stream: str = "out", timeout: float = 10.0) -> None:
+        buf = self.out if stream == "out" else self.err
+        with self.cond:
+            ok = self.cond.wait_for(lambda: what in buf or self.proc.poll() is not None,
+                                    timeout)
+            assert ok and what in buf, (
+                f"{what!r} not on s_client's {stream}; stdout={bytes(self.out)!r} "
+                f"stderr={bytes(self.err)!r}"
+            )
+
+    def close(self) -> None:
+        if self.proc.stdin is not None:
+            try:
+                self.proc.stdin.close()  # EOF on stdin: s_client closes and exits
+            except OSError:
+                pass
+        try:
+            self.proc.wait(10)
+        except Exception:  # noqa: BLE001 - a stuck peer must not outlive the test
+            self.proc.kill()
+            self.proc.wait()
+        for t in self.pumps:
+            t.join(5)
+        for f in (self.proc.stdout, self.proc.stderr):
+            if f is not None:
+                f.close()
+
+
+def key_updates(log: list[tuple[str, Any]], direction: str) -> int:
+    return sum(1 for d, t in log if d == direction and t == ssl._TLSMessageType.KEY_UPDATE)  # type: ignore[attr-defined]
+
+
+@pytest.mark.skipif(KEY_UPDATE_SKIP is not None, reason=str(KEY_UPDATE_SKIP))
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("letter", [b"k", b"K"], ids=["peer-update", "update-requested"])
+def test_tls13_key_update(front: str, letter: bytes) -> None:
+    """TLS 1.3 key updates with openssl s_client as the peer. ``k``: the peer rotates its
+    sending keys; our reads go on across the KeyUpdate. ``K``: the peer also asks us to
+    rotate ours: the read that meets the KeyUpdate makes our own, which must reach the wire
+    before the records of our next write (the peer could not read them otherwise). Our
+    reader is parked when the KeyUpdate arrives."""
+    log: list[tuple[str, Any]] = []
+    sctx = server_ctx()
+
+    def on_message(conn: Any, direction: str, version: Any, content_type: Any,
+                   msg_type: Any, data: Any) -> None:
+        if content_type == ssl._TLSContentType.HANDSHAKE:  # type: ignore[attr-defined]
+            log.append((direction, msg_type))
+
+    sctx._msg_callback = on_message  # type: ignore[attr-defined]
+    if front == "tls":
+        ln: Any = net.listen("tcp", "127.0.0.1:0")
+        port = int(ln.addr[1])
+    else:
+        ln = ts.socket()
+        ln.bind(("127.0.0.1", 0))
+        ln.listen(1)
+        port = ln.getsockname()[1]
+    peer = OpenSSLClient(port)
+    s: End | None = None
+    try:
+        raw = ln.accept() if front == "tls" else ln.accept()[0]
+        s = wrap(raw, front, sctx, True, None)
+        peer.line(b"before")
+        assert drain(s, 7) == b"before\n"
+        assert key_updates(log, "read") == 0
+        # Our reader parks for what comes after the KeyUpdate.
+        r = Runner(lambda: drain(s, 6), "reader")  # type: ignore[union-attr]
+        wait_parked(s.fd, "r")
+        peer.line(letter)
+        peer.wait_for(b"KEYUPDATE", "err")
+        peer.line(b"after")
+        assert r.join() == b"after\n"
+        assert key_updates(log, "read") == 1
+        # Our answer (K) goes out before the data of this write, so the peer reads it.
+        s.write(b"reply one\n")
+        peer.wait_for(b"reply one\n")
+        assert key_updates(log, "write") == (1 if letter == b"K" else 0)
+        # And both ways still work on the new keys, many records each way.
+        big = b"".join(b"%06d\n" % i for i in range(20000))  # 140 kB, 9 records
+        w = Runner(lambda: s.write(big), "writer")  # type: ignore[union-attr]
+        peer.wait_for(big[-7:])
+        w.join()
+        assert big in peer.out
+        peer.line(b"x" * 3000)
+        assert drain(s, 3001) == b"x" * 3000 + b"\n"
+        assert key_updates(log, "read") == 1
+    finally:
+        peer.close()
+        if s is not None:
+            s.close()
+        ln.close()
 
 
 @pytest.mark.timeout(20)

@@ -206,6 +206,7 @@ class SSLSocket(_StdSSLSocket, _tpsocket.socket):  # type: ignore[misc]
     """An ``ssl.SSLSocket`` on a threadpoll socket; see the module docstring."""
 
     _leftover = b""  # cleartext the peer sent right after its close_notify (see unwrap)
+    _discard_at_close = False  # closed while TLS was on: _before_close drains the socket
     # What the stdlib's SSLSocket keeps (Lib/ssl.py SSLSocket._create), typed for mypy.
     _context: ssl.SSLContext
     _session: Any
@@ -373,21 +374,24 @@ class SSLSocket(_StdSSLSocket, _tpsocket.socket):  # type: ignore[misc]
 
     def _real_close(self) -> None:  # type: ignore[override]
         if self._sslobj is not None:
-            self._discard_unread()
+            self._discard_at_close = True
         _StdSSLSocket._real_close(self)  # type: ignore[attr-defined]
 
-    def _discard_unread(self) -> None:
+    def _before_close(self) -> None:
         """Throw away what the peer sent and nobody read (a TLS 1.3 server's session
         tickets, typically), so that the kernel ends the connection with FIN, not RST: a
-        client that closes right after its handshake must not make the server's first read
-        fail with ECONNRESET. The stdlib's C code reaches close(2) before the tickets
-        arrive; Python does not, reliably."""
-        d = self._desc
-        if not d.pollable or not _MSG_DONTWAIT:
-            return
-        try:
-            d.fd.incref()
-        except OSError:
+        client that closes right after its handshake must not make the server's next read
+        fail with ECONNRESET.
+
+        FD._destroy calls this after unregistering the descriptor, right before close(2):
+        the return from the drain's last recv is the only point between the two where
+        another thread can take the GIL. Done earlier in close(), the server thread, which
+        sends its tickets as soon as it has read our Finished, got the GIL at each syscall
+        of close's (the poller's unregistering, a lock) and its tickets could arrive after
+        the drain and before close(2): under load, test_ssl's ThreadedEchoServer read
+        ECONNRESET and stopped, and the next connection was reset or refused.
+        """
+        if not self._discard_at_close or not _MSG_DONTWAIT:
             return
         try:
             buf = bytearray(16384)
@@ -396,8 +400,6 @@ class SSLSocket(_StdSSLSocket, _tpsocket.socket):  # type: ignore[misc]
                     return
         except OSError:
             return
-        finally:
-            d.fd.decref()
 
     # After unwrap(): the cleartext that arrived with the peer's close_notify comes first.
 

@@ -42,10 +42,16 @@ from threadpoll.errors import with_written
 
 _T = TypeVar("_T")
 
-# The largest read from the wire: more than a record (2^14 + 256) and its next header.
-_RECV_SIZE = 65536
+# The largest read from the wire: many records (2^14 + 256 bytes at most each), so that a bulk
+# transfer makes one recv, one BIO copy and one GIL hand-off for several records.
+_RECV_SIZE = 262144
 # A TLS record header: type, version (2 bytes), length (2 bytes) (RFC 8446 5.1).
 _HEADER = 5
+# A TLS record's content type for application data (RFC 8446 5.1; TLS 1.3 sends every
+# encrypted record, alerts included, under it).
+_APPLICATION_DATA = 23
+# The smallest record body a framed read goes on to within one call (see _next_is_bulk_data).
+_BULK_RECORD = 1024
 # Plaintext sealed per SSLObject.write in a blocking write: .written moves in these steps.
 _CHUNK = 65536
 
@@ -104,6 +110,10 @@ class _Engine:
         "hdr",
         "hdr_got",
         "body_left",
+        "fed",
+        "last_end",
+        "maybe_pending",
+        "read_err",
         "framed",
     )
 
@@ -132,6 +142,19 @@ class _Engine:
         self.hdr = bytearray(_HEADER)
         self.hdr_got = 0
         self.body_left = 0
+        # Stream offsets (guarded by in_lock): bytes fed to the incoming BIO so far, and the
+        # end of the last whole record among them. OpenSSL reads a memory BIO no further
+        # than the record it is working on (read_ahead is off), so the BIO holds a whole
+        # record OpenSSL has not processed iff last_end > fed - incoming.pending.
+        self.fed = 0
+        self.last_end = 0
+        # The last SSLObject.read filled all it was asked for, so OpenSSL may still hold
+        # plaintext of that record (SSL_pending, which costs a GIL hand-off to ask).
+        # Guarded by in_lock.
+        self.maybe_pending = True
+        # An error met after a read had already taken plaintext: raised by the next read,
+        # as OpenSSL would raise it again (Go: c.in.err). Guarded by in_lock.
+        self.read_err: BaseException | None = None
 
     @classmethod
     def new(
@@ -217,50 +240,67 @@ class _Engine:
     # --- the incoming side ---------------------------------------------------------------
 
     def _want_bytes(self) -> int:
-        """How much the next read from the wire may take: the rest of the current record
-        and the next record's 5-byte header, never more. Must be called holding in_lock.
+        """How much the next read from the wire may take. Must be called holding in_lock.
 
-        Why: OpenSSL on a socket reads no further than the record it needs, and code
-        written for the stdlib relies on it: a record is never left whole in a buffer that
-        ``select()`` cannot see and ``pending()`` does not count (asyncore-style servers
-        wait for readability, then read). Taking the next header with the current body
-        costs nothing (that record's body is still in the kernel, so the descriptor stays
-        readable) and makes bulk transfer one recv per record where OpenSSL makes two.
+        Unframed (threadpoll.tls): all the buffer holds. Framed (the drop-in): the rest of
+        the current record and the next record's 5-byte header, never more. Why: OpenSSL on
+        a socket reads no further than the record it needs, and code written for the stdlib
+        relies on it: a record is never left whole in a buffer that ``select()`` cannot see
+        and ``pending()`` does not count (asyncore-style servers wait for readability, then
+        read). Taking the next header with the current body costs nothing (that record's
+        body is still in the kernel, so the descriptor stays readable) and makes bulk
+        transfer one recv per record where OpenSSL makes two.
         """
+        cap = self.rbuf.nbytes
         if not self.framed:
-            return self.rbuf.nbytes
+            return cap
         if self.body_left:
-            return min(self.body_left + _HEADER, self.rbuf.nbytes)
+            return min(self.body_left + _HEADER, cap)
         return _HEADER - self.hdr_got
 
     def _account(self, n: int) -> None:
         """Follow the record framing over n bytes just read into rbuf."""
         buf = self.rbuf
+        hdr = self.hdr
+        pos = self.fed
         i = 0
         while i < n:
-            if self.body_left:
-                take = min(self.body_left, n - i)
-                self.body_left -= take
+            left = self.body_left
+            if left:
+                take = min(left, n - i)
+                left -= take
+                self.body_left = left
                 i += take
+                if not left:
+                    self.last_end = pos + i
             else:
-                take = min(_HEADER - self.hdr_got, n - i)
-                self.hdr[self.hdr_got : self.hdr_got + take] = buf[i : i + take]
-                self.hdr_got += take
+                got = self.hdr_got
+                take = min(_HEADER - got, n - i)
+                hdr[got : got + take] = buf[i : i + take]
+                got += take
                 i += take
-                if self.hdr_got == _HEADER:
-                    self.hdr_got = 0
-                    self.body_left = (self.hdr[3] << 8) | self.hdr[4]
+                if got == _HEADER:
+                    got = 0
+                    self.body_left = (hdr[3] << 8) | hdr[4]
+                    if not self.body_left:
+                        self.last_end = pos + i
+                self.hdr_got = got
+        self.fed = pos + n
 
     def _feed(self, n: int) -> None:
-        if self.framed:
-            self._account(n)
+        self._account(n)
         with self.lock:
             if n:
                 self.incoming.write(self.rbuf[:n])
             else:
                 self.incoming.write_eof()
 
-    def fill(self, t: _Transport, want: ssl.SSLError) -> None:
+    def _record_ready(self) -> bool:
+        """The incoming BIO holds a whole record OpenSSL has not processed (see ``fed``).
+        Must be called holding in_lock and lock."""
+        return self.last_end > self.fed - self.incoming.pending
+
+    def fill(self, t: _Transport, want: ssl.SSLError | None) -> None:
         """Read once from the wire into the incoming BIO (EOF becomes write_eof); ``want``
         (the SSLWantReadError of the step) is raised if a non-blocking transport would block.
         Must be called holding in_lock."""
@@ -271,14 +311,31 @@ class _Engine:
         try:
             n = t.recv_into(self.rbuf[: self._want_bytes()])
         except BlockingIOError:
+            if want is None:
+                raise
             raise want from None
         self._feed(n)
-        if n and at_header and self.body_left:
+        if self.framed and n and at_header and self.body_left:
             # That read ended a header: the body most likely came with it. Take it now,
             # without waiting, rather than after another SSLObject step that asks for it.
             m = t.peek_into(self.rbuf[: self._want_bytes()])
             if m is not None:
                 self._feed(m)
+
+    def _next_is_bulk_data(self) -> bool:
+        """The record whose header was just read is a large application-data record: one
+        a framed read may go on to within the same call. A small one may be an alert (TLS
+        1.3 hides an alert's type inside an application-data record of 19 bytes or, padded,
+        a few more): decrypted here behind data, a close_notify would be taken from the
+        kernel and kept in OpenSSL, and a select()-driven caller would never see its EOF.
+        Must be called holding in_lock."""
+        hdr = self.hdr
+        return (
+            not self.hdr_got
+            and self.body_left > 0
+            and hdr[0] == _APPLICATION_DATA
+            and ((hdr[3] << 8) | hdr[4]) >= _BULK_RECORD
+        )
 
     def _prefetch(self, t: _Transport) -> None:
         """At a record boundary, take in what already arrived of the next header (EOF
@@ -345,7 +402,12 @@ class _Engine:
             pass
 
     def read(self, t: _Transport, n: int, buf: Any = None) -> Any:
-        """SSLObject.read(n[, buf]), reading from the wire as it needs.
+        """SSLObject.read(n[, buf]), reading from the wire as it needs. Where OpenSSL
+        returns one record per call, this goes on while the caller has room: unframed, to
+        every whole record already in the BIO; framed (the drop-in), to the next record if
+        it is bulk data whose body has already arrived (see _next_is_bulk_data). So a bulk
+        transfer makes one call per 64 KiB, not per 16 KiB record, and no SSLObject.read
+        that can only ask for bytes.
 
         Go: crypto/tls/conn.go Conn.Read
         """
@@ -355,38 +417,102 @@ class _Engine:
             self.kick(t)  # what a previous non-blocking call could not send
         t.acquire(self.in_lock)
         try:
-            while True:
-                want: ssl.SSLError | None = None
-                try:
-                    with self.lock:
-                        try:
-                            r = self.obj.read(n) if buf is None else self.obj.read(n, buf)
-                        finally:
-                            out = self.outgoing.pending
-                except ssl.SSLWantReadError as e:
-                    want = e
-                except ssl.SSLError:
-                    if out:
-                        self._flush_quietly(t)
-                    raise
-                if want is None:
-                    self.handshake_done = True
-                    if out:
-                        try:
-                            self.kick(t)
-                        except OSError:
-                            pass  # the data read wins; the error shows on the next write
-                    return r
+            err = self.read_err
+            if err is not None:
+                self.read_err = None
+                raise err
+            if buf is None:
+                parts: list[bytes] = []
+                self._read_locked(t, n, None, parts)
+                return parts[0] if len(parts) == 1 else b"".join(parts)
+            with memoryview(buf) as m, m.cast("B") as whole:
+                if n <= 0 or n > whole.nbytes:
+                    n = whole.nbytes  # as _ssl's read(n, buffer)
+                return self._read_locked(t, n, whole, None)
+        finally:
+            self.in_lock.release()
+
+    def _read_locked(
+        self, t: _Transport, n: int, view: memoryview | None, parts: list[bytes] | None
+    ) -> int:
+        """The read loop: plaintext into view (or appended to parts); returns its length.
+        Must be called holding in_lock."""
+        obj = self.obj
+        lock = self.lock
+        incoming = self.incoming
+        outgoing = self.outgoing
+        got = 0
+        if n > 0 and not (self.maybe_pending or t.nonblocking):
+            with lock:
+                empty = not (incoming.eof or self._record_ready())
+            if empty:
+                # OpenSSL holds nothing and the BIO no whole record: its read would only
+                # ask for bytes (an exception and a GIL hand-off). Fetch them first.
+                self.fill(t, None)
+        while True:
+            ask = n - got
+            try:
+                with lock:
+                    try:
+                        if view is None:
+                            r = obj.read(ask)
+                            k = len(r)
+                        else:
+                            k = obj.read(ask, view[got:] if got else view)
+                        ready = self._record_ready()
+                        # Whether OpenSSL kept plaintext of that record: only a read that
+                        # filled all it asked for can have (SSL_pending, one short GIL
+                        # release, where a read that can only ask for bytes raises).
+                        held = k == ask and k and obj.pending()
+                    finally:
+                        out = outgoing.pending
+            except ssl.SSLWantReadError as e:
+                self.maybe_pending = False  # OpenSSL needs bytes: it holds no plaintext
                 if out:
                     self.kick(t)
+                if got:
+                    return got  # the records in the BIO were not data; what we have will do
                 if t.nonblocking and self.pending is not None and self.pending.nbytes:
                     # The peer may be waiting for what this read produced (a post-handshake
                     # answer): the caller must wait for writability, as OpenSSL on a socket
                     # would ask it to.
-                    raise _want_write()
-                self.fill(t, want)
-        finally:
-            self.in_lock.release()
+                    raise _want_write() from None
+                self.fill(t, e)
+                continue
+            except ssl.SSLError as e:
+                self.maybe_pending = True
+                if out:
+                    self._flush_quietly(t)
+                if got:
+                    self.read_err = e  # the plaintext before it first
+                    return got
+                raise
+            self.handshake_done = True
+            # A read of nothing is EOF or close_notify, which OpenSSL reports again without
+            # reading.
+            self.maybe_pending = bool(held) or not k
+            if out:
+                try:
+                    self.kick(t)
+                except OSError:
+                    pass  # the data read wins; the error shows on the next write
+            if parts is not None and (k or not got):
+                parts.append(r)
+            got += k
+            if not k or got >= n:
+                return got
+            if not ready:
+                # Framed: the next record's header is in; go on if it is bulk data whose
+                # body has arrived (taken without waiting, never more than that record).
+                if not (self.framed and self._next_is_bulk_data()):
+                    return got
+                m = t.peek_into(self.rbuf[: self._want_bytes()])
+                if not m:
+                    return got
+                self._feed(m)
+                with lock:
+                    if not self._record_ready():
+                        return got  # the rest of the body is on its way: the kernel shows it
 
     def write(self, t: _Transport, view: memoryview, nonblocking: bool) -> int:
         """Seal and send all of view; returns its length. A non-blocking call seals it all
@@ -438,6 +564,7 @@ class _Engine:
                 raise
             t.acquire(self.in_lock)
             try:
+                self.maybe_pending = True  # the handshake may take in application data
                 self.fill(t, want)
             finally:
                 self.in_lock.release()

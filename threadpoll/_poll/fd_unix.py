@@ -399,6 +399,11 @@ class FD:
         # Poller first: an fd number must never be registered while it is closed.
         self.pd.close()
         if self._sock is not None:
+            if not self._detaching:
+                # The TLS drop-in's last word before close(2) (threadpoll._sslsocket).
+                last = getattr(self._sock, "_before_close", None)
+                if last is not None:
+                    last()
             _CSocket.detach(self._sock)
         err: OSError | None = None
         if not self._detaching:
