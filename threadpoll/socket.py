@@ -895,7 +895,8 @@ class socket(_StdSocket):
                     else:
                         n = self._io(_CSocket.send, "w", 0, (data, 0), 1)
                 except BaseException as e:
-                    with_written(e, 0)
+                    if getattr(e, "written", None) is None:  # FD.send may have set it
+                        with_written(e, 0)
                     raise
                 t = type(data)
                 if (t is bytes or t is bytearray) and n == len(data):

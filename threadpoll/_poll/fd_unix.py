@@ -1019,8 +1019,14 @@ class FD:
         """
         if self._cfast and not self.is_blocking:
             pd = self.pd.runtime_ctx
-            if _send_c is not None and pd is not None:
-                return _send_c(self, pd, data, flags)  # type: ignore[no-any-return]
+            if pd is not None:
+                if _send_c is not None:
+                    return _send_c(self, pd, data, flags)  # type: ignore[no-any-return]
+                cls = data.__class__
+                if not flags and (cls is bytes or cls is bytearray) and data:
+                    # The C core's write: the first attempt in C, then Go's loop until all
+                    # of data is sent (what the drop-in's blocking send() wants anyway).
+                    return self._write_c(pd, memoryview(data), len(data))
         return self._sock_write(_CSocket.send, (data, self._dontwait(flags)))
 
     # --- raw access (Go's syscall.RawConn) -----------------------------------------------
