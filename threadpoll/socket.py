@@ -480,7 +480,7 @@ class socket(_StdSocket):
                 if d is not None:
                     # Another live threadpoll socket owns this fd: share its FD.
                     self._view = True
-                elif owner is not None and owner._sock is not None:
+                elif owner is not None and not owner.is_file:
                     # A Conn, Listener or PacketConn owns it: share its FD as well (one
                     # registration with the poller; closing either closes both).
                     self._view = True
@@ -551,7 +551,7 @@ class socket(_StdSocket):
             # does not wait for that call (FD.close sees it on the stack).
             d.fd.close()
         except ClosingError:
-            if self._view and d.fd._detaching:
+            if self._view and d.fd.detached():
                 # The owner detached the descriptor, giving it back open: this object's own
                 # C-level fd is the only one left on it; close that, as the stdlib would.
                 _CSocket.close(self)

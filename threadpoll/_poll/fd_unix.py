@@ -615,6 +615,13 @@ class FD:
         os.set_blocking(fd, self._was_blocking)
         return fd
 
+    def detached(self) -> bool:
+        """Whether detach() gave the descriptor back (it is open, and no longer this FD's).
+
+        Go: none
+        """
+        return self._detaching
+
     # --- reads ---------------------------------------------------------------------------
 
     def read(self, n: int) -> bytes:
