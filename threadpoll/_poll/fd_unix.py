@@ -22,6 +22,11 @@ Differences from Go:
 - DIVERGENCE(go): EINTR is retried by Python itself (PEP 475); a signal handler that raises
   propagates its exception, leaving the descriptor usable.
 - DIVERGENCE(go): ``read_into``/``recvfrom_into`` fill a caller's buffer, Python's style.
+- DIVERGENCE(go): ``recv``, ``recv_into`` and ``send`` serve the drop-in socket's blocking
+  calls, and ``raw_read``, ``raw_write`` and ``wait_connect`` take a ``CallLimit``, a time
+  limit for that call alone (a stdlib socket's timeout): while the call waits, its
+  direction's pollDesc deadline is the earlier of the user's deadline and the limit, the way
+  Go's net sets a write deadline for a dial's context. No timer thread is involved.
 - DIVERGENCE(go): on a socket, reads and writes are ``recv``/``send`` with ``MSG_DONTWAIT``
   rather than read(2)/write(2), so an attempt never blocks even when another holder of the
   open file description (a child process, ``socket.socket(fileno=...)``) has cleared
