@@ -130,8 +130,8 @@ def _fd_set() -> dict[str, str]:
 
 
 # threadpoll's own threads, not leaks (the leak check excludes the runtime's threads): the
-# pollers, abandoned resolver threads of timed-out dials, and the timer/finalizer thread.
-_RUNTIME_THREADS = ("threadpoll-poller", "threadpoll-resolver", "threadpoll-timers")
+# pollers, abandoned resolver threads of timed-out dials, and the finalizer thread.
+_RUNTIME_THREADS = ("threadpoll-poller", "threadpoll-resolver", "threadpoll-finalizer")
 
 
 def _our_threads() -> list[threading.Thread]:

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from threadpoll import bench
+from threadpoll.bench import echo
 
 STDLIB_VARIANTS = (bench.V_STDLIB, bench.V_TIMEOUT, bench.V_SELECT)
 THREADPOLL_VARIANTS = (bench.V_TPS, bench.V_CONN)
@@ -79,7 +80,7 @@ def _serve_mute(c: Any) -> None:
 def test_echo_with_no_request_completed_is_no_figure_not_an_error() -> None:
     """On a busy machine (K = 1000, --quick) the window can pass with no reply at all."""
     ctx = bench.RunCtx({"k": 2, "warmup_s": 0.0}, 0.05, 0, 10.0, True)
-    out = bench._echo_drive(bench._stdlib_thread_server(_serve_mute, ctx), ctx)
+    out = echo._echo_drive(echo._stdlib_thread_server(_serve_mute, ctx), ctx)
     assert out.value is None and "no request completed" in out.note
 
 

@@ -38,6 +38,7 @@ import pytest
 from support import Runner, pd_of, wait_parked, wait_until
 
 import threadpoll.socket as ts
+from threadpoll._poll import fd_unix
 from threadpoll._runtime.netpoll import PD_PARKED
 from threadpoll.errors import DeadlineExceededError, NetClosingError
 
@@ -1180,13 +1181,13 @@ def test_close_on_the_same_thread_during_the_first_attempt(
     pair: tuple[ts.socket, ts.socket], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A blocking recv makes its first attempt holding the FD's read lock, and no state lock
-    (_io_blocking). A close running on top of it on the same thread (a signal handler) must
+    (FD.recv). A close running on top of it on the same thread (a signal handler) must
     not wait for that call: it returns, the recv completes, and the descriptor is closed as
     the recv drops its reference."""
     a, b = pair
     a.sendall(b"data")
     seen: dict[str, Any] = {}
-    real = ts._CSocket
+    real = fd_unix._CSocket
 
     class CSocketInTheMiddle:
         """``_CSocket`` whose recv runs b.close() first, as a handler on this thread would."""
@@ -1202,7 +1203,7 @@ def test_close_on_the_same_thread_during_the_first_attempt(
                 seen["closed"] = True
             return cast(bytes, real.recv(sock, *args))
 
-    monkeypatch.setattr(ts, "_CSocket", CSocketInTheMiddle())
+    monkeypatch.setattr(fd_unix, "_CSocket", CSocketInTheMiddle())
     assert b.recv(10) == b"data"
     monkeypatch.undo()
     assert seen == {"state_lock_held": False, "closed": True}

@@ -34,6 +34,7 @@ import weakref
 from typing import Any, Callable
 
 from threadpoll import socket as _tpsocket
+from threadpoll._poll.fd_unix import CallLimit
 from threadpoll._tlsengine import _Engine, _Transport
 from threadpoll.errors import DeadlineExceededError, with_written
 
@@ -75,19 +76,25 @@ class _SockTransport(_Transport):
                 return op(sock, *args)
             finally:
                 fd.decref()
-        mode = "r" if reading else "w"
+        got: list[int] = []
+
+        def attempt(_sysfd: int) -> bool:
+            try:
+                got.append(op(sock, *args))
+            except BlockingIOError:
+                return False
+            return True
+
         try:
             d.lock(reading, self.until)
             try:
-                fd.pd.prepare(mode, False)
-                while True:
-                    try:
-                        return op(sock, *args)
-                    except BlockingIOError:
-                        pass
-                    _tpsocket._wait(fd, mode, self.until)
+                if reading:
+                    fd.raw_read(attempt, CallLimit(self.until, self._timed_out))
+                else:
+                    fd.raw_write(attempt, CallLimit(self.until, self._timed_out))
             finally:
                 d.unlock(reading)
+            return got[0]
         except _stdsocket.timeout as e:  # TimeoutError from 3.10; its own class on 3.9
             if isinstance(e, DeadlineExceededError):
                 raise

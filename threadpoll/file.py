@@ -52,8 +52,8 @@ from typing import IO, Any
 from typing_extensions import Buffer
 
 from threadpoll._poll.fd_unix import FD
+from threadpoll._poll.finalizer import finalizer as _finalizer
 from threadpoll.errors import ClosingError
-from threadpoll.socket import _helper as _finalizer
 
 __all__ = ["File", "pipe"]
 

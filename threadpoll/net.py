@@ -59,10 +59,9 @@ from typing import IO, Any, Callable, NamedTuple, TypeVar, Union, cast
 from typing_extensions import Buffer
 
 from threadpoll._poll.fd_poll_runtime import deadline_value
-from threadpoll._poll.fd_unix import FD
+from threadpoll._poll.fd_unix import CONNECT_PENDING, FD
+from threadpoll._poll.finalizer import finalizer as _finalizer
 from threadpoll.errors import ClosingError, DeadlineExceededError, NotPollableError
-from threadpoll.socket import _CONNECT_PENDING, _await_connect
-from threadpoll.socket import _helper as _finalizer
 
 __all__ = [
     "Conn",
@@ -521,7 +520,6 @@ def _new_fd(s: _socket.socket, nw: _Network) -> FD:
             net=nw.name,
             pollable=True,
             is_stream=nw.sotype == socket.SOCK_STREAM,
-            zero_read_is_eof=nw.sotype != socket.SOCK_DGRAM,
             kind=nw.name,
             sock=cast(socket.socket, s),
         )
@@ -534,18 +532,14 @@ def _new_fd(s: _socket.socket, nw: _Network) -> FD:
     return fd
 
 
-def _connect(fd: FD, s: _socket.socket, deadline: float) -> None:
+def _connect(fd: FD, deadline: float) -> None:
     """Wait for a non-blocking connect in progress to finish, until deadline.
 
     Go: net/fd_unix.go netFD.connect (the part after EINPROGRESS)
     """
     if deadline != math.inf:
         fd.set_write_deadline(deadline)
-    nerr = _await_connect(
-        fd.wait_write,
-        lambda: int(fd.control(lambda _: s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR))),
-        lambda: fd.control(lambda _: s.getpeername()),
-    )
+    nerr = fd.wait_connect()
     if nerr:
         raise OSError(nerr, os.strerror(nerr))
     if deadline != math.inf:
@@ -561,15 +555,15 @@ def _dial_one(nw: _Network, family: int, sa: Any, deadline: float) -> Conn:
     try:
         _set_default_sockopts(s, family, nw)
         err = s.connect_ex(sa)
-        if err not in (0, errno.EISCONN, *_CONNECT_PENDING):
+        if err not in (0, errno.EISCONN, *CONNECT_PENDING):
             raise OSError(err, os.strerror(err))
     except BaseException:
         s.close()
         raise
     fd = _new_fd(s, nw)  # Go: fd.init after connect returned; it owns s's descriptor now
     try:
-        if err in _CONNECT_PENDING:
-            _connect(fd, s, deadline)
+        if err in CONNECT_PENDING:
+            _connect(fd, deadline)
         if nw.sotype == socket.SOCK_STREAM and family != socket.AF_UNIX:
             _set_tcp_sockopts(s)
         return Conn(fd, s, nw.name)

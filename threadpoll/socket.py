@@ -27,8 +27,10 @@ How a socket is built:
   included; ``sendall``'s timeout is its total budget. A deadline and a timeout may both be
   set: the earlier fires, the deadline as ``DeadlineExceededError``.
 - A blocking call takes, in order: the descriptor's per-direction lock (a plain lock, acquired
-  with the call's timeout), the FD's read or write lock, then loops: try the C-level call
-  (holding no lock of its own, so a signal handler on this thread may use the socket); on
+  with the call's timeout: the FD's read and write locks, Go's fdMutex, have no timed wait),
+  then calls an FD method (``FD.recv``, ``FD.send``, ``FD.raw_read``...), which does Go's
+  steps: the FD's read or write lock, prepare, the C-level call with ``MSG_DONTWAIT``
+  (holding no lock of its own, so a signal handler on this thread may use the socket), on
   EAGAIN park in the runtime. A non-blocking call (``settimeout(0)``, ``setblocking(False)``,
   ``MSG_DONTWAIT``) takes only an FD reference and makes one C-level call, as the stdlib's does:
   it never waits for anything, so deadlines, which bound waits, do not apply to it.
@@ -42,7 +44,7 @@ How a socket is built:
   everyone, when the socket and every file made from it are closed. ``shutdown()`` wakes
   blocked threads at once.
 - An unclosed socket that is garbage collected emits ``ResourceWarning`` as the stdlib's does;
-  its FD is closed, without waiting, by the helper thread (see ``_Helper``).
+  its FD is closed, without waiting, by the finalizer thread (``threadpoll/_poll/finalizer.py``).
 - A second socket object made over an fd that a live threadpoll socket, Conn, Listener or
   PacketConn owns (``socket(fileno=other.fileno())``) shares its FD: a second registration of
   one fd with the poller would corrupt the first.
@@ -50,12 +52,11 @@ How a socket is built:
   same socket: ``close()`` from one does not wait for its own thread's call, and a call in
   the direction its own thread is in raises ``RuntimeError`` (it would wait for itself).
 
-Per-call timeouts. ``runtime_poll_wait`` has no timeout parameter, so a call with a timeout
-arms a timer with the helper thread before it parks; when the timer fires, the helper wakes
-the parked thread with ``netpollready`` (a spurious readiness, which the runtime allows: the
-woken thread retries its syscall, gets EAGAIN again, sees its time is up and raises
-``TimeoutError``). A ``runtime_poll_wait(pd, mode, until)`` in the runtime would make the
-helper's timers unnecessary.
+Per-call timeouts. A call with a timeout hands the FD a ``CallLimit``: while it waits, the
+pollDesc's deadline for its direction is the earlier of the user's deadline and the call's
+limit (Go's net sets a deadline per call where it needs one, as dial does for its context),
+and the runtime's parked thread times its own wait, so no timer thread is needed. Which one
+fired decides the error: ``TimeoutError('timed out')`` or ``DeadlineExceededError``.
 
 What ``patch()`` does not cover: modules that bound the stdlib names at import (``from socket
 import socket``) keep them; in the stdlib that is ``ssl``, on purpose: ``ssl.SSLSocket`` must
@@ -70,11 +71,8 @@ installed when this module is imported; see ``threadpoll/_sslsocket.py``).
 from __future__ import annotations
 
 import _socket
-import _thread
-import collections
 import contextlib
 import errno
-import heapq
 import io
 import math
 import operator
@@ -92,25 +90,8 @@ from typing import Any, Callable, TypeVar
 from typing_extensions import Self, final
 
 from threadpoll._poll import fd_unix
-from threadpoll._poll.fd_mutex import (
-    MUTEX_CLOSED,
-    MUTEX_REF,
-    MUTEX_REF_MASK,
-    MUTEX_RLOCK,
-    MUTEX_RMASK,
-    MUTEX_WLOCK,
-    MUTEX_WMASK,
-)
-from threadpoll._poll.fd_poll_runtime import convert_err
-from threadpoll._poll.fd_unix import FD, MAX_RW
-from threadpoll._runtime import trace as trace_state
-from threadpoll._runtime.netpoll import (
-    NO_DEADLINE,
-    PD_NIL,
-    POLL_NO_ERROR,
-    PollDesc,
-    runtime_poll_reset,
-)
+from threadpoll._poll.fd_unix import FD, CallLimit
+from threadpoll._poll.finalizer import finalizer as _finalizer
 from threadpoll.errors import ClosingError, with_written
 
 __all__ = [
@@ -143,40 +124,6 @@ _get_ident = threading.get_ident
 _MSG_DONTWAIT = getattr(_socket, "MSG_DONTWAIT", 0)
 _MSG_WAITALL = getattr(_socket, "MSG_WAITALL", 0)
 _CONNECT_IN_PROGRESS = (errno.EINPROGRESS, errno.EINTR)
-# A connect that is not finished yet, when SO_ERROR is read after a wake-up (Go's list).
-_CONNECT_PENDING = (errno.EINPROGRESS, errno.EALREADY, errno.EINTR)
-
-
-def _await_connect(
-    wait_write: Callable[[], None], so_error: Callable[[], int], getpeername: Callable[[], object]
-) -> int:
-    """Wait for a non-blocking connect in progress to finish; its error number (0:
-    connected). Shared by socket.connect and net.dial.
-
-    Go: net/fd_unix.go netFD.connect (the loop after EINPROGRESS)
-    """
-    while True:
-        # Performing multiple connect system calls on a non-blocking socket under Unix
-        # variants does not necessarily result in earlier errors being returned. Instead,
-        # once the poller tells us that the socket is ready, get the SO_ERROR socket option
-        # to see if the connection succeeded or failed (Go issue 7474).
-        wait_write()
-        err = so_error()
-        if err in _CONNECT_PENDING:
-            continue
-        if err == errno.EISCONN:
-            return 0
-        if err == 0:
-            # The poller can wake us up spuriously (Go issues 14548 and 19289; here a
-            # timeout's timer too). Check that we are really connected; if not, wait again.
-            try:
-                getpeername()
-            except OSError:
-                continue
-            return 0
-        return err
-
-
 # The socket options that bound a blocking call's wait in the kernel, and struct timeval's
 # layout (tv_usec is a long on Linux, an int on macOS: little-endian either way there).
 _SO_RCVTIMEO = getattr(_socket, "SO_RCVTIMEO", None)
@@ -219,198 +166,7 @@ def _timed_out() -> OSError:
     return _stdsocket.timeout("timed out")
 
 
-# --- The helper thread: per-call timers and finalizer closes -----------------------------
-
-
-@final
-class _Timer:
-    """One parked call's time limit: wake ``pd``'s ``mode`` waiter at ``until``."""
-
-    __slots__ = ("until", "seq", "pd", "mode", "armed")
-
-    def __init__(self, until: float, seq: int, pd: PollDesc, mode: str) -> None:
-        self.until = until
-        self.seq = seq
-        self.pd = pd
-        self.mode = mode
-        self.armed = True  # guarded by _Helper.lock
-
-    def __lt__(self, other: _Timer) -> bool:
-        return (self.until, self.seq) < (other.until, other.seq)
-
-
-@final
-class _Helper:
-    """A daemon thread, ``threadpoll-timers``, with two jobs:
-
-    - Per-call timeouts: a call that parks with a timeout arms a ``_Timer``; when it is due,
-      the thread wakes the parked call with ``netpollready`` (held under ``lock``, so once
-      ``disarm`` returns the timer can no longer fire: the pollDesc may be freed after that).
-    - Finalizer closes: ``__del__`` must not take a lock (a garbage collection can run while
-      this very thread holds one of the runtime's locks, which are not reentrant), so it queues
-      the FD on ``closes`` and pokes the thread, which closes it without waiting.
-
-    ``wake`` is a binary semaphore made of a bare lock: ``poke`` releases it (never blocking,
-    so ``__del__`` may call it), the thread acquires it to sleep until the next timer.
-
-    ``lock`` is re-entrant: a signal handler on a thread inside ``arm`` or ``disarm`` may make
-    a timed call itself. Re-entry is harmless: ``heappush`` is one C call, a lost update of
-    ``seq`` only makes two timers tie, and the heap is rebuilt only by the helper thread
-    itself (which runs no signal handlers), never under a caller's feet.
-    """
-
-    __slots__ = ("lock", "wake", "heap", "seq", "disarmed", "closes", "thread")
-
-    def __init__(self) -> None:
-        self.lock = threading.RLock()
-        self.wake = _thread.allocate_lock()
-        self.wake.acquire()
-        self.heap: list[_Timer] = []  # guarded by lock
-        self.seq = 0  # guarded by lock
-        self.disarmed = 0  # guarded by lock: disarmed timers still in heap
-        self.closes: collections.deque[FD] = collections.deque()  # thread-safe by itself
-        self.thread: threading.Thread | None = None  # guarded by lock
-
-    def start(self) -> None:
-        """Start the thread if it is not running (first socket; after fork)."""
-        # Benign race: the unlocked test sees None (the locked path decides) or a thread
-        # already started before it was stored under lock.
-        if self.thread is not None:
-            return
-        with self.lock:
-            if self.thread is None:
-                # A runtime thread for good: the timer half of Go's poller loop (findRunnable
-                # checks timers, then netpolls until the next one) and the finalizer closer.
-                t = threading.Thread(target=self._run, name="threadpoll-timers", daemon=True)
-                if self.thread is None:  # a signal handler here may have started one
-                    self.thread = t
-                    try:
-                        t.start()
-                    except BaseException:
-                        self.thread = None
-                        raise
-
-    def poke(self) -> None:
-        """Wake the thread. Never blocks and takes no lock."""
-        try:
-            self.wake.release()
-        except RuntimeError:
-            pass  # already released: a wake-up is pending
-
-    def arm(self, pd: PollDesc, mode: str, until: float) -> _Timer:
-        with self.lock:
-            self.seq += 1
-            t = _Timer(until, self.seq, pd, mode)
-            heapq.heappush(self.heap, t)
-            first = self.heap[0] is t
-        if first:
-            self.poke()
-        if self.thread is None:
-            self.start()
-        return t
-
-    def disarm(self, t: _Timer) -> None:
-        with self.lock:
-            if not t.armed:
-                return
-            t.armed = False
-            self.disarmed += 1
-            # Long timeouts on short waits would pile up disarmed timers: the helper thread
-            # drops them when they are most of the heap.
-            if self.disarmed > 64 and self.disarmed * 2 > len(self.heap):
-                self.poke()
-
-    def close_later(self, fd: FD) -> None:
-        """Close fd from the helper thread. Takes no lock (for ``__del__``)."""
-        self.closes.append(fd)
-        self.poke()
-
-    def finalize(
-        self, owner: object, fd: FD | None, _warn: Callable[..., None] = warnings.warn
-    ) -> None:
-        """A front's ``__del__`` (Go sets a finalizer that closes the descriptor): warn as the
-        stdlib does, then hand the close to this thread. A garbage collection can run while
-        the collecting thread holds a runtime lock (the poller holds its backend's), so the
-        close must not run inline. Takes no lock and never waits."""
-        if fd is None or fd.closing():
-            return
-        try:
-            _warn(f"unclosed {owner!r}", ResourceWarning, source=owner)
-        except Exception:  # noqa: BLE001 - interpreter shutdown
-            pass
-        self.close_later(fd)
-
-    def _run(self) -> None:
-        while True:
-            timeout = -1.0
-            with self.lock:
-                if self.disarmed > 64 and self.disarmed * 2 > len(self.heap):
-                    self.heap = [x for x in self.heap if x.armed]
-                    heapq.heapify(self.heap)
-                    self.disarmed = 0
-                now = _monotonic()
-                while self.heap:
-                    t = self.heap[0]
-                    if t.armed and t.until > now:
-                        timeout = min(t.until - now, threading.TIMEOUT_MAX)
-                        break
-                    heapq.heappop(self.heap)
-                    if not t.armed:
-                        self.disarmed -= 1
-                        continue
-                    t.armed = False
-                    try:
-                        # A spurious readiness: the woken call retries and sees its time is up.
-                        t.pd.rt.netpollready(t.pd, t.mode)
-                    except Exception:  # noqa: BLE001 - the helper must outlive a bad hook
-                        pass
-            while self.closes:
-                _close_nowait(self.closes.popleft())
-            self.wake.acquire(True, timeout)
-
-    def after_fork_in_child(self) -> None:
-        """The child has no helper thread and no parked calls: start afresh, lazily."""
-        self.lock = threading.RLock()
-        self.wake = _thread.allocate_lock()
-        self.wake.acquire()
-        self.heap = []
-        self.disarmed = 0
-        self.thread = None  # started again by the child's next socket or timed wait
-
-
-def _close_nowait(fd: FD) -> None:
-    """Close fd without waiting for calls in flight (the last one to leave destroys it)."""
-    try:
-        if fd.fdmu.incref_and_close():
-            fd.pd.evict()
-            fd.decref()
-    except Exception:  # noqa: BLE001 - a finalizer's close has nobody to report to
-        pass
-
-
-_helper = _Helper()
-
-
-def _wait(
-    fd: FD, mode: str, until: float | None, expired: Callable[[], OSError] = _timed_out
-) -> None:
-    """Park until fd is ready for mode, or raise: the closing error, DeadlineExceededError
-    (the FD's deadline), or ``expired()`` (by default TimeoutError('timed out')) once
-    ``until`` has passed."""
-    if until is None:
-        fd.pd.wait(mode, False)
-        return
-    if _monotonic() >= until:
-        raise expired()
-    pd = fd.pd.runtime_ctx
-    if pd is None:
-        fd.pd.wait(mode, False)  # raises: not pollable
-        return
-    t = _helper.arm(pd, mode, until)
-    try:
-        fd.pd.wait(mode, False)
-    finally:
-        _helper.disarm(t)
+# --- Waiting: per-call limits and the locks -------------------------------------------------
 
 
 def _kernel_timed_out() -> OSError:
@@ -431,6 +187,17 @@ def _kernel_until(d: _Desc, reading: bool) -> float | None:
     return _monotonic() + k if k else None
 
 
+def _limit(
+    d: _Desc, timeout: float | None, reading: bool, expired: Callable[[], OSError] = _timed_out
+) -> CallLimit:
+    """The limit of a call that starts now: its timeout (``expired()`` when it passes, by
+    default TimeoutError('timed out')) or, for a blocking call, SO_RCVTIMEO or SO_SNDTIMEO
+    (the kernel's EAGAIN when it passes, as the stdlib's blocking call raises)."""
+    if timeout is None:
+        return CallLimit(_kernel_until(d, reading), _kernel_timed_out)
+    return CallLimit(_monotonic() + timeout, expired)
+
+
 def _acquire(lock: threading.Lock, until: float | None) -> None:
     """Acquire lock, or raise TimeoutError('timed out') once ``until`` has passed."""
     if until is None:
@@ -449,14 +216,16 @@ def _acquire(lock: threading.Lock, until: float | None) -> None:
 
 @final
 class _Desc:
-    """What every threadpoll socket object on one OS descriptor shares: the FD, and the
-    per-direction locks taken before the FD's read and write locks.
+    """What every threadpoll socket object on one OS descriptor shares: the FD, its kernel
+    timeouts, and the per-direction locks taken before the FD's read and write methods.
 
-    The FD's own locks cannot be waited for with a timeout; these can, so a call's timeout
-    bounds its wait for the lock. A waiter here holds no FD reference: close wakes the holder,
-    which then lets the next one in to fail at once with the closing error. ``rowner`` and
-    ``wowner`` name the thread holding each direction, so that a close from that very thread
-    (a signal handler interrupting its own recv) does not wait for itself.
+    The drop-in's own locks, because a stdlib socket's timeout bounds the whole call, the
+    wait for the lock included, and the FD's read and write locks (Go's fdMutex) have no
+    timed wait; these do. The FD's lock under them is then free but for other fronts sharing
+    the FD. A waiter here holds no FD reference: close wakes the holder, which then lets the
+    next one in to fail at once with the closing error. ``rowner`` and ``wowner`` name the
+    thread holding each direction, so that a call from that very thread (a signal handler
+    interrupting its own recv) raises instead of waiting for itself.
     """
 
     __slots__ = (
@@ -474,7 +243,7 @@ class _Desc:
 
     def __init__(self, fd: FD) -> None:
         self.fd = fd
-        self.pollable = fd.pd.pollable()
+        self.pollable = fd.pollable()
         # SO_RCVTIMEO and SO_SNDTIMEO in seconds (0: none), as last read from the socket:
         # they bound a blocking call's wait as the kernel's do (see socket._io).
         self.rcvtimeo = 0.0
@@ -484,50 +253,31 @@ class _Desc:
         self.direct = self.pollable
         self.rlock = threading.Lock()
         self.wlock = threading.Lock()
-        # Written by the holder of rlock (wlock), read unlocked by held_by_me. Benign race:
-        # a thread compares them with its own ident, which only its own writes can store,
-        # and it always sees its own latest write; another thread's stale value never
-        # equals it.
+        # Written by the holder of rlock (wlock). Benign race: a thread compares them with
+        # its own ident, which only its own writes can store, and it always sees its own
+        # latest write; another thread's stale value never equals it.
         self.rowner: int | None = None
         self.wowner: int | None = None
 
     def lock(self, reading: bool, until: float | None) -> None:
-        """Take this direction's lock (waiting until ``until`` at most), then the FD's read
-        or write lock (the closing error if closed)."""
+        """Take this direction's lock, waiting until ``until`` at most."""
         lk = self.rlock if reading else self.wlock
-        if (self.rowner if reading else self.wowner) == threading.get_ident():
+        me = _get_ident()
+        if (self.rowner if reading else self.wowner) == me:
             raise _reentered("r" if reading else "w")
         _acquire(lk, until)
-        try:
-            if reading:
-                self.fd.read_lock()
-            else:
-                self.fd.write_lock()
-        except BaseException:
-            lk.release()
-            raise
         if reading:
-            self.rowner = threading.get_ident()
+            self.rowner = me
         else:
-            self.wowner = threading.get_ident()
+            self.wowner = me
 
     def unlock(self, reading: bool) -> None:
         if reading:
             self.rowner = None
-            try:
-                self.fd.read_unlock()
-            finally:
-                self.rlock.release()
+            self.rlock.release()
         else:
             self.wowner = None
-            try:
-                self.fd.write_unlock()
-            finally:
-                self.wlock.release()
-
-    def held_by_me(self) -> bool:
-        me = threading.get_ident()
-        return self.rowner == me or self.wowner == me
+            self.wlock.release()
 
     def set_kernel_timeouts(self, rcvtimeo: float, sndtimeo: float) -> None:
         self.rcvtimeo = rcvtimeo
@@ -549,7 +299,6 @@ def _after_fork_in_child() -> None:
         d.rlock = threading.Lock()
         d.wlock = threading.Lock()
         d.rowner = d.wowner = None
-    _helper.after_fork_in_child()
 
 
 if hasattr(os, "register_at_fork"):
@@ -731,7 +480,7 @@ class socket(_StdSocket):
                 if d is not None:
                     # Another live threadpoll socket owns this fd: share its FD.
                     self._view = True
-                elif owner is not None and owner._sock is not None:
+                elif owner is not None and not owner.is_file:
                     # A Conn, Listener or PacketConn owns it: share its FD as well (one
                     # registration with the poller; closing either closes both).
                     self._view = True
@@ -758,18 +507,18 @@ class socket(_StdSocket):
             else:
                 _CSocket.detach(self)  # the caller still owns its fd
             raise
-        _helper.start()
+        _finalizer.start()
 
     # --- finalization and close ----------------------------------------------------------
 
     def __del__(
         self,
         _warn: Callable[..., None] = warnings.warn,
-        _helper: _Helper = _helper,
+        _close_later: Callable[[FD], None] = _finalizer.close_later,
         _c_fileno: Callable[[_socket.socket], int] = _CSocket.fileno,
         _c_detach: Callable[[_socket.socket], int] = _CSocket.detach,
     ) -> None:
-        # No lock may be taken here (see _Helper): the close itself runs on the helper thread.
+        # No lock may be taken here (see _poll/finalizer.py): the close runs on its thread.
         # Default arguments, not globals: this may run while the interpreter shuts down.
         try:
             d = self._desc
@@ -780,13 +529,13 @@ class socket(_StdSocket):
                 return
             if not d.fd.closing():
                 _warn(f"unclosed {self!r}", ResourceWarning, stacklevel=2, source=self)
-                _helper.close_later(d.fd)
+                _close_later(d.fd)
             _c_detach(self)
             return
         if d.fd.closing():
             return
         _warn(f"unclosed {self!r}", ResourceWarning, stacklevel=2, source=self)
-        _helper.close_later(d.fd)
+        _close_later(d.fd)
 
     def _real_close(self, _ss: Any = None) -> None:
         """Close the FD: wake every blocked call with NetClosingError, return once they have
@@ -802,7 +551,7 @@ class socket(_StdSocket):
             # does not wait for that call (FD.close sees it on the stack).
             d.fd.close()
         except ClosingError:
-            if self._view and d.fd._detaching:
+            if self._view and d.fd.detached():
                 # The owner detached the descriptor, giving it back open: this object's own
                 # C-level fd is the only one left on it; close that, as the stdlib would.
                 _CSocket.close(self)
@@ -903,55 +652,48 @@ class socket(_StdSocket):
                 return op(self, *args)
             finally:
                 fd.decref()
-        until = None if timeout is None else _monotonic() + timeout
         reading = mode == "r"
         if flags_at is not None:
             args = _with_dontwait(args, flags_at)
+        until = None if timeout is None else _monotonic() + timeout
         d.lock(reading, until)
         try:
-            expired = _timed_out
-            if timeout is None:
-                # A blocking call: SO_RCVTIMEO or SO_SNDTIMEO bound its wait, as they bound
-                # the kernel's, and it then fails with EAGAIN as the stdlib's does.
-                until = _kernel_until(d, reading)
-                expired = _kernel_timed_out
-            fd.pd.prepare(mode, False)
-            while True:
+            # A blocking call: SO_RCVTIMEO or SO_SNDTIMEO bound its wait, as they bound the
+            # kernel's, and it then fails with EAGAIN as the stdlib's does. With a timeout,
+            # the stdlib's call keeps trying until it times out, even after a shutdown.
+            limit = _limit(d, None, reading) if timeout is None else CallLimit(until, _timed_out)
+            empty = _EMPTY_READS.get(op) if reading and timeout is None else None
+            got: list[_T] = []
+
+            def attempt(_sysfd: int) -> bool:
                 try:
-                    return op(self, *args)
+                    got.append(op(self, *args))
                 except BlockingIOError:
-                    pass
-                if fd.read_shut and timeout is None and reading and op in _EMPTY_READS:
-                    # With a timeout the stdlib's call keeps trying until it times out.
-                    return _EMPTY_READS[op]()  # type: ignore[no-any-return]
-                _wait(fd, mode, until, expired)
+                    if empty is None or not fd.read_shut:
+                        return False
+                    got.append(empty())
+                return True
+
+            if reading:
+                fd.raw_read(attempt, limit)
+            else:
+                fd.raw_write(attempt, limit)
+            return got[0]
         finally:
             d.unlock(reading)
 
-    def _io_blocking(self, op: Callable[..., _T], reading: bool, args: tuple[Any, ...]) -> _T:
-        """_io for the common call: a blocking socket (no timeout), no flags; ``args`` ends
-        with ``MSG_DONTWAIT``. The same steps as _Desc.lock, the FD's prepare and
-        _Desc.unlock, written out in line: this is the path the fast-path benchmark
-        measures, and each method call costs ~60 ns. Go's shape: readLock, prepareRead,
-        the syscall with no lock held, waitRead."""
+    def _io_blocking(self, reading: bool, call: Callable[..., _T], *args: Any) -> _T:
+        """The common call: a blocking socket (no timeout), no flags, no kernel timeout to
+        honour: ``call(*args)``, an FD method that does Go's steps (readLock, prepareRead,
+        the syscall with no lock held, waitRead), under this descriptor's direction lock."""
         d = self._desc
-        if not d.direct:
-            # Not pollable, or a kernel timeout to honour: _io's general path (args[-1] is
-            # the flags slot, MSG_DONTWAIT there only where the call may wait).
-            return self._io(op, "r" if reading else "w", 0, (*args[:-1], 0), len(args) - 1)
-        fd = d.fd
-        fdmu = fd.fdmu
         me = _get_ident()
         if reading:
-            mode = "r"
             lk = d.rlock
-            bit, waiters = MUTEX_RLOCK, MUTEX_RMASK
             if d.rowner == me:
                 raise _reentered("r")
         else:
-            mode = "w"
             lk = d.wlock
-            bit, waiters = MUTEX_WLOCK, MUTEX_WMASK
             if d.wowner == me:
                 raise _reentered("w")
         with lk:  # a with block: no window for Ctrl-C between acquire and try
@@ -960,81 +702,7 @@ class socket(_StdSocket):
             else:
                 d.wowner = me
             try:
-                pd = fd.pd.runtime_ctx
-                if fd._cfd:
-                    # The C core: its fdMutex has no state lock to inline.
-                    if (
-                        op is _CSocket.recv
-                        and fd._cfast
-                        and pd is not None
-                        and args[0].__class__ is int
-                        and 0 < args[0] <= MAX_RW
-                        and not fd.is_blocking
-                    ):
-                        # FD.read's first attempt and loop in C (threadpoll/_c/fd_unix.c),
-                        # recv(MSG_DONTWAIT) each time, under this socket's own read lock.
-                        return fd._read_c(pd, args[0])  # type: ignore[return-value]
-                    # Go's shape with the fdMutex's own methods.
-                    if not fdmu.rwlock(reading):
-                        raise fd._closed_error()
-                    try:
-                        fd.pd.prepare(mode, False)
-                        while True:
-                            try:
-                                return op(self, *args)
-                            except BlockingIOError:
-                                pass
-                            if fd.read_shut and reading and op in _EMPTY_READS:
-                                return _EMPTY_READS[op]()  # type: ignore[no-any-return]
-                            fd.pd.wait(mode, False)
-                    finally:
-                        if fdmu.rwunlock(reading):
-                            fd._destroy()
-                with fdmu._lock:  # fdMutex.rwlock's fast path: open and the lock free
-                    old = fdmu.state
-                    new = (old | bit) + MUTEX_REF
-                    locked = not old & (MUTEX_CLOSED | bit) and new & MUTEX_REF_MASK
-                    if locked:
-                        fdmu.state = new
-                if not locked and not fdmu._rwlock_slow(reading, True):
-                    raise fd._closed_error()
-                try:
-                    if pd is not None:
-                        dl = pd.rd if reading else pd.wd
-                        if (
-                            pd.closing
-                            or pd.poller_err is not None
-                            or (reading and pd.event_err)
-                            or (dl != NO_DEADLINE and dl <= _monotonic())
-                            or trace_state.enabled
-                        ):
-                            res = runtime_poll_reset(pd, mode)
-                            if res != POLL_NO_ERROR:
-                                raise convert_err(res, False, pd)
-                        elif reading:
-                            pd.rg = PD_NIL  # runtime_poll_reset's lock-free common case
-                        else:
-                            pd.wg = PD_NIL
-                    while True:
-                        try:
-                            return op(self, *args)
-                        except BlockingIOError:
-                            pass
-                        if fd.read_shut and reading and op in _EMPTY_READS:
-                            return _EMPTY_READS[op]()  # type: ignore[no-any-return]
-                        fd.pd.wait(mode, False)
-                finally:
-                    with fdmu._lock:  # fdMutex.rwunlock's fast path: held, nobody waiting
-                        old = fdmu.state
-                        unlocked = old & bit and old & MUTEX_REF_MASK and not old & waiters
-                        if unlocked:
-                            new = (old & ~bit) - MUTEX_REF
-                            fdmu.state = new
-                    if unlocked:
-                        if new & (MUTEX_CLOSED | MUTEX_REF_MASK) == MUTEX_CLOSED:
-                            fd._destroy()
-                    elif fdmu._rwunlock_slow(reading):
-                        fd._destroy()
+                return call(*args)
             finally:
                 if reading:
                     d.rowner = None
@@ -1068,8 +736,10 @@ class socket(_StdSocket):
     def recv(self, bufsize: int, flags: int = 0, /) -> bytes:
         if self._timeout is None:
             if not flags:
-                return self._io_blocking(_CSocket.recv, True, (bufsize, _MSG_DONTWAIT))
-            if self._waits_for_all(flags):
+                d = self._desc
+                if d.direct:
+                    return self._io_blocking(True, d.fd.recv, bufsize)
+            elif self._waits_for_all(flags):
                 parts: list[bytes] = []
 
                 def attempt(pos: int, fl: int) -> tuple[int, bool]:
@@ -1084,10 +754,10 @@ class socket(_StdSocket):
     def recv_into(self, buffer: Any, nbytes: int = 0, flags: int = 0) -> int:
         if self._timeout is None:
             if not flags:
-                return self._io_blocking(
-                    _CSocket.recv_into, True, (buffer, nbytes, _MSG_DONTWAIT)
-                )
-            if self._waits_for_all(flags):
+                d = self._desc
+                if d.direct:
+                    return self._io_blocking(True, d.fd.recv_into, buffer, nbytes)
+            elif self._waits_for_all(flags):
                 try:
                     view = _bytes_view(buffer)
                 except TypeError:
@@ -1126,35 +796,30 @@ class socket(_StdSocket):
         kernel would report at the next call; here that call sees what follows it, EOF for
         a reset connection). Returns the total read."""
         d = self._desc
-        fd = d.fd
         fl = _nowait(flags & ~_MSG_WAITALL)
         pos = 0
-        d.lock(True, None)
-        try:
-            until = _kernel_until(d, True)
-            fd.pd.prepare_read(False)
+
+        def read_some(_sysfd: int) -> bool:
+            nonlocal pos
             while True:
                 try:
                     n, stop = attempt(pos, fl)
                 except BlockingIOError:
-                    pass
-                except OSError:
-                    if pos:
-                        return pos
-                    raise
-                else:
-                    pos += n
-                    if stop or not n or pos >= want:
-                        return pos
-                    continue
-                try:
-                    _wait(fd, "r", until, _kernel_timed_out)
-                except OSError:
-                    if pos:
-                        return pos
-                    raise
+                    return False
+                pos += n
+                if stop or not n or pos >= want:
+                    return True
+
+        d.lock(True, None)
+        try:
+            d.fd.raw_read(read_some, _limit(d, None, True))
+        except OSError:
+            if pos:
+                return pos
+            raise
         finally:
             d.unlock(True)
+        return pos
 
     def recvfrom(self, bufsize: int, flags: int = 0, /) -> tuple[bytes, Any]:
         return self._io(_CSocket.recvfrom, "r", flags, (bufsize, flags), 1)
@@ -1223,10 +888,15 @@ class socket(_StdSocket):
                 if not _dontwait(flags):
                     return self._send_all(data, flags, -1)
             else:
+                d = self._desc
                 try:
-                    n = self._io_blocking(_CSocket.send, False, (data, _MSG_DONTWAIT))
+                    if d.direct:
+                        n = self._io_blocking(False, d.fd.send, data)
+                    else:
+                        n = self._io(_CSocket.send, "w", 0, (data, 0), 1)
                 except BaseException as e:
-                    with_written(e, 0)
+                    if getattr(e, "written", None) is None:  # FD.send may have set it
+                        with_written(e, 0)
                     raise
                 t = type(data)
                 if (t is bytes or t is bytearray) and n == len(data):
@@ -1250,34 +920,35 @@ class socket(_StdSocket):
             if sent >= total:
                 return sent
             d = self._desc
-            fd = d.fd
             if not d.pollable:
                 return self._ref(_CSocket.send, view[max(sent, 0) :], flags) + max(sent, 0)
             pos = max(sent, 0)
             nowait = _nowait(flags)
+
+            def send_rest(_sysfd: int) -> bool:
+                nonlocal pos
+                while True:  # do-while: send(b"") sends one empty datagram
+                    try:
+                        pos += _CSocket.send(self, view[pos:], nowait)
+                    except BlockingIOError:
+                        return False
+                    if pos >= total:
+                        return True
+
             try:
                 d.lock(False, None)
                 try:
-                    until = _kernel_until(d, False)
-                    fd.pd.prepare_write(False)
-                    while True:  # do-while: send(b"") sends one empty datagram
-                        try:
-                            pos += _CSocket.send(self, view[pos:], nowait)
-                        except BlockingIOError:
-                            try:
-                                _wait(fd, "w", until, _kernel_timed_out)
-                            except BlockingIOError:
-                                if pos:
-                                    return pos  # SO_SNDTIMEO: the kernel returns the count
-                                raise
-                            continue
-                        if pos >= total:
-                            return pos
+                    d.fd.raw_write(send_rest, _limit(d, None, False))
+                except BlockingIOError:
+                    if pos:
+                        return pos  # SO_SNDTIMEO: the kernel returns the count
+                    raise
                 finally:
                     d.unlock(False)
             except BaseException as e:
                 with_written(e, pos)
                 raise
+            return pos
 
     def sendto(self, data: Any, *args: Any) -> int:
         if len(args) == 1:
@@ -1331,32 +1002,33 @@ class socket(_StdSocket):
                 finally:
                     fd.decref()
             until = None if timeout is None else _monotonic() + timeout
+            dflags = flags | _MSG_DONTWAIT if isinstance(flags, int) else flags
+            # SO_SNDTIMEO, for a blocking call: as in the stdlib's loop of blocking send(2)s,
+            # EAGAIN once one makes no progress for that long.
+            limit = _limit(d, None, False) if timeout is None else CallLimit(until, _timed_out)
+
+            def send_all(_sysfd: int) -> bool:
+                nonlocal pos
+                while True:
+                    try:
+                        pos += _CSocket.send(self, view[pos:], dflags)
+                    except BlockingIOError:
+                        return False
+                    if pos >= total:
+                        return True
+                    if limit.until is not None and timeout is None:
+                        limit.until = _kernel_until(d, False)
+
             try:
                 d.lock(False, until)
                 try:
-                    expired = _timed_out
-                    if timeout is None:
-                        # SO_SNDTIMEO: as in the stdlib's loop of blocking send(2)s, EAGAIN
-                        # once one makes no progress for that long.
-                        until = _kernel_until(d, False)
-                        expired = _kernel_timed_out
-                    fd.pd.prepare_write(False)
-                    dflags = flags | _MSG_DONTWAIT if isinstance(flags, int) else flags
-                    while True:
-                        try:
-                            pos += _CSocket.send(self, view[pos:], dflags)
-                        except BlockingIOError:
-                            _wait(fd, "w", until, expired)
-                            continue
-                        if pos >= total:
-                            return None
-                        if until is not None and timeout is None:
-                            until = _kernel_until(d, False)
+                    fd.raw_write(send_all, limit)
                 finally:
                     d.unlock(False)
             except BaseException as e:
                 with_written(e, pos)
                 raise
+            return None
 
     def _sendfile_use_sendfile(self, file: Any, offset: int = 0, count: int | None = None) -> int:
         """The stdlib's zero-copy path, step for step (os.sendfile, the same checks and
@@ -1388,30 +1060,28 @@ class socket(_StdSocket):
         timeout = self._timeout
         if timeout == 0:
             raise ValueError("non-blocking sockets are not supported")
-        fd = d.fd
         total_sent = 0
         try:
             # As the stdlib's, the timeout bounds each wait for progress, not the whole call:
             # ``until`` moves on after each block sent (and only then: the runtime may wake
             # a waiter spuriously, so a wake-up alone proves nothing).
             until = None if timeout is None else _monotonic() + timeout
-            d.lock(False, until)
-            try:
-                fd.pd.prepare_write(False)
+            limit = CallLimit(until, _timed_out)
+
+            def send_blocks(sysfd: int) -> bool:
+                nonlocal blocksize, offset, total_sent
                 while True:
                     if count:
                         blocksize = count - total_sent
                         if blocksize <= 0:
-                            break
+                            return True
                     try:
-                        # The write lock holds a reference: fd.sysfd stays this socket's.
                         # sendfile(2) has no MSG_DONTWAIT: the descriptor is non-blocking for
                         # the duration of the call only, as for accept and connect.
                         with _nonblocking(self):
-                            sent = os_sendfile(fd.sysfd, fileno, offset, blocksize)
+                            sent = os_sendfile(sysfd, fileno, offset, blocksize)
                     except BlockingIOError:
-                        _wait(fd, "w", until)
-                        continue
+                        return False
                     except OSError as err:
                         if total_sent == 0:
                             # Not a regular mmap(2)-like file, most likely: fall back on
@@ -1419,11 +1089,15 @@ class socket(_StdSocket):
                             raise giveup(err) from None
                         raise err from None
                     if sent == 0:
-                        break  # EOF
+                        return True  # EOF
                     offset += sent
                     total_sent += sent
                     if timeout is not None:
-                        until = _monotonic() + timeout
+                        limit.until = _monotonic() + timeout
+
+            d.lock(False, until)
+            try:
+                d.fd.raw_write(send_blocks, limit)
                 return total_sent
             finally:
                 d.unlock(False)
@@ -1509,52 +1183,65 @@ class socket(_StdSocket):
         until = None if timeout is None else _monotonic() + timeout
         try:
             d.lock(False, until)
-        except ClosingError:
-            if raising:
-                raise
-            return errno.EBADF
         except OSError:  # the timeout, waiting for the write lock
             if raising:
                 raise
             return errno.EWOULDBLOCK
         try:
+            got: list[int] = []
+            started = False
+
+            def connect_locked(_sysfd: int) -> bool:
+                nonlocal started
+                started = True
+                got.append(self._connect_locked(address, raising, timeout, until))
+                return True
+
             try:
-                fd.pd.prepare_write(False)
+                fd.raw_write(connect_locked)
+            except OSError as e:
+                if raising or started:
+                    raise
+                return e.errno or errno.EBADF  # closed (EBADF), or the write deadline
+            return got[0]
+        finally:
+            d.unlock(False)
+
+    def _connect_locked(
+        self, address: Any, raising: bool, timeout: float | None, until: float | None
+    ) -> int:
+        """connect's work, holding the FD's write lock: the attempt and, if it is in
+        progress, the wait for its outcome (the FD's netFD.connect loop)."""
+        # Connect has no MSG_DONTWAIT: non-blocking for the duration of the call only.
+        with _nonblocking(self):
+            err = self._connect_attempt(address, raising)
+            if err == errno.ECONNABORTED and timeout is None:
+                # Linux: the first connect(2) after a non-blocking connect failed only resets
+                # the socket, reporting ECONNABORTED; a blocking connect resets it itself, so
+                # the stdlib's reports the real error every time. Make the real attempt.
+                err = self._connect_attempt(address, raising)
+            if err not in _CONNECT_IN_PROGRESS:
+                return err
+            # SO_SNDTIMEO bounds a blocking connect; the kernel then reports EINPROGRESS.
+            if timeout is None:
+                limit = _limit(self._desc, None, False)
+                limit.expired = _connect_timed_out
+            else:
+                limit = CallLimit(until, _timed_out)
+            try:
+                err = self._desc.fd.wait_connect(limit)
             except OSError as e:
                 if raising:
                     raise
-                return e.errno or errno.EBADF
-            # Connect has no MSG_DONTWAIT: non-blocking for the duration of the call only.
-            with _nonblocking(self):
-                err = self._connect_attempt(address, raising)
-                if err == errno.ECONNABORTED and timeout is None:
-                    # Linux: the first connect(2) after a non-blocking connect failed only resets
-                    # the socket, reporting ECONNABORTED; a blocking connect resets it itself, so
-                    # the stdlib's reports the real error every time. Make the real attempt.
-                    err = self._connect_attempt(address, raising)
-                if err not in _CONNECT_IN_PROGRESS:
-                    return err
-                expired = _timed_out
-                if timeout is None:
-                    # SO_SNDTIMEO bounds a blocking connect; the kernel then reports EINPROGRESS.
-                    until = _kernel_until(d, False)
-                    expired = _connect_timed_out
-                try:
-                    err = self._connect_wait(fd, until, expired)
-                except OSError as e:
-                    if raising:
-                        raise
-                    return e.errno if e.errno is not None else errno.EWOULDBLOCK
-                if err == 0 and timeout is None:
-                    # Linux marks a socket whose non-blocking connect completed as connected only
-                    # at its next connect(2) (which returns 0); until then a connect returns 0
-                    # again. A blocking connect is one call that does both: make the second, so
-                    # that a later connect reports EISCONN as the stdlib's does.
-                    with contextlib.suppress(OSError):
-                        _CSocket.connect_ex(self, address)
-                return err
-        finally:
-            d.unlock(False)
+                return e.errno if e.errno is not None else errno.EWOULDBLOCK
+            if err == 0 and timeout is None:
+                # Linux marks a socket whose non-blocking connect completed as connected only
+                # at its next connect(2) (which returns 0); until then a connect returns 0
+                # again. A blocking connect is one call that does both: make the second, so
+                # that a later connect reports EISCONN as the stdlib's does.
+                with contextlib.suppress(OSError):
+                    _CSocket.connect_ex(self, address)
+            return err
 
     def _connect_attempt(self, address: Any, raising: bool) -> int:
         """One non-blocking connect(2); its error number. Address errors (gaierror,
@@ -1569,19 +1256,6 @@ class socket(_StdSocket):
                 return e.errno
             raise
         return 0
-
-    def _connect_wait(
-        self, fd: FD, until: float | None, expired: Callable[[], OSError] = _timed_out
-    ) -> int:
-        """Wait for a non-blocking connect to finish; its error number (0: connected).
-
-        Go: net/fd_unix.go netFD.connect (the loop after EINPROGRESS)
-        """
-        return _await_connect(
-            lambda: _wait(fd, "w", until, expired),
-            lambda: int(_CSocket.getsockopt(self, _socket.SOL_SOCKET, _socket.SO_ERROR)),
-            lambda: _CSocket.getpeername(self),
-        )
 
     # --- the rest: a reference each -------------------------------------------------------
 

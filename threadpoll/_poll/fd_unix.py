@@ -22,6 +22,11 @@ Differences from Go:
 - DIVERGENCE(go): EINTR is retried by Python itself (PEP 475); a signal handler that raises
   propagates its exception, leaving the descriptor usable.
 - DIVERGENCE(go): ``read_into``/``recvfrom_into`` fill a caller's buffer, Python's style.
+- DIVERGENCE(go): ``recv``, ``recv_into`` and ``send`` serve the drop-in socket's blocking
+  calls, and ``raw_read``, ``raw_write`` and ``wait_connect`` take a ``CallLimit``, a time
+  limit for that call alone (a stdlib socket's timeout): while the call waits, its
+  direction's pollDesc deadline is the earlier of the user's deadline and the limit, the way
+  Go's net sets a write deadline for a dial's context. No timer thread is involved.
 - DIVERGENCE(go): on a socket, reads and writes are ``recv``/``send`` with ``MSG_DONTWAIT``
   rather than read(2)/write(2), so an attempt never blocks even when another holder of the
   open file description (a child process, ``socket.socket(fileno=...)``) has cleared
@@ -53,35 +58,33 @@ import time
 import weakref
 from collections.abc import Iterable
 from types import FrameType
-from typing import Any, Callable
+from typing import Any, Callable, TypeVar
 
 from typing_extensions import Buffer, final
 
 from threadpoll._poll.fd_mutex import (
-    MUTEX_CLOSED,
-    MUTEX_REF,
-    MUTEX_REF_MASK,
-    MUTEX_RLOCK,
-    MUTEX_RMASK,
     FDMutex,
     clear_poison_c,
     poison_after_fork_c,
 )
-from threadpoll._poll.fd_poll_runtime import PollHandle, convert_err, deadline_value, err_closing
+from threadpoll._poll.fd_poll_runtime import PollHandle, deadline_value, err_closing
 from threadpoll._runtime import trace
-from threadpoll._runtime.netpoll import (
-    NO_DEADLINE,
-    PD_NIL,
-    POLL_NO_ERROR,
-    PollDesc,
-    runtime_poll_reset,
-)
+from threadpoll._runtime.netpoll import NO_DEADLINE, PollDesc
 from threadpoll._runtime.netpoll_c import cpoll as _cpoll
 from threadpoll._runtime.park import Sema
 from threadpoll._runtime.proc import Runtime, get_runtime
-from threadpoll.errors import NoDeadlineError, with_written
+from threadpoll.errors import DeadlineExceededError, NoDeadlineError, with_written
 
-__all__ = ["FD", "MAX_RW", "live_fds", "owner_of"]
+__all__ = [
+    "FD",
+    "CallLimit",
+    "MAX_RW",
+    "CONNECT_PENDING",
+    "live_fds",
+    "owner_of",
+]
+
+_T = TypeVar("_T")
 
 # The C socket type. FD calls its methods unbound, so a socket.socket subclass that overrides
 # recv and friends in Python (threadpoll.socket) can hand itself to an FD without recursion.
@@ -94,6 +97,9 @@ MAX_RW = 1 << 30
 _monotonic = time.monotonic
 _MSG_DONTWAIT = getattr(socket, "MSG_DONTWAIT", 0)
 _PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# A connect that is not finished yet, when SO_ERROR is read after a wake-up (Go's list).
+CONNECT_PENDING = (errno.EINPROGRESS, errno.EALREADY, errno.EINTR)
 
 # Linux applies shutdown(2) of an unconnected socket even as it reports ENOTCONN.
 _SHUTDOWN_DESPITE_ENOTCONN = sys.platform.startswith("linux")
@@ -151,6 +157,24 @@ def live_fds() -> list[FD]:
 
 
 @final
+class CallLimit:
+    """A time limit for one call, as a stdlib socket's timeout sets it: ``until``, absolute
+    ``time.monotonic()`` seconds (None: none), and ``expired``, which makes the error raised
+    when it passes (``socket.timeout('timed out')``, say). The caller may move ``until``
+    between waits (a budget renewed by progress).
+
+    Go: none (Go's calls have no timeouts; net sets a deadline where it needs one)
+    """
+
+    __slots__ = ("until", "expired")
+
+    def __init__(self, until: float | None, expired: Callable[[], BaseException]) -> None:
+        """Go: none"""
+        self.until = until
+        self.expired = expired
+
+
+@final
 class FD:
     """A file descriptor with Go's internal/poll semantics.
 
@@ -183,6 +207,11 @@ class FD:
         "init_errno",
         "_cfd",
         "_cfast",
+        "_dl_lock",
+        "_rd",
+        "_wd",
+        "_rcall",
+        "_wcall",
         "__weakref__",
     )
 
@@ -193,7 +222,6 @@ class FD:
         net: str = "file",
         pollable: bool = True,
         is_stream: bool = True,
-        zero_read_is_eof: bool = True,  # noqa: ARG002 - see the docstring
         kind: str = "",
         runtime: Runtime | None = None,
         sock: socket.socket | None = None,
@@ -205,10 +233,6 @@ class FD:
         (its C-level methods, in non-blocking mode); by default the FD makes its own. Either
         way it is detached, never closed, when the FD is destroyed. If the constructor
         raises, sysfd is left as it was and the caller still owns it.
-
-        ``zero_read_is_eof`` is accepted and ignored: Go's FD keeps it for ``eofError``, and
-        reads here return ``b""`` at end of file instead (net.py still passes it; to be
-        dropped together with that argument).
 
         ``keep_mode`` (the drop-in socket) leaves the descriptor's blocking mode and the
         socket object's timeout to the caller: every attempt is then a recv/send with
@@ -253,6 +277,14 @@ class FD:
         # Guards is_blocking against set_blocking; re-entrant, as a signal handler's close may
         # run while its thread is inside set_blocking (re-entry only reads the flag).
         self._block_lock = threading.RLock()
+        # The deadlines the user set (_rd, _wd) and the limits of the calls waiting now with
+        # one of their own (_rcall, _wcall: see _wait); the pollDesc has the earlier of each
+        # pair. Re-entrant: a signal handler may set a deadline while its thread is inside.
+        self._dl_lock = threading.RLock()
+        self._rd = NO_DEADLINE  # guarded by _dl_lock
+        self._wd = NO_DEADLINE  # guarded by _dl_lock
+        self._rcall: float | None = None  # guarded by _dl_lock
+        self._wcall: float | None = None  # guarded by _dl_lock
         self._sock: _socket.socket | None = sock
         self._detaching = False
         self._poisoned = False  # set in a forked child if a parent thread held the FD
@@ -383,6 +415,7 @@ class FD:
         self._poisoned = self._ghost_refs != 0
         self.csema = Sema()
         self._block_lock = threading.RLock()
+        self._dl_lock = threading.RLock()
 
     # --- close ---------------------------------------------------------------------------
 
@@ -502,14 +535,6 @@ class FD:
                 loc = f.f_locals
                 if loc.get("self") is self or loc.get("fd") is self:
                     return True
-                d = loc.get("d")
-                if d is not None and getattr(d, "fd", None) is self and f.f_code.co_name in (
-                    "_io_blocking",
-                    "_io",
-                    "sendall",
-                    "_connect",
-                ):
-                    return True
             f = f.f_back
         return False
 
@@ -570,6 +595,13 @@ class FD:
         os.set_blocking(fd, self._was_blocking)
         return fd
 
+    def detached(self) -> bool:
+        """Whether detach() gave the descriptor back (it is open, and no longer this FD's).
+
+        Go: none
+        """
+        return self._detaching
+
     # --- reads ---------------------------------------------------------------------------
 
     def read(self, n: int) -> bytes:
@@ -579,78 +611,13 @@ class FD:
         """
         if n.__class__ is not int or n < 0:
             n = _size(n)
-        if self._cfd:
-            # The C core: its fdMutex has no state lock to inline; the first attempt is C's.
-            pd = self.pd.runtime_ctx
-            if n > MAX_RW and self.is_stream:
-                n = MAX_RW
-            if self._cfast and pd is not None and n and not self.is_blocking:
-                return self._read_c(pd, n)
-            return self._read_slow(n)
-        # readLock, prepareRead and readUnlock are written out in line (each is a method
-        # call in Go's code too, but Python charges ~60 ns per call): this is the path the
-        # fast-path benchmark measures. The syscall runs with no lock held.
-        fdmu = self.fdmu
-        with fdmu._lock:  # fdMutex.rwlock's fast path: open and the read lock free
-            old = fdmu.state
-            new = (old | MUTEX_RLOCK) + MUTEX_REF
-            locked = not old & (MUTEX_CLOSED | MUTEX_RLOCK) and new & MUTEX_REF_MASK
-            if locked:
-                fdmu.state = new
-        if not locked and not fdmu._rwlock_slow(True, True):
-            raise self._closed_error()
-        try:
-            if n == 0:
-                # If the caller wanted a zero byte read, return immediately without trying
-                # (after the lock: a zero read still queues behind a read in progress).
-                return b""
+        if n > MAX_RW and self.is_stream:
+            n = MAX_RW
+        if self._cfast and n and not self.is_blocking:
             pd = self.pd.runtime_ctx
             if pd is not None:
-                d = pd.rd
-                if (
-                    pd.closing
-                    or pd.poller_err is not None
-                    or pd.event_err
-                    or (d != NO_DEADLINE and d <= _monotonic())
-                    or trace.enabled
-                ):
-                    res = runtime_poll_reset(pd, "r")
-                    if res != POLL_NO_ERROR:
-                        raise convert_err(res, self.is_file, pd)
-                else:
-                    pd.rg = PD_NIL  # runtime_poll_reset's lock-free common case, in line
-            if n > MAX_RW and self.is_stream:
-                n = MAX_RW
-            sock = self._sock
-            if sock is not None and pd is not None:
-                while True:
-                    try:
-                        return _CSocket.recv(sock, n, _MSG_DONTWAIT)
-                    except BlockingIOError:
-                        if self.read_shut:
-                            return b""
-                        self.pd.wait_read(self.is_file)
-            while True:
-                try:
-                    return os.read(self.sysfd, n)
-                except BlockingIOError:
-                    if pd is None:
-                        raise
-                    if self.read_shut:
-                        return b""
-                    self.pd.wait_read(self.is_file)
-        finally:
-            with fdmu._lock:  # fdMutex.rwunlock's fast path: held, nobody waiting
-                old = fdmu.state
-                unlocked = old & MUTEX_RLOCK and old & MUTEX_REF_MASK and not old & MUTEX_RMASK
-                if unlocked:
-                    new = (old & ~MUTEX_RLOCK) - MUTEX_REF
-                    fdmu.state = new
-            if unlocked:
-                if new & (MUTEX_CLOSED | MUTEX_REF_MASK) == MUTEX_CLOSED:
-                    self._destroy()
-            elif fdmu._rwunlock_slow(True):
-                self._destroy()
+                return self._read_c(pd, n)  # the C core's first attempt
+        return self._read_slow(n)
 
     def _read_c(self, pd: PollDesc, n: int) -> bytes:
         """FD.read on the C core: the first attempt in C (threadpoll/_c/fd_unix.c), then,
@@ -676,48 +643,34 @@ class FD:
                 self._destroy()
 
     def _read_slow(self, n: int) -> bytes:
-        """FD.read as Go writes it: readLock, prepareRead, read(2) until not EAGAIN, readUnlock.
+        """FD.read as Go writes it: readLock, prepareRead, read(2) (recv on a socket) until
+        not EAGAIN, waitRead between tries, readUnlock. The Python runtime's only path; on
+        the C core, where the first attempt in C could not decide.
 
         Go: internal/poll/fd_unix.go FD.Read
         """
-        # read_lock, prepare_read and read_unlock written out in line (each is a method call
-        # in Go's code too, but Python charges ~60 ns per call).
-        fdmu = self.fdmu
-        if not fdmu.rwlock(True):
-            raise self._closed_error()
+        self.read_lock()
         try:
             if n == 0:
                 # If the caller wanted a zero byte read, return immediately without trying
                 # (after the lock: a zero read still queues behind a read in progress).
                 return b""
-            pd = self.pd.runtime_ctx
-            if pd is not None:
-                res = runtime_poll_reset(pd, "r")
-                if res != POLL_NO_ERROR:
-                    raise convert_err(res, self.is_file, pd)
-            if n > MAX_RW and self.is_stream:
-                n = MAX_RW
+            self.pd.prepare_read(self.is_file)
             sock = self._sock
-            if sock is not None and pd is not None:
-                while True:
-                    try:
-                        return _CSocket.recv(sock, n, _MSG_DONTWAIT)
-                    except BlockingIOError:
-                        if self.read_shut:
-                            return b""
-                        self.pd.wait_read(self.is_file)
+            pollable = self.pd.pollable()
             while True:
                 try:
+                    if sock is not None and pollable:
+                        return _CSocket.recv(sock, n, _MSG_DONTWAIT)
                     return os.read(self.sysfd, n)
                 except BlockingIOError:
-                    if pd is None:
+                    if not pollable:
                         raise
                     if self.read_shut:
                         return b""
                     self.pd.wait_read(self.is_file)
         finally:
-            if fdmu.rwunlock(True):
-                self._destroy()
+            self.read_unlock()
 
     def read_into(self, buf: Buffer) -> int:
         """Like read, into a writable buffer; returns the byte count (0 at EOF).
@@ -725,34 +678,28 @@ class FD:
         Go: internal/poll/fd_unix.go FD.Read
         """
         mv = _writable(buf)
-        fdmu = self.fdmu
-        if not fdmu.rwlock(True):
-            raise self._closed_error()
+        self.read_lock()
         try:
             if len(mv) == 0:
                 return 0
-            pd = self.pd.runtime_ctx
-            if pd is not None:
-                res = runtime_poll_reset(pd, "r")
-                if res != POLL_NO_ERROR:
-                    raise convert_err(res, self.is_file, pd)
+            self.pd.prepare_read(self.is_file)
             if self.is_stream and len(mv) > MAX_RW:
                 mv = mv[:MAX_RW]
             sock = self._sock
+            pollable = self.pd.pollable()
             while True:
                 try:
-                    if sock is not None and pd is not None:
+                    if sock is not None and pollable:
                         return _CSocket.recv_into(sock, mv, 0, _MSG_DONTWAIT)
                     return os.readv(self.sysfd, [mv])
                 except BlockingIOError:
-                    if pd is None:
+                    if not pollable:
                         raise
                     if self.read_shut:
                         return 0
                     self.pd.wait_read(self.is_file)
         finally:
-            if fdmu.rwunlock(True):
-                self._destroy()
+            self.read_unlock()
 
     def pread(self, n: int, off: int) -> bytes:
         """Read at an offset; independent of the read lock and of the poller.
@@ -772,59 +719,40 @@ class FD:
     def recvfrom(self, n: int, flags: int = 0) -> tuple[bytes, Any]:
         """Go: internal/poll/fd_unix.go FD.ReadFrom"""
         n = _size(n)
-        sock = self._socket()
-        self.read_lock()
-        try:
-            self.pd.prepare_read(self.is_file)
-            flags = self._dontwait(flags)
-            while True:
-                try:
-                    return _CSocket.recvfrom(sock, n, flags)
-                except BlockingIOError:
-                    if not self.pd.pollable():
-                        raise
-                    if self.read_shut:
-                        return (b"", None)
-                    self.pd.wait_read(self.is_file)
-        finally:
-            self.read_unlock()
+        return self._sock_read(_CSocket.recvfrom, (n, self._dontwait(flags)), (b"", None))
 
     def recvfrom_into(self, buf: Buffer, nbytes: int = 0, flags: int = 0) -> tuple[int, Any]:
         """Go: internal/poll/fd_unix.go FD.ReadFrom"""
-        sock = self._socket()
-        self.read_lock()
-        try:
-            self.pd.prepare_read(self.is_file)
-            flags = self._dontwait(flags)
-            while True:
-                try:
-                    return _CSocket.recvfrom_into(sock, buf, nbytes, flags)
-                except BlockingIOError:
-                    if not self.pd.pollable():
-                        raise
-                    if self.read_shut:
-                        return (0, None)
-                    self.pd.wait_read(self.is_file)
-        finally:
-            self.read_unlock()
+        args = (buf, nbytes, self._dontwait(flags))
+        return self._sock_read(_CSocket.recvfrom_into, args, (0, None))
 
     def recvmsg(
         self, bufsize: int, ancbufsize: int = 0, flags: int = 0
     ) -> tuple[bytes, list[Any], int, Any]:
         """Go: internal/poll/fd_unix.go FD.ReadMsg"""
+        args = (bufsize, ancbufsize, self._dontwait(flags))
+        empty: tuple[bytes, list[Any], int, Any] = (b"", [], 0, None)
+        return self._sock_read(_CSocket.recvmsg, args, empty)
+
+    def _sock_read(self, op: Callable[..., _T], args: tuple[Any, ...], empty: _T) -> _T:
+        """Go's read loop for a socket call: readLock, prepareRead, ``op(sock, *args)`` (its
+        flags with MSG_DONTWAIT) until not EAGAIN, waitRead between tries, readUnlock.
+        ``empty`` is what a read returns once the read side is shut and nothing is queued.
+
+        Go: internal/poll/fd_unix.go FD.Read, FD.ReadFrom, FD.ReadMsg (their shared shape)
+        """
         sock = self._socket()
         self.read_lock()
         try:
             self.pd.prepare_read(self.is_file)
-            flags = self._dontwait(flags)
             while True:
                 try:
-                    return _CSocket.recvmsg(sock, bufsize, ancbufsize, flags)
+                    return op(sock, *args)
                 except BlockingIOError:
                     if not self.pd.pollable():
                         raise
                     if self.read_shut:
-                        return (b"", [], 0, None)
+                        return empty
                     self.pd.wait_read(self.is_file)
         finally:
             self.read_unlock()
@@ -835,6 +763,10 @@ class FD:
 
         Go: internal/poll/fd_unix.go FD.Accept
         """
+        if self._cfast and _accept_c is not None and not self.is_blocking:
+            pd = self.pd.runtime_ctx
+            if pd is not None:
+                return _accept_c(self, pd)  # type: ignore[no-any-return]
         sock = self._socket()
         self.read_lock()
         try:
@@ -881,23 +813,20 @@ class FD:
 
         Go: internal/poll/fd_unix.go FD.Write
         """
-        fdmu = self.fdmu
-        if not fdmu.rwlock(False):
-            raise with_written(self._closed_error(), 0)
+        try:
+            self.write_lock()
+        except BaseException as e:
+            with_written(e, 0)
+            raise
         try:
             try:
-                pd = self.pd.runtime_ctx
-                if pd is not None:
-                    res = runtime_poll_reset(pd, "w")
-                    if res != POLL_NO_ERROR:
-                        raise convert_err(res, self.is_file, pd)
+                self.pd.prepare_write(self.is_file)
             except BaseException as e:
                 with_written(e, 0)
                 raise
-            return self._write_locked(mv, total, 0, pd, False)
+            return self._write_locked(mv, total, 0, self.pd.runtime_ctx, False)
         finally:
-            if fdmu.rwunlock(False):
-                self._destroy()
+            self.write_unlock()
 
     def _write_c(self, pd: PollDesc, mv: memoryview, total: int) -> int:
         """FD.write on the C core: the first attempt in C (threadpoll/_c/fd_unix.c), then
@@ -997,58 +926,106 @@ class FD:
         Go: internal/poll/fd_unix.go FD.WriteTo
         """
         mv = _readable(data, "sendto()")
-        sock = self._socket()
-        self.write_lock()
+        self._socket()
         try:
-            try:
-                self.pd.prepare_write(self.is_file)
-                flags = self._dontwait(flags)
-                while True:
-                    try:
-                        _CSocket.sendto(sock, mv, flags, addr)
-                        return len(mv)
-                    except BlockingIOError:
-                        if not self.pd.pollable():
-                            raise
-                        self.pd.wait_write(self.is_file)
-            except BaseException as e:
-                with_written(e, 0)
-                raise
-        finally:
-            self.write_unlock()
+            self._sock_write(_CSocket.sendto, (mv, self._dontwait(flags), addr))
+        except BaseException as e:
+            with_written(e, 0)
+            raise
+        return len(mv)
 
     def sendmsg(
         self, buffers: Iterable[Buffer], ancdata: Any = (), flags: int = 0, address: Any = None
     ) -> int:
         """Go: internal/poll/fd_unix.go FD.WriteMsg"""
+        self._socket()
+        args: tuple[Any, ...] = (list(buffers), list(ancdata), self._dontwait(flags))
+        if address is not None:
+            args += (address,)
+        try:
+            return self._sock_write(_CSocket.sendmsg, args)
+        except BaseException as e:
+            with_written(e, 0)
+            raise
+
+    def _sock_write(self, op: Callable[..., _T], args: tuple[Any, ...]) -> _T:
+        """Go's write loop for one socket call: writeLock, prepareWrite, ``op(sock, *args)``
+        (its flags with MSG_DONTWAIT) until not EAGAIN, waitWrite between tries,
+        writeUnlock.
+
+        Go: internal/poll/fd_unix.go FD.WriteTo, FD.WriteMsg (their shared shape)
+        """
         sock = self._socket()
-        bufs = list(buffers)
-        anc = list(ancdata)
         self.write_lock()
         try:
-            try:
-                self.pd.prepare_write(self.is_file)
-                flags = self._dontwait(flags)
-                while True:
-                    try:
-                        if address is None:
-                            return _CSocket.sendmsg(sock, bufs, anc, flags)
-                        return _CSocket.sendmsg(sock, bufs, anc, flags, address)
-                    except BlockingIOError:
-                        if not self.pd.pollable():
-                            raise
-                        self.pd.wait_write(self.is_file)
-            except BaseException as e:
-                with_written(e, 0)
-                raise
+            self.pd.prepare_write(self.is_file)
+            while True:
+                try:
+                    return op(sock, *args)
+                except BlockingIOError:
+                    if not self.pd.pollable():
+                        raise
+                    self.pd.wait_write(self.is_file)
         finally:
             self.write_unlock()
 
+    # --- socket calls for the drop-in socket (Go: FD.Read / FD.Write with flags) ---------
+
+    def recv(self, bufsize: int, flags: int = 0) -> bytes:
+        """recv(2) until it does not say EAGAIN, waiting for readability between tries: a
+        blocking socket's recv. The arguments go to the C socket call as they are (its
+        checks and errors are the stdlib's); each try adds ``MSG_DONTWAIT``. Once the read
+        side is shut, a recv that finds nothing returns ``b""``.
+
+        Go: internal/poll/fd_unix.go FD.Read
+        """
+        if self._cfast and not flags and not self.is_blocking:
+            pd = self.pd.runtime_ctx
+            if pd is not None and bufsize.__class__ is int and 0 < bufsize <= MAX_RW:
+                if _recv_c is not None:
+                    return _recv_c(self, pd, bufsize, flags)  # type: ignore[no-any-return]
+                return self._read_c(pd, bufsize)  # the C core's first attempt: recv too
+        return self._sock_read(_CSocket.recv, (bufsize, self._dontwait(flags)), b"")
+
+    def recv_into(self, buffer: Any, nbytes: int = 0, flags: int = 0) -> int:
+        """recv_into(2) as ``recv`` does recv: a blocking socket's; 0 once the read side is
+        shut and nothing is queued.
+
+        Go: internal/poll/fd_unix.go FD.Read
+        """
+        if self._cfast and not self.is_blocking:
+            pd = self.pd.runtime_ctx
+            if _recv_into_c is not None and pd is not None:
+                return _recv_into_c(self, pd, buffer, nbytes, flags)  # type: ignore[no-any-return]
+        return self._sock_read(_CSocket.recv_into, (buffer, nbytes, self._dontwait(flags)), 0)
+
+    def send(self, data: Any, flags: int = 0) -> int:
+        """send(2) until it does not say EAGAIN, waiting for room between tries; returns
+        what the kernel took (perhaps less than all of data: ``write`` sends it all). The
+        arguments go to the C socket call as they are; each try adds ``MSG_DONTWAIT``.
+
+        Go: internal/poll/fd_unix.go FD.Write (one pass of its loop)
+        """
+        if self._cfast and not self.is_blocking:
+            pd = self.pd.runtime_ctx
+            if pd is not None:
+                if _send_c is not None:
+                    return _send_c(self, pd, data, flags)  # type: ignore[no-any-return]
+                cls = data.__class__
+                if not flags and (cls is bytes or cls is bytearray) and data:
+                    # The C core's write: the first attempt in C, then Go's loop until all
+                    # of data is sent (what the drop-in's blocking send() wants anyway).
+                    return self._write_c(pd, memoryview(data), len(data))
+        return self._sock_write(_CSocket.send, (data, self._dontwait(flags)))
+
     # --- raw access (Go's syscall.RawConn) -----------------------------------------------
 
-    def raw_read(self, f: Callable[[int], bool]) -> None:
+    def raw_read(self, f: Callable[[int], bool], limit: CallLimit | None = None) -> None:
         """Call f(fd) under the read lock until it returns True, waiting for readability
         between calls; f does its own non-blocking syscall.
+
+        ``limit`` bounds this call alone, as a stdlib socket's timeout does (see
+        CallLimit); the read deadline still applies, and the earlier of the two ends it.
 
         Go: internal/poll/fd_unix.go FD.RawRead
         """
@@ -1058,21 +1035,32 @@ class FD:
             while True:
                 if f(self.sysfd):
                     return
-                self.pd.wait_read(self.is_file)
+                self._wait("r", limit)
         finally:
             self.read_unlock()
 
-    def raw_write(self, f: Callable[[int], bool]) -> None:
-        """Go: internal/poll/fd_unix.go FD.RawWrite"""
+    def raw_write(self, f: Callable[[int], bool], limit: CallLimit | None = None) -> None:
+        """raw_read for writes: f(fd) under the write lock until it returns True.
+
+        Go: internal/poll/fd_unix.go FD.RawWrite
+        """
         self.write_lock()
         try:
             self.pd.prepare_write(self.is_file)
             while True:
                 if f(self.sysfd):
                     return
-                self.pd.wait_write(self.is_file)
+                self._wait("w", limit)
         finally:
             self.write_unlock()
+
+    def pollable(self) -> bool:
+        """Whether the descriptor is registered with the poller (it can wait, and has
+        deadlines); False for one in blocking mode from the start.
+
+        Go: internal/poll/fd_poll_runtime.go pollDesc.pollable (as fd.pd.pollable())
+        """
+        return self.pd.pollable()
 
     def wait_write(self) -> None:
         """Wait for writability with no lock: for connect, before the FD is shared.
@@ -1080,6 +1068,78 @@ class FD:
         Go: internal/poll/fd_unix.go FD.WaitWrite
         """
         self.pd.wait_write(self.is_file)
+
+    def wait_connect(self, limit: CallLimit | None = None) -> int:
+        """Wait for a non-blocking connect in progress to finish; its error number (0:
+        connected). The caller holds the write lock, or has not shared the FD yet.
+        ``limit`` as for raw_write.
+
+        Go: net/fd_unix.go netFD.connect (the loop after EINPROGRESS)
+        """
+        sock = self._socket()
+        while True:
+            # Performing multiple connect system calls on a non-blocking socket under Unix
+            # variants does not necessarily result in earlier errors being returned. Instead,
+            # once the poller tells us that the socket is ready, get the SO_ERROR socket
+            # option to see if the connection succeeded or failed (Go issue 7474).
+            self._wait("w", limit)
+            err = _CSocket.getsockopt(sock, socket.SOL_SOCKET, socket.SO_ERROR)
+            if err in CONNECT_PENDING:
+                continue
+            if err == errno.EISCONN:
+                return 0
+            if err == 0:
+                # The poller can wake us up spuriously (Go issues 14548 and 19289). Check
+                # that we are really connected; if not, wait again.
+                try:
+                    _CSocket.getpeername(sock)
+                except OSError:
+                    continue
+                return 0
+            return int(err)
+
+    def _wait(self, mode: str, limit: CallLimit | None) -> None:
+        """pollDesc.wait for mode, ended also by a limit for this call alone: mode's
+        deadline on the pollDesc is the earlier of the user's deadline and ``limit.until``
+        while the call waits (Go's net does the same for a dial's context deadline). Only
+        the holder of mode's lock waits in mode, so the call has mode's deadline to itself.
+        DIVERGENCE(go): Go's calls have no limits of their own (net/fd_unix.go netFD.connect
+        sets the write deadline for a dial's context, the pattern followed here).
+
+        Go: internal/poll/fd_poll_runtime.go pollDesc.wait
+        """
+        if limit is None or limit.until is None:
+            self.pd.wait(mode, self.is_file)
+            return
+        until = limit.until
+        if _monotonic() >= until:
+            raise limit.expired()
+        self._set_call_deadline(mode, until)
+        try:
+            self.pd.wait(mode, self.is_file)
+        except DeadlineExceededError:
+            # The earlier limit fired: the user's deadline if it is not later than ours.
+            user = self._rd if mode == "r" else self._wd
+            if user > until and _monotonic() >= until:
+                raise limit.expired() from None
+            raise
+        finally:
+            self._set_call_deadline(mode, None)
+
+    def _set_call_deadline(self, mode: str, until: float | None) -> None:
+        """Set (``until``) or clear (None) the limit of the call waiting in mode, and make
+        mode's pollDesc deadline the earlier of it and the user's.
+
+        Go: none (Go's net sets a deadline with SetWriteDeadline and clears it after)
+        """
+        with self._dl_lock:
+            if mode == "r":
+                self._rcall = until
+                user = self._rd
+            else:
+                self._wcall = until
+                user = self._wd
+            self.pd.set_deadline(user if until is None or user < until else until, mode)
 
     # --- the rest: a reference each ------------------------------------------------------
 
@@ -1220,9 +1280,29 @@ class FD:
         try:
             if not self.pd.pollable():
                 raise NoDeadlineError()
-            self.pd.set_deadline(d, mode)
+            with self._dl_lock:
+                if "r" in mode:
+                    self._rd = d
+                if "w" in mode:
+                    self._wd = d
+                if self._rcall is None and self._wcall is None:
+                    self.pd.set_deadline(d, mode)
+                    return
+                # A call with a limit of its own is waiting: it keeps the earlier of the two.
+                for m in mode:
+                    call = self._rcall if m == "r" else self._wcall
+                    self.pd.set_deadline(d if call is None or d < call else call, m)
         finally:
             self.decref()
+
+
+# The C core's dispatchers for the socket calls, where the C core's FD methods provide them
+# (FD._recv_c, FD._recv_into_c, FD._send_c, FD._accept_c: the C-dispatch methods beside
+# _read_c and _write_c); None until then, and the Go-shaped Python path serves.
+_recv_c: Any = getattr(FD, "_recv_c", None)
+_recv_into_c: Any = getattr(FD, "_recv_into_c", None)
+_send_c: Any = getattr(FD, "_send_c", None)
+_accept_c: Any = getattr(FD, "_accept_c", None)
 
 
 def _size(n: object) -> int:
@@ -1291,9 +1371,19 @@ def owner_of(sysfd: int) -> FD | None:
 
 # The FD methods that take the read (write) lock: FD._check_reentry looks for two of them.
 _READ_OPS = frozenset(
-    {"read", "read_into", "recvfrom", "recvfrom_into", "recvmsg", "accept", "raw_read"}
+    {
+        "read",
+        "read_into",
+        "recv",
+        "recv_into",
+        "recvfrom",
+        "recvfrom_into",
+        "recvmsg",
+        "accept",
+        "raw_read",
+    }
 )
-_WRITE_OPS = frozenset({"write", "sendto", "sendmsg", "raw_write"})
+_WRITE_OPS = frozenset({"write", "send", "sendto", "sendmsg", "raw_write"})
 
 
 def _reentry_check(fd: FD) -> Callable[[bool], None]:

@@ -943,16 +943,5 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
-# The runtime objects and the backend choice moved to proc.py; bench.py still looks them up
-# here. Delete this once it imports them from proc.py.
-def __getattr__(name: str) -> object:
-    """Go: none"""
-    from threadpoll._runtime import proc
-
-    if name in proc.__all__:
-        return getattr(proc, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
 if sys.platform == "win32":  # pragma: no cover - the package refuses to import first
     raise ImportError("threadpoll: Windows is not supported (no epoll, kqueue or poll)")
