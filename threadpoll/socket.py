@@ -963,17 +963,20 @@ class socket(_StdSocket):
                 pd = fd.pd.runtime_ctx
                 if fd._cfd:
                     # The C core: its fdMutex has no state lock to inline.
-                    if (
-                        op is _CSocket.recv
-                        and fd._cfast
-                        and pd is not None
-                        and args[0].__class__ is int
-                        and 0 < args[0] <= MAX_RW
-                        and not fd.is_blocking
-                    ):
-                        # FD.read's first attempt and loop in C (threadpoll/_c/fd_unix.c),
-                        # recv(MSG_DONTWAIT) each time, under this socket's own read lock.
-                        return fd._read_c(pd, args[0])  # type: ignore[return-value]
+                    if fd._cfast and pd is not None and not fd.is_blocking:
+                        # Go's whole loop in C (threadpoll/_c/fd_unix.c), MSG_DONTWAIT each
+                        # time, under this socket's own lock for the direction.
+                        if op is _CSocket.recv:
+                            if args[0].__class__ is int and 0 < args[0] <= MAX_RW:
+                                return fd._recv_c(pd, args[0])  # type: ignore[return-value]
+                        elif op is _CSocket.recv_into:
+                            return fd._recv_into_c(pd, args[0], args[1])  # type: ignore[return-value]
+                        elif op is _CSocket.send:
+                            return fd._send_c(pd, args[0])  # type: ignore[return-value]
+                        elif op is _CSocket.sendall:
+                            return fd._write_c(pd, args[0], 0)  # type: ignore[return-value]
+                    if op is _CSocket.sendall:
+                        return fd.write(args[0])  # type: ignore[return-value]
                     # Go's shape with the fdMutex's own methods.
                     if not fdmu.rwlock(reading):
                         raise fd._closed_error()
@@ -1318,6 +1321,10 @@ class socket(_StdSocket):
                     with_written(e, 0)
                     raise
             pos = 0
+            if timeout is None and not flags and d.direct and fd._cfd:
+                # Go's whole write loop in C (FD.write); ``.written`` on a failure part-way.
+                self._io_blocking(_CSocket.sendall, False, (view, _MSG_DONTWAIT))
+                return None
             if timeout == 0.0 or _dontwait(flags):
                 fd.incref()
                 try:

@@ -127,6 +127,7 @@ typedef struct tp_runtime {
 int tp_netpollready_slot(tp_runtime *rt, uint32_t index, uint32_t seq, int mode, int err);
 
 int tp_poll_reset(PollDescObject *pd, int mode); /* netpoll.c: prepareRead/prepareWrite */
+int tp_poll_wait(PollDescObject *pd, int mode);  /* netpoll.c: waitRead/waitWrite; -1 raised */
 int tp_is_polldesc(PyObject *o);
 
 /* Small compatibility helpers (Python 3.9 to 3.13). */

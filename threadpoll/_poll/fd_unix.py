@@ -98,11 +98,20 @@ _PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Linux applies shutdown(2) of an unconnected socket even as it reports ENOTCONN.
 _SHUTDOWN_DESPITE_ENOTCONN = sys.platform.startswith("linux")
 
-# The C core's fdMutex and first attempts (None where it is not built: never used then).
+# The C core's fdMutex and its FD.Read/FD.Write/FD.Accept loops (threadpoll/_c/fd_unix.c;
+# None where it is not built: never used then).
 _CFDMutex: Any = _cpoll.FDMutex if _cpoll is not None else FDMutex
 _cfd_read: Any = _cpoll.fd_read if _cpoll is not None else None
-_cfd_recv: Any = _cpoll.fd_recv if _cpoll is not None else None
+_cfd_read_into: Any = _cpoll.fd_read_into if _cpoll is not None else None
+_cfd_send: Any = _cpoll.fd_send if _cpoll is not None else None
 _cfd_write: Any = _cpoll.fd_write if _cpoll is not None else None
+_cfd_accept: Any = _cpoll.fd_accept if _cpoll is not None else None
+if _cpoll is not None:
+    _cpoll._init_io(convert_err)
+# The families whose addresses fd_accept builds itself (the rest take the Python path).
+_CACCEPT_FAMILIES = frozenset(
+    getattr(socket, f) for f in ("AF_INET", "AF_INET6", "AF_UNIX") if hasattr(socket, f)
+)
 
 
 class _EOFType(EOFError):
@@ -669,27 +678,43 @@ class FD:
                 self._destroy()
 
     def _read_c(self, pd: PollDesc, n: int) -> bytes:
-        """FD.read on the C core: the first attempt in C (threadpoll/_c/fd_unix.c), then,
-        on EAGAIN, Go's loop with the read lock the attempt took.
+        """FD.read on the C core: Go's whole loop in C (threadpoll/_c/fd_unix.c), recv(2)
+        with MSG_DONTWAIT, parking with the GIL released. For a pollable socket only.
 
         Go: internal/poll/fd_unix.go FD.Read
         """
-        r = _cfd_read(self, self.fdmu, pd, self.sysfd, n)
-        if r.__class__ is bytes:
-            return r
-        if r is False:
-            return self._read_slow(n)  # closed, busy or unusual: the full path decides
-        try:
-            while True:
-                if self.read_shut:
-                    return b""
-                self.pd.wait_read(self.is_file)
-                r = _cfd_recv(self.sysfd, n)
-                if r is not None:
-                    return r  # type: ignore[no-any-return]
-        finally:
-            if self.fdmu.rwunlock(True):
-                self._destroy()
+        return _cfd_read(self, self.fdmu, pd, self.sysfd, n, 0)  # type: ignore[no-any-return]
+
+    def _recv_c(self, pd: PollDesc, n: int, flags: int = 0) -> bytes:
+        """socket.recv(n, flags) as FD.Read's loop in C: one successful recv(2), flags passed
+        through (MSG_DONTWAIT added; not MSG_WAITALL, which the caller loops for). For a
+        pollable socket only.
+
+        Go: internal/poll/fd_unix.go FD.Read
+        """
+        return _cfd_read(self, self.fdmu, pd, self.sysfd, n, flags)  # type: ignore[no-any-return]
+
+    def _recv_into_c(self, pd: PollDesc, buf: Any, nbytes: int = 0, flags: int = 0) -> int:
+        """socket.recv_into(buf, nbytes, flags) as FD.Read's loop in C; the arguments are
+        checked as the socket module checks them. For a pollable socket only.
+
+        Go: internal/poll/fd_unix.go FD.Read
+        """
+        return _cfd_read_into(  # type: ignore[no-any-return]
+            self, self.fdmu, pd, self.sysfd, buf, nbytes, flags
+        )
+
+    def _accept_c(self, pd: PollDesc) -> tuple[int, Any] | None:
+        """FD.accept in C: (descriptor, address), the descriptor non-blocking and
+        close-on-exec; None where the C loop does not apply (a family whose addresses it
+        does not build): the caller takes the Python path. For a pollable socket only.
+
+        Go: internal/poll/fd_unix.go FD.Accept
+        """
+        sock = self._sock
+        if sock is None or sock.family not in _CACCEPT_FAMILIES:
+            return None
+        return _cfd_accept(self, self.fdmu, pd, self.sysfd)  # type: ignore[no-any-return]
 
     def _read_slow(self, n: int) -> bytes:
         """FD.read as Go writes it: readLock, prepareRead, read(2) until not EAGAIN, readUnlock.
@@ -741,6 +766,10 @@ class FD:
         Go: internal/poll/fd_unix.go FD.Read
         """
         mv = _writable(buf)
+        if self._cfast:
+            pd = self.pd.runtime_ctx
+            if pd is not None and not self.is_blocking:
+                return self._recv_into_c(pd, mv)  # the C core's loop
         fdmu = self.fdmu
         if not fdmu.rwlock(True):
             raise self._closed_error()
@@ -852,6 +881,12 @@ class FD:
         Go: internal/poll/fd_unix.go FD.Accept
         """
         sock = self._socket()
+        if self._cfast:
+            pd = self.pd.runtime_ctx
+            if pd is not None and not self.is_blocking:
+                r = self._accept_c(pd)  # the C core's loop
+                if r is not None:
+                    return r
         self.read_lock()
         try:
             self.pd.prepare_read(self.is_file)
@@ -916,28 +951,23 @@ class FD:
                 self._destroy()
 
     def _write_c(self, pd: PollDesc, mv: memoryview, total: int) -> int:
-        """FD.write on the C core: the first attempt in C (threadpoll/_c/fd_unix.c), then
-        Go's loop with the write lock the attempt took, if it did not write everything.
+        """FD.write on the C core: Go's whole write loop in C (threadpoll/_c/fd_unix.c),
+        holding the write lock throughout; a failure part-way raises with ``.written``. For
+        a pollable socket only.
 
         Go: internal/poll/fd_unix.go FD.Write
         """
-        try:
-            r = _cfd_write(self, self.fdmu, pd, self.sysfd, mv)
-        except BaseException as e:
-            with_written(e, 0)
-            raise
-        if r.__class__ is int:
-            return r
-        if r is False:
-            return self._write_slow(mv, total)  # closed, busy or unusual
-        n, eagain = r
-        try:
-            if n == 0 and not eagain:
-                raise with_written(_unexpected_eof(), 0)
-            return self._write_locked(mv, total, n, pd, eagain)
-        finally:
-            if self.fdmu.rwunlock(False):
-                self._destroy()
+        return _cfd_write(  # type: ignore[no-any-return]
+            self, self.fdmu, pd, self.sysfd, mv, self.is_stream
+        )
+
+    def _send_c(self, pd: PollDesc, data: Any, flags: int = 0) -> int:
+        """socket.send(data, flags) in C: one successful send(2), waiting for room on EAGAIN,
+        flags passed through (MSG_DONTWAIT added). For a pollable socket only.
+
+        Go: internal/poll/fd_unix.go FD.Write (one round of its loop)
+        """
+        return _cfd_send(self, self.fdmu, pd, self.sysfd, data, flags)  # type: ignore[no-any-return]
 
     def _write_locked(
         self, mv: memoryview, total: int, nn: int, pd: PollDesc | None, wait_first: bool
