@@ -569,3 +569,45 @@ def test_c_signal_while_parked_reparks_or_raises(cpair: Any) -> None:
         signal.signal(signal.SIGUSR1, old)
     assert calls == [signal.SIGUSR1, signal.SIGUSR1]
     assert pd.rg == PD_NIL and fa.fdmu.state == 0
+
+
+@needs_c
+def test_c_fdmutex_forget_ghosts_is_one_atomic_update() -> None:
+    """A forked child's close() of a poisoned FD drops the parent threads' references and
+    lock bits in one compare-and-swap, keeping what the child's own operations hold."""
+    from threadpoll._poll.fd_mutex import MUTEX_CLOSED, MUTEX_REF, MUTEX_RLOCK, MUTEX_WLOCK
+
+    mu = netpoll_c.cpoll.FDMutex()
+    mu.state = MUTEX_RLOCK | 3 * MUTEX_REF  # a parent reader (2 refs) and the child's 1 ref
+    mu.poisoned = MUTEX_RLOCK
+    mu.forget_ghosts(2 * MUTEX_REF)
+    assert mu.state == MUTEX_REF and mu.poisoned == 0
+    mu.state = MUTEX_CLOSED | MUTEX_WLOCK | MUTEX_REF
+    mu.poisoned = MUTEX_WLOCK
+    mu.forget_ghosts(MUTEX_REF)  # already closed: the state is left alone
+    assert mu.state == MUTEX_CLOSED | MUTEX_WLOCK | MUTEX_REF and mu.poisoned == 0
+    mu.state = MUTEX_REF
+    with pytest.raises(Exception, match="inconsistent"):
+        mu.forget_ghosts(2 * MUTEX_REF)  # more ghosts than references
+
+
+@needs_c
+def test_c_close_hands_the_destroy_to_the_waiting_closer() -> None:
+    """decref_for_close with an operation in flight: the operation's unlock releases the
+    closer's csema instead of destroying; take_handoff then says the closer destroys."""
+    from threadpoll._poll.fd_mutex import MUTEX_CLOSED
+    from threadpoll._runtime.park import Sema
+
+    mu = netpoll_c.cpoll.FDMutex()
+    cs = Sema()
+    mu.csema = cs
+    assert mu.rwlock(True)  # an operation in flight
+    assert mu.incref_and_close()
+    assert mu.decref_for_close() is False  # the closer will wait
+    assert mu.rwunlock(True) is False  # the operation does not destroy ...
+    cs.acquire()  # ... it released the closer (this would hang otherwise)
+    assert mu.take_handoff() is True and mu.state == MUTEX_CLOSED
+    assert mu.take_handoff() is False
+    mu2 = netpoll_c.cpoll.FDMutex()
+    assert mu2.incref_and_close()
+    assert mu2.decref_for_close() is True  # no operation: the closer destroys at once

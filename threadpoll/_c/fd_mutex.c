@@ -45,6 +45,26 @@ sema_release(PyObject *sema)
     return r == NULL ? -1 : 0;
 }
 
+/* After a reference was dropped, leaving state new: 1 if the caller must destroy the FD (the
+ * last reference after close), 0 if not, -1 with an exception. When a closer waits to
+ * destroy it (MUTEX_CLOSER_WAITS), release its csema instead and return 0.
+ * Go: internal/poll/fd_mutex.go fdMutex.decref (its return value) */
+static int
+last_ref(FDMutexObject *mu, uint64_t new)
+{
+    if ((new & (MUTEX_CLOSED | MUTEX_REF_MASK)) != MUTEX_CLOSED) {
+        return 0;
+    }
+    if (!(new & MUTEX_CLOSER_WAITS)) {
+        return 1;
+    }
+    PyObject *cs = mu->csema; /* a strong reference across the call (it runs Python) */
+    Py_INCREF(cs);
+    int r = sema_release(cs);
+    Py_DECREF(cs);
+    return r;
+}
+
 /* Go: internal/poll/fd_mutex.go fdMutex (its zero value) */
 static PyObject *
 fdmu_new(PyTypeObject *type, PyObject *Py_UNUSED(args), PyObject *Py_UNUSED(kwds))
@@ -61,6 +81,8 @@ fdmu_new(PyTypeObject *type, PyObject *Py_UNUSED(args), PyObject *Py_UNUSED(kwds
     mu->poisoned = 0;
     mu->reentry_check = Py_None;
     Py_INCREF(Py_None);
+    mu->csema = Py_None;
+    Py_INCREF(Py_None);
     mu->rsema = PyObject_CallNoArgs(SemaType);
     mu->wsema = mu->rsema == NULL ? NULL : PyObject_CallNoArgs(SemaType);
     if (mu->wsema == NULL) {
@@ -76,6 +98,7 @@ fdmu_traverse(FDMutexObject *mu, visitproc visit, void *arg)
     Py_VISIT(mu->rsema);
     Py_VISIT(mu->wsema);
     Py_VISIT(mu->reentry_check);
+    Py_VISIT(mu->csema);
     return 0;
 }
 
@@ -85,6 +108,7 @@ fdmu_clear(FDMutexObject *mu)
     Py_CLEAR(mu->rsema);
     Py_CLEAR(mu->wsema);
     Py_CLEAR(mu->reentry_check);
+    Py_CLEAR(mu->csema);
     return 0;
 }
 
@@ -160,9 +184,70 @@ fdmu_decref(FDMutexObject *mu, PyObject *Py_UNUSED(ignored))
         }
         uint64_t new = old - MUTEX_REF;
         if (cas(&mu->state, old, new)) {
-            return PyBool_FromLong((new & (MUTEX_CLOSED | MUTEX_REF_MASK)) == MUTEX_CLOSED);
+            int r = last_ref(mu, new);
+            return r < 0 ? NULL : PyBool_FromLong(r);
         }
     }
+}
+
+/* The closer's decref: True if it dropped the last reference (the caller destroys the FD
+ * now); else False, and the operation that drops the last one releases the csema instead of
+ * destroying (MUTEX_CLOSER_WAITS): the caller waits on csema, then take_handoff() and
+ * destroys. Go: internal/poll/fd_mutex.go fdMutex.decref (as FD.Close calls it) */
+static PyObject *
+fdmu_decref_for_close(FDMutexObject *mu, PyObject *Py_UNUSED(ignored))
+{
+    for (;;) {
+        uint64_t old = load(&mu->state);
+        if ((old & MUTEX_REF_MASK) == 0) {
+            return fdmu_error(INCONSISTENT_MSG);
+        }
+        uint64_t new = old - MUTEX_REF;
+        int last = (new & MUTEX_REF_MASK) == 0;
+        if (!last) {
+            new |= MUTEX_CLOSER_WAITS;
+        }
+        if (cas(&mu->state, old, new)) {
+            return PyBool_FromLong(last);
+        }
+    }
+}
+
+/* After decref_for_close gave False and csema was acquired: True if the FD is the
+ * caller's to destroy (the last operation handed it over), clearing the mark. Go: none */
+static PyObject *
+fdmu_take_handoff(FDMutexObject *mu, PyObject *Py_UNUSED(ignored))
+{
+    uint64_t old = __atomic_fetch_and(&mu->state, ~MUTEX_CLOSER_WAITS, __ATOMIC_SEQ_CST);
+    return PyBool_FromLong((old & MUTEX_CLOSER_WAITS) != 0);
+}
+
+/* In a forked child, close() of a poisoned FD: drop the references (refs, in state units)
+ * and the lock bits (poisoned) that parent threads held, unless already closed, and clear
+ * poisoned; one compare-and-swap, so an operation of the child's own running meanwhile
+ * (a signal handler's) is never lost. Go: none (Go does not fork a multi-threaded runtime) */
+static PyObject *
+fdmu_forget_ghosts(FDMutexObject *mu, PyObject *arg)
+{
+    unsigned long long refs = PyLong_AsUnsignedLongLong(arg);
+    if (refs == (unsigned long long)-1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    uint64_t bits = load(&mu->poisoned);
+    for (;;) {
+        uint64_t old = load(&mu->state);
+        if (old & MUTEX_CLOSED) {
+            break;
+        }
+        if ((old & MUTEX_REF_MASK) < refs) {
+            return fdmu_error(INCONSISTENT_MSG);
+        }
+        if (cas(&mu->state, old, (old - refs) & ~bits)) {
+            break;
+        }
+    }
+    __atomic_store_n(&mu->poisoned, 0, __ATOMIC_SEQ_CST);
+    Py_RETURN_NONE;
 }
 
 /* Go: internal/poll/fd_mutex.go fdMutex.rwlock */
@@ -255,7 +340,7 @@ tp_fdmutex_rwunlock(FDMutexObject *mu, int read)
             if ((old & mask) && sema_release(read ? mu->rsema : mu->wsema) < 0) {
                 return -1;
             }
-            return (new & (MUTEX_CLOSED | MUTEX_REF_MASK)) == MUTEX_CLOSED;
+            return last_ref(mu, new);
         }
     }
 }
@@ -339,6 +424,7 @@ fdmu_set_poisoned(FDMutexObject *mu, PyObject *v, void *Py_UNUSED(c))
 SEMA_ACCESSORS(rsema)
 SEMA_ACCESSORS(wsema)
 SEMA_ACCESSORS(reentry_check)
+SEMA_ACCESSORS(csema)
 
 /* ``_lock``: fd_mutex.py's state lock has no counterpart here (the state word is atomic).
  * The few compound updates fd_unix.py makes under ``fdmu._lock`` run in a forked child
@@ -371,6 +457,10 @@ static PyMethodDef fdmu_methods[] = {
     {"rwlock", (PyCFunction)fdmu_rwlock, METH_VARARGS, "Go: internal/poll/fd_mutex.go fdMutex.rwlock"},
     {"rwunlock", (PyCFunction)fdmu_rwunlock, METH_O, "Go: internal/poll/fd_mutex.go fdMutex.rwunlock"},
     {"closing", (PyCFunction)fdmu_closing, METH_NOARGS, "Go: internal/poll/fd_mutex.go FD.closing"},
+    {"decref_for_close", (PyCFunction)fdmu_decref_for_close, METH_NOARGS,
+     "Go: internal/poll/fd_mutex.go fdMutex.decref (as FD.Close calls it)"},
+    {"take_handoff", (PyCFunction)fdmu_take_handoff, METH_NOARGS, "Go: none"},
+    {"forget_ghosts", (PyCFunction)fdmu_forget_ghosts, METH_O, "Go: none"},
     {NULL, NULL, 0, NULL},
 };
 
@@ -381,6 +471,7 @@ static PyGetSetDef fdmu_getset[] = {
     {"wsema", (getter)fdmu_get_wsema, (setter)fdmu_set_wsema, NULL, NULL},
     {"_lock", (getter)fdmu_get_lock, (setter)fdmu_set_lock, NULL, NULL},
     {"reentry_check", (getter)fdmu_get_reentry_check, (setter)fdmu_set_reentry_check, NULL, NULL},
+    {"csema", (getter)fdmu_get_csema, (setter)fdmu_set_csema, NULL, NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };
 

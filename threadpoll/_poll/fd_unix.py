@@ -265,6 +265,8 @@ class FD:
         self.sysfd = sysfd  # constant until _destroy, which runs when no op holds a ref
         self.pd = PollHandle()
         self.csema = Sema()
+        if self._cfd:
+            self._cmu().csema = self.csema  # the C fdMutex's close hand-off (FD.close)
         self.is_stream = is_stream
         self.zero_read_is_eof = zero_read_is_eof
         # Set once by shutdown of the read side, read without a lock: from then on a read
@@ -402,6 +404,8 @@ class FD:
         self.fdmu.rsema = Sema()
         self.fdmu.wsema = Sema()
         self.csema = Sema()
+        if self._cfd:
+            self._cmu().csema = self.csema
         self._block_lock = threading.RLock()
         state &= ~(MUTEX_RMASK | MUTEX_WMASK)
         if not state & MUTEX_CLOSED:
@@ -452,13 +456,17 @@ class FD:
             # A forked child: the references and lock bits parent threads held will never
             # be dropped. Drop them here, then close as usual, so close() still waits for
             # the child's own operations before close(2).
-            with self.fdmu._lock:
-                state = self.fdmu.state
-                if not state & MUTEX_CLOSED:
-                    self.fdmu.state = (state - self._ghost_refs) & ~self.fdmu.poisoned
-                self.fdmu.poisoned = 0
-                self._ghost_refs = 0
-                self._poisoned = False
+            if self._cfd:
+                # The C fdMutex: one compare-and-swap (its _lock guards nothing).
+                self._cmu().forget_ghosts(self._ghost_refs)
+            else:
+                with self.fdmu._lock:
+                    state = self.fdmu.state
+                    if not state & MUTEX_CLOSED:
+                        self.fdmu.state = (state - self._ghost_refs) & ~self.fdmu.poisoned
+                    self.fdmu.poisoned = 0
+            self._ghost_refs = 0
+            self._poisoned = False
         if not self._cfd and self.fdmu.held_by_me():
             # A signal handler interrupted this thread inside the fdMutex's own critical
             # section (possible on CPython < 3.11 only): closing here would be undone when
@@ -469,6 +477,49 @@ class FD:
             return
         if not self.fdmu.incref_and_close():
             raise self._closed_error()
+        if self._cfd:
+            # DIVERGENCE(go): on the C core's fdMutex, when operations are still in flight
+            # the last one to leave hands the destroy (unregistration and close(2)) to this
+            # waiting closer instead of running it itself (decref_for_close), so a woken
+            # reader returns its closing error at once. The wake-up comes after everything
+            # else, so the woken find the GIL free sooner (released here on csema).
+            fd = self.sysfd
+            pd = self.pd.runtime_ctx  # read now: _destroy clears it
+            with self._block_lock:
+                blocking = self.is_blocking
+            if (
+                not blocking
+                and self.fdmu.state & MUTEX_REF_MASK > MUTEX_REF
+                and self._inside_me()
+            ):
+                # A signal handler on a thread inside an operation on this FD: that one
+                # cannot leave before the handler returns, so waiting for it would wait for
+                # ever. It drops the last reference, and close(2) runs there.
+                blocking = True
+            # Everything above before the wake-up: the woken operations then find the GIL
+            # free sooner (this thread releases it when it waits on csema).
+            self.pd.evict()
+            if blocking:
+                if self.fdmu.decref():
+                    cerr = self._destroy()
+                    if cerr is not None:
+                        raise cerr
+                return
+            if self._cmu().decref_for_close():
+                cerr = self._destroy()
+            else:
+                if pd is not None:
+                    pd.rt.count_close_waited()  # an operation still holds a reference
+                # Wait until the last operation has left; it hands the destroy over.
+                if trace.enabled:
+                    trace.emit("csema_wait", fd)
+                self.csema.acquire()
+                if trace.enabled:
+                    trace.emit("csema_release", fd)
+                cerr = self._destroy() if self._cmu().take_handoff() else None
+            if cerr is not None:
+                raise cerr
+            return
         fd = self.sysfd
         pd = self.pd.runtime_ctx  # read now: _destroy clears it
         # Unblock any I/O. Once it all unblocks and returns, so that it no longer holds a
@@ -676,6 +727,13 @@ class FD:
                     self._destroy()
             elif fdmu._rwunlock_slow(True):
                 self._destroy()
+
+    def _cmu(self) -> Any:
+        """The C core's fdMutex (fd_mutex.c), with its methods the Python one lacks.
+
+        Go: none
+        """
+        return self.fdmu
 
     def _read_c(self, pd: PollDesc, n: int) -> bytes:
         """FD.read on the C core: Go's whole loop in C (threadpoll/_c/fd_unix.c), recv(2)
