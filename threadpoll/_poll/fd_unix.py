@@ -483,7 +483,6 @@ class FD:
             # waiting closer instead of running it itself (decref_for_close), so a woken
             # reader returns its closing error at once. The wake-up comes after everything
             # else, so the woken find the GIL free sooner (released here on csema).
-            fd = self.sysfd
             pd = self.pd.runtime_ctx  # read now: _destroy clears it
             with self._block_lock:
                 blocking = self.is_blocking
@@ -510,12 +509,9 @@ class FD:
             else:
                 if pd is not None:
                     pd.rt.count_close_waited()  # an operation still holds a reference
-                # Wait until the last operation has left; it hands the destroy over.
-                if trace.enabled:
-                    trace.emit("csema_wait", fd)
+                # Wait until the last operation has left; it hands the destroy over. (No
+                # trace events: the C core records none.)
                 self.csema.acquire()
-                if trace.enabled:
-                    trace.emit("csema_release", fd)
                 cerr = self._destroy() if self._cmu().take_handoff() else None
             if cerr is not None:
                 raise cerr
