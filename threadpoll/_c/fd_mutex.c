@@ -12,6 +12,7 @@
 static PyObject *FDMutexError; /* fd_mutex.FDMutexError */
 static PyObject *SemaType;     /* park.Sema */
 static PyObject *DummyLock;    /* what ``_lock`` gives (see fdmu_get_lock) */
+static PyObject *ReentryCheck; /* fd_unix's check(fdmu, read), for a reentry_check of None */
 
 static const char OVERFLOW_MSG[] =
     "too many concurrent operations on a single file or socket (max 1048575)";
@@ -43,6 +44,48 @@ sema_release(PyObject *sema)
     PyObject *r = PyObject_CallMethod(sema, "release", NULL);
     Py_XDECREF(r);
     return r == NULL ? -1 : 0;
+}
+
+/* The read (write) waiters' Sema, made on first use (most descriptors never wait for a
+ * lock: the memory per descriptor is smaller without them). A new reference, or NULL.
+ * Two threads making it at once keep the first one stored (compare-and-swap on the slot).
+ * A waiter gets it before it publishes its wait count, so a signaller that sees the count
+ * finds it made. Go: none (Go's semaphores are addresses, free until used) */
+static PyObject *
+get_sema(FDMutexObject *mu, int read)
+{
+    PyObject **slot = read ? &mu->rsema : &mu->wsema;
+    PyObject *s = __atomic_load_n(slot, __ATOMIC_ACQUIRE);
+    if (s == NULL) {
+        PyObject *n = PyObject_CallNoArgs(SemaType);
+        if (n == NULL) {
+            return NULL;
+        }
+        PyObject *expected = NULL;
+        if (__atomic_compare_exchange_n(slot, &expected, n, 0, __ATOMIC_ACQ_REL,
+                                        __ATOMIC_ACQUIRE)) {
+            s = n; /* the slot owns n's reference */
+        }
+        else {
+            Py_DECREF(n);
+            s = expected;
+        }
+    }
+    Py_INCREF(s);
+    return s;
+}
+
+/* Release the read (write) waiters' Sema once. Go: runtime/sema.go semrelease */
+static int
+release_waiter(FDMutexObject *mu, int read)
+{
+    PyObject *s = get_sema(mu, read);
+    if (s == NULL) {
+        return -1;
+    }
+    int r = sema_release(s);
+    Py_DECREF(s);
+    return r;
 }
 
 /* After a reference was dropped, leaving state new: 1 if the caller must destroy the FD (the
@@ -83,12 +126,7 @@ fdmu_new(PyTypeObject *type, PyObject *Py_UNUSED(args), PyObject *Py_UNUSED(kwds
     Py_INCREF(Py_None);
     mu->csema = Py_None;
     Py_INCREF(Py_None);
-    mu->rsema = PyObject_CallNoArgs(SemaType);
-    mu->wsema = mu->rsema == NULL ? NULL : PyObject_CallNoArgs(SemaType);
-    if (mu->wsema == NULL) {
-        Py_DECREF(mu);
-        return NULL;
-    }
+    mu->rsema = mu->wsema = NULL; /* made on first use: get_sema */
     return (PyObject *)mu;
 }
 
@@ -159,12 +197,12 @@ fdmu_incref_and_close(FDMutexObject *mu, PyObject *Py_UNUSED(ignored))
             /* Wake all read and write waiters, they will observe closed flag after
              * wakeup. */
             for (uint64_t i = (old & MUTEX_RMASK) / MUTEX_RWAIT; i > 0; i--) {
-                if (sema_release(mu->rsema) < 0) {
+                if (release_waiter(mu, 1) < 0) {
                     return NULL;
                 }
             }
             for (uint64_t i = (old & MUTEX_WMASK) / MUTEX_WWAIT; i > 0; i--) {
-                if (sema_release(mu->wsema) < 0) {
+                if (release_waiter(mu, 0) < 0) {
                     return NULL;
                 }
             }
@@ -250,14 +288,11 @@ fdmu_forget_ghosts(FDMutexObject *mu, PyObject *arg)
     Py_RETURN_NONE;
 }
 
-/* Go: internal/poll/fd_mutex.go fdMutex.rwlock */
+/* fdmu_rwlock's loop; *semap holds the waiters' Sema once made (the caller drops it).
+ * Go: internal/poll/fd_mutex.go fdMutex.rwlock */
 static PyObject *
-fdmu_rwlock(FDMutexObject *mu, PyObject *args)
+rwlock_impl(FDMutexObject *mu, int read, int wait, PyObject **semap)
 {
-    int read, wait = 1;
-    if (!PyArg_ParseTuple(args, "p|p:rwlock", &read, &wait)) {
-        return NULL;
-    }
     uint64_t bit = read ? MUTEX_RLOCK : MUTEX_WLOCK;
     uint64_t wbit = read ? MUTEX_RWAIT : MUTEX_WWAIT;
     uint64_t mask = read ? MUTEX_RMASK : MUTEX_WMASK;
@@ -282,20 +317,28 @@ fdmu_rwlock(FDMutexObject *mu, PyObject *args)
             if (!wait) {
                 Py_RETURN_FALSE;
             }
-            if (!checked && mu->reentry_check != NULL && mu->reentry_check != Py_None) {
+            int own = mu->reentry_check != NULL && mu->reentry_check != Py_None;
+            if (!checked && (own || ReentryCheck != NULL)) {
                 /* As fd_mutex.py: a signal handler on top of its own thread's operation in
                  * this direction would wait for itself; the check raises instead. Runs
-                 * Python, so the state is loaded again after it. */
+                 * Python, so the state is loaded again after it. Without a check of its
+                 * own, fd_unix's shared one finds the FD by this fdMutex. */
                 checked = 1;
-                PyObject *r = PyObject_CallFunctionObjArgs(
-                    mu->reentry_check, read ? Py_True : Py_False, NULL);
+                PyObject *r =
+                    own ? PyObject_CallFunctionObjArgs(mu->reentry_check,
+                                                       read ? Py_True : Py_False, NULL)
+                        : PyObject_CallFunctionObjArgs(ReentryCheck, (PyObject *)mu,
+                                                       read ? Py_True : Py_False, NULL);
                 if (r == NULL) {
                     return NULL;
                 }
                 Py_DECREF(r);
                 continue;
             }
-            /* Wait for lock. */
+            /* Wait for lock: the Sema made before the count says a waiter sleeps there. */
+            if (*semap == NULL && (*semap = get_sema(mu, read)) == NULL) {
+                return NULL;
+            }
             new = old + wbit;
             if ((new & mask) == 0) {
                 return fdmu_error(OVERFLOW_MSG);
@@ -307,7 +350,7 @@ fdmu_rwlock(FDMutexObject *mu, PyObject *args)
             }
             /* An exception out of acquire() (KeyboardInterrupt) leaves our count behind,
              * harmlessly, as in fd_mutex.py. */
-            PyObject *r = PyObject_CallMethod(read ? mu->rsema : mu->wsema, "acquire", NULL);
+            PyObject *r = PyObject_CallMethod(*semap, "acquire", NULL);
             if (r == NULL) {
                 return NULL;
             }
@@ -315,6 +358,20 @@ fdmu_rwlock(FDMutexObject *mu, PyObject *args)
             /* The signaller has subtracted mutexWait. */
         }
     }
+}
+
+/* Go: internal/poll/fd_mutex.go fdMutex.rwlock */
+static PyObject *
+fdmu_rwlock(FDMutexObject *mu, PyObject *args)
+{
+    int read, wait = 1;
+    if (!PyArg_ParseTuple(args, "p|p:rwlock", &read, &wait)) {
+        return NULL;
+    }
+    PyObject *sema = NULL; /* the waiters' Sema, once this thread is to wait */
+    PyObject *r = rwlock_impl(mu, read, wait, &sema);
+    Py_XDECREF(sema);
+    return r;
 }
 
 /* Returns 1 if the caller must destroy the FD, 0 if not, -1 with an exception set.
@@ -337,7 +394,7 @@ tp_fdmutex_rwunlock(FDMutexObject *mu, int read)
             new -= wbit;
         }
         if (cas(&mu->state, old, new)) {
-            if ((old & mask) && sema_release(read ? mu->rsema : mu->wsema) < 0) {
+            if ((old & mask) && release_waiter(mu, read) < 0) {
                 return -1;
             }
             return last_ref(mu, new);
@@ -405,12 +462,13 @@ fdmu_set_poisoned(FDMutexObject *mu, PyObject *v, void *Py_UNUSED(c))
     return 0;
 }
 
-#define SEMA_ACCESSORS(name)                                                               \
+#define SEMA_GETTER(name)                                                                  \
     static PyObject *fdmu_get_##name(FDMutexObject *mu, void *Py_UNUSED(c))               \
     {                                                                                      \
         Py_INCREF(mu->name);                                                               \
         return mu->name;                                                                   \
-    }                                                                                      \
+    }
+#define SEMA_SETTER(name)                                                                  \
     static int fdmu_set_##name(FDMutexObject *mu, PyObject *v, void *Py_UNUSED(c))        \
     {                                                                                      \
         if (v == NULL) {                                                                   \
@@ -418,13 +476,28 @@ fdmu_set_poisoned(FDMutexObject *mu, PyObject *v, void *Py_UNUSED(c))
             return -1;                                                                     \
         }                                                                                  \
         Py_INCREF(v);                                                                      \
-        Py_SETREF(mu->name, v);                                                            \
+        Py_XSETREF(mu->name, v);                                                           \
         return 0;                                                                          \
     }
-SEMA_ACCESSORS(rsema)
-SEMA_ACCESSORS(wsema)
-SEMA_ACCESSORS(reentry_check)
-SEMA_ACCESSORS(csema)
+SEMA_SETTER(rsema)
+SEMA_SETTER(wsema)
+SEMA_GETTER(reentry_check)
+SEMA_SETTER(reentry_check)
+SEMA_GETTER(csema)
+SEMA_SETTER(csema)
+
+/* rsema / wsema as attributes: made on first look, as on first wait. */
+static PyObject *
+fdmu_get_rsema_lazy(FDMutexObject *mu, void *Py_UNUSED(c))
+{
+    return get_sema(mu, 1);
+}
+
+static PyObject *
+fdmu_get_wsema_lazy(FDMutexObject *mu, void *Py_UNUSED(c))
+{
+    return get_sema(mu, 0);
+}
 
 /* ``_lock``: fd_mutex.py's state lock has no counterpart here (the state word is atomic).
  * The few compound updates fd_unix.py makes under ``fdmu._lock`` run in a forked child
@@ -467,8 +540,8 @@ static PyMethodDef fdmu_methods[] = {
 static PyGetSetDef fdmu_getset[] = {
     {"state", (getter)fdmu_get_state, (setter)fdmu_set_state, NULL, NULL},
     {"poisoned", (getter)fdmu_get_poisoned, (setter)fdmu_set_poisoned, NULL, NULL},
-    {"rsema", (getter)fdmu_get_rsema, (setter)fdmu_set_rsema, NULL, NULL},
-    {"wsema", (getter)fdmu_get_wsema, (setter)fdmu_set_wsema, NULL, NULL},
+    {"rsema", (getter)fdmu_get_rsema_lazy, (setter)fdmu_set_rsema, NULL, NULL},
+    {"wsema", (getter)fdmu_get_wsema_lazy, (setter)fdmu_set_wsema, NULL, NULL},
     {"_lock", (getter)fdmu_get_lock, (setter)fdmu_set_lock, NULL, NULL},
     {"reentry_check", (getter)fdmu_get_reentry_check, (setter)fdmu_set_reentry_check, NULL, NULL},
     {"csema", (getter)fdmu_get_csema, (setter)fdmu_set_csema, NULL, NULL},
@@ -488,6 +561,16 @@ PyTypeObject tp_FDMutexType = {
     .tp_methods = fdmu_methods,
     .tp_getset = fdmu_getset,
 };
+
+/* _init_reentry(check): fd_unix's check(fdmu, read), run before a wait for the lock by an
+ * fdMutex whose reentry_check is None. Go: none */
+PyObject *
+tp_mod_init_reentry(PyObject *Py_UNUSED(m), PyObject *arg)
+{
+    Py_INCREF(arg);
+    Py_XSETREF(ReentryCheck, arg);
+    Py_RETURN_NONE;
+}
 
 /* _init_fd(FDMutexError, Sema, lock): the classes fd_mutex.py defines. Go: none */
 PyObject *

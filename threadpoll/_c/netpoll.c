@@ -1486,11 +1486,14 @@ PyObject *tp_fd_send(PyObject *m, PyObject *const *args, Py_ssize_t nargs);
 PyObject *tp_fd_write(PyObject *m, PyObject *const *args, Py_ssize_t nargs);
 PyObject *tp_fd_accept(PyObject *m, PyObject *const *args, Py_ssize_t nargs);
 PyObject *tp_mod_init_io(PyObject *m, PyObject *arg);
+PyObject *tp_mod_init_reentry(PyObject *m, PyObject *arg);
 
 static PyMethodDef mod_methods[] = {
     {"_init", (PyCFunction)mod_init, METH_O, "Set the InternalError class."},
     {"_init_fd", (PyCFunction)tp_mod_init_fd, METH_VARARGS,
      "Set the FDMutexError class and the Sema type (fd_mutex.py)."},
+    {"_init_reentry", (PyCFunction)tp_mod_init_reentry, METH_O,
+     "Set fd_unix's reentry check for fdMutexes without their own."},
     {"_init_io", (PyCFunction)tp_mod_init_io, METH_O,
      "Set the poll error converter (fd_poll_runtime.convert_err)."},
     {"fd_read", (PyCFunction)(void (*)(void))tp_fd_read, METH_FASTCALL,

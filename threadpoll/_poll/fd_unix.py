@@ -260,7 +260,8 @@ class FD:
         # state word the C first attempts below update with compare-and-swap.
         self._cfd = rt.impl == "c"
         self.fdmu: FDMutex = _CFDMutex() if self._cfd else FDMutex()
-        self.fdmu.reentry_check = _reentry_check(self)
+        if not self._cfd:  # the C one runs _c_reentry_check, shared: no closure per FD
+            self.fdmu.reentry_check = _reentry_check(self)
         self._cfast = False  # the C first attempts apply (a pollable socket on the C core)
         self.sysfd = sysfd  # constant until _destroy, which runs when no op holds a ref
         self.pd = PollHandle()
@@ -1407,3 +1408,25 @@ def _reentry_check(fd: FD) -> Callable[[bool], None]:
             owner._check_reentry(read)
 
     return check
+
+
+def _c_reentry_check(fdmu: Any, read: bool) -> None:
+    """The C core's fdMutex's reentry check (one for all of them, so an FD costs no closure
+    and weak reference): find the FD whose operation is waiting for fdmu's lock, and run its
+    _check_reentry.
+
+    Go: none
+    """
+    names = _READ_OPS if read else _WRITE_OPS
+    f: FrameType | None = sys._getframe(1)
+    while f is not None:
+        if f.f_code.co_name in names and f.f_code.co_filename == __file__:
+            fd = f.f_locals.get("self")
+            if fd.__class__ is FD and fd.fdmu is fdmu:
+                fd._check_reentry(read)
+                return
+        f = f.f_back
+
+
+if _cpoll is not None:
+    _cpoll._init_reentry(_c_reentry_check)
