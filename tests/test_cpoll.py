@@ -611,3 +611,11 @@ def test_c_close_hands_the_destroy_to_the_waiting_closer() -> None:
     mu2 = netpoll_c.cpoll.FDMutex()
     assert mu2.incref_and_close()
     assert mu2.decref_for_close() is True  # no operation: the closer destroys at once
+    # A closer whose wait is interrupted takes its mark back: the operation destroys.
+    mu3 = netpoll_c.cpoll.FDMutex()
+    mu3.csema = Sema()
+    assert mu3.rwlock(False)
+    assert mu3.incref_and_close()
+    assert mu3.decref_for_close() is False
+    assert mu3.take_handoff() is False  # the operation is still in flight
+    assert mu3.rwunlock(False) is True  # so it destroys the FD itself

@@ -251,13 +251,16 @@ fdmu_decref_for_close(FDMutexObject *mu, PyObject *Py_UNUSED(ignored))
     }
 }
 
-/* After decref_for_close gave False and csema was acquired: True if the FD is the
- * caller's to destroy (the last operation handed it over), clearing the mark. Go: none */
+/* After decref_for_close gave False, once csema was acquired (or the wait for it was
+ * interrupted): clear the closer's mark and say whether the FD is the caller's to destroy,
+ * True when the last operation has left and handed it over. After an interrupted wait,
+ * False means an operation is still in flight and, the mark gone, destroys the FD itself.
+ * Go: none */
 static PyObject *
 fdmu_take_handoff(FDMutexObject *mu, PyObject *Py_UNUSED(ignored))
 {
     uint64_t old = __atomic_fetch_and(&mu->state, ~MUTEX_CLOSER_WAITS, __ATOMIC_SEQ_CST);
-    return PyBool_FromLong((old & MUTEX_CLOSER_WAITS) != 0);
+    return PyBool_FromLong((old & MUTEX_CLOSER_WAITS) && (old & MUTEX_REF_MASK) == 0);
 }
 
 /* In a forked child, close() of a poisoned FD: drop the references (refs, in state units)

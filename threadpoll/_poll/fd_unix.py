@@ -512,7 +512,14 @@ class FD:
                     pd.rt.count_close_waited()  # an operation still holds a reference
                 # Wait until the last operation has left; it hands the destroy over. (No
                 # trace events: the C core records none.)
-                self.csema.acquire()
+                try:
+                    self.csema.acquire()
+                except BaseException:
+                    # Interrupted (Ctrl-C): take the mark back, so that the last operation
+                    # destroys the FD, unless it has already left and handed it over.
+                    if self._cmu().take_handoff():
+                        self._destroy()
+                    raise
                 cerr = self._destroy() if self._cmu().take_handoff() else None
             if cerr is not None:
                 raise cerr
