@@ -361,3 +361,261 @@ def test_lazy_write_arms_write_interest_when_a_writer_first_waits() -> None:
         a.close()
         b.close()
         crt.shutdown()
+
+
+# --- internal/poll's loops in C (threadpoll/_c/fd_unix.c), driven directly ---------------
+
+
+@pytest.fixture
+def cpair(crt: Any) -> Any:
+    """Two pollable FDs on a connected AF_UNIX stream socketpair, on the C core."""
+    from threadpoll._poll.fd_unix import FD
+
+    a, b = socket.socketpair()
+    fa = FD(a.detach(), net="unix", runtime=crt)
+    fb = FD(b.detach(), net="unix", runtime=crt)
+    assert fa._cfast and fb._cfast
+    yield fa, fb
+    for f in (fa, fb):
+        if not f.fdmu.closing():
+            f.close()
+
+
+def _c(fd: Any, name: str, *args: Any) -> Any:
+    """Call _cpoll.fd_<name>(fd, fdmu, pd, sysfd, *args)."""
+    return getattr(netpoll_c.cpoll, "fd_" + name)(
+        fd, fd.fdmu, fd.pd.runtime_ctx, fd.sysfd, *args
+    )
+
+
+@on_c
+def test_c_read_parks_until_data_and_passes_flags(cpair: Any) -> None:
+    fa, fb = cpair
+    pd = fa.pd.runtime_ctx
+
+    def write_later() -> None:
+        wait_until(lambda: pd.rg == PD_PARKED, what="the reader parked")
+        _c(fb, "write", b"hello", True)
+
+    w = Runner(write_later, name="writer")
+    assert _c(fa, "read", 3, socket.MSG_PEEK) == b"hel"  # parked, woken, peeked
+    w.join()
+    assert pd.rg == PD_NIL
+    buf = bytearray(8)
+    assert _c(fa, "read_into", buf, 2, 0) == 2 and buf[:2] == b"he"
+    assert _c(fa, "read", 10, 0) == b"llo"
+    assert fa.fdmu.state == 0, "the read lock and reference were released"
+    with pytest.raises(ValueError, match="buffer too small"):
+        _c(fa, "read_into", bytearray(1), 2, 0)
+    with pytest.raises(ValueError, match="negative"):
+        _c(fa, "read", -1, 0)
+    assert _c(fa, "read", 0, 0) == b""
+
+
+@on_c
+def test_c_read_returns_eof_and_write_reports_written(cpair: Any) -> None:
+    fa, fb = cpair
+    _c(fb, "write", b"xy", True)
+    fb.close()
+    assert _c(fa, "read", 10, 0) == b"xy"
+    assert _c(fa, "read", 10, 0) == b""  # EOF
+    assert _c(fa, "read_into", bytearray(4), 0, 0) == 0
+    with pytest.raises(OSError) as ei:
+        _c(fa, "write", b"z" * 100, True)
+    assert isinstance(ei.value, (BrokenPipeError, ConnectionResetError))
+    assert ei.value.written == 0  # type: ignore[attr-defined]
+    assert fa.fdmu.state == 0
+
+
+@on_c
+def test_c_close_wakes_parked_read_write_and_accept(cpair: Any, crt: Any) -> None:
+    from threadpoll._poll.fd_unix import FD
+    from threadpoll.errors import NetClosingError
+
+    fa, fb = cpair
+    pd = fb.pd.runtime_ctx
+    reader = Runner(lambda: _c(fb, "read", 10, 0), name="reader")
+    wait_until(lambda: pd.rg == PD_PARKED, what="the reader parked")
+    while True:  # fill fb's send buffer (fa never reads), then park a sender on fb too
+        try:
+            fb._sock.send(b"x" * 65536, socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            break
+    sender = Runner(lambda: _c(fb, "send", b"y" * 10, 0), name="sender")
+    wait_until(lambda: pd.wg == PD_PARKED, what="the sender parked")
+    ls = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    ls.bind(("127.0.0.1", 0))
+    ls.listen()
+    lfd = FD(ls.detach(), net="tcp", runtime=crt)
+    acceptor = Runner(lambda: _c(lfd, "accept"), name="acceptor")
+    wait_until(lambda: lfd.pd.runtime_ctx.rg == PD_PARKED, what="the acceptor parked")
+    for f, rs in ((fb, (reader, sender)), (lfd, (acceptor,))):
+        f.close()  # returns once the parked calls have left
+        for r in rs:
+            assert isinstance(r.join_exc(), NetClosingError)
+        assert f.sysfd == -1
+    with pytest.raises(NetClosingError):
+        # a closed FD: the closing error, before any syscall (or any look at the pollDesc)
+        netpoll_c.cpoll.fd_read(fb, fb.fdmu, pd, -1, 1, 0)
+
+
+@on_c
+def test_c_deadline_ends_parked_read_and_write(cpair: Any) -> None:
+    from threadpoll.errors import DeadlineExceededError
+
+    fa, fb = cpair
+    fa.set_read_deadline(time.monotonic() + 0.05)
+    t0 = time.monotonic()
+    with pytest.raises(DeadlineExceededError):
+        _c(fa, "read", 10, 0)
+    assert time.monotonic() - t0 >= 0.04
+    fb.set_write_deadline(time.monotonic() + 0.05)
+    with pytest.raises(DeadlineExceededError) as ei:
+        _c(fb, "write", b"z" * (8 << 20), True)
+    assert 0 < ei.value.written < 8 << 20  # type: ignore[attr-defined]
+    assert fa.fdmu.state == 0 and fb.fdmu.state == 0
+
+
+@on_c
+def test_c_write_loop_writes_everything(cpair: Any) -> None:
+    fa, fb = cpair
+    data = os.urandom(3 << 20)
+    got = bytearray()
+
+    def drain() -> None:
+        while len(got) < len(data):
+            got.extend(_c(fa, "read", 65536, 0))
+
+    r = Runner(drain, name="drain")
+    assert _c(fb, "write", memoryview(data), True) == len(data)
+    r.join()
+    assert bytes(got) == data
+    assert _c(fb, "send", b"abc", 0) == 3
+    assert _c(fa, "read", 10, 0) == b"abc"
+
+
+@on_c
+def test_c_accept_gives_a_nonblocking_cloexec_descriptor(crt: Any) -> None:
+    from threadpoll._poll.fd_unix import FD
+
+    ls = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    ls.bind(("127.0.0.1", 0))
+    ls.listen()
+    port = ls.getsockname()[1]
+    lfd = FD(ls.detach(), net="tcp", runtime=crt)
+    c = socket.socket()
+    try:
+        connector = Runner(
+            lambda: (
+                wait_until(lambda: lfd.pd.runtime_ctx.rg == PD_PARKED, what="parked"),
+                c.connect(("127.0.0.1", port)),
+            ),
+            name="connector",
+        )
+        nfd, addr = lfd.accept()
+        connector.join()
+        try:
+            assert addr == c.getsockname()
+            assert not os.get_blocking(nfd)
+            assert not os.get_inheritable(nfd)
+        finally:
+            os.close(nfd)
+    finally:
+        c.close()
+        lfd.close()
+
+
+@on_c
+@pytest.mark.skipif(not hasattr(signal, "pthread_kill"), reason="needs signal.pthread_kill")
+def test_c_signal_while_parked_reparks_or_raises(cpair: Any) -> None:
+    """A handler that returns: the C loop parks again and reads the data. A handler that
+    raises: the exception leaves the call, the read lock released, the pollDesc idle."""
+    if threading.current_thread() is not threading.main_thread():
+        pytest.skip("signal handlers run in the main thread only")
+    fa, fb = cpair
+    pd = fa.pd.runtime_ctx
+    main = threading.main_thread().ident
+    assert main is not None
+    calls: list[int] = []
+    raising = [False]
+
+    class Boom(Exception):
+        pass
+
+    def handler(signum: int, frame: Any) -> None:
+        calls.append(signum)
+        if raising[0]:
+            raise Boom
+
+    def kick(then_write: bool) -> None:
+        wait_until(lambda: pd.rg == PD_PARKED, what="the main thread parked")
+        n = len(calls)
+        signal.pthread_kill(main, signal.SIGUSR1)
+        if then_write:
+            wait_until(lambda: len(calls) > n and pd.rg == PD_PARKED, what="parked again")
+            _c(fb, "write", b"ok", True)
+
+    old = signal.signal(signal.SIGUSR1, handler)
+    try:
+        k = Runner(lambda: kick(True), name="kicker")
+        assert _c(fa, "read", 10, 0) == b"ok"
+        k.join()
+        raising[0] = True
+        k = Runner(lambda: kick(False), name="kicker")
+        with pytest.raises(Boom):
+            _c(fa, "read", 10, 0)
+        k.join()
+    finally:
+        signal.signal(signal.SIGUSR1, old)
+    assert calls == [signal.SIGUSR1, signal.SIGUSR1]
+    assert pd.rg == PD_NIL and fa.fdmu.state == 0
+
+
+@needs_c
+def test_c_fdmutex_clear_poison_is_one_atomic_update() -> None:
+    """A forked child's close() of a poisoned FD drops the parent threads' references and
+    lock bits in one compare-and-swap, keeping what the child's own operations hold."""
+    from threadpoll._poll.fd_mutex import MUTEX_CLOSED, MUTEX_REF, MUTEX_RLOCK, MUTEX_WLOCK
+
+    mu = netpoll_c.cpoll.FDMutex()
+    mu.state = MUTEX_RLOCK | 3 * MUTEX_REF  # a parent reader (2 refs) and the child's 1 ref
+    mu.poisoned = MUTEX_RLOCK
+    mu.clear_poison(2 * MUTEX_REF)
+    assert mu.state == MUTEX_REF and mu.poisoned == 0
+    mu.state = MUTEX_CLOSED | MUTEX_WLOCK | MUTEX_REF
+    mu.poisoned = MUTEX_WLOCK
+    mu.clear_poison(MUTEX_REF)  # already closed: the state is left alone
+    assert mu.state == MUTEX_CLOSED | MUTEX_WLOCK | MUTEX_REF and mu.poisoned == 0
+    mu.state = MUTEX_REF
+    with pytest.raises(Exception, match="inconsistent"):
+        mu.clear_poison(2 * MUTEX_REF)  # more ghosts than references
+
+
+@needs_c
+def test_c_close_hands_the_destroy_to_the_waiting_closer() -> None:
+    """decref_for_close with an operation in flight: the operation's unlock releases the
+    closer's csema instead of destroying; take_handoff then says the closer destroys."""
+    from threadpoll._poll.fd_mutex import MUTEX_CLOSED
+    from threadpoll._runtime.park import Sema
+
+    mu = netpoll_c.cpoll.FDMutex()
+    cs = Sema()
+    mu.csema = cs
+    assert mu.rwlock(True)  # an operation in flight
+    assert mu.incref_and_close()
+    assert mu.decref_for_close() is False  # the closer will wait
+    assert mu.rwunlock(True) is False  # the operation does not destroy ...
+    cs.acquire()  # ... it released the closer (this would hang otherwise)
+    assert mu.take_handoff() is True and mu.state == MUTEX_CLOSED
+    assert mu.take_handoff() is False
+    mu2 = netpoll_c.cpoll.FDMutex()
+    assert mu2.incref_and_close()
+    assert mu2.decref_for_close() is True  # no operation: the closer destroys at once
+    # A closer whose wait is interrupted takes its mark back: the operation destroys.
+    mu3 = netpoll_c.cpoll.FDMutex()
+    mu3.csema = Sema()
+    assert mu3.rwlock(False)
+    assert mu3.incref_and_close()
+    assert mu3.decref_for_close() is False
+    assert mu3.take_handoff() is False  # the operation is still in flight
+    assert mu3.rwunlock(False) is True  # so it destroys the FD itself

@@ -31,6 +31,7 @@ from threadpoll._poll.fd_mutex import (
     OVERFLOW_MSG,
     FDMutex,
     FDMutexError,
+    poison_after_fork,
 )
 from threadpoll._runtime import netpoll_c
 
@@ -363,12 +364,10 @@ def test_mutex_poison_after_fork(new_mutex: MutexFactory) -> None:
     references parent threads held come back for clear_poison to drop at close. Called here
     in the parent, as the fork handler would in the child: the mutex cannot tell."""
     mu = new_mutex()
-    if not hasattr(mu, "poison_after_fork"):
-        pytest.skip("this implementation's fdMutex has no poison_after_fork yet")
     assert mu.rwlock(True)  # a parent thread's read
     assert mu.incref()  # a parent thread's misc operation
     mu.state += MUTEX_WWAIT  # and a parent thread waiting to write (test-only shortcut)
-    refs = mu.poison_after_fork()
+    refs = poison_after_fork(mu)
     assert refs == 2 * MUTEX_REF
     assert mu.poisoned == MUTEX_RLOCK
     assert mu.state == MUTEX_RLOCK | 2 * MUTEX_REF  # the waiter count is gone
@@ -386,10 +385,8 @@ def test_mutex_clear_poison_lets_close_finish(new_mutex: MutexFactory) -> None:
     """clear_poison before close drops what parent threads held: the child's own close is
     then the last reference."""
     mu = new_mutex()
-    if not hasattr(mu, "clear_poison"):
-        pytest.skip("this implementation's fdMutex has no clear_poison yet")
     assert mu.rwlock(False)
-    refs = mu.poison_after_fork()
+    refs = poison_after_fork(mu)
     mu.clear_poison(refs)
     assert mu.state == 0 and mu.poisoned == 0
     assert mu.incref_and_close()
@@ -399,10 +396,8 @@ def test_mutex_clear_poison_lets_close_finish(new_mutex: MutexFactory) -> None:
 def test_mutex_poison_after_fork_of_a_closed_mutex(new_mutex: MutexFactory) -> None:
     """A mutex closed before the fork poisons nothing and reports no references."""
     mu = new_mutex()
-    if not hasattr(mu, "poison_after_fork"):
-        pytest.skip("this implementation's fdMutex has no poison_after_fork yet")
     assert mu.rwlock(True)
     assert mu.incref_and_close()
-    assert mu.poison_after_fork() == 0
+    assert poison_after_fork(mu) == 0
     assert mu.poisoned == 0
     assert mu.state == MUTEX_CLOSED | MUTEX_RLOCK | 2 * MUTEX_REF

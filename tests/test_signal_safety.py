@@ -49,7 +49,7 @@ pytestmark = [
 # runs as they return).
 _SYSCALLS = frozenset(
     {"read", "readv", "write", "recv", "recv_into", "recvfrom", "_accept", "send", "sendto"}
-    | {"fd_read", "fd_write", "fd_recv"}
+    | {"fd_read", "fd_read_into", "fd_write", "fd_send", "fd_accept"}
 )
 
 

@@ -237,7 +237,7 @@ def dump(stacks: bool = True) -> str:
         lines.append(f"    pollDesc {e.state} ({e.backend})")
         fd = fds.get(e.pd.id)
         if fd is not None:
-            lines.append(f"    fdMutex {fd_mutex.state_text(fd.fdmu.state)}")
+            lines.append(f"    fdMutex {fd_mutex.state_text(fd_mutex.load_state(fd.fdmu))}")
         if t.ident is not None:
             lines.extend("    " + s for s in _stack_lines(frames.get(t.ident)))
     return "\n".join(lines) + "\n"

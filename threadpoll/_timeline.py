@@ -36,7 +36,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
-from threadpoll._poll.fd_mutex import MUTEX_WMASK
+from threadpoll._poll.fd_mutex import MUTEX_WMASK, load_state
 from threadpoll._poll.fd_unix import FD
 from threadpoll._runtime import trace
 from threadpoll._runtime.netpoll import PD_PARKED, PD_READY, STATE_NAMES, PollDesc
@@ -468,7 +468,7 @@ def _play_two_writers(st: _Stage) -> None:
     _wait_state(a, "w", PD_PARKED)  # writer-1 holds the write lock and is parked
     w2 = st.actor("writer-2", write(two))
     # writer-2 queues on the fdMutex write lock (not on the pollDesc).
-    _wait_for(lambda: a.fdmu.state & MUTEX_WMASK != 0, "writer-2 to wait for the write lock")
+    _wait_for(lambda: load_state(a.fdmu) & MUTEX_WMASK != 0, "writer-2 to wait for the write lock")
     reader = st.actor("reader", lambda: _drain(st, b, len(one) + len(two)))
     w1.join()
     w2.join()

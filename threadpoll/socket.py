@@ -989,6 +989,10 @@ class socket(_StdSocket):
                     with_written(e, 0)
                     raise
             pos = 0
+            if timeout is None and not flags and d.direct and fd._cfd:
+                # Go's whole write loop in C (FD.write); ``.written`` on a failure part-way.
+                self._io_blocking(False, fd.write, view)
+                return None
             if timeout == 0.0 or _dontwait(flags):
                 fd.incref()
                 try:

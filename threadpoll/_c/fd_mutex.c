@@ -12,6 +12,7 @@
 static PyObject *FDMutexError; /* fd_mutex.FDMutexError */
 static PyObject *SemaType;     /* park.Sema */
 static PyObject *DummyLock;    /* what ``_lock`` gives (see fdmu_get_lock) */
+static PyObject *ReentryCheck; /* fd_unix's check(fdmu, read), for a reentry_check of None */
 
 static const char OVERFLOW_MSG[] =
     "too many concurrent operations on a single file or socket (max 1048575)";
@@ -45,6 +46,68 @@ sema_release(PyObject *sema)
     return r == NULL ? -1 : 0;
 }
 
+/* The read (write) waiters' Sema, made on first use (most descriptors never wait for a
+ * lock: the memory per descriptor is smaller without them). A new reference, or NULL.
+ * Two threads making it at once keep the first one stored (compare-and-swap on the slot).
+ * A waiter gets it before it publishes its wait count, so a signaller that sees the count
+ * finds it made. Go: none (Go's semaphores are addresses, free until used) */
+static PyObject *
+get_sema(FDMutexObject *mu, int read)
+{
+    PyObject **slot = read ? &mu->rsema : &mu->wsema;
+    PyObject *s = __atomic_load_n(slot, __ATOMIC_ACQUIRE);
+    if (s == NULL) {
+        PyObject *n = PyObject_CallNoArgs(SemaType);
+        if (n == NULL) {
+            return NULL;
+        }
+        PyObject *expected = NULL;
+        if (__atomic_compare_exchange_n(slot, &expected, n, 0, __ATOMIC_ACQ_REL,
+                                        __ATOMIC_ACQUIRE)) {
+            s = n; /* the slot owns n's reference */
+        }
+        else {
+            Py_DECREF(n);
+            s = expected;
+        }
+    }
+    Py_INCREF(s);
+    return s;
+}
+
+/* Release the read (write) waiters' Sema once. Go: runtime/sema.go semrelease */
+static int
+release_waiter(FDMutexObject *mu, int read)
+{
+    PyObject *s = get_sema(mu, read);
+    if (s == NULL) {
+        return -1;
+    }
+    int r = sema_release(s);
+    Py_DECREF(s);
+    return r;
+}
+
+/* After a reference was dropped, leaving state new: 1 if the caller must destroy the FD (the
+ * last reference after close), 0 if not, -1 with an exception. When a closer waits to
+ * destroy it (MUTEX_CLOSER_WAITS), release its csema instead and return 0.
+ * Go: internal/poll/fd_mutex.go fdMutex.decref (its return value) */
+static int
+last_ref(FDMutexObject *mu, uint64_t new)
+{
+    if ((new & (MUTEX_CLOSED | MUTEX_REF_MASK)) != MUTEX_CLOSED) {
+        return 0;
+    }
+    if (!(new & MUTEX_CLOSER_WAITS)) {
+        return 1;
+    }
+    PyObject *cs = mu->csema; /* a strong reference across the call (it runs Python) */
+    Py_INCREF(cs);
+    int r = sema_release(cs);
+    Py_DECREF(cs);
+    return r;
+}
+
 /* Go: internal/poll/fd_mutex.go fdMutex (its zero value) */
 static PyObject *
 fdmu_new(PyTypeObject *type, PyObject *Py_UNUSED(args), PyObject *Py_UNUSED(kwds))
@@ -61,12 +124,9 @@ fdmu_new(PyTypeObject *type, PyObject *Py_UNUSED(args), PyObject *Py_UNUSED(kwds
     mu->poisoned = 0;
     mu->reentry_check = Py_None;
     Py_INCREF(Py_None);
-    mu->rsema = PyObject_CallNoArgs(SemaType);
-    mu->wsema = mu->rsema == NULL ? NULL : PyObject_CallNoArgs(SemaType);
-    if (mu->wsema == NULL) {
-        Py_DECREF(mu);
-        return NULL;
-    }
+    mu->csema = Py_None;
+    Py_INCREF(Py_None);
+    mu->rsema = mu->wsema = NULL; /* made on first use: get_sema */
     return (PyObject *)mu;
 }
 
@@ -76,6 +136,7 @@ fdmu_traverse(FDMutexObject *mu, visitproc visit, void *arg)
     Py_VISIT(mu->rsema);
     Py_VISIT(mu->wsema);
     Py_VISIT(mu->reentry_check);
+    Py_VISIT(mu->csema);
     return 0;
 }
 
@@ -85,6 +146,7 @@ fdmu_clear(FDMutexObject *mu)
     Py_CLEAR(mu->rsema);
     Py_CLEAR(mu->wsema);
     Py_CLEAR(mu->reentry_check);
+    Py_CLEAR(mu->csema);
     return 0;
 }
 
@@ -135,12 +197,12 @@ fdmu_incref_and_close(FDMutexObject *mu, PyObject *Py_UNUSED(ignored))
             /* Wake all read and write waiters, they will observe closed flag after
              * wakeup. */
             for (uint64_t i = (old & MUTEX_RMASK) / MUTEX_RWAIT; i > 0; i--) {
-                if (sema_release(mu->rsema) < 0) {
+                if (release_waiter(mu, 1) < 0) {
                     return NULL;
                 }
             }
             for (uint64_t i = (old & MUTEX_WMASK) / MUTEX_WWAIT; i > 0; i--) {
-                if (sema_release(mu->wsema) < 0) {
+                if (release_waiter(mu, 0) < 0) {
                     return NULL;
                 }
             }
@@ -160,19 +222,80 @@ fdmu_decref(FDMutexObject *mu, PyObject *Py_UNUSED(ignored))
         }
         uint64_t new = old - MUTEX_REF;
         if (cas(&mu->state, old, new)) {
-            return PyBool_FromLong((new & (MUTEX_CLOSED | MUTEX_REF_MASK)) == MUTEX_CLOSED);
+            int r = last_ref(mu, new);
+            return r < 0 ? NULL : PyBool_FromLong(r);
         }
     }
 }
 
-/* Go: internal/poll/fd_mutex.go fdMutex.rwlock */
+/* The closer's decref: True if it dropped the last reference (the caller destroys the FD
+ * now); else False, and the operation that drops the last one releases the csema instead of
+ * destroying (MUTEX_CLOSER_WAITS): the caller waits on csema, then take_handoff() and
+ * destroys. Go: internal/poll/fd_mutex.go fdMutex.decref (as FD.Close calls it) */
 static PyObject *
-fdmu_rwlock(FDMutexObject *mu, PyObject *args)
+fdmu_decref_for_close(FDMutexObject *mu, PyObject *Py_UNUSED(ignored))
 {
-    int read, wait = 1;
-    if (!PyArg_ParseTuple(args, "p|p:rwlock", &read, &wait)) {
+    for (;;) {
+        uint64_t old = load(&mu->state);
+        if ((old & MUTEX_REF_MASK) == 0) {
+            return fdmu_error(INCONSISTENT_MSG);
+        }
+        uint64_t new = old - MUTEX_REF;
+        int last = (new & MUTEX_REF_MASK) == 0;
+        if (!last) {
+            new |= MUTEX_CLOSER_WAITS;
+        }
+        if (cas(&mu->state, old, new)) {
+            return PyBool_FromLong(last);
+        }
+    }
+}
+
+/* After decref_for_close gave False, once csema was acquired (or the wait for it was
+ * interrupted): clear the closer's mark and say whether the FD is the caller's to destroy,
+ * True when the last operation has left and handed it over. After an interrupted wait,
+ * False means an operation is still in flight and, the mark gone, destroys the FD itself.
+ * Go: none */
+static PyObject *
+fdmu_take_handoff(FDMutexObject *mu, PyObject *Py_UNUSED(ignored))
+{
+    uint64_t old = __atomic_fetch_and(&mu->state, ~MUTEX_CLOSER_WAITS, __ATOMIC_SEQ_CST);
+    return PyBool_FromLong((old & MUTEX_CLOSER_WAITS) && (old & MUTEX_REF_MASK) == 0);
+}
+
+/* In a forked child, close() of a poisoned FD: drop the references (refs, in state units)
+ * and the lock bits (poisoned) that parent threads held, unless already closed, and clear
+ * poisoned; one compare-and-swap, so an operation of the child's own running meanwhile
+ * (a signal handler's) is never lost. Go: none (Go does not fork a multi-threaded runtime) */
+static PyObject *
+fdmu_clear_poison(FDMutexObject *mu, PyObject *arg)
+{
+    unsigned long long refs = PyLong_AsUnsignedLongLong(arg);
+    if (refs == (unsigned long long)-1 && PyErr_Occurred()) {
         return NULL;
     }
+    uint64_t bits = load(&mu->poisoned);
+    for (;;) {
+        uint64_t old = load(&mu->state);
+        if (old & MUTEX_CLOSED) {
+            break;
+        }
+        if ((old & MUTEX_REF_MASK) < refs) {
+            return fdmu_error(INCONSISTENT_MSG);
+        }
+        if (cas(&mu->state, old, (old - refs) & ~bits)) {
+            break;
+        }
+    }
+    __atomic_store_n(&mu->poisoned, 0, __ATOMIC_SEQ_CST);
+    Py_RETURN_NONE;
+}
+
+/* fdmu_rwlock's loop; *semap holds the waiters' Sema once made (the caller drops it).
+ * Go: internal/poll/fd_mutex.go fdMutex.rwlock */
+static PyObject *
+rwlock_impl(FDMutexObject *mu, int read, int wait, PyObject **semap)
+{
     uint64_t bit = read ? MUTEX_RLOCK : MUTEX_WLOCK;
     uint64_t wbit = read ? MUTEX_RWAIT : MUTEX_WWAIT;
     uint64_t mask = read ? MUTEX_RMASK : MUTEX_WMASK;
@@ -197,20 +320,28 @@ fdmu_rwlock(FDMutexObject *mu, PyObject *args)
             if (!wait) {
                 Py_RETURN_FALSE;
             }
-            if (!checked && mu->reentry_check != NULL && mu->reentry_check != Py_None) {
+            int own = mu->reentry_check != NULL && mu->reentry_check != Py_None;
+            if (!checked && (own || ReentryCheck != NULL)) {
                 /* As fd_mutex.py: a signal handler on top of its own thread's operation in
                  * this direction would wait for itself; the check raises instead. Runs
-                 * Python, so the state is loaded again after it. */
+                 * Python, so the state is loaded again after it. Without a check of its
+                 * own, fd_unix's shared one finds the FD by this fdMutex. */
                 checked = 1;
-                PyObject *r = PyObject_CallFunctionObjArgs(
-                    mu->reentry_check, read ? Py_True : Py_False, NULL);
+                PyObject *r =
+                    own ? PyObject_CallFunctionObjArgs(mu->reentry_check,
+                                                       read ? Py_True : Py_False, NULL)
+                        : PyObject_CallFunctionObjArgs(ReentryCheck, (PyObject *)mu,
+                                                       read ? Py_True : Py_False, NULL);
                 if (r == NULL) {
                     return NULL;
                 }
                 Py_DECREF(r);
                 continue;
             }
-            /* Wait for lock. */
+            /* Wait for lock: the Sema made before the count says a waiter sleeps there. */
+            if (*semap == NULL && (*semap = get_sema(mu, read)) == NULL) {
+                return NULL;
+            }
             new = old + wbit;
             if ((new & mask) == 0) {
                 return fdmu_error(OVERFLOW_MSG);
@@ -222,7 +353,7 @@ fdmu_rwlock(FDMutexObject *mu, PyObject *args)
             }
             /* An exception out of acquire() (KeyboardInterrupt) leaves our count behind,
              * harmlessly, as in fd_mutex.py. */
-            PyObject *r = PyObject_CallMethod(read ? mu->rsema : mu->wsema, "acquire", NULL);
+            PyObject *r = PyObject_CallMethod(*semap, "acquire", NULL);
             if (r == NULL) {
                 return NULL;
             }
@@ -230,6 +361,20 @@ fdmu_rwlock(FDMutexObject *mu, PyObject *args)
             /* The signaller has subtracted mutexWait. */
         }
     }
+}
+
+/* Go: internal/poll/fd_mutex.go fdMutex.rwlock */
+static PyObject *
+fdmu_rwlock(FDMutexObject *mu, PyObject *args)
+{
+    int read, wait = 1;
+    if (!PyArg_ParseTuple(args, "p|p:rwlock", &read, &wait)) {
+        return NULL;
+    }
+    PyObject *sema = NULL; /* the waiters' Sema, once this thread is to wait */
+    PyObject *r = rwlock_impl(mu, read, wait, &sema);
+    Py_XDECREF(sema);
+    return r;
 }
 
 /* Returns 1 if the caller must destroy the FD, 0 if not, -1 with an exception set.
@@ -252,10 +397,10 @@ tp_fdmutex_rwunlock(FDMutexObject *mu, int read)
             new -= wbit;
         }
         if (cas(&mu->state, old, new)) {
-            if ((old & mask) && sema_release(read ? mu->rsema : mu->wsema) < 0) {
+            if ((old & mask) && release_waiter(mu, read) < 0) {
                 return -1;
             }
-            return (new & (MUTEX_CLOSED | MUTEX_REF_MASK)) == MUTEX_CLOSED;
+            return last_ref(mu, new);
         }
     }
 }
@@ -320,12 +465,13 @@ fdmu_set_poisoned(FDMutexObject *mu, PyObject *v, void *Py_UNUSED(c))
     return 0;
 }
 
-#define SEMA_ACCESSORS(name)                                                               \
+#define SEMA_GETTER(name)                                                                  \
     static PyObject *fdmu_get_##name(FDMutexObject *mu, void *Py_UNUSED(c))               \
     {                                                                                      \
         Py_INCREF(mu->name);                                                               \
         return mu->name;                                                                   \
-    }                                                                                      \
+    }
+#define SEMA_SETTER(name)                                                                  \
     static int fdmu_set_##name(FDMutexObject *mu, PyObject *v, void *Py_UNUSED(c))        \
     {                                                                                      \
         if (v == NULL) {                                                                   \
@@ -333,16 +479,32 @@ fdmu_set_poisoned(FDMutexObject *mu, PyObject *v, void *Py_UNUSED(c))
             return -1;                                                                     \
         }                                                                                  \
         Py_INCREF(v);                                                                      \
-        Py_SETREF(mu->name, v);                                                            \
+        Py_XSETREF(mu->name, v);                                                           \
         return 0;                                                                          \
     }
-SEMA_ACCESSORS(rsema)
-SEMA_ACCESSORS(wsema)
-SEMA_ACCESSORS(reentry_check)
+SEMA_SETTER(rsema)
+SEMA_SETTER(wsema)
+SEMA_GETTER(reentry_check)
+SEMA_SETTER(reentry_check)
+SEMA_GETTER(csema)
+SEMA_SETTER(csema)
+
+/* rsema / wsema as attributes: made on first look, as on first wait. */
+static PyObject *
+fdmu_get_rsema_lazy(FDMutexObject *mu, void *Py_UNUSED(c))
+{
+    return get_sema(mu, 1);
+}
+
+static PyObject *
+fdmu_get_wsema_lazy(FDMutexObject *mu, void *Py_UNUSED(c))
+{
+    return get_sema(mu, 0);
+}
 
 /* ``_lock``: fd_mutex.py's state lock has no counterpart here (the state word is atomic).
- * The few compound updates fd_unix.py makes under ``fdmu._lock`` run in a forked child
- * (one thread) or only test the lock; they get one process-wide threading.Lock. */
+ * Only fd_mutex.poison_after_fork sets it, in a forked child (one thread); readers get one
+ * process-wide threading.Lock. */
 static PyObject *
 fdmu_get_lock(FDMutexObject *Py_UNUSED(mu), void *Py_UNUSED(c))
 {
@@ -371,16 +533,21 @@ static PyMethodDef fdmu_methods[] = {
     {"rwlock", (PyCFunction)fdmu_rwlock, METH_VARARGS, "Go: internal/poll/fd_mutex.go fdMutex.rwlock"},
     {"rwunlock", (PyCFunction)fdmu_rwunlock, METH_O, "Go: internal/poll/fd_mutex.go fdMutex.rwunlock"},
     {"closing", (PyCFunction)fdmu_closing, METH_NOARGS, "Go: internal/poll/fd_mutex.go FD.closing"},
+    {"decref_for_close", (PyCFunction)fdmu_decref_for_close, METH_NOARGS,
+     "Go: internal/poll/fd_mutex.go fdMutex.decref (as FD.Close calls it)"},
+    {"take_handoff", (PyCFunction)fdmu_take_handoff, METH_NOARGS, "Go: none"},
+    {"clear_poison", (PyCFunction)fdmu_clear_poison, METH_O, "Go: none"},
     {NULL, NULL, 0, NULL},
 };
 
 static PyGetSetDef fdmu_getset[] = {
     {"state", (getter)fdmu_get_state, (setter)fdmu_set_state, NULL, NULL},
     {"poisoned", (getter)fdmu_get_poisoned, (setter)fdmu_set_poisoned, NULL, NULL},
-    {"rsema", (getter)fdmu_get_rsema, (setter)fdmu_set_rsema, NULL, NULL},
-    {"wsema", (getter)fdmu_get_wsema, (setter)fdmu_set_wsema, NULL, NULL},
+    {"rsema", (getter)fdmu_get_rsema_lazy, (setter)fdmu_set_rsema, NULL, NULL},
+    {"wsema", (getter)fdmu_get_wsema_lazy, (setter)fdmu_set_wsema, NULL, NULL},
     {"_lock", (getter)fdmu_get_lock, (setter)fdmu_set_lock, NULL, NULL},
     {"reentry_check", (getter)fdmu_get_reentry_check, (setter)fdmu_set_reentry_check, NULL, NULL},
+    {"csema", (getter)fdmu_get_csema, (setter)fdmu_set_csema, NULL, NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };
 
@@ -397,6 +564,16 @@ PyTypeObject tp_FDMutexType = {
     .tp_methods = fdmu_methods,
     .tp_getset = fdmu_getset,
 };
+
+/* _init_reentry(check): fd_unix's check(fdmu, read), run before a wait for the lock by an
+ * fdMutex whose reentry_check is None. Go: none */
+PyObject *
+tp_mod_init_reentry(PyObject *Py_UNUSED(m), PyObject *arg)
+{
+    Py_INCREF(arg);
+    Py_XSETREF(ReentryCheck, arg);
+    Py_RETURN_NONE;
+}
 
 /* _init_fd(FDMutexError, Sema, lock): the classes fd_mutex.py defines. Go: none */
 PyObject *

@@ -1,31 +1,55 @@
-/* The C core's half of internal/poll/fd_unix.go: the first attempt of FD.Read and FD.Write
- * for sockets, and the module glue for the fdMutex type (fd_mutex.c).
+/* The C core's half of internal/poll/fd_unix.go: FD.Read, FD.Write, FD.Accept and the
+ * socket calls recv, recv_into and send, whole, for pollable sockets; and the module glue for
+ * the fdMutex type (fd_mutex.c).
  *
- * fd_unix.py stays the FD: it calls these for a pollable socket on the C core and does
- * everything else itself. The first attempt runs with the GIL held (no Python frame, one
- * compare-and-swap for the fdMutex, the pollDesc checked under its C lock, then one
- * non-blocking recv/send with MSG_DONTWAIT, so the descriptor's own blocking mode never
- * matters and nothing here can block). Only sockets come here: a regular file is never
- * pollable, and pipes keep fd_unix.py's path.
+ * fd_unix.py stays the FD: its _*_c methods call these for a pollable socket on the C core
+ * and do everything else themselves. Each call is Go's loop: readLock (one compare-and-swap;
+ * the fdMutex's own rwlock, which may wait on its Sema, when that fails), prepareRead, the
+ * syscall with MSG_DONTWAIT (so the descriptor's own blocking mode never matters and the
+ * syscall never blocks), on EAGAIN waitRead (tp_poll_wait: parked with the GIL released, a
+ * signal handler run between parks, exactly as the pollDesc's wait), again; readUnlock. The
+ * errors are the Python path's: the FD's own closing error when the lock cannot be taken,
+ * fd_poll_runtime.convert_err's for the poll error codes, OSError from the syscall.
+ * Only sockets come here: a regular file is never pollable, and pipes keep fd_unix.py's path.
  *
- * DIVERGENCE(go): the write's send(2) releases the GIL (the peer it wakes should not then
- * wait for the GIL); the read's recv(2) keeps it (the data is there or EAGAIN comes back at
- * once, and the GIL round costs more than the call).
+ * DIVERGENCE(go): send(2) and accept(2) release the GIL (the peer a send wakes should not
+ * then wait for the GIL; accept4 takes no MSG_DONTWAIT, and a descriptor the drop-in left in
+ * blocking mode could block there); recv(2) keeps it (the data is there or EAGAIN comes back
+ * at once, and the GIL round costs more than the call).
+ *
+ * Free threading: every pollDesc field is read under pd->lock (tp_poll_reset,
+ * tp_poll_wait), the fdMutex state word with atomics; the Python objects used across a wait
+ * are the call's own arguments (the caller's references) or module constants.
  *
  * Go: internal/poll/fd_unix.go
  */
 #include "netpoll.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <stddef.h>
+#include <string.h>
 #include <sys/socket.h>
 #include <sys/types.h>
+#include <sys/un.h>
+#include <unistd.h>
 
 #ifndef MSG_NOSIGNAL
 #define MSG_NOSIGNAL 0 /* macOS: SO_NOSIGPIPE is not set; Python ignores SIGPIPE anyway */
 #endif
+#ifndef MSG_DONTWAIT
+#define MSG_DONTWAIT 0 /* not reached: every platform we build for has it */
+#endif
 
 #define MAX_RW (1 << 30) /* fd_unix.py's MAX_RW */
 #define STACK_READ 4096  /* reads up to this size go through a stack buffer */
+
+/* Set once by _init_io, constant after: fd_poll_runtime.convert_err, and method names. */
+static PyObject *ConvertErr;
+static PyObject *str_rwlock, *str_closed_error, *str_destroy, *str_read_shut, *str_written;
 
 /* The first attempt's rwlock: one compare-and-swap, never waits. 1 if taken.
  * Go: internal/poll/fd_mutex.go fdMutex.rwlock (its lock-is-free case) */
@@ -45,6 +69,42 @@ try_rwlock(FDMutexObject *mu, int read)
                                        __ATOMIC_SEQ_CST);
 }
 
+/* Raise the FD's own error for a descriptor that cannot be used (closing, or poisoned by a
+ * fork). Always -1. Go: internal/poll/fd.go errClosing */
+static int
+raise_closed(PyObject *fd)
+{
+    PyObject *e = PyObject_CallMethodObjArgs(fd, str_closed_error, NULL);
+    if (e != NULL) {
+        PyErr_SetObject((PyObject *)Py_TYPE(e), e);
+        Py_DECREF(e);
+    }
+    return -1;
+}
+
+/* readLock / writeLock: 0 with the lock held, or -1 with an exception (the closing error,
+ * or whatever the fdMutex's wait raised: a signal handler's, the reentry check's).
+ * Go: internal/poll/fd_mutex.go FD.readLock, FD.writeLock */
+static int
+rwlock(PyObject *fd, FDMutexObject *mu, int read)
+{
+    if (try_rwlock(mu, read)) {
+        return 0;
+    }
+    /* Busy, closed or poisoned: the fdMutex's own rwlock decides, and waits if it must. */
+    PyObject *r = PyObject_CallMethodObjArgs((PyObject *)mu, str_rwlock,
+                                             read ? Py_True : Py_False, NULL);
+    if (r == NULL) {
+        return -1;
+    }
+    int ok = PyObject_IsTrue(r);
+    Py_DECREF(r);
+    if (ok < 0) {
+        return -1;
+    }
+    return ok ? 0 : raise_closed(fd);
+}
+
 /* readUnlock / writeUnlock: unlock, and destroy the FD if that was the last reference
  * after close. Keeps a pending exception. 0 or -1.
  * Go: internal/poll/fd_mutex.go FD.readUnlock, FD.writeUnlock */
@@ -55,7 +115,7 @@ unlock(PyObject *fd, FDMutexObject *mu, int read)
     PyErr_Fetch(&et, &ev, &tb);
     int r = tp_fdmutex_rwunlock(mu, read);
     if (r == 1) {
-        PyObject *res = PyObject_CallMethod(fd, "_destroy", NULL);
+        PyObject *res = PyObject_CallMethodObjArgs(fd, str_destroy, NULL);
         Py_XDECREF(res);
         r = res == NULL ? -1 : 0;
     }
@@ -69,54 +129,136 @@ unlock(PyObject *fd, FDMutexObject *mu, int read)
     return r;
 }
 
-/* One non-blocking recv of at most n bytes: bytes (b"" at EOF), or NULL with *eagain set,
- * or NULL with an exception. Go: internal/poll/fd_unix.go FD.Read (the ignoringEINTRIO
- * call) */
-static PyObject *
-do_recv(int sysfd, Py_ssize_t n, int *eagain)
+/* Raise the public exception for a poll error code. Always -1.
+ * Go: internal/poll/fd_poll_runtime.go convertErr */
+static int
+raise_poll_err(PollDescObject *pd, int res)
 {
-    *eagain = 0;
+    PyObject *e = PyObject_CallFunction(ConvertErr, "iOO", res, Py_False, (PyObject *)pd);
+    if (e == NULL) {
+        return -1;
+    }
+    if (e == Py_None) {
+        PyErr_Format(PyExc_SystemError, "convert_err(%d) gave None", res);
+    }
+    else {
+        PyErr_SetObject((PyObject *)Py_TYPE(e), e);
+    }
+    Py_DECREF(e);
+    return -1;
+}
+
+/* readLock and prepareRead (writeLock and prepareWrite): 0 with the lock held and the
+ * pollDesc ready for the syscall, or -1 with an exception and the lock not held.
+ * Go: internal/poll/fd_unix.go FD.Read (its first lines) */
+static int
+enter(PyObject *fd, FDMutexObject *mu, PollDescObject *pd, int read)
+{
+    if (rwlock(fd, mu, read) < 0) {
+        return -1;
+    }
+    int res = tp_poll_reset(pd, read ? MODE_R : MODE_W);
+    if (res != POLL_NO_ERROR) {
+        raise_poll_err(pd, res);
+        unlock(fd, mu, read);
+        return -1;
+    }
+    return 0;
+}
+
+/* waitRead / waitWrite: 0 when the descriptor may be ready, -1 with an exception.
+ * Go: internal/poll/fd_poll_runtime.go pollDesc.wait */
+static int
+wait_io(PollDescObject *pd, int mode)
+{
+    int res = tp_poll_wait(pd, mode);
+    if (res < 0) {
+        return -1;
+    }
+    return res == POLL_NO_ERROR ? 0 : raise_poll_err(pd, res);
+}
+
+/* Whether the read side was shut down (fd.read_shut): a read that finds nothing then
+ * returns the empty result instead of waiting. 1, 0 or -1. Go: none (see FD.shutdown) */
+static int
+read_shut(PyObject *fd)
+{
+    PyObject *v = PyObject_GetAttr(fd, str_read_shut);
+    if (v == NULL) {
+        return -1;
+    }
+    int r = PyObject_IsTrue(v);
+    Py_DECREF(v);
+    return r;
+}
+
+/* After a syscall failed with errno e: 1 to wait (EAGAIN), 0 to retry at once (EINTR, its
+ * signal handlers run), -1 with an exception. Go: internal/poll/fd_unix.go ignoringEINTRIO
+ * with the EAGAIN test of its callers */
+static int
+after_error(int e)
+{
+    if (e == EAGAIN || e == EWOULDBLOCK) {
+        return 1;
+    }
+    if (e == EINTR) {
+        return PyErr_CheckSignals() < 0 ? -1 : 0;
+    }
+    errno = e;
+    PyErr_SetFromErrno(PyExc_OSError);
+    return -1;
+}
+
+/* Before a wait in a read: 1 to return the empty result now (read side shut down), 0 to
+ * wait, -1 with an exception. Go: none */
+static int
+read_wait(PyObject *fd, PollDescObject *pd)
+{
+    int shut = read_shut(fd);
+    if (shut != 0) {
+        return shut;
+    }
+    return wait_io(pd, MODE_R);
+}
+
+/* Go's read loop, the read lock held and the pollDesc prepared: recv(2) of at most n bytes
+ * into buf with flags until it does not say EAGAIN, parking between. The byte count (0 at
+ * EOF, or once the read side is shut down and nothing is left), or -1 with an exception.
+ * Go: internal/poll/fd_unix.go FD.Read (its loop) */
+static Py_ssize_t
+recv_loop(PyObject *fd, PollDescObject *pd, int sysfd, char *buf, Py_ssize_t n, int flags)
+{
     for (;;) {
-        ssize_t r;
-        if (n <= STACK_READ) {
-            char buf[STACK_READ];
-            r = recv(sysfd, buf, (size_t)n, MSG_DONTWAIT);
-            if (r >= 0) {
-                return PyBytes_FromStringAndSize(buf, r);
-            }
+        ssize_t r = recv(sysfd, buf, (size_t)n, flags | MSG_DONTWAIT);
+        if (r >= 0) {
+            return r;
         }
-        else {
-            PyObject *b = PyBytes_FromStringAndSize(NULL, n);
-            if (b == NULL) {
-                return NULL;
-            }
-            r = recv(sysfd, PyBytes_AS_STRING(b), (size_t)n, MSG_DONTWAIT);
-            if (r >= 0) {
-                /* _PyBytes_Resize is outside the stable ABI; this module does not use the
-                 * limited API. */
-                if (r != n && _PyBytes_Resize(&b, r) < 0) {
-                    return NULL;
-                }
-                return b;
-            }
-            Py_DECREF(b);
+        int w = after_error(errno);
+        if (w < 0) {
+            return -1;
         }
-        if (errno == EINTR) {
-            if (PyErr_CheckSignals() < 0) {
-                return NULL;
-            }
+        if (w == 0) {
             continue;
         }
-        if (errno == EAGAIN || errno == EWOULDBLOCK) {
-            *eagain = 1;
-            return NULL;
+        w = read_wait(fd, pd);
+        if (w != 0) {
+            return w < 0 ? -1 : 0;
         }
-        return PyErr_SetFromErrno(PyExc_OSError);
     }
 }
 
+/* The arguments every call starts with: (fd, fdmu, pd, sysfd, ...). */
+typedef struct {
+    PyObject *fd;          /* the FD (fd_unix.py): its _closed_error, _destroy, read_shut */
+    FDMutexObject *mu;     /* its fdMutex */
+    PollDescObject *pd;    /* its pollDesc */
+    int sysfd;             /* its descriptor (constant while a lock is held) */
+} io_call;
+
+/* Check and unpack the first four arguments of a call that takes want of them. 0 or -1. */
 static int
-check_args(PyObject *const *args, Py_ssize_t nargs, Py_ssize_t want, const char *name)
+parse_call(PyObject *const *args, Py_ssize_t nargs, Py_ssize_t want, const char *name,
+           io_call *c)
 {
     if (nargs != want) {
         PyErr_Format(PyExc_TypeError, "%s takes %zd arguments", name, want);
@@ -126,84 +268,157 @@ check_args(PyObject *const *args, Py_ssize_t nargs, Py_ssize_t want, const char 
         PyErr_Format(PyExc_TypeError, "%s needs the C core's FDMutex and PollDesc", name);
         return -1;
     }
-    return 0;
+    if (ConvertErr == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "threadpoll._cpoll._init_io was not called");
+        return -1;
+    }
+    c->fd = args[0];
+    c->mu = (FDMutexObject *)args[1];
+    c->pd = (PollDescObject *)args[2];
+    c->sysfd = tp_as_int(args[3]);
+    return c->sysfd == -1 && PyErr_Occurred() ? -1 : 0;
 }
 
-/* fd_read(fd, fdmu, pd, sysfd, n): the first attempt of FD.read on a socket. Returns the
- * bytes (read lock taken and released); False if it did not try (lock busy, closed, or the
- * pollDesc reports an error: fd_unix.py's locked path decides); True on EAGAIN, with the
- * read lock held (the caller waits, retries with fd_recv, and read-unlocks); or raises
- * (lock released). Go: internal/poll/fd_unix.go FD.Read */
+/* fd_read(fd, fdmu, pd, sysfd, n, flags): one successful recv(2) of at most n bytes with
+ * flags (MSG_DONTWAIT added): the bytes, b"" at EOF, for n == 0, or once the read side is
+ * shut down and nothing is left. Go: internal/poll/fd_unix.go FD.Read */
 PyObject *
 tp_fd_read(PyObject *Py_UNUSED(m), PyObject *const *args, Py_ssize_t nargs)
 {
-    if (check_args(args, nargs, 5, "fd_read") < 0) {
+    io_call c;
+    if (parse_call(args, nargs, 6, "fd_read", &c) < 0) {
         return NULL;
     }
-    PyObject *fd = args[0];
-    FDMutexObject *mu = (FDMutexObject *)args[1];
-    PollDescObject *pd = (PollDescObject *)args[2];
-    int sysfd = tp_as_int(args[3]);
     Py_ssize_t n = PyLong_AsSsize_t(args[4]);
-    if ((sysfd == -1 || n == -1) && PyErr_Occurred()) {
+    int flags = tp_as_int(args[5]);
+    if ((n == -1 || flags == -1) && PyErr_Occurred()) {
         return NULL;
     }
-    if (n <= 0 || !try_rwlock(mu, 1)) {
-        Py_RETURN_FALSE;
-    }
-    if (tp_poll_reset(pd, MODE_R) != POLL_NO_ERROR) {
-        return unlock(fd, mu, 1) < 0 ? NULL : tp_newref(Py_False);
-    }
-    int eagain;
-    PyObject *res = do_recv(sysfd, n, &eagain);
-    if (eagain) {
-        Py_RETURN_TRUE; /* the read lock stays held: the caller parks */
-    }
-    if (unlock(fd, mu, 1) < 0) {
-        Py_XDECREF(res);
+    if (n < 0) {
+        PyErr_SetString(PyExc_ValueError, "negative buffersize in recv");
         return NULL;
+    }
+    if (enter(c.fd, c.mu, c.pd, 1) < 0) {
+        return NULL;
+    }
+    PyObject *res = NULL;
+    PyObject *big = NULL; /* the result buffer of a read larger than STACK_READ */
+    char stack[STACK_READ];
+    char *buf = stack;
+    if (n > STACK_READ) {
+        big = PyBytes_FromStringAndSize(NULL, n);
+        if (big == NULL) {
+            goto done;
+        }
+        buf = PyBytes_AS_STRING(big);
+    }
+    if (n == 0) {
+        /* If the caller wanted a zero byte read, return immediately without trying (after
+         * the lock: a zero read still queues behind a read in progress). */
+        res = PyBytes_FromStringAndSize(NULL, 0);
+        goto done;
+    }
+    Py_ssize_t r = recv_loop(c.fd, c.pd, c.sysfd, buf, n, flags);
+    if (r < 0) {
+        goto done;
+    }
+    if (big == NULL) {
+        res = PyBytes_FromStringAndSize(buf, r);
+    }
+    else if (r == n || _PyBytes_Resize(&big, r) == 0) {
+        /* _PyBytes_Resize is outside the stable ABI; this module does not use the limited
+         * API. On failure it has freed big. */
+        res = big;
+        big = NULL;
+    }
+done:
+    Py_XDECREF(big);
+    if (unlock(c.fd, c.mu, 1) < 0) {
+        Py_CLEAR(res);
     }
     return res;
 }
 
-/* fd_recv(sysfd, n): one retry after a wait, the read lock held by the caller: bytes, or
- * None on EAGAIN. Go: internal/poll/fd_unix.go FD.Read (the loop) */
+/* fd_read_into(fd, fdmu, pd, sysfd, buffer, nbytes, flags): socket.recv_into's arguments
+ * (nbytes 0: the whole buffer); one successful recv(2); the byte count (0 at EOF, for an
+ * empty request, or once the read side is shut down).
+ * Go: internal/poll/fd_unix.go FD.Read */
 PyObject *
-tp_fd_recv(PyObject *Py_UNUSED(m), PyObject *const *args, Py_ssize_t nargs)
+tp_fd_read_into(PyObject *Py_UNUSED(m), PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 2) {
-        PyErr_SetString(PyExc_TypeError, "fd_recv takes 2 arguments");
+    io_call c;
+    if (parse_call(args, nargs, 7, "fd_read_into", &c) < 0) {
         return NULL;
     }
-    int sysfd = tp_as_int(args[0]);
-    Py_ssize_t n = PyLong_AsSsize_t(args[1]);
-    if ((sysfd == -1 || n == -1) && PyErr_Occurred()) {
+    Py_ssize_t n = PyLong_AsSsize_t(args[5]);
+    int flags = tp_as_int(args[6]);
+    if ((n == -1 || flags == -1) && PyErr_Occurred()) {
         return NULL;
     }
-    int eagain;
-    PyObject *res = do_recv(sysfd, n, &eagain);
-    if (eagain) {
-        Py_RETURN_NONE;
+    if (n < 0) {
+        PyErr_SetString(PyExc_ValueError, "negative buffersize in recv_into");
+        return NULL;
     }
+    Py_buffer view;
+    if (PyObject_GetBuffer(args[4], &view, PyBUF_WRITABLE) < 0) {
+        return NULL;
+    }
+    if (n == 0) {
+        n = view.len;
+    }
+    else if (view.len < n) {
+        PyBuffer_Release(&view);
+        PyErr_SetString(PyExc_ValueError, "buffer too small for requested bytes");
+        return NULL;
+    }
+    if (n > MAX_RW) {
+        n = MAX_RW;
+    }
+    PyObject *res = NULL;
+    if (enter(c.fd, c.mu, c.pd, 1) < 0) {
+        PyBuffer_Release(&view);
+        return NULL;
+    }
+    if (n == 0) {
+        res = PyLong_FromLong(0);
+        goto done;
+    }
+    Py_ssize_t r = recv_loop(c.fd, c.pd, c.sysfd, view.buf, n, flags);
+    if (r >= 0) {
+        res = PyLong_FromSsize_t(r);
+    }
+done:
+    if (unlock(c.fd, c.mu, 1) < 0) {
+        Py_CLEAR(res);
+    }
+    PyBuffer_Release(&view);
     return res;
 }
 
-/* fd_write(fd, fdmu, pd, sysfd, data): the first attempt of FD.write on a socket. Returns
- * len(data) when all of it went (write lock taken and released); False if it did not try;
- * (n, eagain) with the write lock held when only n bytes went (the caller goes on with
- * Go's loop and write-unlocks); or raises (lock released, nothing written).
- * Go: internal/poll/fd_unix.go FD.Write */
-PyObject *
-tp_fd_write(PyObject *Py_UNUSED(m), PyObject *const *args, Py_ssize_t nargs)
+/* One send(2) with the GIL released: its result, errno in *err. Go: syscall.Write */
+static ssize_t
+send_nogil(int sysfd, const char *buf, size_t len, int flags, int *err)
 {
-    if (check_args(args, nargs, 5, "fd_write") < 0) {
+    ssize_t r;
+    Py_BEGIN_ALLOW_THREADS
+    r = send(sysfd, buf, len, flags | MSG_DONTWAIT);
+    *err = errno;
+    Py_END_ALLOW_THREADS
+    return r;
+}
+
+/* fd_send(fd, fdmu, pd, sysfd, data, flags): one successful send(2) of data with flags
+ * (MSG_DONTWAIT added), waiting for room on EAGAIN; the byte count it took.
+ * Go: internal/poll/fd_unix.go FD.Write (one round of its loop) */
+PyObject *
+tp_fd_send(PyObject *Py_UNUSED(m), PyObject *const *args, Py_ssize_t nargs)
+{
+    io_call c;
+    if (parse_call(args, nargs, 6, "fd_send", &c) < 0) {
         return NULL;
     }
-    PyObject *fd = args[0];
-    FDMutexObject *mu = (FDMutexObject *)args[1];
-    PollDescObject *pd = (PollDescObject *)args[2];
-    int sysfd = tp_as_int(args[3]);
-    if (sysfd == -1 && PyErr_Occurred()) {
+    int flags = tp_as_int(args[5]);
+    if (flags == -1 && PyErr_Occurred()) {
         return NULL;
     }
     Py_buffer view;
@@ -211,47 +426,258 @@ tp_fd_write(PyObject *Py_UNUSED(m), PyObject *const *args, Py_ssize_t nargs)
         return NULL;
     }
     PyObject *res = NULL;
-    if (view.len == 0 || !try_rwlock(mu, 0)) {
-        res = tp_newref(Py_False);
-        goto done;
+    if (enter(c.fd, c.mu, c.pd, 0) < 0) {
+        PyBuffer_Release(&view);
+        return NULL;
     }
-    if (tp_poll_reset(pd, MODE_W) != POLL_NO_ERROR) {
-        res = unlock(fd, mu, 0) < 0 ? NULL : tp_newref(Py_False);
-        goto done;
-    }
-    size_t end = view.len > MAX_RW ? MAX_RW : (size_t)view.len;
-    ssize_t r;
-    int err;
     for (;;) {
-        Py_BEGIN_ALLOW_THREADS
-        r = send(sysfd, view.buf, end, MSG_DONTWAIT | MSG_NOSIGNAL);
-        err = errno;
-        Py_END_ALLOW_THREADS
-        if (r >= 0 || err != EINTR) {
+        int e;
+        ssize_t r = send_nogil(c.sysfd, view.buf, (size_t)view.len, flags, &e);
+        if (r >= 0) {
+            res = PyLong_FromSsize_t(r);
             break;
         }
-        if (PyErr_CheckSignals() < 0) {
-            unlock(fd, mu, 0);
-            goto done;
+        int w = after_error(e);
+        if (w < 0 || (w == 1 && wait_io(c.pd, MODE_W) < 0)) {
+            break;
         }
     }
-    if (r == view.len) {
-        res = unlock(fd, mu, 0) < 0 ? NULL : PyLong_FromSsize_t(r);
+    if (unlock(c.fd, c.mu, 0) < 0) {
+        Py_CLEAR(res);
     }
-    else if (r >= 0) {
-        res = Py_BuildValue("(nO)", (Py_ssize_t)r, Py_False); /* write lock held */
-    }
-    else if (err == EAGAIN || err == EWOULDBLOCK) {
-        res = Py_BuildValue("(nO)", (Py_ssize_t)0, Py_True); /* write lock held */
-    }
-    else {
-        errno = err;
-        PyErr_SetFromErrno(PyExc_OSError);
-        unlock(fd, mu, 0);
-    }
-done:
     PyBuffer_Release(&view);
     return res;
+}
+
+/* Record on the pending exception that n bytes were written (errors.with_written). */
+static void
+set_written(Py_ssize_t n)
+{
+    PyObject *et, *ev, *tb;
+    PyErr_Fetch(&et, &ev, &tb);
+    PyErr_NormalizeException(&et, &ev, &tb);
+    PyObject *v = PyLong_FromSsize_t(n);
+    if (v == NULL || ev == NULL || PyObject_SetAttr(ev, str_written, v) < 0) {
+        PyErr_Clear(); /* the original error wins */
+    }
+    Py_XDECREF(v);
+    PyErr_Restore(et, ev, tb);
+}
+
+/* OSError(EIO, msg). Go: io/io.go ErrUnexpectedEOF (and the like) */
+static void
+raise_eio(const char *msg)
+{
+    PyObject *v = Py_BuildValue("(is)", EIO, msg);
+    if (v != NULL) {
+        PyErr_SetObject(PyExc_OSError, v);
+        Py_DECREF(v);
+    }
+}
+
+/* fd_write(fd, fdmu, pd, sysfd, data, is_stream): all of data, holding the write lock
+ * throughout so writers never interleave; returns len(data). A failure part-way raises with
+ * ``.written``. Go: internal/poll/fd_unix.go FD.Write */
+PyObject *
+tp_fd_write(PyObject *Py_UNUSED(m), PyObject *const *args, Py_ssize_t nargs)
+{
+    io_call c;
+    if (parse_call(args, nargs, 6, "fd_write", &c) < 0) {
+        return NULL;
+    }
+    int is_stream = PyObject_IsTrue(args[5]);
+    if (is_stream < 0) {
+        return NULL;
+    }
+    Py_buffer view;
+    if (PyObject_GetBuffer(args[4], &view, PyBUF_SIMPLE) < 0) {
+        return NULL;
+    }
+    Py_ssize_t total = view.len, nn = 0;
+    PyObject *res = NULL;
+    if (enter(c.fd, c.mu, c.pd, 0) < 0) {
+        set_written(0);
+        PyBuffer_Release(&view);
+        return NULL;
+    }
+    for (;;) {
+        Py_ssize_t end = total;
+        if (is_stream && total - nn > MAX_RW) {
+            end = nn + MAX_RW;
+        }
+        int e = 0;
+        ssize_t r = send_nogil(c.sysfd, (const char *)view.buf + nn, (size_t)(end - nn),
+                               MSG_NOSIGNAL, &e);
+        if (r > end - nn) {
+            char msg[96];
+            snprintf(msg, sizeof(msg), "invalid return from write: got %zd from a write of %zd",
+                     (Py_ssize_t)r, end - nn);
+            raise_eio(msg);
+            break;
+        }
+        if (r > 0) {
+            nn += r;
+        }
+        if (nn == total) {
+            res = PyLong_FromSsize_t(nn);
+            break;
+        }
+        if (r < 0) {
+            int w = after_error(e);
+            if (w < 0 || (w == 1 && wait_io(c.pd, MODE_W) < 0)) {
+                break;
+            }
+            continue;
+        }
+        if (r == 0) {
+            /* io.ErrUnexpectedEOF: a write that took nothing and reported no error */
+            raise_eio("unexpected EOF");
+            break;
+        }
+    }
+    if (res == NULL) {
+        set_written(nn);
+    }
+    if (unlock(c.fd, c.mu, 0) < 0) {
+        if (res != NULL) {
+            Py_CLEAR(res);
+            set_written(nn);
+        }
+    }
+    PyBuffer_Release(&view);
+    return res;
+}
+
+/* A socket address as the socket module gives it, for the families a listening stream
+ * socket has here (IPv4, IPv6, Unix); None for another (the caller asks getpeername).
+ * Go: syscall.anyToSockaddr */
+static PyObject *
+make_addr(const struct sockaddr_storage *ss, socklen_t len)
+{
+    char host[NI_MAXHOST];
+    switch (ss->ss_family) {
+    case AF_INET: {
+        const struct sockaddr_in *a = (const struct sockaddr_in *)ss;
+        if (inet_ntop(AF_INET, &a->sin_addr, host, sizeof(host)) == NULL) {
+            return PyErr_SetFromErrno(PyExc_OSError);
+        }
+        return Py_BuildValue("(si)", host, (int)ntohs(a->sin_port));
+    }
+    case AF_INET6: {
+        const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)ss;
+        /* As the socket module: getnameinfo(NI_NUMERICHOST), which adds a scope name. */
+        int e = getnameinfo((const struct sockaddr *)ss, len, host, sizeof(host), NULL, 0,
+                            NI_NUMERICHOST);
+        if (e != 0) {
+            PyErr_Format(PyExc_OSError, "getnameinfo: %s", gai_strerror(e));
+            return NULL;
+        }
+        return Py_BuildValue("(siII)", host, (int)ntohs(a->sin6_port),
+                             (unsigned)ntohl(a->sin6_flowinfo), (unsigned)a->sin6_scope_id);
+    }
+    case AF_UNIX: {
+        const struct sockaddr_un *a = (const struct sockaddr_un *)ss;
+        size_t plen = len > offsetof(struct sockaddr_un, sun_path)
+                          ? (size_t)len - offsetof(struct sockaddr_un, sun_path)
+                          : 0;
+#if defined(__linux__)
+        if (plen > 0 && a->sun_path[0] == 0) {
+            return PyBytes_FromStringAndSize(a->sun_path, (Py_ssize_t)plen); /* abstract */
+        }
+#endif
+        return PyUnicode_DecodeFSDefaultAndSize(a->sun_path,
+                                                (Py_ssize_t)strnlen(a->sun_path, plen));
+    }
+    default:
+        Py_RETURN_NONE;
+    }
+}
+
+/* One accept with the GIL released: the new descriptor, non-blocking and close-on-exec, or
+ * -1 with errno in *err. Go: internal/poll/sock_cloexec.go accept */
+static int
+accept_nogil(int sysfd, struct sockaddr_storage *ss, socklen_t *len, int *err)
+{
+    int nfd;
+    Py_BEGIN_ALLOW_THREADS
+#if defined(__APPLE__)
+    /* No accept4: accept, then the flags (Go's sys_cloexec.go does the same under the
+     * fork lock; Python's subprocess closes inherited descriptors anyway). */
+    nfd = accept(sysfd, (struct sockaddr *)ss, len);
+    if (nfd >= 0 && (fcntl(nfd, F_SETFD, FD_CLOEXEC) < 0 ||
+                     fcntl(nfd, F_SETFL, fcntl(nfd, F_GETFL) | O_NONBLOCK) < 0)) {
+        int e = errno;
+        close(nfd);
+        errno = e;
+        nfd = -1;
+    }
+#else
+    nfd = accept4(sysfd, (struct sockaddr *)ss, len, SOCK_NONBLOCK | SOCK_CLOEXEC);
+#endif
+    *err = errno;
+    Py_END_ALLOW_THREADS
+    return nfd;
+}
+
+/* fd_accept(fd, fdmu, pd, sysfd): accept a connection: (new descriptor, address), the
+ * descriptor non-blocking and close-on-exec, as FD.accept's. ECONNABORTED (the peer gave up
+ * while queued) is retried. Go: internal/poll/fd_unix.go FD.Accept */
+PyObject *
+tp_fd_accept(PyObject *Py_UNUSED(m), PyObject *const *args, Py_ssize_t nargs)
+{
+    io_call c;
+    if (parse_call(args, nargs, 4, "fd_accept", &c) < 0) {
+        return NULL;
+    }
+    if (enter(c.fd, c.mu, c.pd, 1) < 0) {
+        return NULL;
+    }
+    PyObject *res = NULL;
+    for (;;) {
+        struct sockaddr_storage ss;
+        socklen_t len = sizeof(ss);
+        memset(&ss, 0, sizeof(ss));
+        int e;
+        int nfd = accept_nogil(c.sysfd, &ss, &len, &e);
+        if (nfd >= 0) {
+            PyObject *addr = make_addr(&ss, len);
+            if (addr == NULL) {
+                close(nfd);
+                break;
+            }
+            res = Py_BuildValue("(iN)", nfd, addr);
+            if (res == NULL) {
+                close(nfd);
+            }
+            break;
+        }
+        if (e == ECONNABORTED) {
+            /* This means that a socket on the listen queue was closed before we Accept()ed
+             * it; it's a silly error, so try again. */
+            continue;
+        }
+        int w = after_error(e);
+        if (w < 0 || (w == 1 && wait_io(c.pd, MODE_R) < 0)) {
+            break;
+        }
+    }
+    if (unlock(c.fd, c.mu, 1) < 0 && res != NULL) {
+        /* The FD was destroyed under us and that failed: the new descriptor is ours. */
+        PyObject *t = PyTuple_GET_ITEM(res, 0);
+        close((int)PyLong_AsLong(t));
+        Py_CLEAR(res);
+    }
+    return res;
+}
+
+/* _init_io(convert_err): fd_poll_runtime.convert_err, which turns poll error codes into the
+ * public exceptions. Go: none */
+PyObject *
+tp_mod_init_io(PyObject *Py_UNUSED(m), PyObject *arg)
+{
+    Py_INCREF(arg);
+    Py_XSETREF(ConvertErr, arg);
+    Py_RETURN_NONE;
 }
 
 /* Go: none */
@@ -265,6 +691,15 @@ tp_fd_ready(void)
 int
 tp_fd_init_module(PyObject *m)
 {
+    str_rwlock = PyUnicode_InternFromString("rwlock");
+    str_closed_error = PyUnicode_InternFromString("_closed_error");
+    str_destroy = PyUnicode_InternFromString("_destroy");
+    str_read_shut = PyUnicode_InternFromString("read_shut");
+    str_written = PyUnicode_InternFromString("written");
+    if (str_rwlock == NULL || str_closed_error == NULL || str_destroy == NULL ||
+        str_read_shut == NULL || str_written == NULL) {
+        return -1;
+    }
     Py_INCREF(&tp_FDMutexType);
     if (PyModule_AddObject(m, "FDMutex", (PyObject *)&tp_FDMutexType) < 0) {
         Py_DECREF(&tp_FDMutexType);

@@ -637,20 +637,14 @@ pd_reset(PollDescObject *pd, PyObject *m)
     return PyLong_FromLong(err);
 }
 
-/* Wait until pd is ready for mode; returns a poll error code. The GIL is released for the
- * whole wait; a signal handler runs between parks, and its exception ends the wait.
+/* Wait until pd is ready for mode (MODE_R or MODE_W); returns a poll error code, or -1
+ * with an exception (a signal handler's, or a failure to start the poller). The GIL is
+ * released for the whole wait; a signal handler runs between parks, and its exception ends
+ * the wait. Must be called holding the GIL, without pd->lock.
  * Go: runtime/netpoll.go poll_runtime_pollWait */
-static PyObject *
-pd_wait(PollDescObject *pd, PyObject *m)
+int
+tp_poll_wait(PollDescObject *pd, int mode)
 {
-    int mode = parse_mode(m);
-    if (mode < 0) {
-        return NULL;
-    }
-    if (mode == (MODE_R | MODE_W)) {
-        PyErr_SetString(PyExc_ValueError, "wait mode must be 'r' or 'w'");
-        return NULL;
-    }
     int resume = 0; /* a signal handler ran and returned: park again */
     for (;;) {
         int err = POLL_NO_ERROR, r;
@@ -659,7 +653,7 @@ pd_wait(PollDescObject *pd, PyObject *m)
             err = netpollcheckerr(pd, mode);
             pthread_mutex_unlock(&pd->lock);
             if (err != POLL_NO_ERROR) {
-                return PyLong_FromLong(err);
+                return err;
             }
         }
         if (mode == MODE_W && pd->crt->lazy_write) {
@@ -678,7 +672,8 @@ pd_wait(PollDescObject *pd, PyObject *m)
             int e = tp_ensure_poller(pd->crt); /* a forked child starts it lazily */
             if (e != 0) {
                 errno = e;
-                return PyErr_SetFromErrno(PyExc_OSError);
+                PyErr_SetFromErrno(PyExc_OSError);
+                return -1;
             }
         }
         Py_BEGIN_ALLOW_THREADS
@@ -699,22 +694,39 @@ pd_wait(PollDescObject *pd, PyObject *m)
         }
         Py_END_ALLOW_THREADS
         if (r == 1) {
-            return PyLong_FromLong(POLL_NO_ERROR);
+            return POLL_NO_ERROR;
         }
         if (r == BLOCK_DOUBLE_WAIT) {
-            return internal_error("runtime: double wait");
+            internal_error("runtime: double wait");
+            return -1;
         }
         if (r == BLOCK_INTR) {
             /* Still PD_PARKED while the handler runs, as in the Python runtime. */
             if (PyErr_CheckSignals() < 0) {
                 netpollblock_abort(pd, mode);
-                return NULL;
+                return -1;
             }
             resume = 1; /* the handler returned: park again */
             continue;
         }
-        return PyLong_FromLong(err);
+        return err;
     }
+}
+
+/* Go: runtime/netpoll.go poll_runtime_pollWait */
+static PyObject *
+pd_wait(PollDescObject *pd, PyObject *m)
+{
+    int mode = parse_mode(m);
+    if (mode < 0) {
+        return NULL;
+    }
+    if (mode == (MODE_R | MODE_W)) {
+        PyErr_SetString(PyExc_ValueError, "wait mode must be 'r' or 'w'");
+        return NULL;
+    }
+    int err = tp_poll_wait(pd, mode);
+    return err < 0 ? NULL : PyLong_FromLong(err);
 }
 
 /* Set mode's deadline to d (absolute monotonic seconds; inf for none, -inf or any past
@@ -1469,19 +1481,31 @@ int tp_fd_init_module(PyObject *m); /* fd_mutex.c / fd_unix.c */
 int tp_fd_ready(void);
 PyObject *tp_mod_init_fd(PyObject *m, PyObject *args);
 PyObject *tp_fd_read(PyObject *m, PyObject *const *args, Py_ssize_t nargs);
-PyObject *tp_fd_recv(PyObject *m, PyObject *const *args, Py_ssize_t nargs);
+PyObject *tp_fd_read_into(PyObject *m, PyObject *const *args, Py_ssize_t nargs);
+PyObject *tp_fd_send(PyObject *m, PyObject *const *args, Py_ssize_t nargs);
 PyObject *tp_fd_write(PyObject *m, PyObject *const *args, Py_ssize_t nargs);
+PyObject *tp_fd_accept(PyObject *m, PyObject *const *args, Py_ssize_t nargs);
+PyObject *tp_mod_init_io(PyObject *m, PyObject *arg);
+PyObject *tp_mod_init_reentry(PyObject *m, PyObject *arg);
 
 static PyMethodDef mod_methods[] = {
     {"_init", (PyCFunction)mod_init, METH_O, "Set the InternalError class."},
     {"_init_fd", (PyCFunction)tp_mod_init_fd, METH_VARARGS,
      "Set the FDMutexError class and the Sema type (fd_mutex.py)."},
+    {"_init_reentry", (PyCFunction)tp_mod_init_reentry, METH_O,
+     "Set fd_unix's reentry check for fdMutexes without their own."},
+    {"_init_io", (PyCFunction)tp_mod_init_io, METH_O,
+     "Set the poll error converter (fd_poll_runtime.convert_err)."},
     {"fd_read", (PyCFunction)(void (*)(void))tp_fd_read, METH_FASTCALL,
-     "Go: internal/poll/fd_unix.go FD.Read (the first attempt)"},
-    {"fd_recv", (PyCFunction)(void (*)(void))tp_fd_recv, METH_FASTCALL,
-     "Go: internal/poll/fd_unix.go FD.Read (one retry, read lock held)"},
+     "Go: internal/poll/fd_unix.go FD.Read (recv with flags)"},
+    {"fd_read_into", (PyCFunction)(void (*)(void))tp_fd_read_into, METH_FASTCALL,
+     "Go: internal/poll/fd_unix.go FD.Read (recv_into with flags)"},
+    {"fd_send", (PyCFunction)(void (*)(void))tp_fd_send, METH_FASTCALL,
+     "Go: internal/poll/fd_unix.go FD.Write (one successful send with flags)"},
     {"fd_write", (PyCFunction)(void (*)(void))tp_fd_write, METH_FASTCALL,
-     "Go: internal/poll/fd_unix.go FD.Write (the first attempt)"},
+     "Go: internal/poll/fd_unix.go FD.Write"},
+    {"fd_accept", (PyCFunction)(void (*)(void))tp_fd_accept, METH_FASTCALL,
+     "Go: internal/poll/fd_unix.go FD.Accept"},
     {NULL, NULL, 0, NULL},
 };
 

@@ -127,6 +127,7 @@ typedef struct tp_runtime {
 int tp_netpollready_slot(tp_runtime *rt, uint32_t index, uint32_t seq, int mode, int err);
 
 int tp_poll_reset(PollDescObject *pd, int mode); /* netpoll.c: prepareRead/prepareWrite */
+int tp_poll_wait(PollDescObject *pd, int mode);  /* netpoll.c: waitRead/waitWrite; -1 raised */
 int tp_is_polldesc(PyObject *o);
 
 /* Small compatibility helpers (Python 3.9 to 3.13). */
@@ -165,6 +166,7 @@ typedef struct {
     PyObject *rsema;   /* GIL: a park.Sema; read waiters sleep there */
     PyObject *wsema;   /* GIL: a park.Sema; write waiters sleep there */
     PyObject *reentry_check; /* GIL: None or fd_unix's callable(read), run before a wait */
+    PyObject *csema;   /* GIL: None or the FD's close semaphore (see MUTEX_CLOSER_WAITS) */
 } FDMutexObject;
 
 #define MUTEX_CLOSED (1ull << 0)
@@ -176,6 +178,11 @@ typedef struct {
 #define MUTEX_RMASK (((1ull << 20) - 1) << 23)
 #define MUTEX_WWAIT (1ull << 43)
 #define MUTEX_WMASK (((1ull << 20) - 1) << 43)
+/* DIVERGENCE(go): a closer waits on the FD's csema and will destroy the FD itself: the
+ * operation that drops the last reference only releases csema (a closed socket's woken
+ * reader returns at once, without running close(2) and the poller's unregistration). Set by
+ * decref_for_close, taken by take_handoff (fd_unix.py FD.close). */
+#define MUTEX_CLOSER_WAITS (1ull << 63)
 
 extern PyTypeObject tp_FDMutexType;
 int tp_fdmutex_rwunlock(FDMutexObject *mu, int read); /* 1: destroy, 0, -1 error */

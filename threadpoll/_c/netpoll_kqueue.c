@@ -8,8 +8,9 @@
  *
  * Go: runtime/netpoll_kqueue.go
  */
+/* THREADPOLL_KQUEUE_STUB: compiled on Linux against .ci/kqueue-stub (.ci/check-kqueue-c). */
 #if defined(__APPLE__) || defined(__FreeBSD__) || defined(__NetBSD__) || \
-    defined(__OpenBSD__) || defined(__DragonFly__)
+    defined(__OpenBSD__) || defined(__DragonFly__) || defined(THREADPOLL_KQUEUE_STUB)
 #include "netpoll.h"
 
 #include <errno.h>

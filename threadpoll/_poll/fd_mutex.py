@@ -321,7 +321,7 @@ class FDMutex:
 
         Go: none (Go does not fork a multi-threaded runtime)
         """
-        return poison_after_fork_c(self)
+        return poison_after_fork(self)
 
     def clear_poison(self, refs: int) -> None:
         """Drop the references (``refs``, from ``poison_after_fork``) and the lock bits that
@@ -329,7 +329,11 @@ class FDMutex:
 
         Go: none
         """
-        clear_poison_c(self, refs)
+        with self._lock:
+            state = self.state
+            if not state & MUTEX_CLOSED:
+                self.state = (state - refs) & ~self.poisoned
+            self.poisoned = 0
 
     def held_by_me(self) -> bool:
         """Whether the calling thread is inside one of this mutex's critical sections: true
@@ -363,10 +367,10 @@ if netpoll_c.cpoll is not None:
     netpoll_c.cpoll._init_fd(FDMutexError, Sema, threading.Lock())
 
 
-def poison_after_fork_c(mu: Any) -> int:
-    """FDMutex.poison_after_fork, for either implementation's mutex: the C core's until it
-    has the method itself (branch c12 adds it in C; then fold this into the method and
-    delete fd_unix's fallback branch).
+def poison_after_fork(mu: Any) -> int:
+    """FDMutex.poison_after_fork, for either implementation's mutex. In the forked child
+    only one thread runs, so the C core's mutex needs no method of its own for this: its
+    fields are set one by one here (its ``clear_poison`` at close is one compare-and-swap).
 
     Go: none
     """
@@ -383,16 +387,21 @@ def poison_after_fork_c(mu: Any) -> int:
     return int(refs)
 
 
-def clear_poison_c(mu: Any, refs: int) -> None:
-    """FDMutex.clear_poison, for either implementation's mutex (see above).
+def load_state(mu: Any) -> int:
+    """The state word of either implementation's mutex, read without its lock: a snapshot
+    for diagnostics and for decisions that a stale value cannot make wrong.
+
+    Go: internal/poll/fd_mutex.go (atomic.LoadUint64(&mu.state))
+    """
+    return int(mu.state)
+
+
+def refs_of(state: int) -> int:
+    """How many references a state word counts.
 
     Go: none
     """
-    with mu._lock:
-        state = mu.state
-        if not state & MUTEX_CLOSED:
-            mu.state = (state - refs) & ~mu.poisoned
-        mu.poisoned = 0
+    return (state & MUTEX_REF_MASK) // MUTEX_REF
 
 
 def state_text(state: int) -> str:

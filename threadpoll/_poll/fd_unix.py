@@ -62,12 +62,13 @@ from typing import Any, Callable, TypeVar
 
 from typing_extensions import Buffer, final
 
-from threadpoll._poll.fd_mutex import (
-    FDMutex,
-    clear_poison_c,
-    poison_after_fork_c,
+from threadpoll._poll.fd_mutex import FDMutex, load_state, poison_after_fork, refs_of
+from threadpoll._poll.fd_poll_runtime import (
+    PollHandle,
+    convert_err,
+    deadline_value,
+    err_closing,
 )
-from threadpoll._poll.fd_poll_runtime import PollHandle, deadline_value, err_closing
 from threadpoll._runtime import trace
 from threadpoll._runtime.netpoll import NO_DEADLINE, PollDesc
 from threadpoll._runtime.netpoll_c import cpoll as _cpoll
@@ -104,11 +105,20 @@ CONNECT_PENDING = (errno.EINPROGRESS, errno.EALREADY, errno.EINTR)
 # Linux applies shutdown(2) of an unconnected socket even as it reports ENOTCONN.
 _SHUTDOWN_DESPITE_ENOTCONN = sys.platform.startswith("linux")
 
-# The C core's fdMutex and first attempts (None where it is not built: never used then).
+# The C core's fdMutex and its FD.Read/FD.Write/FD.Accept loops (threadpoll/_c/fd_unix.c;
+# None where it is not built: never used then).
 _CFDMutex: Any = _cpoll.FDMutex if _cpoll is not None else FDMutex
 _cfd_read: Any = _cpoll.fd_read if _cpoll is not None else None
-_cfd_recv: Any = _cpoll.fd_recv if _cpoll is not None else None
+_cfd_read_into: Any = _cpoll.fd_read_into if _cpoll is not None else None
+_cfd_send: Any = _cpoll.fd_send if _cpoll is not None else None
 _cfd_write: Any = _cpoll.fd_write if _cpoll is not None else None
+_cfd_accept: Any = _cpoll.fd_accept if _cpoll is not None else None
+if _cpoll is not None:
+    _cpoll._init_io(convert_err)
+# The families whose addresses fd_accept builds itself (the rest take the Python path).
+_CACCEPT_FAMILIES = frozenset(
+    getattr(socket, f) for f in ("AF_INET", "AF_INET6", "AF_UNIX") if hasattr(socket, f)
+)
 
 
 def _unexpected_eof() -> OSError:
@@ -261,11 +271,14 @@ class FD:
         # state word the C first attempts below update with compare-and-swap.
         self._cfd = rt.impl == "c"
         self.fdmu: FDMutex = _CFDMutex() if self._cfd else FDMutex()
-        self.fdmu.reentry_check = _reentry_check(self)
+        if not self._cfd:  # the C one runs _c_reentry_check, shared: no closure per FD
+            self.fdmu.reentry_check = _reentry_check(self)
         self._cfast = False  # the C first attempts apply (a pollable socket on the C core)
         self.sysfd = sysfd  # constant until _destroy, which runs when no op holds a ref
         self.pd = PollHandle()
         self.csema = Sema()
+        if self._cfd:
+            self._cmu().csema = self.csema  # the C fdMutex's close hand-off (FD.close)
         self.is_stream = is_stream
         # Set once by shutdown of the read side, read without a lock: from then on a read
         # that finds nothing returns the empty result instead of waiting (see shutdown).
@@ -405,15 +418,17 @@ class FD:
 
         Go: none (Go does not fork a multi-threaded runtime)
         """
-        if hasattr(self.fdmu, "poison_after_fork"):
+        if self._cfd:  # one thread left: the C mutex's fields are set one by one
+            self._ghost_refs = poison_after_fork(self.fdmu)
+        else:
             self._ghost_refs = self.fdmu.poison_after_fork()
-        else:  # the C core's mutex until it has the method (branch c12): delete on merge
-            self._ghost_refs = poison_after_fork_c(self.fdmu)
         # A read or write lock held by a parent thread poisons that direction (the mutex
         # fails it); any reference held by one makes close() release the descriptor itself,
         # since the last reference will never be dropped.
         self._poisoned = self._ghost_refs != 0
         self.csema = Sema()
+        if self._cfd:
+            self._cmu().csema = self.csema
         self._block_lock = threading.RLock()
         self._dl_lock = threading.RLock()
 
@@ -461,10 +476,8 @@ class FD:
             # A forked child: the references and lock bits parent threads held will never
             # be dropped. Drop them here, then close as usual, so close() still waits for
             # the child's own operations before close(2).
-            if hasattr(self.fdmu, "clear_poison"):
-                self.fdmu.clear_poison(self._ghost_refs)
-            else:  # the C core's mutex until it has the method (branch c12): delete on merge
-                clear_poison_c(self.fdmu, self._ghost_refs)
+            # One compare-and-swap on the C core; under the state lock in Python.
+            self.fdmu.clear_poison(self._ghost_refs)
             self._ghost_refs = 0
             self._poisoned = False
         if not self._cfd and self.fdmu.held_by_me():
@@ -477,6 +490,52 @@ class FD:
             return
         if not self.fdmu.incref_and_close():
             raise self._closed_error()
+        if self._cfd:
+            # DIVERGENCE(go): on the C core's fdMutex, when operations are still in flight
+            # the last one to leave hands the destroy (unregistration and close(2)) to this
+            # waiting closer instead of running it itself (decref_for_close), so a woken
+            # reader returns its closing error at once. The wake-up comes after everything
+            # else, so the woken find the GIL free sooner (released here on csema).
+            pd = self.pd.runtime_ctx  # read now: _destroy clears it
+            with self._block_lock:
+                blocking = self.is_blocking
+            if (
+                not blocking
+                and refs_of(load_state(self.fdmu)) > 1
+                and self._inside_me()
+            ):
+                # A signal handler on a thread inside an operation on this FD: that one
+                # cannot leave before the handler returns, so waiting for it would wait for
+                # ever. It drops the last reference, and close(2) runs there.
+                blocking = True
+            # Everything above before the wake-up: the woken operations then find the GIL
+            # free sooner (this thread releases it when it waits on csema).
+            self.pd.evict()
+            if blocking:
+                if self.fdmu.decref():
+                    cerr = self._destroy()
+                    if cerr is not None:
+                        raise cerr
+                return
+            if self._cmu().decref_for_close():
+                cerr = self._destroy()
+            else:
+                if pd is not None:
+                    pd.rt.count_close_waited()  # an operation still holds a reference
+                # Wait until the last operation has left; it hands the destroy over. (No
+                # trace events: the C core records none.)
+                try:
+                    self.csema.acquire()
+                except BaseException:
+                    # Interrupted (Ctrl-C): take the mark back, so that the last operation
+                    # destroys the FD, unless it has already left and handed it over.
+                    if self._cmu().take_handoff():
+                        self._destroy()
+                    raise
+                cerr = self._destroy() if self._cmu().take_handoff() else None
+            if cerr is not None:
+                raise cerr
+            return
         fd = self.sysfd
         pd = self.pd.runtime_ctx  # read now: _destroy clears it
         # Unblock any I/O. Once it all unblocks and returns, so that it no longer holds a
@@ -619,28 +678,51 @@ class FD:
                 return self._read_c(pd, n)  # the C core's first attempt
         return self._read_slow(n)
 
+    def _cmu(self) -> Any:
+        """The C core's fdMutex (fd_mutex.c), with its methods the Python one lacks.
+
+        Go: none
+        """
+        return self.fdmu
+
     def _read_c(self, pd: PollDesc, n: int) -> bytes:
-        """FD.read on the C core: the first attempt in C (threadpoll/_c/fd_unix.c), then,
-        on EAGAIN, Go's loop with the read lock the attempt took.
+        """FD.read on the C core: Go's whole loop in C (threadpoll/_c/fd_unix.c), recv(2)
+        with MSG_DONTWAIT, parking with the GIL released. For a pollable socket only.
 
         Go: internal/poll/fd_unix.go FD.Read
         """
-        r = _cfd_read(self, self.fdmu, pd, self.sysfd, n)
-        if r.__class__ is bytes:
-            return r
-        if r is False:
-            return self._read_slow(n)  # closed, busy or unusual: the full path decides
-        try:
-            while True:
-                if self.read_shut:
-                    return b""
-                self.pd.wait_read(self.is_file)
-                r = _cfd_recv(self.sysfd, n)
-                if r is not None:
-                    return r  # type: ignore[no-any-return]
-        finally:
-            if self.fdmu.rwunlock(True):
-                self._destroy()
+        return _cfd_read(self, self.fdmu, pd, self.sysfd, n, 0)  # type: ignore[no-any-return]
+
+    def _recv_c(self, pd: PollDesc, n: int, flags: int = 0) -> bytes:
+        """socket.recv(n, flags) as FD.Read's loop in C: one successful recv(2), flags passed
+        through (MSG_DONTWAIT added; not MSG_WAITALL, which the caller loops for). For a
+        pollable socket only.
+
+        Go: internal/poll/fd_unix.go FD.Read
+        """
+        return _cfd_read(self, self.fdmu, pd, self.sysfd, n, flags)  # type: ignore[no-any-return]
+
+    def _recv_into_c(self, pd: PollDesc, buf: Any, nbytes: int = 0, flags: int = 0) -> int:
+        """socket.recv_into(buf, nbytes, flags) as FD.Read's loop in C; the arguments are
+        checked as the socket module checks them. For a pollable socket only.
+
+        Go: internal/poll/fd_unix.go FD.Read
+        """
+        return _cfd_read_into(  # type: ignore[no-any-return]
+            self, self.fdmu, pd, self.sysfd, buf, nbytes, flags
+        )
+
+    def _accept_c(self, pd: PollDesc) -> tuple[int, Any] | None:
+        """FD.accept in C: (descriptor, address), the descriptor non-blocking and
+        close-on-exec; None where the C loop does not apply (a family whose addresses it
+        does not build): the caller takes the Python path. For a pollable socket only.
+
+        Go: internal/poll/fd_unix.go FD.Accept
+        """
+        sock = self._sock
+        if sock is None or sock.family not in _CACCEPT_FAMILIES:
+            return None
+        return _cfd_accept(self, self.fdmu, pd, self.sysfd)  # type: ignore[no-any-return]
 
     def _read_slow(self, n: int) -> bytes:
         """FD.read as Go writes it: readLock, prepareRead, read(2) (recv on a socket) until
@@ -678,6 +760,10 @@ class FD:
         Go: internal/poll/fd_unix.go FD.Read
         """
         mv = _writable(buf)
+        if self._cfast:
+            pd = self.pd.runtime_ctx
+            if pd is not None and not self.is_blocking:
+                return self._recv_into_c(pd, mv)  # the C core's loop
         self.read_lock()
         try:
             if len(mv) == 0:
@@ -763,11 +849,13 @@ class FD:
 
         Go: internal/poll/fd_unix.go FD.Accept
         """
-        if self._cfast and _accept_c is not None and not self.is_blocking:
-            pd = self.pd.runtime_ctx
-            if pd is not None:
-                return _accept_c(self, pd)  # type: ignore[no-any-return]
         sock = self._socket()
+        if self._cfast:
+            pd = self.pd.runtime_ctx
+            if pd is not None and not self.is_blocking:
+                r = self._accept_c(pd)  # the C core's loop
+                if r is not None:
+                    return r
         self.read_lock()
         try:
             self.pd.prepare_read(self.is_file)
@@ -829,28 +917,23 @@ class FD:
             self.write_unlock()
 
     def _write_c(self, pd: PollDesc, mv: memoryview, total: int) -> int:
-        """FD.write on the C core: the first attempt in C (threadpoll/_c/fd_unix.c), then
-        Go's loop with the write lock the attempt took, if it did not write everything.
+        """FD.write on the C core: Go's whole write loop in C (threadpoll/_c/fd_unix.c),
+        holding the write lock throughout; a failure part-way raises with ``.written``. For
+        a pollable socket only.
 
         Go: internal/poll/fd_unix.go FD.Write
         """
-        try:
-            r = _cfd_write(self, self.fdmu, pd, self.sysfd, mv)
-        except BaseException as e:
-            with_written(e, 0)
-            raise
-        if r.__class__ is int:
-            return r
-        if r is False:
-            return self._write_slow(mv, total)  # closed, busy or unusual
-        n, eagain = r
-        try:
-            if n == 0 and not eagain:
-                raise with_written(_unexpected_eof(), 0)
-            return self._write_locked(mv, total, n, pd, eagain)
-        finally:
-            if self.fdmu.rwunlock(False):
-                self._destroy()
+        return _cfd_write(  # type: ignore[no-any-return]
+            self, self.fdmu, pd, self.sysfd, mv, self.is_stream
+        )
+
+    def _send_c(self, pd: PollDesc, data: Any, flags: int = 0) -> int:
+        """socket.send(data, flags) in C: one successful send(2), waiting for room on EAGAIN,
+        flags passed through (MSG_DONTWAIT added). For a pollable socket only.
+
+        Go: internal/poll/fd_unix.go FD.Write (one round of its loop)
+        """
+        return _cfd_send(self, self.fdmu, pd, self.sysfd, data, flags)  # type: ignore[no-any-return]
 
     def _write_locked(
         self, mv: memoryview, total: int, nn: int, pd: PollDesc | None, wait_first: bool
@@ -979,12 +1062,10 @@ class FD:
 
         Go: internal/poll/fd_unix.go FD.Read
         """
-        if self._cfast and not flags and not self.is_blocking:
+        if self._cfast and flags.__class__ is int and not self.is_blocking:
             pd = self.pd.runtime_ctx
             if pd is not None and bufsize.__class__ is int and 0 < bufsize <= MAX_RW:
-                if _recv_c is not None:
-                    return _recv_c(self, pd, bufsize, flags)  # type: ignore[no-any-return]
-                return self._read_c(pd, bufsize)  # the C core's first attempt: recv too
+                return self._recv_c(pd, bufsize, flags)  # Go's loop in C
         return self._sock_read(_CSocket.recv, (bufsize, self._dontwait(flags)), b"")
 
     def recv_into(self, buffer: Any, nbytes: int = 0, flags: int = 0) -> int:
@@ -995,8 +1076,8 @@ class FD:
         """
         if self._cfast and not self.is_blocking:
             pd = self.pd.runtime_ctx
-            if _recv_into_c is not None and pd is not None:
-                return _recv_into_c(self, pd, buffer, nbytes, flags)  # type: ignore[no-any-return]
+            if pd is not None:
+                return self._recv_into_c(pd, buffer, nbytes, flags)  # Go's loop in C
         return self._sock_read(_CSocket.recv_into, (buffer, nbytes, self._dontwait(flags)), 0)
 
     def send(self, data: Any, flags: int = 0) -> int:
@@ -1009,13 +1090,7 @@ class FD:
         if self._cfast and not self.is_blocking:
             pd = self.pd.runtime_ctx
             if pd is not None:
-                if _send_c is not None:
-                    return _send_c(self, pd, data, flags)  # type: ignore[no-any-return]
-                cls = data.__class__
-                if not flags and (cls is bytes or cls is bytearray) and data:
-                    # The C core's write: the first attempt in C, then Go's loop until all
-                    # of data is sent (what the drop-in's blocking send() wants anyway).
-                    return self._write_c(pd, memoryview(data), len(data))
+                return self._send_c(pd, data, flags)  # one pass of Go's loop, in C
         return self._sock_write(_CSocket.send, (data, self._dontwait(flags)))
 
     # --- raw access (Go's syscall.RawConn) -----------------------------------------------
@@ -1296,13 +1371,6 @@ class FD:
             self.decref()
 
 
-# The C core's dispatchers for the socket calls, where the C core's FD methods provide them
-# (FD._recv_c, FD._recv_into_c, FD._send_c, FD._accept_c: the C-dispatch methods beside
-# _read_c and _write_c); None until then, and the Go-shaped Python path serves.
-_recv_c: Any = getattr(FD, "_recv_c", None)
-_recv_into_c: Any = getattr(FD, "_recv_into_c", None)
-_send_c: Any = getattr(FD, "_send_c", None)
-_accept_c: Any = getattr(FD, "_accept_c", None)
 
 
 def _size(n: object) -> int:
@@ -1399,3 +1467,25 @@ def _reentry_check(fd: FD) -> Callable[[bool], None]:
             owner._check_reentry(read)
 
     return check
+
+
+def _c_reentry_check(fdmu: Any, read: bool) -> None:
+    """The C core's fdMutex's reentry check (one for all of them, so an FD costs no closure
+    and weak reference): find the FD whose operation is waiting for fdmu's lock, and run its
+    _check_reentry.
+
+    Go: none
+    """
+    names = _READ_OPS if read else _WRITE_OPS
+    f: FrameType | None = sys._getframe(1)
+    while f is not None:
+        if f.f_code.co_name in names and f.f_code.co_filename == __file__:
+            fd = f.f_locals.get("self")
+            if fd.__class__ is FD and fd.fdmu is fdmu:
+                fd._check_reentry(read)
+                return
+        f = f.f_back
+
+
+if _cpoll is not None:
+    _cpoll._init_reentry(_c_reentry_check)
