@@ -9,6 +9,7 @@
  */
 #include "netpoll.h"
 
+/* Set once by _init_fd (tp_set_static), read with tp_load_static. */
 static PyObject *FDMutexError; /* fd_mutex.FDMutexError */
 static PyObject *SemaType;     /* park.Sema */
 static PyObject *DummyLock;    /* what ``_lock`` gives (see fdmu_get_lock) */
@@ -32,15 +33,36 @@ cas(uint64_t *p, uint64_t old, uint64_t new)
 static PyObject *
 fdmu_error(const char *msg)
 {
-    PyErr_SetString(FDMutexError, msg);
+    PyErr_SetString(tp_load_static(&FDMutexError), msg);
     return NULL;
+}
+
+/* A new reference to one of mu's object fields (rsema, wsema, reentry_check), read in mu's
+ * critical section, where the setters write them: a caller never uses an object that a
+ * concurrent setter has just released. Go: none */
+static PyObject *
+fdmu_field(FDMutexObject *mu, PyObject **field)
+{
+    PyObject *v;
+    (void)mu; /* unused where the critical section is a no-op (with the GIL) */
+    Py_BEGIN_CRITICAL_SECTION(mu);
+    v = *field;
+    Py_XINCREF(v);
+    Py_END_CRITICAL_SECTION();
+    return v;
 }
 
 /* Go: runtime/sema.go semrelease (through park.Sema) */
 static int
-sema_release(PyObject *sema)
+sema_release(FDMutexObject *mu, int read)
 {
+    PyObject *sema = fdmu_field(mu, read ? &mu->rsema : &mu->wsema);
+    if (sema == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "FDMutex has no semaphore");
+        return -1;
+    }
     PyObject *r = PyObject_CallMethod(sema, "release", NULL);
+    Py_DECREF(sema);
     Py_XDECREF(r);
     return r == NULL ? -1 : 0;
 }
@@ -49,7 +71,8 @@ sema_release(PyObject *sema)
 static PyObject *
 fdmu_new(PyTypeObject *type, PyObject *Py_UNUSED(args), PyObject *Py_UNUSED(kwds))
 {
-    if (SemaType == NULL) {
+    PyObject *sema_type = tp_load_static(&SemaType);
+    if (sema_type == NULL) {
         PyErr_SetString(PyExc_RuntimeError, "threadpoll._cpoll._init_fd was not called");
         return NULL;
     }
@@ -61,8 +84,8 @@ fdmu_new(PyTypeObject *type, PyObject *Py_UNUSED(args), PyObject *Py_UNUSED(kwds
     mu->poisoned = 0;
     mu->reentry_check = Py_None;
     Py_INCREF(Py_None);
-    mu->rsema = PyObject_CallNoArgs(SemaType);
-    mu->wsema = mu->rsema == NULL ? NULL : PyObject_CallNoArgs(SemaType);
+    mu->rsema = PyObject_CallNoArgs(sema_type);
+    mu->wsema = mu->rsema == NULL ? NULL : PyObject_CallNoArgs(sema_type);
     if (mu->wsema == NULL) {
         Py_DECREF(mu);
         return NULL;
@@ -135,12 +158,12 @@ fdmu_incref_and_close(FDMutexObject *mu, PyObject *Py_UNUSED(ignored))
             /* Wake all read and write waiters, they will observe closed flag after
              * wakeup. */
             for (uint64_t i = (old & MUTEX_RMASK) / MUTEX_RWAIT; i > 0; i--) {
-                if (sema_release(mu->rsema) < 0) {
+                if (sema_release(mu, 1) < 0) {
                     return NULL;
                 }
             }
             for (uint64_t i = (old & MUTEX_WMASK) / MUTEX_WWAIT; i > 0; i--) {
-                if (sema_release(mu->wsema) < 0) {
+                if (sema_release(mu, 0) < 0) {
                     return NULL;
                 }
             }
@@ -197,13 +220,18 @@ fdmu_rwlock(FDMutexObject *mu, PyObject *args)
             if (!wait) {
                 Py_RETURN_FALSE;
             }
-            if (!checked && mu->reentry_check != NULL && mu->reentry_check != Py_None) {
+            PyObject *check = checked ? NULL : fdmu_field(mu, &mu->reentry_check);
+            if (check == Py_None) {
+                Py_CLEAR(check);
+            }
+            if (check != NULL) {
                 /* As fd_mutex.py: a signal handler on top of its own thread's operation in
                  * this direction would wait for itself; the check raises instead. Runs
                  * Python, so the state is loaded again after it. */
                 checked = 1;
-                PyObject *r = PyObject_CallFunctionObjArgs(
-                    mu->reentry_check, read ? Py_True : Py_False, NULL);
+                PyObject *r =
+                    PyObject_CallFunctionObjArgs(check, read ? Py_True : Py_False, NULL);
+                Py_DECREF(check);
                 if (r == NULL) {
                     return NULL;
                 }
@@ -222,7 +250,13 @@ fdmu_rwlock(FDMutexObject *mu, PyObject *args)
             }
             /* An exception out of acquire() (KeyboardInterrupt) leaves our count behind,
              * harmlessly, as in fd_mutex.py. */
-            PyObject *r = PyObject_CallMethod(read ? mu->rsema : mu->wsema, "acquire", NULL);
+            PyObject *sema = fdmu_field(mu, read ? &mu->rsema : &mu->wsema);
+            if (sema == NULL) {
+                PyErr_SetString(PyExc_RuntimeError, "FDMutex has no semaphore");
+                return NULL;
+            }
+            PyObject *r = PyObject_CallMethod(sema, "acquire", NULL);
+            Py_DECREF(sema);
             if (r == NULL) {
                 return NULL;
             }
@@ -252,7 +286,7 @@ tp_fdmutex_rwunlock(FDMutexObject *mu, int read)
             new -= wbit;
         }
         if (cas(&mu->state, old, new)) {
-            if ((old & mask) && sema_release(read ? mu->rsema : mu->wsema) < 0) {
+            if ((old & mask) && sema_release(mu, read) < 0) {
                 return -1;
             }
             return (new & (MUTEX_CLOSED | MUTEX_REF_MASK)) == MUTEX_CLOSED;
@@ -320,11 +354,16 @@ fdmu_set_poisoned(FDMutexObject *mu, PyObject *v, void *Py_UNUSED(c))
     return 0;
 }
 
+/* Each reads and writes its field in mu's critical section (fdmu_field); the old value
+ * is released outside it, since its destructor may run Python. */
 #define SEMA_ACCESSORS(name)                                                               \
     static PyObject *fdmu_get_##name(FDMutexObject *mu, void *Py_UNUSED(c))               \
     {                                                                                      \
-        Py_INCREF(mu->name);                                                               \
-        return mu->name;                                                                   \
+        PyObject *v = fdmu_field(mu, &mu->name);                                           \
+        if (v == NULL) {                                                                   \
+            PyErr_SetString(PyExc_AttributeError, #name);                                  \
+        }                                                                                  \
+        return v;                                                                          \
     }                                                                                      \
     static int fdmu_set_##name(FDMutexObject *mu, PyObject *v, void *Py_UNUSED(c))        \
     {                                                                                      \
@@ -332,8 +371,13 @@ fdmu_set_poisoned(FDMutexObject *mu, PyObject *v, void *Py_UNUSED(c))
             PyErr_SetString(PyExc_TypeError, "cannot delete " #name);                      \
             return -1;                                                                     \
         }                                                                                  \
+        PyObject *old;                                                                     \
         Py_INCREF(v);                                                                      \
-        Py_SETREF(mu->name, v);                                                            \
+        Py_BEGIN_CRITICAL_SECTION(mu);                                                     \
+        old = mu->name;                                                                    \
+        mu->name = v;                                                                      \
+        Py_END_CRITICAL_SECTION();                                                         \
+        Py_XDECREF(old);                                                                   \
         return 0;                                                                          \
     }
 SEMA_ACCESSORS(rsema)
@@ -346,8 +390,7 @@ SEMA_ACCESSORS(reentry_check)
 static PyObject *
 fdmu_get_lock(FDMutexObject *Py_UNUSED(mu), void *Py_UNUSED(c))
 {
-    Py_INCREF(DummyLock);
-    return DummyLock;
+    return tp_newref(tp_load_static(&DummyLock));
 }
 
 static int
@@ -398,7 +441,8 @@ PyTypeObject tp_FDMutexType = {
     .tp_getset = fdmu_getset,
 };
 
-/* _init_fd(FDMutexError, Sema, lock): the classes fd_mutex.py defines. Go: none */
+/* _init_fd(FDMutexError, Sema, lock): the classes fd_mutex.py defines; each is set once
+ * (tp_set_static: a later call keeps the first). Go: none */
 PyObject *
 tp_mod_init_fd(PyObject *Py_UNUSED(m), PyObject *args)
 {
@@ -406,11 +450,10 @@ tp_mod_init_fd(PyObject *Py_UNUSED(m), PyObject *args)
     if (!PyArg_ParseTuple(args, "OOO:_init_fd", &err, &sema, &lock)) {
         return NULL;
     }
-    Py_INCREF(err);
-    Py_INCREF(sema);
-    Py_INCREF(lock);
-    Py_XSETREF(FDMutexError, err);
-    Py_XSETREF(SemaType, sema);
-    Py_XSETREF(DummyLock, lock);
+    /* DummyLock and FDMutexError before SemaType: fdmu_new's check of SemaType then
+     * implies the other two. */
+    tp_set_static(&DummyLock, lock);
+    tp_set_static(&FDMutexError, err);
+    tp_set_static(&SemaType, sema);
     Py_RETURN_NONE;
 }
