@@ -103,8 +103,10 @@ def test_socket_recv_at_every_call_of_recv(sock: tuple[Any, Any]) -> None:
     a, b = sock
     b.sendall(b"hello")
     out: list[bytes] = []
-    calls, refused = _every_call(lambda: out.append(b.recv(5)), lambda: b.recv(0))
-    assert calls > 0 and refused > 0, (calls, refused)
+    # Whether a call lands under the read lock depends on whether the echo is back yet; the
+    # ones that do must be refused (not hang), which _every_call checks.
+    calls, _ = _every_call(lambda: out.append(b.recv(5)), lambda: b.recv(0))
+    assert calls > 0
     assert out == [b"hello"]
 
 
