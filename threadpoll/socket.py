@@ -198,7 +198,7 @@ def _limit(
     return CallLimit(_monotonic() + timeout, expired)
 
 
-def _acquire(lock: threading.Lock, until: float | None) -> None:
+def _acquire(lock: threading.Lock | threading.RLock, until: float | None) -> None:
     """Acquire lock, or raise TimeoutError('timed out') once ``until`` has passed."""
     if until is None:
         lock.acquire()
@@ -223,9 +223,13 @@ class _Desc:
     wait for the lock included, and the FD's read and write locks (Go's fdMutex) have no
     timed wait; these do. The FD's lock under them is then free but for other fronts sharing
     the FD. A waiter here holds no FD reference: close wakes the holder, which then lets the
-    next one in to fail at once with the closing error. ``rowner`` and ``wowner`` name the
-    thread holding each direction, so that a call from that very thread (a signal handler
-    interrupting its own recv) raises instead of waiting for itself.
+    next one in to fail at once with the closing error. A signal handler on the thread that
+    holds a direction's lock (interrupting its own recv, say) must not wait for it: the locks
+    are RLocks only so that ``_is_owned()`` can tell, and a call refuses to take a lock its
+    own thread holds (``_reentered``). The test is the lock's own, set in C as it is
+    acquired: an owner field written in Python (``rowner``, ``wowner``, kept for
+    diagnostics) would leave windows, just after the acquire and just before the release,
+    where a handler saw no owner and waited for ever on its own thread.
     """
 
     __slots__ = (
@@ -251,11 +255,10 @@ class _Desc:
         # Whether _io_blocking may serve a blocking call: pollable, and no kernel timeout to
         # honour (that is _io's work). One attribute, so the fast path tests one thing.
         self.direct = self.pollable
-        self.rlock = threading.Lock()
-        self.wlock = threading.Lock()
-        # Written by the holder of rlock (wlock). Benign race: a thread compares them with
-        # its own ident, which only its own writes can store, and it always sees its own
-        # latest write; another thread's stale value never equals it.
+        self.rlock = threading.RLock()  # never re-entered: see the class docstring
+        self.wlock = threading.RLock()
+        # Written by the holder of rlock (wlock), read unlocked by diagnostics and tests
+        # (who holds it); never used for the re-entry test (see the class docstring).
         self.rowner: int | None = None
         self.wowner: int | None = None
 
@@ -263,7 +266,7 @@ class _Desc:
         """Take this direction's lock, waiting until ``until`` at most."""
         lk = self.rlock if reading else self.wlock
         me = _get_ident()
-        if (self.rowner if reading else self.wowner) == me:
+        if lk._is_owned():  # type: ignore[attr-defined]
             raise _reentered("r" if reading else "w")
         _acquire(lk, until)
         if reading:
@@ -296,8 +299,8 @@ def _after_fork_in_child() -> None:
     global _descs_lock
     _descs_lock = threading.RLock()
     for d in list(_descs.values()):
-        d.rlock = threading.Lock()
-        d.wlock = threading.Lock()
+        d.rlock = threading.RLock()
+        d.wlock = threading.RLock()
         d.rowner = d.wowner = None
 
 
@@ -690,11 +693,11 @@ class socket(_StdSocket):
         me = _get_ident()
         if reading:
             lk = d.rlock
-            if d.rowner == me:
+            if lk._is_owned():  # type: ignore[attr-defined]
                 raise _reentered("r")
         else:
             lk = d.wlock
-            if d.wowner == me:
+            if lk._is_owned():  # type: ignore[attr-defined]
                 raise _reentered("w")
         with lk:  # a with block: no window for Ctrl-C between acquire and try
             if reading:

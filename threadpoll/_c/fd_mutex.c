@@ -9,6 +9,7 @@
  */
 #include "netpoll.h"
 
+/* Set once by _init_fd (tp_set_static), read with tp_load_static. */
 static PyObject *FDMutexError; /* fd_mutex.FDMutexError */
 static PyObject *SemaType;     /* park.Sema */
 static PyObject *DummyLock;    /* what ``_lock`` gives (see fdmu_get_lock) */
@@ -33,8 +34,23 @@ cas(uint64_t *p, uint64_t old, uint64_t new)
 static PyObject *
 fdmu_error(const char *msg)
 {
-    PyErr_SetString(FDMutexError, msg);
+    PyErr_SetString(tp_load_static(&FDMutexError), msg);
     return NULL;
+}
+
+/* A new reference to one of mu's object fields (rsema, wsema, reentry_check), read in mu's
+ * critical section, where the setters write them: a caller never uses an object that a
+ * concurrent setter has just released. Go: none */
+static PyObject *
+fdmu_field(FDMutexObject *mu, PyObject **field)
+{
+    PyObject *v;
+    (void)mu; /* unused where the critical section is a no-op (with the GIL) */
+    Py_BEGIN_CRITICAL_SECTION(mu);
+    v = *field;
+    Py_XINCREF(v);
+    Py_END_CRITICAL_SECTION();
+    return v;
 }
 
 /* Go: runtime/sema.go semrelease (through park.Sema) */
@@ -48,30 +64,34 @@ sema_release(PyObject *sema)
 
 /* The read (write) waiters' Sema, made on first use (most descriptors never wait for a
  * lock: the memory per descriptor is smaller without them). A new reference, or NULL.
- * Two threads making it at once keep the first one stored (compare-and-swap on the slot).
+ * Two threads making it at once keep the first one stored (the slot is set in mu's
+ * critical section, where the setters write it).
  * A waiter gets it before it publishes its wait count, so a signaller that sees the count
  * finds it made. Go: none (Go's semaphores are addresses, free until used) */
 static PyObject *
 get_sema(FDMutexObject *mu, int read)
 {
     PyObject **slot = read ? &mu->rsema : &mu->wsema;
-    PyObject *s = __atomic_load_n(slot, __ATOMIC_ACQUIRE);
-    if (s == NULL) {
-        PyObject *n = PyObject_CallNoArgs(SemaType);
-        if (n == NULL) {
-            return NULL;
-        }
-        PyObject *expected = NULL;
-        if (__atomic_compare_exchange_n(slot, &expected, n, 0, __ATOMIC_ACQ_REL,
-                                        __ATOMIC_ACQUIRE)) {
-            s = n; /* the slot owns n's reference */
-        }
-        else {
-            Py_DECREF(n);
-            s = expected;
-        }
+    PyObject *s = fdmu_field(mu, slot);
+    if (s != NULL) {
+        return s;
     }
+    PyObject *n = PyObject_CallNoArgs(tp_load_static(&SemaType));
+    if (n == NULL) {
+        return NULL;
+    }
+    int stored = 0;
+    Py_BEGIN_CRITICAL_SECTION(mu);
+    if (*slot == NULL) {
+        *slot = n; /* the slot takes n's reference */
+        stored = 1;
+    }
+    s = *slot;
     Py_INCREF(s);
+    Py_END_CRITICAL_SECTION();
+    if (!stored) {
+        Py_DECREF(n); /* another thread made it first */
+    }
     return s;
 }
 
@@ -101,8 +121,11 @@ last_ref(FDMutexObject *mu, uint64_t new)
     if (!(new & MUTEX_CLOSER_WAITS)) {
         return 1;
     }
-    PyObject *cs = mu->csema; /* a strong reference across the call (it runs Python) */
-    Py_INCREF(cs);
+    PyObject *cs = fdmu_field(mu, &mu->csema); /* a new reference: the call runs Python */
+    if (cs == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "FDMutex has no close semaphore");
+        return -1;
+    }
     int r = sema_release(cs);
     Py_DECREF(cs);
     return r;
@@ -112,7 +135,8 @@ last_ref(FDMutexObject *mu, uint64_t new)
 static PyObject *
 fdmu_new(PyTypeObject *type, PyObject *Py_UNUSED(args), PyObject *Py_UNUSED(kwds))
 {
-    if (SemaType == NULL) {
+    PyObject *sema_type = tp_load_static(&SemaType);
+    if (sema_type == NULL) {
         PyErr_SetString(PyExc_RuntimeError, "threadpoll._cpoll._init_fd was not called");
         return NULL;
     }
@@ -320,18 +344,30 @@ rwlock_impl(FDMutexObject *mu, int read, int wait, PyObject **semap)
             if (!wait) {
                 Py_RETURN_FALSE;
             }
-            int own = mu->reentry_check != NULL && mu->reentry_check != Py_None;
-            if (!checked && (own || ReentryCheck != NULL)) {
+            PyObject *check = NULL;
+            int shared = 0;
+            if (!checked) {
+                check = fdmu_field(mu, &mu->reentry_check);
+                if (check == Py_None) {
+                    Py_CLEAR(check);
+                }
+                if (check == NULL && (check = tp_load_static(&ReentryCheck)) != NULL) {
+                    Py_INCREF(check);
+                    shared = 1;
+                }
+            }
+            if (check != NULL) {
                 /* As fd_mutex.py: a signal handler on top of its own thread's operation in
                  * this direction would wait for itself; the check raises instead. Runs
                  * Python, so the state is loaded again after it. Without a check of its
                  * own, fd_unix's shared one finds the FD by this fdMutex. */
                 checked = 1;
                 PyObject *r =
-                    own ? PyObject_CallFunctionObjArgs(mu->reentry_check,
-                                                       read ? Py_True : Py_False, NULL)
-                        : PyObject_CallFunctionObjArgs(ReentryCheck, (PyObject *)mu,
-                                                       read ? Py_True : Py_False, NULL);
+                    shared ? PyObject_CallFunctionObjArgs(check, (PyObject *)mu,
+                                                          read ? Py_True : Py_False, NULL)
+                           : PyObject_CallFunctionObjArgs(check, read ? Py_True : Py_False,
+                                                          NULL);
+                Py_DECREF(check);
                 if (r == NULL) {
                     return NULL;
                 }
@@ -465,11 +501,16 @@ fdmu_set_poisoned(FDMutexObject *mu, PyObject *v, void *Py_UNUSED(c))
     return 0;
 }
 
+/* Each reads and writes its field in mu's critical section (fdmu_field); the old value
+ * is released outside it, since its destructor may run Python. */
 #define SEMA_GETTER(name)                                                                  \
     static PyObject *fdmu_get_##name(FDMutexObject *mu, void *Py_UNUSED(c))               \
     {                                                                                      \
-        Py_INCREF(mu->name);                                                               \
-        return mu->name;                                                                   \
+        PyObject *v = fdmu_field(mu, &mu->name);                                           \
+        if (v == NULL) {                                                                   \
+            PyErr_SetString(PyExc_AttributeError, #name);                                  \
+        }                                                                                  \
+        return v;                                                                          \
     }
 #define SEMA_SETTER(name)                                                                  \
     static int fdmu_set_##name(FDMutexObject *mu, PyObject *v, void *Py_UNUSED(c))        \
@@ -478,8 +519,13 @@ fdmu_set_poisoned(FDMutexObject *mu, PyObject *v, void *Py_UNUSED(c))
             PyErr_SetString(PyExc_TypeError, "cannot delete " #name);                      \
             return -1;                                                                     \
         }                                                                                  \
+        PyObject *old;                                                                     \
         Py_INCREF(v);                                                                      \
-        Py_XSETREF(mu->name, v);                                                           \
+        Py_BEGIN_CRITICAL_SECTION(mu);                                                     \
+        old = mu->name;                                                                    \
+        mu->name = v;                                                                      \
+        Py_END_CRITICAL_SECTION();                                                         \
+        Py_XDECREF(old);                                                                   \
         return 0;                                                                          \
     }
 SEMA_SETTER(rsema)
@@ -508,8 +554,7 @@ fdmu_get_wsema_lazy(FDMutexObject *mu, void *Py_UNUSED(c))
 static PyObject *
 fdmu_get_lock(FDMutexObject *Py_UNUSED(mu), void *Py_UNUSED(c))
 {
-    Py_INCREF(DummyLock);
-    return DummyLock;
+    return tp_newref(tp_load_static(&DummyLock));
 }
 
 static int
@@ -566,16 +611,16 @@ PyTypeObject tp_FDMutexType = {
 };
 
 /* _init_reentry(check): fd_unix's check(fdmu, read), run before a wait for the lock by an
- * fdMutex whose reentry_check is None. Go: none */
+ * fdMutex whose reentry_check is None; set once (tp_set_static). Go: none */
 PyObject *
 tp_mod_init_reentry(PyObject *Py_UNUSED(m), PyObject *arg)
 {
-    Py_INCREF(arg);
-    Py_XSETREF(ReentryCheck, arg);
+    tp_set_static(&ReentryCheck, arg);
     Py_RETURN_NONE;
 }
 
-/* _init_fd(FDMutexError, Sema, lock): the classes fd_mutex.py defines. Go: none */
+/* _init_fd(FDMutexError, Sema, lock): the classes fd_mutex.py defines; each is set once
+ * (tp_set_static: a later call keeps the first). Go: none */
 PyObject *
 tp_mod_init_fd(PyObject *Py_UNUSED(m), PyObject *args)
 {
@@ -583,11 +628,10 @@ tp_mod_init_fd(PyObject *Py_UNUSED(m), PyObject *args)
     if (!PyArg_ParseTuple(args, "OOO:_init_fd", &err, &sema, &lock)) {
         return NULL;
     }
-    Py_INCREF(err);
-    Py_INCREF(sema);
-    Py_INCREF(lock);
-    Py_XSETREF(FDMutexError, err);
-    Py_XSETREF(SemaType, sema);
-    Py_XSETREF(DummyLock, lock);
+    /* DummyLock and FDMutexError before SemaType: fdmu_new's check of SemaType then
+     * implies the other two. */
+    tp_set_static(&DummyLock, lock);
+    tp_set_static(&FDMutexError, err);
+    tp_set_static(&SemaType, sema);
     Py_RETURN_NONE;
 }

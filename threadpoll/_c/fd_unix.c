@@ -47,7 +47,8 @@
 #define MAX_RW (1 << 30) /* fd_unix.py's MAX_RW */
 #define STACK_READ 4096  /* reads up to this size go through a stack buffer */
 
-/* Set once by _init_io, constant after: fd_poll_runtime.convert_err, and method names. */
+/* fd_poll_runtime.convert_err, set once by _init_io (tp_set_static), and method names,
+ * set at module init. */
 static PyObject *ConvertErr;
 static PyObject *str_rwlock, *str_closed_error, *str_destroy, *str_read_shut, *str_written;
 
@@ -134,7 +135,8 @@ unlock(PyObject *fd, FDMutexObject *mu, int read)
 static int
 raise_poll_err(PollDescObject *pd, int res)
 {
-    PyObject *e = PyObject_CallFunction(ConvertErr, "iOO", res, Py_False, (PyObject *)pd);
+    PyObject *e =
+        PyObject_CallFunction(tp_load_static(&ConvertErr), "iOO", res, Py_False, (PyObject *)pd);
     if (e == NULL) {
         return -1;
     }
@@ -268,7 +270,7 @@ parse_call(PyObject *const *args, Py_ssize_t nargs, Py_ssize_t want, const char 
         PyErr_Format(PyExc_TypeError, "%s needs the C core's FDMutex and PollDesc", name);
         return -1;
     }
-    if (ConvertErr == NULL) {
+    if (tp_load_static(&ConvertErr) == NULL) {
         PyErr_SetString(PyExc_RuntimeError, "threadpoll._cpoll._init_io was not called");
         return -1;
     }
@@ -671,12 +673,11 @@ tp_fd_accept(PyObject *Py_UNUSED(m), PyObject *const *args, Py_ssize_t nargs)
 }
 
 /* _init_io(convert_err): fd_poll_runtime.convert_err, which turns poll error codes into the
- * public exceptions. Go: none */
+ * public exceptions; set once (tp_set_static). Go: none */
 PyObject *
 tp_mod_init_io(PyObject *Py_UNUSED(m), PyObject *arg)
 {
-    Py_INCREF(arg);
-    Py_XSETREF(ConvertErr, arg);
+    tp_set_static(&ConvertErr, arg);
     Py_RETURN_NONE;
 }
 

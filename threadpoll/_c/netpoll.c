@@ -30,7 +30,7 @@
 #include <structmember.h>
 #include <time.h>
 
-static PyObject *InternalError; /* netpoll.InternalError, set by _init */
+static PyObject *InternalError; /* netpoll.InternalError, set once by _init (tp_set_static) */
 static PyTypeObject PollDescType;
 static PyTypeObject RuntimeType;
 static uint64_t pd_ids; /* atomic: the last pollDesc id handed out */
@@ -437,10 +437,11 @@ tp_netpollready_slot(tp_runtime *rt, uint32_t index, uint32_t seq, int mode, int
         __atomic_fetch_add(&rt->stale_events_dropped, 1, __ATOMIC_RELAXED);
         return 0;
     }
+    /* Counted before the wake-up: the woken thread may read the counter at once. */
+    __atomic_fetch_add(&rt->events, 1, __ATOMIC_RELAXED);
     pd->event_err = err;
     n = netpollready_locked(pd, mode);
     pthread_mutex_unlock(&pd->lock);
-    __atomic_fetch_add(&rt->events, 1, __ATOMIC_RELAXED);
     return n;
 }
 
@@ -473,6 +474,27 @@ tp_poller_main(void *arg)
         __atomic_fetch_add(&rt->poller_wakeups, 1, __ATOMIC_RELAXED);
     }
     return NULL;
+}
+
+/* Take rt->life for reading: 1 if the backend's descriptors are open (the caller may use
+ * them until life_unlock), 0 once shutdown has closed them (the lock is then released).
+ * Go: none */
+static int
+life_lock(tp_runtime *rt)
+{
+    pthread_rwlock_rdlock(&rt->life);
+    if (rt->pollfd >= 0) {
+        return 1;
+    }
+    pthread_rwlock_unlock(&rt->life);
+    return 0;
+}
+
+/* Go: none */
+static void
+life_unlock(tp_runtime *rt)
+{
+    pthread_rwlock_unlock(&rt->life);
 }
 
 /* Start the poller pthread if it is not running (first open; first wait in a forked
@@ -510,17 +532,18 @@ parse_mode(PyObject *m)
         PyErr_SetString(PyExc_TypeError, "mode must be 'r', 'w' or 'rw'");
         return -1;
     }
-    const char *s = PyUnicode_AsUTF8(m);
-    if (s == NULL) {
-        return -1;
-    }
-    if (strcmp(s, "r") == 0) {
+    /* Read the characters (no PyUnicode_AsUTF8: it fills a cache inside the str, a write
+     * to a possibly shared object for nothing). */
+    Py_ssize_t n = PyUnicode_GetLength(m);
+    Py_UCS4 c0 = n >= 1 ? PyUnicode_ReadChar(m, 0) : 0;
+    Py_UCS4 c1 = n == 2 ? PyUnicode_ReadChar(m, 1) : 0;
+    if (n == 1 && c0 == 'r') {
         return MODE_R;
     }
-    if (strcmp(s, "w") == 0) {
+    if (n == 1 && c0 == 'w') {
         return MODE_W;
     }
-    if (strcmp(s, "rw") == 0 || strcmp(s, "wr") == 0) {
+    if (n == 2 && ((c0 == 'r' && c1 == 'w') || (c0 == 'w' && c1 == 'r'))) {
         return MODE_R | MODE_W;
     }
     PyErr_Format(PyExc_ValueError, "mode must be 'r', 'w' or 'rw', not %R", m);
@@ -530,7 +553,7 @@ parse_mode(PyObject *m)
 static PyObject *
 internal_error(const char *msg)
 {
-    PyErr_SetString(InternalError, msg);
+    PyErr_SetString(tp_load_static(&InternalError), msg);
     return NULL;
 }
 
@@ -664,8 +687,9 @@ tp_poll_wait(PollDescObject *pd, int mode)
             uint32_t seq = pd->fdseq;
             pd->warmw = 1;
             pthread_mutex_unlock(&pd->lock);
-            if (arm) {
+            if (arm && life_lock(pd->crt)) {
                 tp_netpollarm_write(pd->crt, pd, fd, seq);
+                life_unlock(pd->crt);
             }
         }
         if (!__atomic_load_n(&pd->crt->poller_running, __ATOMIC_ACQUIRE)) {
@@ -981,8 +1005,21 @@ pd_get_lock(PollDescObject *pd, void *Py_UNUSED(c))
 static PyObject *
 pd_get_kind(PollDescObject *pd, void *Py_UNUSED(c))
 {
-    Py_INCREF(pd->kind);
-    return pd->kind;
+    pthread_mutex_lock(&pd->lock);
+    PyObject *kind = tp_newref(pd->kind);
+    pthread_mutex_unlock(&pd->lock);
+    return kind;
+}
+
+/* Store kind (a new reference) under pd->lock; the old one is released after. Go: none */
+static void
+pd_store_kind(PollDescObject *pd, PyObject *kind)
+{
+    pthread_mutex_lock(&pd->lock);
+    PyObject *old = pd->kind;
+    pd->kind = kind;
+    pthread_mutex_unlock(&pd->lock);
+    Py_XDECREF(old);
 }
 
 static int
@@ -992,8 +1029,7 @@ pd_set_kind(PollDescObject *pd, PyObject *v, void *Py_UNUSED(c))
         PyErr_SetString(PyExc_TypeError, "kind must be a str");
         return -1;
     }
-    Py_INCREF(v);
-    Py_SETREF(pd->kind, v);
+    pd_store_kind(pd, tp_newref(v));
     return 0;
 }
 
@@ -1062,8 +1098,8 @@ static PyTypeObject PollDescType = {
 typedef struct {
     PyObject_HEAD
     tp_runtime rt;
-    int inited;       /* GIL: netpollinit succeeded and netpolldeinit has not run */
-    PyObject *dict;   /* GIL: attributes the Python subclass adds */
+    int inited;       /* rt.life: netpollinit succeeded and netpolldeinit has not run */
+    PyObject *dict;   /* attributes the Python subclass adds (PyObject_GenericGetDict) */
 } RuntimeObject;
 
 static int
@@ -1081,6 +1117,7 @@ rt_init(RuntimeObject *self, PyObject *args, PyObject *kwds)
     tp_runtime *rt = &self->rt;
     memset(rt, 0, sizeof(*rt));
     pthread_mutex_init(&rt->lock, NULL);
+    pthread_rwlock_init(&rt->life, NULL);
     rt->pollfd = rt->break_rd = rt->break_wr = -1;
     rt->lazy_write = lazy_write;
     int err = tp_netpollinit(rt);
@@ -1207,7 +1244,11 @@ rt_open(RuntimeObject *self, PyObject *arg)
     pd->warmw = !rt->lazy_write;
     uint32_t seq = pd->fdseq;
     pthread_mutex_unlock(&pd->lock);
-    int err = tp_netpollopen(rt, pd, fd, seq);
+    int err = ESHUTDOWN; /* the runtime was shut down after tp_ensure_poller */
+    if (life_lock(&self->rt)) {
+        err = tp_netpollopen(rt, pd, fd, seq);
+        life_unlock(&self->rt);
+    }
     if (err != 0) {
         pthread_mutex_lock(&pd->lock);
         pd->registered = 0;
@@ -1216,6 +1257,10 @@ rt_open(RuntimeObject *self, PyObject *arg)
         pthread_mutex_lock(&rt->lock);
         rt->free[rt->nfree++] = pd->index;
         pthread_mutex_unlock(&rt->lock);
+        if (err == ESHUTDOWN) {
+            errno = err;
+            return PyErr_SetFromErrno(PyExc_OSError);
+        }
         return Py_BuildValue("(Oi)", Py_None, err);
     }
     return Py_BuildValue("(Oi)", (PyObject *)pd, 0);
@@ -1251,7 +1296,10 @@ rt_close(RuntimeObject *self, PyObject *arg)
     if (bad != NULL) {
         return internal_error(bad);
     }
-    tp_netpollclose(rt, fd);
+    if (life_lock(&self->rt)) {
+        tp_netpollclose(rt, fd);
+        life_unlock(&self->rt);
+    }
     pthread_mutex_lock(&pd->lock);
     pd->registered = 0;
     pd->fdseq++; /* events for the old incarnation are now recognisably stale */
@@ -1260,7 +1308,7 @@ rt_close(RuntimeObject *self, PyObject *arg)
     if (empty == NULL) {
         return NULL;
     }
-    Py_SETREF(pd->kind, empty);
+    pd_store_kind(pd, empty);
     pthread_mutex_lock(&rt->lock);
     rt->free[rt->nfree++] = pd->index;
     pthread_mutex_unlock(&rt->lock);
@@ -1311,15 +1359,23 @@ rt_ensure_poller(RuntimeObject *self, PyObject *Py_UNUSED(ignored))
 static PyObject *
 rt_netpoll_break(RuntimeObject *self, PyObject *Py_UNUSED(ignored))
 {
-    tp_netpoll_break(&self->rt);
+    if (life_lock(&self->rt)) {
+        tp_netpoll_break(&self->rt);
+        life_unlock(&self->rt);
+    }
     Py_RETURN_NONE;
 }
 
-/* Stop the poller thread and release the backend (tests; process exit). Go: none */
+/* Stop the poller thread and release the backend (tests; process exit). The whole of it
+ * holds rt.life for writing, without the GIL: no other thread is using the descriptors it
+ * closes, a concurrent shutdown waits for this one, and the poller (which takes neither)
+ * is joined before its epoll descriptor is closed. Go: none */
 static PyObject *
 rt_shutdown(RuntimeObject *self, PyObject *Py_UNUSED(ignored))
 {
     tp_runtime *rt = &self->rt;
+    Py_BEGIN_ALLOW_THREADS
+    pthread_rwlock_wrlock(&rt->life);
     pthread_mutex_lock(&rt->lock);
     rt->stopping = 1;
     int running = rt->poller_running;
@@ -1328,14 +1384,14 @@ rt_shutdown(RuntimeObject *self, PyObject *Py_UNUSED(ignored))
     pthread_mutex_unlock(&rt->lock);
     if (running) {
         tp_netpoll_break(rt);
-        Py_BEGIN_ALLOW_THREADS
         pthread_join(t, NULL);
-        Py_END_ALLOW_THREADS
     }
     if (self->inited) {
         tp_netpolldeinit(rt);
         self->inited = 0;
     }
+    pthread_rwlock_unlock(&rt->life);
+    Py_END_ALLOW_THREADS
     Py_RETURN_NONE;
 }
 
@@ -1347,6 +1403,7 @@ rt_after_fork_in_child(RuntimeObject *self, PyObject *Py_UNUSED(ignored))
 {
     tp_runtime *rt = &self->rt;
     pthread_mutex_init(&rt->lock, NULL);
+    pthread_rwlock_init(&rt->life, NULL); /* a parent thread may have held it */
     rt->poller_running = 0;
     rt->wake_sig = 0;
     if (!self->inited) {
@@ -1378,19 +1435,6 @@ rt_after_fork_in_child(RuntimeObject *self, PyObject *Py_UNUSED(ignored))
     Py_RETURN_NONE;
 }
 
-static PyObject *
-rt_get_dict(RuntimeObject *self, void *Py_UNUSED(c))
-{
-    if (self->dict == NULL) {
-        self->dict = PyDict_New();
-        if (self->dict == NULL) {
-            return NULL;
-        }
-    }
-    Py_INCREF(self->dict);
-    return self->dict;
-}
-
 #define RT_COUNTER(name)                                                                   \
     static PyObject *rt_get_##name(RuntimeObject *self, void *Py_UNUSED(c))               \
     {                                                                                      \
@@ -1420,11 +1464,17 @@ rt_is_poll_descriptor(RuntimeObject *self, PyObject *arg)
     if (fd == -1 && PyErr_Occurred()) {
         return NULL;
     }
-    return PyBool_FromLong(self->inited && tp_netpoll_is_poll_descriptor(&self->rt, fd));
+    int is = 0;
+    if (life_lock(&self->rt)) {
+        is = tp_netpoll_is_poll_descriptor(&self->rt, fd);
+        life_unlock(&self->rt);
+    }
+    return PyBool_FromLong(is);
 }
 
 static PyGetSetDef rt_getset[] = {
-    {"__dict__", (getter)rt_get_dict, NULL, NULL, NULL},
+    /* CPython's own getter makes the dict on first use, safely without the GIL too. */
+    {"__dict__", PyObject_GenericGetDict, PyObject_GenericSetDict, NULL, NULL},
     {"poller_wakeups", (getter)rt_get_poller_wakeups, NULL, NULL, NULL},
     {"events", (getter)rt_get_events, NULL, NULL, NULL},
     {"stale_events_dropped", (getter)rt_get_stale_events_dropped, NULL, NULL, NULL},
@@ -1472,8 +1522,7 @@ static PyTypeObject RuntimeType = {
 static PyObject *
 mod_init(PyObject *Py_UNUSED(m), PyObject *arg)
 {
-    Py_INCREF(arg);
-    Py_XSETREF(InternalError, arg);
+    tp_set_static(&InternalError, arg);
     Py_RETURN_NONE;
 }
 
@@ -1530,6 +1579,14 @@ PyInit__cpoll(void)
     if (m == NULL) {
         return NULL;
     }
+#ifdef Py_GIL_DISABLED
+    /* Every shared field is under a C lock, atomic, or in its object's critical section
+     * (netpoll.h): importing the module keeps the GIL disabled. */
+    if (PyUnstable_Module_SetGIL(m, Py_MOD_GIL_NOT_USED) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+#endif
     Py_INCREF(&PollDescType);
     Py_INCREF(&RuntimeType);
     if (PyModule_AddObject(m, "PollDesc", (PyObject *)&PollDescType) < 0 ||

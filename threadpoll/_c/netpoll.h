@@ -9,6 +9,15 @@
  *     through rt->pds (C pointers) and their C fields only.
  *   - A thread holding the GIL may take pd->lock or rt->lock (nobody holding them waits
  *     for the GIL); a thread holding either never takes the GIL.
+ *   - rt->life is read-held by every use of the backend's descriptors (pollfd, the
+ *     wake-up) from a Python-called function, write-held by shutdown while it closes them:
+ *     no thread uses a descriptor that has been closed (and its number perhaps reused).
+ *     Held only around non-blocking syscalls; a holder never takes the GIL or pd->lock.
+ *   - Nothing relies on the GIL: on a free-threaded build (Py_GIL_DISABLED) the module
+ *     declares Py_MOD_GIL_NOT_USED. A Python object field that can change after creation
+ *     is read and written under a lock (pd->lock) or in its object's critical section
+ *     (Py_BEGIN_CRITICAL_SECTION, a no-op with the GIL); the module's class references
+ *     are set once, by compare-and-swap.
  */
 #ifndef THREADPOLL_NETPOLL_H
 #define THREADPOLL_NETPOLL_H
@@ -85,7 +94,7 @@ typedef struct {
     double rparked_at, wparked_at;        /* pd->lock: when it parked */
     int registered;         /* pd->lock: open with the backend (between open and close) */
     int warmw;              /* pd->lock: write interest armed (always, unless lazy_write) */
-    PyObject *kind;         /* GIL: what the descriptor is ("tcp", "pipe", ...) */
+    PyObject *kind;         /* pd->lock: what the descriptor is ("tcp", "pipe", ...) */
 } PollDescObject;
 
 /* The backend: one C file per platform implements these (Go's netpoll_epoll.go and
@@ -103,6 +112,7 @@ extern const char tp_backend_name[];
 /* The runtime: Go's package-level netpoll state, one per Runtime object. */
 typedef struct tp_runtime {
     pthread_mutex_t lock;
+    pthread_rwlock_t life;  /* the backend descriptors' life (see the top of this file) */
     PollDescObject **pds;   /* lock: slot -> pollDesc (owned references; never shrinks) */
     uint32_t npds, cap;     /* lock */
     uint32_t *free;         /* lock: the pollcache free list (slots) */
@@ -110,8 +120,8 @@ typedef struct tp_runtime {
     int poller_running;     /* lock */
     int stopping;           /* lock */
     pthread_t poller;       /* lock */
-    /* backend descriptors: constant between netpollinit and netpolldeinit */
-    int pollfd;             /* the epoll or kqueue descriptor */
+    /* backend descriptors: constant between netpollinit and netpolldeinit (life) */
+    int pollfd;             /* the epoll or kqueue descriptor; -1 once closed */
     int break_rd, break_wr; /* the wake-up: an eventfd (both the same) or a pipe */
     int wake_sig;           /* lock: a wake-up is pending (de-duplicates breaks) */
     int lazy_write;         /* constant: register for reading only; arm writes on demand */
@@ -131,6 +141,34 @@ int tp_poll_wait(PollDescObject *pd, int mode);  /* netpoll.c: waitRead/waitWrit
 int tp_is_polldesc(PyObject *o);
 
 /* Small compatibility helpers (Python 3.9 to 3.13). */
+
+/* Critical sections exist from 3.13 (no-ops unless the GIL is disabled); before that the
+ * GIL serialises what they would. */
+#ifndef Py_BEGIN_CRITICAL_SECTION
+#define Py_BEGIN_CRITICAL_SECTION(op) {
+#define Py_END_CRITICAL_SECTION() }
+#endif
+
+/* Publish a module-level object reference once: the first call stores a new reference, a
+ * later one keeps the first (a reader may hold the stored object without a reference of
+ * its own, so it is never replaced). Readers use tp_load_static. */
+static inline void
+tp_set_static(PyObject **slot, PyObject *o)
+{
+    PyObject *expected = NULL;
+    Py_INCREF(o);
+    if (!__atomic_compare_exchange_n(slot, &expected, o, 0, __ATOMIC_ACQ_REL,
+                                     __ATOMIC_ACQUIRE)) {
+        Py_DECREF(o);
+    }
+}
+
+static inline PyObject *
+tp_load_static(PyObject **slot)
+{
+    return __atomic_load_n(slot, __ATOMIC_ACQUIRE);
+}
+
 static inline PyObject *
 tp_newref(PyObject *o)
 {
@@ -163,10 +201,12 @@ typedef struct {
     PyObject_HEAD
     uint64_t state;    /* atomic */
     uint64_t poisoned; /* atomic: lock bits held by threads gone at a fork (fd_unix.py) */
-    PyObject *rsema;   /* GIL: a park.Sema; read waiters sleep there */
-    PyObject *wsema;   /* GIL: a park.Sema; write waiters sleep there */
-    PyObject *reentry_check; /* GIL: None or fd_unix's callable(read), run before a wait */
-    PyObject *csema;   /* GIL: None or the FD's close semaphore (see MUTEX_CLOSER_WAITS) */
+    /* The object fields below: read and written in the FDMutex's critical section (a user
+     * takes a new reference there, then calls it outside). */
+    PyObject *rsema;   /* NULL until first needed (get_sema), then a park.Sema for read waiters */
+    PyObject *wsema;   /* the same for write waiters */
+    PyObject *reentry_check; /* None or fd_unix's callable(read), run before a wait */
+    PyObject *csema;   /* None or the FD's close semaphore (see MUTEX_CLOSER_WAITS) */
 } FDMutexObject;
 
 #define MUTEX_CLOSED (1ull << 0)

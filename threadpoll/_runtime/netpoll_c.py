@@ -38,29 +38,23 @@ from threadpoll._runtime import netpoll, proc
 __all__ = ["CRuntime", "POLLDESC_TYPES", "available", "chosen_impl", "DEFAULT_IMPL"]
 
 
-# A free-threaded build: the C core is not yet proven safe without the GIL, so it does not
-# declare Py_mod_gil, and importing it would re-enable the GIL for the whole process (or,
-# with PYTHON_GIL=0, run it unproven). There the Python runtime runs; it is not loaded.
+# A free-threaded build (3.13t): the C core runs there too. It declares that it does not need
+# the GIL (Py_MOD_GIL_NOT_USED; threadpoll/_c/netpoll.h gives the locking rules that make it
+# true), so importing it leaves the GIL disabled.
 FREE_THREADED_BUILD = bool(sysconfig.get_config_var("Py_GIL_DISABLED"))
 
 _cpoll: Any
 _import_error: ImportError | None
-if FREE_THREADED_BUILD:
+try:
+    # By name: the package's lazy __getattr__ (PEP 562) would otherwise stand in for it in
+    # the type checker's eyes.
+    _cpoll = importlib.import_module("threadpoll._cpoll")
+except ImportError as e:  # not built: no compiler at install time, or an unknown platform
     _cpoll = None
-    _import_error = ImportError(
-        "not used on a free-threaded build: the C core is not yet verified without the GIL"
-    )
+    _import_error = e
 else:
-    try:
-        # By name: the package's lazy __getattr__ (PEP 562) would otherwise stand in for it
-        # in the type checker's eyes.
-        _cpoll = importlib.import_module("threadpoll._cpoll")
-    except ImportError as e:  # not built: no compiler at install time, or an unknown platform
-        _cpoll = None
-        _import_error = e
-    else:
-        _import_error = None
-        _cpoll._init(netpoll.InternalError)
+    _import_error = None
+    _cpoll._init(netpoll.InternalError)
 
 # The C core where it is built and its backend has been verified: epoll (Linux), where the
 # whole behavioural suite runs on it (tests/conftest.py). Its kqueue backend has not run on
@@ -112,8 +106,7 @@ def chosen_impl() -> str:
     if _cpoll is None:
         if not _said:
             _said = True
-            why = "is not built" if not FREE_THREADED_BUILD else "is not used on this build"
-            print(f"threadpoll: the C core {why}; using the Python runtime", file=sys.stderr)
+            print("threadpoll: the C core is not built; using the Python runtime", file=sys.stderr)
     return "python"
 
 

@@ -279,10 +279,6 @@ def _probe_c() -> str | None:
         return f"unavailable: {e}"
     if ok:
         return None
-    from threadpoll._runtime import netpoll_c
-
-    if netpoll_c.FREE_THREADED_BUILD:
-        return "unavailable: the C core is not used on a free-threaded build"
     return "unavailable: the C core is not built"
 
 
