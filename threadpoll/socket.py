@@ -223,8 +223,9 @@ class _Desc:
         # they bound a blocking call's wait as the kernel's do (see socket._io).
         self.rcvtimeo = 0.0
         self.sndtimeo = 0.0
-        # Whether _io_blocking may serve a blocking call: pollable, and no kernel timeout to
-        # honour (that is _io's work). One attribute, so the fast path tests one thing.
+        # Whether the fast path (FD.recv, FD.send... with _NO_LIMIT) may serve a blocking
+        # call: pollable, and no kernel timeout to honour (that is _io's work). One
+        # attribute, so the fast path tests one thing.
         self.direct = self.pollable
 
     def set_kernel_timeouts(self, rcvtimeo: float, sndtimeo: float) -> None:
