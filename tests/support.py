@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import os
 import sys
 import threading
@@ -27,6 +28,22 @@ def wait_until(pred: Callable[[], bool], timeout: float = 5.0, what: str = "cond
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout} s waiting for {what}")
         time.sleep(0.0005)
+
+
+def blocked_on_call_gate(ident: int | None) -> bool:
+    """Whether the thread ``ident`` is asleep on an FD's call gate (FD._gated): in
+    ``acquire_until`` (a call with a timeout), or on the ``with gate:`` line of ``_gated``
+    (a call without one). The lock's own wait is C, with no frame: the top frame tells."""
+    frame = sys._current_frames().get(ident or 0)
+    if frame is None:
+        return False
+    if frame.f_code.co_name == "acquire_until":
+        return True
+    if frame.f_code is not FD._gated.__code__:
+        return False
+    lines, first = inspect.getsourcelines(FD._gated)
+    with_line = next(first + i for i, ln in enumerate(lines) if ln.strip().startswith("with gate:"))
+    return frame.f_lineno == with_line
 
 
 def fd_of(obj: Any) -> FD:

@@ -641,6 +641,44 @@ def test_child_read_on_descriptor_locked_by_parent_thread_does_not_hang(
     assert code == 0, "the child hung on the read lock" if code == 3 else code
 
 
+def test_child_gated_call_on_descriptor_gated_by_parent_thread_does_not_hang(
+    rt: Runtime, pairs: Pairs
+) -> None:
+    """A parent thread parked in a call with a limit holds the read call gate at the fork;
+    in the child the gates are fresh: a gated read there fails at once with the fork's
+    error (the read lock is poisoned) instead of waiting for a thread that is not there."""
+    fa, fb = pairs()
+    limit = fd_unix.CallLimit(None, lambda: TimeoutError("timed out"))
+    got: list[bytes] = []
+
+    def attempt(sysfd: int) -> bool:
+        try:
+            got.append(os.read(sysfd, 100))
+        except BlockingIOError:
+            return False
+        return True
+
+    reader = Runner(lambda: fa.raw_read(attempt, limit), name="parent-reader")
+    wait_parked(fa, "r")
+
+    def child() -> int:
+        signal.signal(signal.SIGALRM, lambda *_: os._exit(3))
+        signal.alarm(1)
+        try:
+            fa.raw_read(lambda _fd: True, limit)
+        except OSError as e:
+            return 0 if "forked" in str(e) else 4
+        return 1
+
+    try:
+        code = wait_child(fork(child))
+    finally:
+        fb.write(b"done")
+        reader.join()
+    assert got == [b"done"]
+    assert code == 0, "the child hung on the call gate" if code == 3 else code
+
+
 def test_child_close_of_poisoned_descriptor_waits_for_child_threads(
     rt: Runtime, pairs: Pairs
 ) -> None:

@@ -32,7 +32,7 @@ from decimal import Decimal
 from typing import Any, Callable
 
 import pytest
-from support import Runner, pd_of, wait_parked, wait_until
+from support import Runner, blocked_on_call_gate, pd_of, wait_parked, wait_until
 
 from threadpoll._poll import fd_unix
 from threadpoll._poll.fd_mutex import (
@@ -1604,3 +1604,78 @@ def test_read_special_file(rt: Runtime) -> None:
         t.join(50)
         assert not t.is_alive(), "a reader hung"
     assert errors == []
+
+
+# --- the call gates (FD._gated): the drop-in socket's per-call timeouts --------------------
+
+
+def _timed_out() -> OSError:
+    return socket.timeout("timed out")
+
+
+@pytest.mark.timeout(20)
+def test_call_gate_timed_call_waits_behind_untimed_one_and_times_out(
+    rt: Runtime, fds: Closer
+) -> None:
+    """A call with a limit waits for the direction's call gate, which a parked call without
+    a limit holds, and times out there; the parked call is unaffected and reads on."""
+    r, w = unix_pair(fds)
+    untimed = Runner(lambda: r.recv(1, 0, fd_unix.CallLimit(None, _timed_out)), name="untimed")
+    wait_parked(r, "r")
+    start = time.monotonic()
+    limit = fd_unix.CallLimit(start + 0.2, _timed_out)
+    with pytest.raises(TimeoutError, match="timed out") as ei:
+        r.recv(1, 0, limit)
+    assert type(ei.value) is socket.timeout  # limit.expired()'s, not a deadline's
+    assert time.monotonic() - start >= 0.2
+    # It gave up on the gate, never reaching the pollDesc: the untimed call is still the
+    # one parked, and its wait has no deadline of the timed call's.
+    assert state(r, "r") == PD_PARKED
+    assert r._rcall is None
+    w.write(b"x")
+    assert untimed.join() == b"x"
+
+
+@pytest.mark.timeout(20)
+@pytest.mark.parametrize("mode", ["r", "w"])
+def test_call_gate_close_wakes_holder_and_waiter(rt: Runtime, fds: Closer, mode: str) -> None:
+    """close wakes the parked holder of the gate; the timed waiter behind it then fails at
+    once with the closing error, long before its limit."""
+    a, b = unix_pair(fds)
+    if mode == "w":
+        fill(b)
+    forever = fd_unix.CallLimit(None, _timed_out)
+    later = fd_unix.CallLimit(time.monotonic() + 60, _timed_out)
+    if mode == "r":
+        holder = Runner(lambda: b.recv(1, 0, forever), name="holder")
+    else:
+        holder = Runner(lambda: b.send(b"x" * 65536, 0, forever), name="holder")
+    wait_parked(b, mode)
+    waiter = Runner(
+        lambda: b.recv(1, 0, later) if mode == "r" else b.send(b"y", 0, later), name="waiter"
+    )
+    wait_until(lambda: blocked_on_call_gate(waiter.thread.ident), what="waiter on the gate")
+    start = time.monotonic()
+    b.close()
+    assert isinstance(holder.join_exc(), NetClosingError)
+    assert isinstance(waiter.join_exc(), NetClosingError)
+    assert time.monotonic() - start < 30
+
+
+def test_call_gate_refuses_reentry_from_its_own_thread(rt: Runtime, fds: Closer) -> None:
+    """A call made by the thread that holds the gate (a signal handler on top of its own
+    thread's call) is refused at once instead of waiting for itself; the other direction's
+    gate is another gate."""
+    a, b = unix_pair(fds)
+    a.write(b"xy")
+    limit = fd_unix.CallLimit(None, _timed_out)
+
+    def inside() -> bytes:
+        with pytest.raises(RuntimeError, match="reentrant call"):
+            b.recv(1, 0, limit)
+        b.send(b"z", 0, limit)  # the write gate is free
+        return b.recv(1)  # no limit, no gate: Go's read lock, free
+
+    assert b._gated(True, limit, inside) == b"x"
+    assert b.recv(1, 0, limit) == b"y"
+    assert a.recv(1) == b"z"

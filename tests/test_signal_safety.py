@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import pytest
-from support import Runner, wait_parked, wait_until
+from support import Runner, blocked_on_call_gate, wait_parked, wait_until
 
 import threadpoll
 import threadpoll.socket as ts
@@ -282,17 +282,8 @@ def test_handler_while_parked(rt: Runtime, main_thread: int, kind: str) -> None:
 def _waiting_for_read_lock(front: Front, main: int) -> bool:
     """Whether the main thread is asleep waiting for the read lock another thread holds."""
     if isinstance(front.obj, ts.socket):
-        frame = sys._current_frames().get(main)
-        names = set()
-        while frame is not None:
-            names.add(frame.f_code.co_name)
-            frame = frame.f_back
-        # Asleep on the drop-in's direction lock (a bare lock: no Python frame of its own),
-        # or on the FD's read lock behind it.
-        d = front.obj._desc
-        return d.rowner not in (None, main) and bool(
-            names & {"_io_blocking", "_acquire", "lock"}
-        )
+        # Asleep on the FD's read call gate, which the drop-in's calls take first.
+        return blocked_on_call_gate(main)
     return bool(front.fd.fdmu.state & MUTEX_RMASK)
 
 

@@ -12,7 +12,6 @@ import errno
 import gc
 import http.client
 import http.server
-import inspect
 import io
 import os
 import select
@@ -22,7 +21,6 @@ import smtplib
 import socket as stdsocket
 import socketserver
 import ssl
-import sys
 import tempfile
 import threading
 import time
@@ -35,7 +33,7 @@ from collections.abc import Iterator
 from typing import Any, Callable, cast
 
 import pytest
-from support import Runner, pd_of, wait_parked, wait_until
+from support import Runner, blocked_on_call_gate, pd_of, wait_parked, wait_until
 
 import threadpoll.socket as ts
 from threadpoll._poll import fd_unix
@@ -468,9 +466,9 @@ def test_close_wakes_lock_waiters_too(pair: tuple[ts.socket, ts.socket]) -> None
     _, b = pair
     first = Runner(lambda: b.recv(1), name="first")
     wait_parked(b._desc, "r")
-    second = Runner(lambda: b.recv(1), name="second")  # waits for the read lock
+    second = Runner(lambda: b.recv(1), name="second")  # waits for the FD's read call gate
     wait_until(
-        lambda: _blocked_on_direction_lock(second.thread), what="second waiting for the lock"
+        lambda: blocked_on_call_gate(second.thread.ident), what="second waiting for the gate"
     )
     b.close()
     assert isinstance(first.join_exc(), NetClosingError)
@@ -503,21 +501,6 @@ def test_close_from_a_signal_handler_on_the_blocked_thread(
     finally:
         signal.signal(signal.SIGUSR1, old)
     assert b.fileno() == -1
-
-
-def _blocked_on_direction_lock(thread: threading.Thread) -> bool:
-    """Whether thread is asleep on a _Desc direction lock: in _acquire (a call with a
-    timeout), or on the ``with lk:`` line of _io_blocking (a blocking call)."""
-    frame = sys._current_frames().get(thread.ident or 0)
-    if frame is None:
-        return False
-    if frame.f_code.co_name == "_acquire":
-        return True
-    if frame.f_code.co_name != "_io_blocking":
-        return False
-    lines, first = inspect.getsourcelines(ts.socket._io_blocking)
-    with_line = next(first + i for i, ln in enumerate(lines) if ln.strip().startswith("with lk:"))
-    return frame.f_lineno == with_line
 
 
 @pytest.mark.timeout(10)

@@ -34,7 +34,7 @@ import weakref
 from typing import Any, Callable
 
 from threadpoll import socket as _tpsocket
-from threadpoll._poll.fd_unix import CallLimit
+from threadpoll._poll.fd_unix import CallLimit, acquire_until
 from threadpoll._tlsengine import _Engine, _Transport
 from threadpoll.errors import DeadlineExceededError, with_written
 
@@ -86,14 +86,10 @@ class _SockTransport(_Transport):
             return True
 
         try:
-            d.lock(reading, self.until)
-            try:
-                if reading:
-                    fd.raw_read(attempt, CallLimit(self.until, self._timed_out))
-                else:
-                    fd.raw_write(attempt, CallLimit(self.until, self._timed_out))
-            finally:
-                d.unlock(reading)
+            if reading:
+                fd.raw_read(attempt, CallLimit(self.until, self._timed_out))
+            else:
+                fd.raw_write(attempt, CallLimit(self.until, self._timed_out))
             return got[0]
         except _stdsocket.timeout as e:  # TimeoutError from 3.10; its own class on 3.9
             if isinstance(e, DeadlineExceededError):
@@ -122,10 +118,7 @@ class _SockTransport(_Transport):
             d.fd.decref()
 
     def acquire(self, lock: Any) -> None:
-        try:
-            _tpsocket._acquire(lock, self.until)
-        except _stdsocket.timeout:
-            raise self._timed_out() from None
+        acquire_until(lock, self.until, self._timed_out)
 
 
 class _SSLObj:

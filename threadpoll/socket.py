@@ -26,14 +26,15 @@ How a socket is built:
   C-level timeout stays 0. It bounds the whole call, the wait for the read or write lock
   included; ``sendall``'s timeout is its total budget. A deadline and a timeout may both be
   set: the earlier fires, the deadline as ``DeadlineExceededError``.
-- A blocking call takes, in order: the descriptor's per-direction lock (a plain lock, acquired
-  with the call's timeout: the FD's read and write locks, Go's fdMutex, have no timed wait),
-  then calls an FD method (``FD.recv``, ``FD.send``, ``FD.raw_read``...), which does Go's
-  steps: the FD's read or write lock, prepare, the C-level call with ``MSG_DONTWAIT``
-  (holding no lock of its own, so a signal handler on this thread may use the socket), on
-  EAGAIN park in the runtime. A non-blocking call (``settimeout(0)``, ``setblocking(False)``,
-  ``MSG_DONTWAIT``) takes only an FD reference and makes one C-level call, as the stdlib's does:
-  it never waits for anything, so deadlines, which bound waits, do not apply to it.
+- A blocking call calls an FD method (``FD.recv``, ``FD.send``, ``FD.raw_read``...) with a
+  ``CallLimit``, and the FD does the rest: its call gate for that direction (a lock whose
+  wait the call's timeout bounds: the FD's read and write locks, Go's fdMutex, have no timed
+  wait), then Go's steps: the read or write lock, prepare, the C-level call with
+  ``MSG_DONTWAIT`` (holding no lock of its own, so a signal handler on this thread may use
+  the socket), on EAGAIN park in the runtime. A non-blocking call (``settimeout(0)``,
+  ``setblocking(False)``, ``MSG_DONTWAIT``) takes only an FD reference and makes one C-level
+  call, as the stdlib's does: it never waits for anything, so deadlines, which bound waits,
+  do not apply to it.
 - A blocking call (no timeout) behaves as the kernel's blocking call would: ``send`` sends
   everything (``_send_all``), ``MSG_WAITALL`` waits for the full count (``_recv_all``), and
   ``SO_RCVTIMEO``/``SO_SNDTIMEO``, cached in the ``_Desc`` when set or adopted, bound its
@@ -120,7 +121,6 @@ _orig_create_server = _stdsocket.create_server
 _orig_fromfd = _stdsocket.fromfd
 
 _monotonic = time.monotonic
-_get_ident = threading.get_ident
 _MSG_DONTWAIT = getattr(_socket, "MSG_DONTWAIT", 0)
 _MSG_WAITALL = getattr(_socket, "MSG_WAITALL", 0)
 _CONNECT_IN_PROGRESS = (errno.EINPROGRESS, errno.EINTR)
@@ -166,7 +166,7 @@ def _timed_out() -> OSError:
     return _stdsocket.timeout("timed out")
 
 
-# --- Waiting: per-call limits and the locks -------------------------------------------------
+# --- Waiting: per-call limits ----------------------------------------------------------------
 
 
 def _kernel_timed_out() -> OSError:
@@ -198,17 +198,9 @@ def _limit(
     return CallLimit(_monotonic() + timeout, expired)
 
 
-def _acquire(lock: threading.Lock | threading.RLock, until: float | None) -> None:
-    """Acquire lock, or raise TimeoutError('timed out') once ``until`` has passed."""
-    if until is None:
-        lock.acquire()
-        return
-    while not lock.acquire(False):
-        left = until - _monotonic()
-        if left <= 0:
-            raise _timed_out()
-        if lock.acquire(True, min(left, threading.TIMEOUT_MAX)):
-            return
+# The limit of a blocking call with no timeout of its own: no limit, but the FD's call gate.
+# Never changed (calls that renew their budget make their own CallLimit).
+_NO_LIMIT = CallLimit(None, _timed_out)
 
 
 # --- Descriptors shared by socket objects ------------------------------------------------
@@ -216,34 +208,13 @@ def _acquire(lock: threading.Lock | threading.RLock, until: float | None) -> Non
 
 @final
 class _Desc:
-    """What every threadpoll socket object on one OS descriptor shares: the FD, its kernel
-    timeouts, and the per-direction locks taken before the FD's read and write methods.
-
-    The drop-in's own locks, because a stdlib socket's timeout bounds the whole call, the
-    wait for the lock included, and the FD's read and write locks (Go's fdMutex) have no
-    timed wait; these do. The FD's lock under them is then free but for other fronts sharing
-    the FD. A waiter here holds no FD reference: close wakes the holder, which then lets the
-    next one in to fail at once with the closing error. A signal handler on the thread that
-    holds a direction's lock (interrupting its own recv, say) must not wait for it: the locks
-    are RLocks only so that ``_is_owned()`` can tell, and a call refuses to take a lock its
-    own thread holds (``_reentered``). The test is the lock's own, set in C as it is
-    acquired: an owner field written in Python (``rowner``, ``wowner``, kept for
-    diagnostics) would leave windows, just after the acquire and just before the release,
-    where a handler saw no owner and waited for ever on its own thread.
+    """What every threadpoll socket object on one OS descriptor shares: the FD and the
+    front's state kept per descriptor (whether it is pollable, its kernel timeouts). The
+    waits for another caller in the same direction, bounded by a call's timeout, are the
+    FD's (its call gates: FD._gated).
     """
 
-    __slots__ = (
-        "fd",
-        "pollable",
-        "direct",
-        "rcvtimeo",
-        "sndtimeo",
-        "rlock",
-        "wlock",
-        "rowner",
-        "wowner",
-        "__weakref__",
-    )
+    __slots__ = ("fd", "pollable", "direct", "rcvtimeo", "sndtimeo", "__weakref__")
 
     def __init__(self, fd: FD) -> None:
         self.fd = fd
@@ -252,35 +223,10 @@ class _Desc:
         # they bound a blocking call's wait as the kernel's do (see socket._io).
         self.rcvtimeo = 0.0
         self.sndtimeo = 0.0
-        # Whether _io_blocking may serve a blocking call: pollable, and no kernel timeout to
-        # honour (that is _io's work). One attribute, so the fast path tests one thing.
+        # Whether the fast path (FD.recv, FD.send... with _NO_LIMIT) may serve a blocking
+        # call: pollable, and no kernel timeout to honour (that is _io's work). One
+        # attribute, so the fast path tests one thing.
         self.direct = self.pollable
-        self.rlock = threading.RLock()  # never re-entered: see the class docstring
-        self.wlock = threading.RLock()
-        # Written by the holder of rlock (wlock), read unlocked by diagnostics and tests
-        # (who holds it); never used for the re-entry test (see the class docstring).
-        self.rowner: int | None = None
-        self.wowner: int | None = None
-
-    def lock(self, reading: bool, until: float | None) -> None:
-        """Take this direction's lock, waiting until ``until`` at most."""
-        lk = self.rlock if reading else self.wlock
-        me = _get_ident()
-        if lk._is_owned():  # type: ignore[attr-defined]
-            raise _reentered("r" if reading else "w")
-        _acquire(lk, until)
-        if reading:
-            self.rowner = me
-        else:
-            self.wowner = me
-
-    def unlock(self, reading: bool) -> None:
-        if reading:
-            self.rowner = None
-            self.rlock.release()
-        else:
-            self.wowner = None
-            self.wlock.release()
 
     def set_kernel_timeouts(self, rcvtimeo: float, sndtimeo: float) -> None:
         self.rcvtimeo = rcvtimeo
@@ -295,13 +241,9 @@ _descs_lock = threading.RLock()  # re-entrant: a signal handler may make a socke
 
 def _after_fork_in_child() -> None:
     # Only the forking thread exists in the child: a lock a parent thread held at the fork
-    # would never be released. (The FD's own locks are internal/poll's to handle.)
+    # would never be released. (The FD's own locks and call gates are internal/poll's.)
     global _descs_lock
     _descs_lock = threading.RLock()
-    for d in list(_descs.values()):
-        d.rlock = threading.RLock()
-        d.wlock = threading.RLock()
-        d.rowner = d.wowner = None
 
 
 if hasattr(os, "register_at_fork"):
@@ -417,15 +359,6 @@ def _nonblocking(sock: _socket.socket) -> Iterator[None]:
         if _CSocket.fileno(sock) == n:
             _CSocket.settimeout(sock, timeout)
             os.set_blocking(n, blocking)
-
-
-def _reentered(mode: str) -> RuntimeError:
-    """A call re-entered from a signal handler in the direction its own thread is in."""
-    what = "read" if mode == "r" else "write"
-    return RuntimeError(
-        f"reentrant call: a {what} on this socket from a signal handler while its own thread "
-        f"is in a {what} on it (it would wait for itself)"
-    )
 
 
 def _bytes_view(data: Any) -> memoryview:
@@ -658,59 +591,28 @@ class socket(_StdSocket):
         reading = mode == "r"
         if flags_at is not None:
             args = _with_dontwait(args, flags_at)
-        until = None if timeout is None else _monotonic() + timeout
-        d.lock(reading, until)
-        try:
-            # A blocking call: SO_RCVTIMEO or SO_SNDTIMEO bound its wait, as they bound the
-            # kernel's, and it then fails with EAGAIN as the stdlib's does. With a timeout,
-            # the stdlib's call keeps trying until it times out, even after a shutdown.
-            limit = _limit(d, None, reading) if timeout is None else CallLimit(until, _timed_out)
-            empty = _EMPTY_READS.get(op) if reading and timeout is None else None
-            got: list[_T] = []
+        # A blocking call: SO_RCVTIMEO or SO_SNDTIMEO bound its waits, as they bound the
+        # kernel's, and it then fails with EAGAIN as the stdlib's does. With a timeout, the
+        # stdlib's call keeps trying until it times out, even after a shutdown. Either limit
+        # bounds the wait for the FD's call gate too.
+        limit = _limit(d, timeout, reading)
+        empty = _EMPTY_READS.get(op) if reading and timeout is None else None
+        got: list[_T] = []
 
-            def attempt(_sysfd: int) -> bool:
-                try:
-                    got.append(op(self, *args))
-                except BlockingIOError:
-                    if empty is None or not fd.read_shut:
-                        return False
-                    got.append(empty())
-                return True
-
-            if reading:
-                fd.raw_read(attempt, limit)
-            else:
-                fd.raw_write(attempt, limit)
-            return got[0]
-        finally:
-            d.unlock(reading)
-
-    def _io_blocking(self, reading: bool, call: Callable[..., _T], *args: Any) -> _T:
-        """The common call: a blocking socket (no timeout), no flags, no kernel timeout to
-        honour: ``call(*args)``, an FD method that does Go's steps (readLock, prepareRead,
-        the syscall with no lock held, waitRead), under this descriptor's direction lock."""
-        d = self._desc
-        me = _get_ident()
-        if reading:
-            lk = d.rlock
-            if lk._is_owned():  # type: ignore[attr-defined]
-                raise _reentered("r")
-        else:
-            lk = d.wlock
-            if lk._is_owned():  # type: ignore[attr-defined]
-                raise _reentered("w")
-        with lk:  # a with block: no window for Ctrl-C between acquire and try
-            if reading:
-                d.rowner = me
-            else:
-                d.wowner = me
+        def attempt(_sysfd: int) -> bool:
             try:
-                return call(*args)
-            finally:
-                if reading:
-                    d.rowner = None
-                else:
-                    d.wowner = None
+                got.append(op(self, *args))
+            except BlockingIOError:
+                if empty is None or not fd.read_shut:
+                    return False
+                got.append(empty())
+            return True
+
+        if reading:
+            fd.raw_read(attempt, limit)
+        else:
+            fd.raw_write(attempt, limit)
+        return got[0]
 
     def _write(
         self,
@@ -741,7 +643,7 @@ class socket(_StdSocket):
             if not flags:
                 d = self._desc
                 if d.direct:
-                    return self._io_blocking(True, d.fd.recv, bufsize)
+                    return d.fd.recv(bufsize, 0, _NO_LIMIT)
             elif self._waits_for_all(flags):
                 parts: list[bytes] = []
 
@@ -759,7 +661,7 @@ class socket(_StdSocket):
             if not flags:
                 d = self._desc
                 if d.direct:
-                    return self._io_blocking(True, d.fd.recv_into, buffer, nbytes)
+                    return d.fd.recv_into(buffer, nbytes, 0, _NO_LIMIT)
             elif self._waits_for_all(flags):
                 try:
                     view = _bytes_view(buffer)
@@ -813,15 +715,12 @@ class socket(_StdSocket):
                 if stop or not n or pos >= want:
                     return True
 
-        d.lock(True, None)
         try:
             d.fd.raw_read(read_some, _limit(d, None, True))
         except OSError:
             if pos:
                 return pos
             raise
-        finally:
-            d.unlock(True)
         return pos
 
     def recvfrom(self, bufsize: int, flags: int = 0, /) -> tuple[bytes, Any]:
@@ -894,7 +793,7 @@ class socket(_StdSocket):
                 d = self._desc
                 try:
                     if d.direct:
-                        n = self._io_blocking(False, d.fd.send, data)
+                        n = d.fd.send(data, 0, _NO_LIMIT)
                     else:
                         n = self._io(_CSocket.send, "w", 0, (data, 0), 1)
                 except BaseException as e:
@@ -939,15 +838,12 @@ class socket(_StdSocket):
                         return True
 
             try:
-                d.lock(False, None)
                 try:
                     d.fd.raw_write(send_rest, _limit(d, None, False))
                 except BlockingIOError:
                     if pos:
                         return pos  # SO_SNDTIMEO: the kernel returns the count
                     raise
-                finally:
-                    d.unlock(False)
             except BaseException as e:
                 with_written(e, pos)
                 raise
@@ -994,7 +890,7 @@ class socket(_StdSocket):
             pos = 0
             if timeout is None and not flags and d.direct and fd._cfd:
                 # Go's whole write loop in C (FD.write); ``.written`` on a failure part-way.
-                self._io_blocking(False, fd.write, view)
+                fd.write(view, _NO_LIMIT)
                 return None
             if timeout == 0.0 or _dontwait(flags):
                 fd.incref()
@@ -1008,11 +904,10 @@ class socket(_StdSocket):
                     raise
                 finally:
                     fd.decref()
-            until = None if timeout is None else _monotonic() + timeout
             dflags = flags | _MSG_DONTWAIT if isinstance(flags, int) else flags
             # SO_SNDTIMEO, for a blocking call: as in the stdlib's loop of blocking send(2)s,
             # EAGAIN once one makes no progress for that long.
-            limit = _limit(d, None, False) if timeout is None else CallLimit(until, _timed_out)
+            limit = _limit(d, timeout, False)
 
             def send_all(_sysfd: int) -> bool:
                 nonlocal pos
@@ -1027,11 +922,7 @@ class socket(_StdSocket):
                         limit.until = _kernel_until(d, False)
 
             try:
-                d.lock(False, until)
-                try:
-                    fd.raw_write(send_all, limit)
-                finally:
-                    d.unlock(False)
+                fd.raw_write(send_all, limit)
             except BaseException as e:
                 with_written(e, pos)
                 raise
@@ -1102,12 +993,8 @@ class socket(_StdSocket):
                     if timeout is not None:
                         limit.until = _monotonic() + timeout
 
-            d.lock(False, until)
-            try:
-                d.fd.raw_write(send_blocks, limit)
-                return total_sent
-            finally:
-                d.unlock(False)
+            d.fd.raw_write(send_blocks, limit)
+            return total_sent
         except giveup:
             raise
         except BaseException as e:
@@ -1188,31 +1075,32 @@ class socket(_StdSocket):
             finally:
                 fd.decref()
         until = None if timeout is None else _monotonic() + timeout
+        got: list[int] = []
+        started = False
+        gate_timed_out = False
+
+        def connect_locked(_sysfd: int) -> bool:
+            nonlocal started
+            started = True
+            got.append(self._connect_locked(address, raising, timeout, until))
+            return True
+
+        def gate_expired() -> OSError:
+            nonlocal gate_timed_out
+            gate_timed_out = True
+            return _timed_out()
+
+        # The limit bounds the wait for the write call gate only: connect_locked never
+        # returns False, and bounds its own wait for the outcome.
         try:
-            d.lock(False, until)
-        except OSError:  # the timeout, waiting for the write lock
-            if raising:
+            fd.raw_write(connect_locked, CallLimit(until, gate_expired))
+        except OSError as e:
+            if raising or started:
                 raise
-            return errno.EWOULDBLOCK
-        try:
-            got: list[int] = []
-            started = False
-
-            def connect_locked(_sysfd: int) -> bool:
-                nonlocal started
-                started = True
-                got.append(self._connect_locked(address, raising, timeout, until))
-                return True
-
-            try:
-                fd.raw_write(connect_locked)
-            except OSError as e:
-                if raising or started:
-                    raise
-                return e.errno or errno.EBADF  # closed (EBADF), or the write deadline
-            return got[0]
-        finally:
-            d.unlock(False)
+            if gate_timed_out:
+                return errno.EWOULDBLOCK  # the timeout, waiting for the write call gate
+            return e.errno or errno.EBADF  # closed (EBADF), or the write deadline
+        return got[0]
 
     def _connect_locked(
         self, address: Any, raising: bool, timeout: float | None, until: float | None

@@ -27,6 +27,10 @@ Differences from Go:
   limit for that call alone (a stdlib socket's timeout): while the call waits, its
   direction's pollDesc deadline is the earlier of the user's deadline and the limit, the way
   Go's net sets a write deadline for a dial's context. No timer thread is involved.
+- DIVERGENCE(go): a call that brings a ``CallLimit`` (the drop-in socket's and the TLS
+  drop-in's) first takes its direction's call gate, a lock with a timed wait, because a
+  stdlib socket's timeout bounds the whole call, the wait for another caller included, and
+  Go's fdMutex has no timed wait. See ``FD._gated``.
 - DIVERGENCE(go): on a socket, reads and writes are ``recv``/``send`` with ``MSG_DONTWAIT``
   rather than read(2)/write(2), so an attempt never blocks even when another holder of the
   open file description (a child process, ``socket.socket(fileno=...)``) has cleared
@@ -79,6 +83,7 @@ from threadpoll.errors import DeadlineExceededError, NoDeadlineError, with_writt
 __all__ = [
     "FD",
     "CallLimit",
+    "acquire_until",
     "MAX_RW",
     "CONNECT_PENDING",
     "live_fds",
@@ -184,6 +189,37 @@ class CallLimit:
         self.expired = expired
 
 
+def acquire_until(
+    lock: Any, until: float | None, expired: Callable[[], BaseException]
+) -> None:
+    """Acquire lock, waiting until ``until`` (absolute ``time.monotonic()`` seconds; None:
+    for ever) at most, then raising ``expired()``.
+
+    Go: none
+    """
+    if until is None:
+        lock.acquire()
+        return
+    while not lock.acquire(False):
+        left = until - _monotonic()
+        if left <= 0:
+            raise expired()
+        if lock.acquire(True, min(left, threading.TIMEOUT_MAX)):
+            return
+
+
+def _reentered(read: bool) -> RuntimeError:
+    """A call re-entered from a signal handler in the direction its own thread is in.
+
+    Go: none (a goroutine cannot be interrupted by a handler)
+    """
+    what = "read" if read else "write"
+    return RuntimeError(
+        f"reentrant call: a {what} on this descriptor from a signal handler while its own "
+        f"thread is in a {what} on it (it would wait for itself)"
+    )
+
+
 @final
 class FD:
     """A file descriptor with Go's internal/poll semantics.
@@ -222,6 +258,8 @@ class FD:
         "_wd",
         "_rcall",
         "_wcall",
+        "_rgate",
+        "_wgate",
         "__weakref__",
     )
 
@@ -298,6 +336,12 @@ class FD:
         self._wd = NO_DEADLINE  # guarded by _dl_lock
         self._rcall: float | None = None  # guarded by _dl_lock
         self._wcall: float | None = None  # guarded by _dl_lock
+        # The call gates, one per direction, taken by calls that bring a CallLimit (see
+        # _gated). RLocks only for _is_owned(), which C sets as the lock is acquired: the
+        # re-entry test has no window where a signal handler on the holding thread finds no
+        # owner. Never actually re-entered: _gated refuses that.
+        self._rgate = threading.RLock()
+        self._wgate = threading.RLock()
         self._sock: _socket.socket | None = sock
         self._detaching = False
         self._poisoned = False  # set in a forked child if a parent thread held the FD
@@ -431,6 +475,8 @@ class FD:
             self._cmu().csema = self.csema
         self._block_lock = threading.RLock()
         self._dl_lock = threading.RLock()
+        self._rgate = threading.RLock()
+        self._wgate = threading.RLock()
 
     # --- close ---------------------------------------------------------------------------
 
@@ -603,7 +649,9 @@ class FD:
         top of its thread's read (write) would otherwise wait for ever.
 
         The call waiting now is one operation frame on this FD; a second one below it is
-        the interrupted operation. Runs only when a thread is about to sleep for the lock.
+        the interrupted operation. An operation frame called from another frame of this FD
+        (a gated call: recv → _gated → recv) is the same operation. Runs only when a thread
+        is about to sleep for the lock.
 
         Go: none (a goroutine cannot be interrupted by a handler)
         """
@@ -613,16 +661,22 @@ class FD:
         while f is not None:
             code = f.f_code
             if code.co_name in names and code.co_filename == __file__:
-                if f.f_locals.get("self") is self:
+                if f.f_locals.get("self") is self and not self._frame_of_mine(f.f_back):
                     seen += 1
                     if seen == 2:
-                        what = "read" if read else "write"
-                        raise RuntimeError(
-                            f"reentrant call: a {what} on this descriptor from a signal "
-                            f"handler while its own thread is in a {what} on it (it would "
-                            "wait for itself)"
-                        )
+                        raise _reentered(read)
             f = f.f_back
+
+    def _frame_of_mine(self, f: FrameType | None) -> bool:
+        """Whether f is a method of this FD at work.
+
+        Go: none
+        """
+        return (
+            f is not None
+            and f.f_code.co_filename == __file__
+            and f.f_locals.get("self") is self
+        )
 
     def detach(self) -> int:
         """Give the descriptor back instead of closing it: wake and wait out every operation
@@ -660,6 +714,36 @@ class FD:
         Go: none
         """
         return self._detaching
+
+    # --- the call gates --------------------------------------------------------------------
+
+    def _gated(self, read: bool, limit: CallLimit, call: Callable[..., _T], *args: Any) -> _T:
+        """``call(*args)`` holding the read (``read``) or write call gate, which it waits for
+        until ``limit.until`` at most (then ``limit.expired()``, TimeoutError('timed out')
+        for a socket timeout).
+
+        The gate stands before the read or write lock of the fdMutex, which has no timed
+        wait: a caller waits for the gate, not for the fdMutex, while another caller with a
+        limit holds the direction. A waiter holds no FD reference, so close is not held up by
+        it: close wakes the holder, which leaves, and the next waiter then fails at once with
+        the closing error from the read or write lock. A call from the thread that holds the
+        gate (a signal handler on top of its own thread's call) is refused with
+        RuntimeError instead of waiting for itself.
+
+        Go: none (Go's calls have no limits of their own; its fdMutex has no timed wait)
+        """
+        gate = self._rgate if read else self._wgate
+        if gate._is_owned():  # type: ignore[attr-defined]  # C's RLock has it
+            raise _reentered(read)
+        until = limit.until
+        if until is None:
+            with gate:  # a with block: no window for Ctrl-C between acquire and try
+                return call(*args)
+        acquire_until(gate, until, limit.expired)
+        try:
+            return call(*args)
+        finally:
+            gate.release()
 
     # --- reads ---------------------------------------------------------------------------
 
@@ -883,12 +967,15 @@ class FD:
 
     # --- writes --------------------------------------------------------------------------
 
-    def write(self, data: Buffer) -> int:
+    def write(self, data: Buffer, limit: CallLimit | None = None) -> int:
         """Write all of data, holding the write lock throughout so writers never
         interleave; returns len(data). A failure part-way raises with ``.written``.
+        ``limit``: the caller takes the write call gate first (see _gated).
 
         Go: internal/poll/fd_unix.go FD.Write
         """
+        if limit is not None:
+            return self._gated(False, limit, self.write, data)
         mv = _readable(data)
         total = len(mv)
         pd = self.pd.runtime_ctx
@@ -1054,39 +1141,49 @@ class FD:
 
     # --- socket calls for the drop-in socket (Go: FD.Read / FD.Write with flags) ---------
 
-    def recv(self, bufsize: int, flags: int = 0) -> bytes:
+    def recv(self, bufsize: int, flags: int = 0, limit: CallLimit | None = None) -> bytes:
         """recv(2) until it does not say EAGAIN, waiting for readability between tries: a
         blocking socket's recv. The arguments go to the C socket call as they are (its
         checks and errors are the stdlib's); each try adds ``MSG_DONTWAIT``. Once the read
-        side is shut, a recv that finds nothing returns ``b""``.
+        side is shut, a recv that finds nothing returns ``b""``. ``limit``: the call takes
+        the read call gate first (see _gated); its wait for data has no limit.
 
         Go: internal/poll/fd_unix.go FD.Read
         """
+        if limit is not None:
+            return self._gated(True, limit, self.recv, bufsize, flags)
         if self._cfast and flags.__class__ is int and not self.is_blocking:
             pd = self.pd.runtime_ctx
             if pd is not None and bufsize.__class__ is int and 0 < bufsize <= MAX_RW:
                 return self._recv_c(pd, bufsize, flags)  # Go's loop in C
         return self._sock_read(_CSocket.recv, (bufsize, self._dontwait(flags)), b"")
 
-    def recv_into(self, buffer: Any, nbytes: int = 0, flags: int = 0) -> int:
+    def recv_into(
+        self, buffer: Any, nbytes: int = 0, flags: int = 0, limit: CallLimit | None = None
+    ) -> int:
         """recv_into(2) as ``recv`` does recv: a blocking socket's; 0 once the read side is
-        shut and nothing is queued.
+        shut and nothing is queued. ``limit`` as for recv.
 
         Go: internal/poll/fd_unix.go FD.Read
         """
+        if limit is not None:
+            return self._gated(True, limit, self.recv_into, buffer, nbytes, flags)
         if self._cfast and not self.is_blocking:
             pd = self.pd.runtime_ctx
             if pd is not None:
                 return self._recv_into_c(pd, buffer, nbytes, flags)  # Go's loop in C
         return self._sock_read(_CSocket.recv_into, (buffer, nbytes, self._dontwait(flags)), 0)
 
-    def send(self, data: Any, flags: int = 0) -> int:
+    def send(self, data: Any, flags: int = 0, limit: CallLimit | None = None) -> int:
         """send(2) until it does not say EAGAIN, waiting for room between tries; returns
         what the kernel took (perhaps less than all of data: ``write`` sends it all). The
         arguments go to the C socket call as they are; each try adds ``MSG_DONTWAIT``.
+        ``limit``: the call takes the write call gate first (see _gated).
 
         Go: internal/poll/fd_unix.go FD.Write (one pass of its loop)
         """
+        if limit is not None:
+            return self._gated(False, limit, self.send, data, flags)
         if self._cfast and not self.is_blocking:
             pd = self.pd.runtime_ctx
             if pd is not None:
@@ -1100,7 +1197,18 @@ class FD:
         between calls; f does its own non-blocking syscall.
 
         ``limit`` bounds this call alone, as a stdlib socket's timeout does (see
-        CallLimit); the read deadline still applies, and the earlier of the two ends it.
+        CallLimit), the wait for the read call gate included (see _gated); the read deadline
+        still applies, and the earlier of the two ends it.
+
+        Go: internal/poll/fd_unix.go FD.RawRead
+        """
+        if limit is not None:
+            self._gated(True, limit, self._raw_read, f, limit)
+            return
+        self._raw_read(f, None)
+
+    def _raw_read(self, f: Callable[[int], bool], limit: CallLimit | None) -> None:
+        """raw_read's loop, after the call gate.
 
         Go: internal/poll/fd_unix.go FD.RawRead
         """
@@ -1116,6 +1224,16 @@ class FD:
 
     def raw_write(self, f: Callable[[int], bool], limit: CallLimit | None = None) -> None:
         """raw_read for writes: f(fd) under the write lock until it returns True.
+
+        Go: internal/poll/fd_unix.go FD.RawWrite
+        """
+        if limit is not None:
+            self._gated(False, limit, self._raw_write, f, limit)
+            return
+        self._raw_write(f, None)
+
+    def _raw_write(self, f: Callable[[int], bool], limit: CallLimit | None) -> None:
+        """raw_write's loop, after the call gate.
 
         Go: internal/poll/fd_unix.go FD.RawWrite
         """
@@ -1147,7 +1265,8 @@ class FD:
     def wait_connect(self, limit: CallLimit | None = None) -> int:
         """Wait for a non-blocking connect in progress to finish; its error number (0:
         connected). The caller holds the write lock, or has not shared the FD yet.
-        ``limit`` as for raw_write.
+        ``limit`` as for raw_write, but no call gate is taken: the caller holds the write
+        lock (or call gate) already.
 
         Go: net/fd_unix.go netFD.connect (the loop after EINPROGRESS)
         """
