@@ -51,15 +51,19 @@ class OptionalBuildExt(build_ext):
 
 
 _cflags = ["-std=c11", "-Wall", "-Wextra"] + os.environ.get("THREADPOLL_CFLAGS", "").split()
-_ext = [] if sys.platform == "win32" else [
-    Extension(
-        "threadpoll._cpoll",
-        sources=_SOURCES,
-        depends=["threadpoll/_c/netpoll.h"],
-        extra_compile_args=_cflags,
-        extra_link_args=[f for f in _cflags if f.startswith("-fsanitize")],
-        optional=True,
-    )
-]
+_ext = (
+    []
+    if sys.platform == "win32"
+    else [
+        Extension(
+            "threadpoll._cpoll",
+            sources=_SOURCES,
+            depends=["threadpoll/_c/netpoll.h"],
+            extra_compile_args=_cflags,
+            extra_link_args=[f for f in _cflags if f.startswith("-fsanitize")],
+            optional=True,
+        )
+    ]
+)
 
 setup(ext_modules=_ext, cmdclass={"build_ext": OptionalBuildExt})

@@ -136,9 +136,7 @@ _RUNTIME_THREADS = ("threadpoll-poller", "threadpoll-resolver", "threadpoll-fina
 
 def _our_threads() -> list[threading.Thread]:
     return [
-        t
-        for t in threading.enumerate()
-        if t.is_alive() and not t.name.startswith(_RUNTIME_THREADS)
+        t for t in threading.enumerate() if t.is_alive() and not t.name.startswith(_RUNTIME_THREADS)
     ]
 
 

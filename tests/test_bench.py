@@ -36,14 +36,25 @@ def test_quick_fastpath_and_pingpong_json(
     assert doc["quick"] is True
     assert doc["only"] == ["fastpath", "pingpong"]
     machine = doc["machine"]
-    for key in ("platform", "cpu_count", "python_implementation", "python_version",
-                "threadpoll_backend"):
+    for key in (
+        "platform",
+        "cpu_count",
+        "python_implementation",
+        "python_version",
+        "threadpoll_backend",
+    ):
         assert machine[key], key
     assert isinstance(machine["gil_enabled"], bool)
 
     ids = [case["id"] for case in doc["cases"]]
-    assert ids == ["fastpath/unix", "fastpath/tcp", "pingpong/unix-1B", "pingpong/unix-4KiB",
-                   "pingpong/tcp-1B", "pingpong/tcp-4KiB"]
+    assert ids == [
+        "fastpath/unix",
+        "fastpath/tcp",
+        "pingpong/unix-1B",
+        "pingpong/unix-4KiB",
+        "pingpong/tcp-1B",
+        "pingpong/tcp-4KiB",
+    ]
     for case in doc["cases"]:
         assert case["kind"] == "time" and case["unit"] == "us" and case["better"] == "lower"
         assert case["baseline"] == bench.V_STDLIB

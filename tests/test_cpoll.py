@@ -383,9 +383,7 @@ def cpair(crt: Any) -> Any:
 
 def _c(fd: Any, name: str, *args: Any) -> Any:
     """Call _cpoll.fd_<name>(fd, fdmu, pd, sysfd, *args)."""
-    return getattr(netpoll_c.cpoll, "fd_" + name)(
-        fd, fd.fdmu, fd.pd.runtime_ctx, fd.sysfd, *args
-    )
+    return getattr(netpoll_c.cpoll, "fd_" + name)(fd, fd.fdmu, fd.pd.runtime_ctx, fd.sysfd, *args)
 
 
 @on_c

@@ -130,8 +130,14 @@ def raw_pair(front: str) -> tuple[Any, Any]:
     return a, b
 
 
-def wrap(raw: Any, front: str, ctx: ssl.SSLContext, server_side: bool, hostname: str | None,
-         handshake: bool = True) -> End:
+def wrap(
+    raw: Any,
+    front: str,
+    ctx: ssl.SSLContext,
+    server_side: bool,
+    hostname: str | None,
+    handshake: bool = True,
+) -> End:
     if front == "tls":
         c = tls.server(raw, ctx) if server_side else tls.client(raw, ctx, server_hostname=hostname)
         e = End(c, front)
@@ -139,14 +145,17 @@ def wrap(raw: Any, front: str, ctx: ssl.SSLContext, server_side: bool, hostname:
             e.handshake()
         return e
     s = ctx.wrap_socket(
-        raw, server_side=server_side, server_hostname=None if server_side else hostname,
+        raw,
+        server_side=server_side,
+        server_hostname=None if server_side else hostname,
         do_handshake_on_connect=handshake,
     )
     return End(s, front)
 
 
-def tls_pair(front: str, sctx: ssl.SSLContext | None = None,
-             cctx: ssl.SSLContext | None = None) -> tuple[End, End]:
+def tls_pair(
+    front: str, sctx: ssl.SSLContext | None = None, cctx: ssl.SSLContext | None = None
+) -> tuple[End, End]:
     """(client, server), handshake done."""
     a, b = raw_pair(front)
     sctx = sctx or server_ctx()
@@ -191,8 +200,9 @@ def test_dropin_is_an_ssl_socket_and_a_threadpoll_socket(rt: Any) -> None:
         # A stdlib socket still gets the stdlib's SSLSocket.
         x, y = stdsocket.socketpair()
         with x, y:
-            w = client_ctx().wrap_socket(x, server_hostname="localhost",
-                                         do_handshake_on_connect=False)
+            w = client_ctx().wrap_socket(
+                x, server_hostname="localhost", do_handshake_on_connect=False
+            )
             assert type(w) is ssl.SSLSocket
             w.close()
     finally:
@@ -217,6 +227,7 @@ def test_full_duplex_8mib_each_way(pair: tuple[End, End]) -> None:
                 b = end.read(65536)
                 assert b, "EOF before all data arrived"
                 got[key] += b
+
         return run
 
     runners = [
@@ -333,8 +344,12 @@ def raw_peer_pair(front: str) -> tuple[End, RawTLSPeer, Runner]:
         end = End(tls.client(conn, client_ctx(), server_hostname="localhost"), front)
     else:
         x, peer_sock = stdsocket.socketpair()
-        end = End(client_ctx().wrap_socket(ts.wrap(x), server_hostname="localhost",
-                                           do_handshake_on_connect=False), front)
+        end = End(
+            client_ctx().wrap_socket(
+                ts.wrap(x), server_hostname="localhost", do_handshake_on_connect=False
+            ),
+            front,
+        )
     peer = RawTLSPeer(peer_sock)
     r = Runner(end.handshake)
     peer.handshake()
@@ -501,6 +516,7 @@ def test_dropin_close_ends_with_fin_when_data_arrives_during_close(
     from threadpoll._poll import fd_poll_runtime
 
     with stdsocket.create_server(("127.0.0.1", 0)) as ln:
+
         def serve() -> ssl.SSLSocket:
             raw, _ = ln.accept()
             return server_ctx().wrap_socket(raw, server_side=True)
@@ -632,9 +648,21 @@ class OpenSSLClient:
 
         assert OPENSSL is not None
         self.proc = subprocess.Popen(
-            [OPENSSL, "s_client", "-connect", f"127.0.0.1:{port}", "-tls1_3",
-             "-servername", "localhost", "-CAfile", CA, "-verify_return_error"],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            [
+                OPENSSL,
+                "s_client",
+                "-connect",
+                f"127.0.0.1:{port}",
+                "-tls1_3",
+                "-servername",
+                "localhost",
+                "-CAfile",
+                CA,
+                "-verify_return_error",
+            ],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
         )
         self.out = bytearray()
         self.err = bytearray()
@@ -663,8 +691,7 @@ class OpenSSLClient:
     def wait_for(self, what: bytes, stream: str = "out", timeout: float = 10.0) -> None:
         buf = self.out if stream == "out" else self.err
         with self.cond:
-            ok = self.cond.wait_for(lambda: what in buf or self.proc.poll() is not None,
-                                    timeout)
+            ok = self.cond.wait_for(lambda: what in buf or self.proc.poll() is not None, timeout)
             assert ok and what in buf, (
                 f"{what!r} not on s_client's {stream}; stdout={bytes(self.out)!r} "
                 f"stderr={bytes(self.err)!r}"
@@ -704,8 +731,9 @@ def test_tls13_key_update(front: str, letter: bytes) -> None:
     log: list[tuple[str, Any]] = []
     sctx = server_ctx()
 
-    def on_message(conn: Any, direction: str, version: Any, content_type: Any,
-                   msg_type: Any, data: Any) -> None:
+    def on_message(
+        conn: Any, direction: str, version: Any, content_type: Any, msg_type: Any, data: Any
+    ) -> None:
         if content_type == ssl._TLSContentType.HANDSHAKE:  # type: ignore[attr-defined]
             log.append((direction, msg_type))
 
@@ -793,8 +821,12 @@ def test_peer_closes_without_close_notify(front: str) -> None:
 @pytest.mark.timeout(20)
 def test_dropin_ragged_eof_raises_when_not_suppressed(rt: Any) -> None:
     x, peer_sock = stdsocket.socketpair()
-    c = client_ctx().wrap_socket(ts.wrap(x), server_hostname="localhost",
-                                 do_handshake_on_connect=False, suppress_ragged_eofs=False)
+    c = client_ctx().wrap_socket(
+        ts.wrap(x),
+        server_hostname="localhost",
+        do_handshake_on_connect=False,
+        suppress_ragged_eofs=False,
+    )
     try:
         peer = RawTLSPeer(peer_sock)
         r = Runner(c.do_handshake)
@@ -837,7 +869,8 @@ def stdlib_handshake_error(cctx: ssl.SSLContext, hostname: str, cert: str) -> Ba
 
 @pytest.mark.timeout(20)
 @pytest.mark.parametrize(
-    "case", ["unknown-ca", "hostname-mismatch"],
+    "case",
+    ["unknown-ca", "hostname-mismatch"],
 )
 def test_certificate_errors_are_the_stdlibs(front: str, case: str) -> None:
     if case == "unknown-ca":
@@ -872,6 +905,7 @@ def test_certificate_errors_are_the_stdlibs(front: str, case: str) -> None:
 @pytest.mark.timeout(20)
 def test_tls_dial_listen_and_addresses(rt: Any) -> None:
     with tls.listen("tcp", "127.0.0.1:0", server_ctx()) as ln:
+
         def accept() -> tls.TLSConn:
             s = ln.accept()
             s.handshake()
@@ -937,6 +971,7 @@ def test_dropin_under_patch(rt: Any) -> None:
     with ts.patched():
         ln = stdsocket.create_server(("127.0.0.1", 0))
         with ln:
+
             def serve() -> bytes:
                 raw, _ = ln.accept()
                 with server_ctx().wrap_socket(raw, server_side=True) as s:

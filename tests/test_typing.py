@@ -59,9 +59,23 @@ def _mypy(tmp_path: Path, source: str) -> subprocess.CompletedProcess[str]:
     if root.name not in ("site-packages", "dist-packages"):
         env["MYPYPATH"] = str(root)
     return subprocess.run(
-        [sys.executable, "-m", "mypy", "--strict", "--no-incremental",
-         "--python-version", "3.9", "--config-file", os.devnull, str(prog)],
-        capture_output=True, text=True, env=env, cwd=tmp_path, timeout=280,
+        [
+            sys.executable,
+            "-m",
+            "mypy",
+            "--strict",
+            "--no-incremental",
+            "--python-version",
+            "3.9",
+            "--config-file",
+            os.devnull,
+            str(prog),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=280,
     )
 
 

@@ -130,9 +130,7 @@ def render_svg(result: Result) -> str:
             f'<text x="{x + _BAND_W / 2}" y="{head_y}" text-anchor="middle" '
             f'font-weight="bold">{escape(name)}</text>'
         )
-    add(
-        f'<text x="{bands_left}" y="{head_y - 16}" fill="#495057">pollDesc rg / wg</text>'
-    )
+    add(f'<text x="{bands_left}" y="{head_y - 16}" fill="#495057">pollDesc rg / wg</text>')
 
     # Lanes: solid, dashed while the thread is parked.
     asleep: dict[str, list[tuple[int, int]]] = {}
@@ -172,9 +170,7 @@ def render_svg(result: Result) -> str:
     # Bands: the state of each pollDesc mode from row to row.
     for key, x in band_x.items():
         changes = [
-            (i, ev)
-            for i, ev in enumerate(events)
-            if ev.kind == "state" and (ev.fd, ev.mode) == key
+            (i, ev) for i, ev in enumerate(events) if ev.kind == "state" and (ev.fd, ev.mode) == key
         ]
         segments: list[tuple[int, int, str]] = [(0, changes[0][0], changes[0][1].old)]
         for j, (i, ev) in enumerate(changes):

@@ -169,9 +169,7 @@ class File:
         """
         from threadpoll._fileobj import makefile
 
-        return makefile(
-            self, mode, buffering, encoding=encoding, errors=errors, newline=newline
-        )
+        return makefile(self, mode, buffering, encoding=encoding, errors=errors, newline=newline)
 
     def close(self) -> None:
         """Close the file, waking every thread blocked on it with ``FileClosingError``; for a

@@ -816,9 +816,7 @@ class Conn(_Conn):
 
     __slots__ = ("_raddr",)
 
-    def __init__(
-        self, fd: FD, sock: _socket.socket, net: str, raddr: Addr | None = None
-    ) -> None:
+    def __init__(self, fd: FD, sock: _socket.socket, net: str, raddr: Addr | None = None) -> None:
         """Not for users: dial and Listener.accept make Conns."""
         super().__init__(fd, sock, net)
         if raddr is None or raddr == "":
@@ -886,9 +884,7 @@ class Conn(_Conn):
         """
         from threadpoll._fileobj import makefile
 
-        return makefile(
-            self, mode, buffering, encoding=encoding, errors=errors, newline=newline
-        )
+        return makefile(self, mode, buffering, encoding=encoding, errors=errors, newline=newline)
 
     @property
     def remote_addr(self) -> Addr:

@@ -425,4 +425,3 @@ def listen(network: str, address: AddressArg, context: ssl.SSLContext) -> TLSLis
     if not isinstance(context, ssl.SSLContext):
         raise TypeError(f"context must be an ssl.SSLContext, not {type(context).__name__}")
     return TLSListener(_listen(network, address), context)
-

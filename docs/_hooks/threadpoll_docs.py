@@ -128,8 +128,10 @@ def _reading_guide() -> str:
         rows = ["| Go (file, function) | threadpoll |", "|---|---|"]
         for _, qualname, func in _guide_functions(module):
             ours = f"`{qualname}`"
-            if name.endswith("fd_unix") and qualname.startswith("FD.") and not (
-                qualname.split(".", 1)[1].startswith("_")
+            if (
+                name.endswith("fd_unix")
+                and qualname.startswith("FD.")
+                and not (qualname.split(".", 1)[1].startswith("_"))
             ):
                 ours += " (front-facing)"
             rows.append(f"| {_go_cell(func.__doc__)} | {ours} |")

@@ -189,9 +189,7 @@ class CallLimit:
         self.expired = expired
 
 
-def acquire_until(
-    lock: Any, until: float | None, expired: Callable[[], BaseException]
-) -> None:
+def acquire_until(lock: Any, until: float | None, expired: Callable[[], BaseException]) -> None:
     """Acquire lock, waiting until ``until`` (absolute ``time.monotonic()`` seconds; None:
     for ever) at most, then raising ``expired()``.
 
@@ -545,11 +543,7 @@ class FD:
             pd = self.pd.runtime_ctx  # read now: _destroy clears it
             with self._block_lock:
                 blocking = self.is_blocking
-            if (
-                not blocking
-                and refs_of(load_state(self.fdmu)) > 1
-                and self._inside_me()
-            ):
+            if not blocking and refs_of(load_state(self.fdmu)) > 1 and self._inside_me():
                 # A signal handler on a thread inside an operation on this FD: that one
                 # cannot leave before the handler returns, so waiting for it would wait for
                 # ever. It drops the last reference, and close(2) runs there.
@@ -672,11 +666,7 @@ class FD:
 
         Go: none
         """
-        return (
-            f is not None
-            and f.f_code.co_filename == __file__
-            and f.f_locals.get("self") is self
-        )
+        return f is not None and f.f_code.co_filename == __file__ and f.f_locals.get("self") is self
 
     def detach(self) -> int:
         """Give the descriptor back instead of closing it: wake and wait out every operation
@@ -1490,8 +1480,6 @@ class FD:
             self.decref()
 
 
-
-
 def _size(n: object) -> int:
     """Go: none"""
     if isinstance(n, bool) or not isinstance(n, int):
@@ -1521,9 +1509,7 @@ def _readable(data: Buffer, call: str = "write()") -> memoryview:
     try:
         mv = memoryview(data)
     except TypeError:
-        raise TypeError(
-            f"{call} needs a bytes-like object, not {type(data).__name__!r}"
-        ) from None
+        raise TypeError(f"{call} needs a bytes-like object, not {type(data).__name__!r}") from None
     return mv if mv.format == "B" and mv.ndim == 1 else mv.cast("B")
 
 

@@ -740,8 +740,6 @@ def netpollgoready(pd: PollDesc, mode: str) -> None:
         pass  # a token is already pending: the parked thread has yet to take it
 
 
-
-
 def netpollblock(pd: PollDesc, mode: str, waitio: bool) -> bool:
     """Park the calling thread until mode is ready, closed or timed out.
 

@@ -446,5 +446,3 @@ def set_default_runtime(rt: Runtime | None) -> Runtime | None:
     with _default_lock:
         old, _default = _default, rt
     return old
-
-

@@ -27,8 +27,13 @@ from threadpoll.bench.common import (
 )
 
 
-def _closewake_threads(make_pair: Callable[[], tuple[Any, Any]], read: Callable[[Any], object],
-                       close: Callable[[Any], None], ctx: RunCtx, wake_wait: float) -> Outcome:
+def _closewake_threads(
+    make_pair: Callable[[], tuple[Any, Any]],
+    read: Callable[[Any], object],
+    close: Callable[[Any], None],
+    ctx: RunCtx,
+    wake_wait: float,
+) -> Outcome:
     """``make_pair() -> (peer, reader_end)``. A reader that is not woken within ``wake_wait``
     is released by data from the peer and counted as a miss."""
     samples: list[float] = []
@@ -40,8 +45,12 @@ def _closewake_threads(make_pair: Callable[[], tuple[Any, Any]], read: Callable[
         woke: list[float] = []
         got: list[object] = []
 
-        def reader(r: Any = r, entered: threading.Event = entered, woke: list[float] = woke,
-                   got: list[object] = got) -> None:
+        def reader(
+            r: Any = r,
+            entered: threading.Event = entered,
+            woke: list[float] = woke,
+            got: list[object] = got,
+        ) -> None:
             entered.set()
             try:
                 got.append(read(r))
@@ -62,15 +71,16 @@ def _closewake_threads(make_pair: Callable[[], tuple[Any, Any]], read: Callable[
             misses += 1
             with contextlib.suppress(OSError):
                 peer.sendall(b"z")  # a stdlib recv still blocked on the closed socket gets this
-            _join_or_unstick([t], 2.0, functools.partial(_hard_close, peer),
-                             "the closewake reader")
+            _join_or_unstick([t], 2.0, functools.partial(_hard_close, peer), "the closewake reader")
             late_data += got[:1] == [b"z"]
         finally:
             _close(peer, r)
     note = ""
     if misses:
-        note = (f"not woken within {wake_wait * 1e3:.0f} ms in {misses}/{ctx.max_ops}; "
-                f"{late_data} then returned data sent after the close")
+        note = (
+            f"not woken within {wake_wait * 1e3:.0f} ms in {misses}/{ctx.max_ops}; "
+            f"{late_data} then returned data sent after the close"
+        )
     return Outcome(samples=samples, note=note)
 
 
@@ -81,14 +91,16 @@ def _stdlib_shutdown_close(s: socket.socket) -> None:
 
 
 def _cw_stdlib(ctx: RunCtx) -> Outcome:
-    return _closewake_threads(socket.socketpair, lambda r: r.recv(1), _stdlib_shutdown_close,
-                              ctx, 1.0)
+    return _closewake_threads(
+        socket.socketpair, lambda r: r.recv(1), _stdlib_shutdown_close, ctx, 1.0
+    )
 
 
 def _cw_stdlib_close_only(ctx: RunCtx) -> Outcome:
     ctx = dataclasses.replace(ctx, max_ops=min(ctx.max_ops, 3))  # each try costs the wait
-    return _closewake_threads(socket.socketpair, lambda r: r.recv(1), lambda r: r.close(), ctx,
-                              STDLIB_CLOSE_WAIT_S)
+    return _closewake_threads(
+        socket.socketpair, lambda r: r.recv(1), lambda r: r.close(), ctx, STDLIB_CLOSE_WAIT_S
+    )
 
 
 def _cw_trio(ctx: RunCtx) -> Outcome:
@@ -151,13 +163,13 @@ def _gevent_closewake(ctx: RunCtx) -> Outcome:  # runs in a child process
 
 
 def _cw_tps(ctx: RunCtx) -> Outcome:
-    return _closewake_threads(lambda: _tps_pair("unix"), lambda r: r.recv(1), lambda r: r.close(),
-                              ctx, 1.0)
+    return _closewake_threads(
+        lambda: _tps_pair("unix"), lambda r: r.recv(1), lambda r: r.close(), ctx, 1.0
+    )
 
 
 def _cw_conn(ctx: RunCtx) -> Outcome:
     with tempfile.TemporaryDirectory(prefix="tpbench") as tmp:
-        return _closewake_threads(lambda: _conn_pair("unix", tmp), lambda r: r.read(1),
-                                  lambda r: r.close(), ctx, 1.0)
-
-
+        return _closewake_threads(
+            lambda: _conn_pair("unix", tmp), lambda r: r.read(1), lambda r: r.close(), ctx, 1.0
+        )

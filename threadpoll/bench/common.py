@@ -180,8 +180,9 @@ def _probe_installed(dist: str) -> Callable[[], str | None]:
     return probe
 
 
-_probe_tps = _probe_module("threadpoll.socket", "socket", "socketpair", "create_server",
-                           "create_connection")
+_probe_tps = _probe_module(
+    "threadpoll.socket", "socket", "socketpair", "create_server", "create_connection"
+)
 _probe_conn = _probe_module("threadpoll", "dial", "listen")
 _probe_trio = _probe_installed("trio")
 _probe_gevent = _probe_installed("gevent")
@@ -266,8 +267,11 @@ def _both_ends(fn: Callable[[RunCtx], Outcome]) -> Callable[[RunCtx], Outcome]:
     """An echo variant whose client sockets are threadpoll drop-in sockets too."""
 
     def run(ctx: RunCtx) -> Outcome:
-        return fn(RunCtx({**ctx.params, "tp_clients": True}, ctx.window_s, ctx.max_ops,
-                         ctx.hard_s, ctx.quick))
+        return fn(
+            RunCtx(
+                {**ctx.params, "tp_clients": True}, ctx.window_s, ctx.max_ops, ctx.hard_s, ctx.quick
+            )
+        )
 
     return run
 
@@ -324,8 +328,9 @@ class _Thread:
         return not self.thread.is_alive()
 
 
-def _join_or_unstick(workers: Sequence[_Thread], timeout: float, unstick: Callable[[], None],
-                     what: str) -> None:
+def _join_or_unstick(
+    workers: Sequence[_Thread], timeout: float, unstick: Callable[[], None], what: str
+) -> None:
     """Join ``workers``; if some are still blocked, call ``unstick`` and give them 1 s more."""
     deadline = time.monotonic() + timeout
     if all(w.join(deadline - time.monotonic()) for w in workers):
@@ -344,8 +349,9 @@ def _fds_needed(n: int) -> str | None:
     soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
     in_use = len(os.listdir("/proc/self/fd")) if os.path.isdir("/proc/self/fd") else 32
     if soft != resource.RLIM_INFINITY and soft < n + in_use:
-        return (f"RLIMIT_NOFILE is {soft} even after raising it to the hard limit; "
-                f"needs {n + in_use}")
+        return (
+            f"RLIMIT_NOFILE is {soft} even after raising it to the hard limit; needs {n + in_use}"
+        )
     return None
 
 
@@ -459,15 +465,21 @@ def _in_child(fn: Callable[[RunCtx], Outcome]) -> Callable[[RunCtx], Outcome]:
 
     def run(ctx: RunCtx) -> Outcome:
         spec = json.dumps(
-            {"module": fn.__module__, "fn": fn.__name__, "ctx": dataclasses.asdict(ctx)})
+            {"module": fn.__module__, "fn": fn.__name__, "ctx": dataclasses.asdict(ctx)}
+        )
         # The child imports this very threadpoll, wherever the parent found it.
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
         try:
             proc = subprocess.run(
                 [sys.executable, "-m", "threadpoll.bench", "--_child", spec],
-                stdin=subprocess.DEVNULL, capture_output=True, text=True, env=env,
-                timeout=max(ctx.hard_s - 1.0, 1.0), check=False)
+                stdin=subprocess.DEVNULL,
+                capture_output=True,
+                text=True,
+                env=env,
+                timeout=max(ctx.hard_s - 1.0, 1.0),
+                check=False,
+            )
         except subprocess.TimeoutExpired as e:
             raise RuntimeError(f"child process timed out after {e.timeout:.0f} s") from None
         lines = proc.stdout.strip().splitlines()
@@ -500,5 +512,3 @@ def _child_main(spec_json: str) -> int:
     sys.stdout.write(json.dumps(reply) + "\n")
     sys.stdout.flush()
     os._exit(0)  # do not wait for a gevent hub thread that may still be winding down
-
-

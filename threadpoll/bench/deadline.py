@@ -47,6 +47,7 @@ def _timeout_overshoot(r: Any, ctx: RunCtx) -> Outcome:
 
 def _deadline_overshoot(r: Any, read: Callable[[], object], ctx: RunCtx) -> Outcome:
     """Overshoot of ``read()`` under ``r.set_read_deadline`` (threadpoll's absolute limit)."""
+
     def once() -> float:
         limit = time.monotonic() + DEADLINE_S
         r.set_read_deadline(limit)
@@ -168,5 +169,3 @@ def _dl_conn(ctx: RunCtx) -> Outcome:
             return _deadline_overshoot(r, lambda: r.read(1), ctx)
         finally:
             _close(peer, r)
-
-

@@ -83,8 +83,14 @@ def _serve_conn(c: Any) -> None:
 class _ThreadServer(_EchoServer):
     """Thread per connection: an acceptor thread accepts exactly K and spawns handlers."""
 
-    def __init__(self, k: int, listener: Any, addr: tuple[str, int],
-                 accept: Callable[[Any], Any], handle: Callable[[Any], None]) -> None:
+    def __init__(
+        self,
+        k: int,
+        listener: Any,
+        addr: tuple[str, int],
+        accept: Callable[[Any], Any],
+        handle: Callable[[Any], None],
+    ) -> None:
         self.addr = addr
         self._k = k
         self._listener = listener
@@ -98,8 +104,7 @@ class _ThreadServer(_EchoServer):
         for _ in range(self._k):
             c = self._accept(self._listener)
             self._conns.append(c)
-            self._handlers.append(_Thread(functools.partial(self._serve, c),
-                                          "bench-echo-handler"))
+            self._handlers.append(_Thread(functools.partial(self._serve, c), "bench-echo-handler"))
 
     def _serve(self, c: Any) -> None:
         try:
@@ -116,14 +121,21 @@ class _ThreadServer(_EchoServer):
     def stop(self, timeout: float) -> list[str]:
         errors: list[str] = []
         try:
-            _join_or_unstick(self._handlers, timeout,
-                             functools.partial(_hard_close_all, self._conns), "echo handlers")
+            _join_or_unstick(
+                self._handlers,
+                timeout,
+                functools.partial(_hard_close_all, self._conns),
+                "echo handlers",
+            )
         except RuntimeError as e:
             errors.append(str(e))
         _hard_close(self._listener)  # wakes an acceptor still blocked (stdlib: shutdown)
         self._acceptor.join(1.0)
-        errors += [f"handler: {type(h.exc).__name__}: {h.exc}" for h in self._handlers
-                   if h.exc is not None and not isinstance(h.exc, OSError)]
+        errors += [
+            f"handler: {type(h.exc).__name__}: {h.exc}"
+            for h in self._handlers
+            if h.exc is not None and not isinstance(h.exc, OSError)
+        ]
         return errors
 
 
@@ -133,13 +145,15 @@ def _accepted(s: Any) -> Any:
     return s
 
 
-def _stdlib_thread_server(handle: Callable[[Any], None],
-                          ctx: RunCtx) -> Callable[[int], _EchoServer]:
+def _stdlib_thread_server(
+    handle: Callable[[Any], None], ctx: RunCtx
+) -> Callable[[int], _EchoServer]:
     def start(k: int) -> _EchoServer:
         ls = _stdlib_listener(k)
         ls.settimeout(ctx.hard_s)
-        return _ThreadServer(k, ls, ls.getsockname()[:2], lambda ls: _accepted(ls.accept()[0]),
-                             handle)
+        return _ThreadServer(
+            k, ls, ls.getsockname()[:2], lambda ls: _accepted(ls.accept()[0]), handle
+        )
 
     return start
 
@@ -149,8 +163,9 @@ def _tps_thread_server(ctx: RunCtx) -> Callable[[int], _EchoServer]:
         tps = _import("threadpoll.socket")
         ls = tps.create_server(("127.0.0.1", 0), backlog=k + 16)
         ls.settimeout(ctx.hard_s)
-        return _ThreadServer(k, ls, ls.getsockname()[:2], lambda ls: _accepted(ls.accept()[0]),
-                             _serve_blocking)
+        return _ThreadServer(
+            k, ls, ls.getsockname()[:2], lambda ls: _accepted(ls.accept()[0]), _serve_blocking
+        )
 
     return start
 
@@ -161,8 +176,7 @@ def _conn_thread_server(ctx: RunCtx) -> Callable[[int], _EchoServer]:
         ln = tp.listen("tcp", "127.0.0.1:0", backlog=k + 16)
         if hasattr(ln, "set_deadline"):
             ln.set_deadline(time.monotonic() + ctx.hard_s)
-        return _ThreadServer(k, ln, ("127.0.0.1", ln.addr[1]), lambda ln: ln.accept(),
-                             _serve_conn)
+        return _ThreadServer(k, ln, ("127.0.0.1", ln.addr[1]), lambda ln: ln.accept(), _serve_conn)
 
     return start
 
@@ -229,6 +243,7 @@ class _AsyncioServer(_EchoServer):
     def stop(self, timeout: float) -> list[str]:
         loop, stopped = self._loop, self._stopped
         if loop is not None and stopped is not None:
+
             def set_stopped() -> None:
                 if not stopped.done():
                     stopped.set_result(None)
@@ -237,8 +252,9 @@ class _AsyncioServer(_EchoServer):
                 loop.call_soon_threadsafe(set_stopped)
         if not self._thread.join(timeout):
             return ["the asyncio server thread did not stop"]
-        return [f"{type(self._thread.exc).__name__}: {self._thread.exc}"] if self._thread.exc \
-            else []
+        return (
+            [f"{type(self._thread.exc).__name__}: {self._thread.exc}"] if self._thread.exc else []
+        )
 
 
 class _TrioServer(_EchoServer):
@@ -293,8 +309,9 @@ class _TrioServer(_EchoServer):
                 self._trio.from_thread.run_sync(self._scope.cancel, trio_token=self._token)
             if not self._thread.join(timeout):
                 return ["the trio server thread did not stop"]
-        return [f"{type(self._thread.exc).__name__}: {self._thread.exc}"] if self._thread.exc \
-            else []
+        return (
+            [f"{type(self._thread.exc).__name__}: {self._thread.exc}"] if self._thread.exc else []
+        )
 
 
 class _GeventServer(_EchoServer):
@@ -339,12 +356,19 @@ class _GeventServer(_EchoServer):
     def stop(self, timeout: float) -> list[str]:
         if not self._thread.join(timeout):
             return ["the gevent server thread did not stop"]
-        return [f"{type(self._thread.exc).__name__}: {self._thread.exc}"] if self._thread.exc \
-            else []
+        return (
+            [f"{type(self._thread.exc).__name__}: {self._thread.exc}"] if self._thread.exc else []
+        )
 
 
-def _echo_client(s: socket.socket, i: int, counts: list[int], go: threading.Event,
-                 stop: list[bool], errors: list[str]) -> None:
+def _echo_client(
+    s: socket.socket,
+    i: int,
+    counts: list[int],
+    go: threading.Event,
+    stop: list[bool],
+    errors: list[str],
+) -> None:
     msg = b"x" * ECHO_SIZE
     n = 0
     # Wait until every thread exists: spawning the 1000th thread while 999 are busy is
@@ -383,17 +407,23 @@ def _echo_drive(start: Callable[[int], _EchoServer], ctx: RunCtx) -> Outcome:
     try:
         try:
             server = start(k)
-            connect = _import("threadpoll.socket").create_connection if ctx.params.get(
-                "tp_clients") else socket.create_connection
+            connect = (
+                _import("threadpoll.socket").create_connection
+                if ctx.params.get("tp_clients")
+                else socket.create_connection
+            )
             for _ in range(k):
                 s = connect(server.addr, timeout=ctx.hard_s)
                 _accepted(s)
                 clients.append(s)
             for i, s in enumerate(clients):
                 try:
-                    workers.append(_Thread(
-                        functools.partial(_echo_client, s, i, counts, go, stop, errors),
-                        "bench-echo-client"))
+                    workers.append(
+                        _Thread(
+                            functools.partial(_echo_client, s, i, counts, go, stop, errors),
+                            "bench-echo-client",
+                        )
+                    )
                 except RuntimeError as e:  # "can't start new thread"
                     raise Skip(f"cannot start {2 * k} threads: {e}") from None
             server.wait_ready(ctx.hard_s)
@@ -408,8 +438,9 @@ def _echo_drive(start: Callable[[int], _EchoServer], ctx: RunCtx) -> Outcome:
         stop[0] = True
         go.set()
         try:
-            _join_or_unstick(workers, 5.0, functools.partial(_hard_close_all, clients),
-                             "echo clients")
+            _join_or_unstick(
+                workers, 5.0, functools.partial(_hard_close_all, clients), "echo clients"
+            )
         finally:
             _close(*clients)  # the server's handlers read EOF
             if server is not None:
@@ -420,9 +451,13 @@ def _echo_drive(start: Callable[[int], _EchoServer], ctx: RunCtx) -> Outcome:
         # A figure we could not take, not a fault: at K = 1000 on a busy 2-core machine the
         # window can pass before any client's request comes back. Speed is never a failure.
         return Outcome(note=_NO_REQUEST_NOTE)
-    return Outcome(value=(c1 - c0) / (t1 - t0),
-                   extra={"cpu_us_per_req": (cpu1 - cpu0) / (c1 - c0) * 1e6,
-                          "ctxsw_per_req": (sw1 - sw0) / (c1 - c0)})
+    return Outcome(
+        value=(c1 - c0) / (t1 - t0),
+        extra={
+            "cpu_us_per_req": (cpu1 - cpu0) / (c1 - c0) * 1e6,
+            "ctxsw_per_req": (sw1 - sw0) / (c1 - c0),
+        },
+    )
 
 
 def _echo_stdlib(ctx: RunCtx) -> Outcome:
@@ -456,5 +491,3 @@ def _echo_tps(ctx: RunCtx) -> Outcome:
 
 def _echo_conn(ctx: RunCtx) -> Outcome:
     return _echo_drive(_conn_thread_server(ctx), ctx)
-
-

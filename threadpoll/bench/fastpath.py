@@ -22,8 +22,9 @@ from threadpoll.bench.common import (
 )
 
 
-def _fp_loop(recv: Callable[[int], object], fill: Callable[[bytes], object],
-             ctx: RunCtx) -> Outcome:
+def _fp_loop(
+    recv: Callable[[int], object], fill: Callable[[bytes], object], ctx: RunCtx
+) -> Outcome:
     chunk = b"x" * (64 * FASTPATH_BATCH)
     fill(chunk)  # warm-up batch
     for _ in range(FASTPATH_BATCH):
@@ -61,6 +62,7 @@ def _fp_timeout(ctx: RunCtx) -> Outcome:
 
 def _select_recv(sel: selectors.BaseSelector, s: Any, timeout: float) -> Callable[[int], bytes]:
     """recv preceded by a wait for readability on this thread's own selector."""
+
     def recv(n: int) -> bytes:
         if not sel.select(timeout):
             raise TimeoutError("select timed out")
@@ -80,8 +82,9 @@ def _fp_select(ctx: RunCtx) -> Outcome:
         _close(a, b)
 
 
-async def _fp_loop_async(recv: Callable[[int], Any], fill: Callable[[bytes], object],
-                         ctx: RunCtx) -> Outcome:
+async def _fp_loop_async(
+    recv: Callable[[int], Any], fill: Callable[[bytes], object], ctx: RunCtx
+) -> Outcome:
     chunk = b"x" * (64 * FASTPATH_BATCH)
     fill(chunk)
     for _ in range(FASTPATH_BATCH):
@@ -192,5 +195,3 @@ def _fp_conn(ctx: RunCtx) -> Outcome:
             return _fp_loop(b.read, a.write, ctx)
         finally:
             _close(a, b)
-
-

@@ -63,5 +63,3 @@ def _mem_conn(ctx: RunCtx) -> Outcome:
         _close(ln)
     out.note = "; ".join(filter(None, ["TCP pairs via dial + accept", out.note]))
     return out
-
-

@@ -26,8 +26,13 @@ from threadpoll.bench.common import (
 from threadpoll.bench.fastpath import _select_recv
 
 
-def _pp_loop(send: Callable[[bytes], object], recv: Callable[[int], bytes], msg: bytes,
-             max_ops: int, stop_at: float) -> int:
+def _pp_loop(
+    send: Callable[[bytes], object],
+    recv: Callable[[int], bytes],
+    msg: bytes,
+    max_ops: int,
+    stop_at: float,
+) -> int:
     size = len(msg)
     done = 0
     while done < max_ops:
@@ -52,9 +57,15 @@ def _pp_echo(send: Callable[[bytes], object], recv: Callable[[int], bytes]) -> N
         send(data)
 
 
-def _pp_threads(a: Any, b: Any, a_recv: Callable[[int], bytes], b_recv: Callable[[int], bytes],
-                a_send: Callable[[bytes], object], b_send: Callable[[bytes], object],
-                ctx: RunCtx) -> Outcome:
+def _pp_threads(
+    a: Any,
+    b: Any,
+    a_recv: Callable[[int], bytes],
+    b_recv: Callable[[int], bytes],
+    a_send: Callable[[bytes], object],
+    b_send: Callable[[bytes], object],
+    ctx: RunCtx,
+) -> Outcome:
     """Round trips between this thread (a) and an echo thread (b); closes a and b."""
     msg = b"x" * ctx.params["size"]
     echo = _Thread(lambda: _pp_echo(b_send, b_recv), "bench-pingpong-echo")
@@ -72,8 +83,10 @@ def _pp_threads(a: Any, b: Any, a_recv: Callable[[int], bytes], b_recv: Callable
             _close(b)
     if echo.exc is not None:
         raise echo.exc
-    return Outcome(value=elapsed / done * 1e6,
-                   extra={"cpu_us_per_req": cpu / done * 1e6, "ctxsw_per_req": sw / done})
+    return Outcome(
+        value=elapsed / done * 1e6,
+        extra={"cpu_us_per_req": cpu / done * 1e6, "ctxsw_per_req": sw / done},
+    )
 
 
 def _pp_stdlib(ctx: RunCtx) -> Outcome:
@@ -94,8 +107,15 @@ def _pp_select(ctx: RunCtx) -> Outcome:
     try:
         sel_a.register(a, selectors.EVENT_READ)
         sel_b.register(b, selectors.EVENT_READ)
-        return _pp_threads(a, b, _select_recv(sel_a, a, ctx.hard_s),
-                           _select_recv(sel_b, b, ctx.hard_s), a.sendall, b.sendall, ctx)
+        return _pp_threads(
+            a,
+            b,
+            _select_recv(sel_a, a, ctx.hard_s),
+            _select_recv(sel_b, b, ctx.hard_s),
+            a.sendall,
+            b.sendall,
+            ctx,
+        )
     finally:
         sel_a.close()
         sel_b.close()
@@ -150,7 +170,7 @@ def _pp_asyncio(ctx: RunCtx) -> Outcome:
 async def _trio_sendall(s: Any, data: bytes) -> None:
     view = memoryview(data)
     while view:
-        view = view[await s.send(view):]
+        view = view[await s.send(view) :]
 
 
 def _pp_trio(ctx: RunCtx) -> Outcome:
@@ -229,5 +249,3 @@ def _pp_conn(ctx: RunCtx) -> Outcome:
     with tempfile.TemporaryDirectory(prefix="tpbench") as tmp:
         a, b = _conn_pair(ctx.params["transport"], tmp)
         return _pp_threads(a, b, a.read, b.read, a.write, b.write, ctx)
-
-

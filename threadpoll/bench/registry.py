@@ -141,143 +141,302 @@ def _cases(quick: bool, rounds: int | None, only: Sequence[str]) -> list[Case]:
     one_thread = "two tasks in one thread"
     gevent_note = "own process; greenlets in one thread"
 
-    def case(scenario: str, id: str, title: str, kind: Kind, unit: str, measure: str,
-             baseline: str, variants: list[Variant], params: dict[str, Any],
-             requires: Callable[[], str | None] = _available) -> Case:
+    def case(
+        scenario: str,
+        id: str,
+        title: str,
+        kind: Kind,
+        unit: str,
+        measure: str,
+        baseline: str,
+        variants: list[Variant],
+        params: dict[str, Any],
+        requires: Callable[[], str | None] = _available,
+    ) -> Case:
         b = budgets[scenario]
-        return Case(scenario, id, title, kind, unit, measure, baseline, variants, params,
-                    rounds or b.rounds, b.budget_s, b.window_s, b.max_ops, b.hard_s, requires)
+        return Case(
+            scenario,
+            id,
+            title,
+            kind,
+            unit,
+            measure,
+            baseline,
+            variants,
+            params,
+            rounds or b.rounds,
+            b.budget_s,
+            b.window_s,
+            b.max_ops,
+            b.hard_s,
+            requires,
+        )
 
     out: list[Case] = []
     if "fastpath" in only:
         for transport, desc in (("unix", "AF_UNIX socketpair"), ("tcp", "TCP loopback")):
-            out.append(case(
-                "fastpath", f"fastpath/{transport}", f"recv(64) with data buffered, {desc}",
-                "time", "us", "us per recv", V_STDLIB, [
-                    Variant(V_STDLIB, _fp_stdlib),
-                    Variant(V_TIMEOUT, _fp_timeout),
-                    Variant(V_SELECT, _fp_select),
-                    Variant(V_ASYNCIO, _fp_asyncio),
-                    Variant(V_TRIO, _fp_trio, _probe_trio),
-                    Variant(V_GEVENT, _in_child(_gevent_fastpath), _probe_gevent,
-                            "own process"),
-                    Variant(V_TPS, _on_impl("python", _fp_tps), _probe_tps),
-                    Variant(V_CONN, _on_impl("python", _fp_conn), _probe_conn, "Conn.read"),
-                    Variant(V_TPS_C, _on_impl("c", _fp_tps), _probes(_probe_tps, _probe_c)),
-                    Variant(V_CONN_C, _on_impl("c", _fp_conn), _probes(_probe_conn, _probe_c),
-                            "Conn.read"),
-                    Variant(V_FLOOR, _fp_floor, note="reference: os.read in one function"),
-                    Variant(V_FLOOR_LOCK, _fp_floor_lock,
-                            note="reference: the same inside one `with lock`"),
-                ], {"transport": transport}))
+            out.append(
+                case(
+                    "fastpath",
+                    f"fastpath/{transport}",
+                    f"recv(64) with data buffered, {desc}",
+                    "time",
+                    "us",
+                    "us per recv",
+                    V_STDLIB,
+                    [
+                        Variant(V_STDLIB, _fp_stdlib),
+                        Variant(V_TIMEOUT, _fp_timeout),
+                        Variant(V_SELECT, _fp_select),
+                        Variant(V_ASYNCIO, _fp_asyncio),
+                        Variant(V_TRIO, _fp_trio, _probe_trio),
+                        Variant(
+                            V_GEVENT, _in_child(_gevent_fastpath), _probe_gevent, "own process"
+                        ),
+                        Variant(V_TPS, _on_impl("python", _fp_tps), _probe_tps),
+                        Variant(V_CONN, _on_impl("python", _fp_conn), _probe_conn, "Conn.read"),
+                        Variant(V_TPS_C, _on_impl("c", _fp_tps), _probes(_probe_tps, _probe_c)),
+                        Variant(
+                            V_CONN_C,
+                            _on_impl("c", _fp_conn),
+                            _probes(_probe_conn, _probe_c),
+                            "Conn.read",
+                        ),
+                        Variant(V_FLOOR, _fp_floor, note="reference: os.read in one function"),
+                        Variant(
+                            V_FLOOR_LOCK,
+                            _fp_floor_lock,
+                            note="reference: the same inside one `with lock`",
+                        ),
+                    ],
+                    {"transport": transport},
+                )
+            )
     if "pingpong" in only:
         for transport in ("unix", "tcp"):
             for size, size_name in ((1, "1B"), (4096, "4KiB")):
                 desc = "AF_UNIX socketpair" if transport == "unix" else "TCP loopback"
-                out.append(case(
-                    "pingpong", f"pingpong/{transport}-{size_name}",
-                    f"{size_name} round trip between two threads, {desc}",
-                    "time", "us", "us per round trip", V_STDLIB, [
-                        Variant(V_STDLIB, _pp_stdlib),
-                        Variant(V_TIMEOUT, _pp_timeout),
-                        Variant(V_SELECT, _pp_select, note="a selector per thread"),
-                        Variant(V_ASYNCIO, _pp_asyncio, note=one_thread),
-                        Variant(V_TRIO, _pp_trio, _probe_trio, one_thread),
-                        Variant(V_GEVENT, _in_child(_gevent_pingpong), _probe_gevent,
-                                gevent_note),
-                        Variant(V_TPS, _on_impl("python", _pp_tps), _probe_tps,
-                                "both ends"),
-                        Variant(V_CONN, _on_impl("python", _pp_conn), _probe_conn),
-                        Variant(V_TPS_C, _on_impl("c", _pp_tps),
-                                _probes(_probe_tps, _probe_c), "both ends"),
-                        Variant(V_CONN_C, _on_impl("c", _pp_conn),
-                                _probes(_probe_conn, _probe_c)),
-                    ], {"transport": transport, "size": size}))
+                out.append(
+                    case(
+                        "pingpong",
+                        f"pingpong/{transport}-{size_name}",
+                        f"{size_name} round trip between two threads, {desc}",
+                        "time",
+                        "us",
+                        "us per round trip",
+                        V_STDLIB,
+                        [
+                            Variant(V_STDLIB, _pp_stdlib),
+                            Variant(V_TIMEOUT, _pp_timeout),
+                            Variant(V_SELECT, _pp_select, note="a selector per thread"),
+                            Variant(V_ASYNCIO, _pp_asyncio, note=one_thread),
+                            Variant(V_TRIO, _pp_trio, _probe_trio, one_thread),
+                            Variant(
+                                V_GEVENT, _in_child(_gevent_pingpong), _probe_gevent, gevent_note
+                            ),
+                            Variant(V_TPS, _on_impl("python", _pp_tps), _probe_tps, "both ends"),
+                            Variant(V_CONN, _on_impl("python", _pp_conn), _probe_conn),
+                            Variant(
+                                V_TPS_C,
+                                _on_impl("c", _pp_tps),
+                                _probes(_probe_tps, _probe_c),
+                                "both ends",
+                            ),
+                            Variant(
+                                V_CONN_C, _on_impl("c", _pp_conn), _probes(_probe_conn, _probe_c)
+                            ),
+                        ],
+                        {"transport": transport, "size": size},
+                    )
+                )
     if "echo" in only:
         warmup = 0.05 if quick else 0.25
         for k in (10, 100, 1000):
-            out.append(case(
-                "echo", f"echo/K={k}",
-                f"echo server, {k} connections, 64 B request/response, "
-                "stdlib client threads in-process",
-                "rate", "req/s", "requests per second", V_STDLIB, [
-                    Variant(V_STDLIB, _echo_stdlib, note="thread per connection"),
-                    Variant(V_TIMEOUT, _echo_timeout, note="server side"),
-                    Variant(V_SELECT, _echo_select, note="a selector per handler thread"),
-                    Variant(V_ASYNCIO_PROTO, _echo_asyncio, note="one loop thread"),
-                    Variant(V_TRIO, _echo_trio, _probe_trio, "task per connection"),
-                    Variant(V_GEVENT, _in_child(_gevent_echo), _probe_gevent,
-                            "own process, clients there too"),
-                    Variant(V_TPS, _on_impl("python", _echo_tps), _probe_tps),
-                    Variant(V_CONN, _on_impl("python", _echo_conn), _probe_conn),
-                    Variant(V_TPS_C, _on_impl("c", _echo_tps), _probes(_probe_tps, _probe_c)),
-                    Variant(V_CONN_C, _on_impl("c", _echo_conn), _probes(_probe_conn, _probe_c)),
-                    Variant(V_TPS_BOTH, _on_impl("python", _both_ends(_echo_tps)), _probe_tps,
-                            "client and server"),
-                    Variant(V_TPS_BOTH_C, _on_impl("c", _both_ends(_echo_tps)),
-                            _probes(_probe_tps, _probe_c), "client and server"),
-                ], {"k": k, "warmup_s": warmup},
-                requires=functools.partial(_fds_needed, 2 * k + 64)))
+            out.append(
+                case(
+                    "echo",
+                    f"echo/K={k}",
+                    f"echo server, {k} connections, 64 B request/response, "
+                    "stdlib client threads in-process",
+                    "rate",
+                    "req/s",
+                    "requests per second",
+                    V_STDLIB,
+                    [
+                        Variant(V_STDLIB, _echo_stdlib, note="thread per connection"),
+                        Variant(V_TIMEOUT, _echo_timeout, note="server side"),
+                        Variant(V_SELECT, _echo_select, note="a selector per handler thread"),
+                        Variant(V_ASYNCIO_PROTO, _echo_asyncio, note="one loop thread"),
+                        Variant(V_TRIO, _echo_trio, _probe_trio, "task per connection"),
+                        Variant(
+                            V_GEVENT,
+                            _in_child(_gevent_echo),
+                            _probe_gevent,
+                            "own process, clients there too",
+                        ),
+                        Variant(V_TPS, _on_impl("python", _echo_tps), _probe_tps),
+                        Variant(V_CONN, _on_impl("python", _echo_conn), _probe_conn),
+                        Variant(V_TPS_C, _on_impl("c", _echo_tps), _probes(_probe_tps, _probe_c)),
+                        Variant(
+                            V_CONN_C, _on_impl("c", _echo_conn), _probes(_probe_conn, _probe_c)
+                        ),
+                        Variant(
+                            V_TPS_BOTH,
+                            _on_impl("python", _both_ends(_echo_tps)),
+                            _probe_tps,
+                            "client and server",
+                        ),
+                        Variant(
+                            V_TPS_BOTH_C,
+                            _on_impl("c", _both_ends(_echo_tps)),
+                            _probes(_probe_tps, _probe_c),
+                            "client and server",
+                        ),
+                    ],
+                    {"k": k, "warmup_s": warmup},
+                    requires=functools.partial(_fds_needed, 2 * k + 64),
+                )
+            )
     if "closewake" in only:
-        out.append(case(
-            "closewake", "closewake", "close() from another thread -> blocked recv returns",
-            "latency", "us", "us from close() to the reader's return", "stdlib shutdown+close", [
-                Variant("stdlib shutdown+close", _cw_stdlib,
-                        note="stdlib best effort: close() alone does not wake recv on Linux"),
-                Variant("stdlib close() alone", _cw_stdlib_close_only,
-                        note="shows the stdlib gap"),
-                Variant(V_TRIO, _cw_trio, _probe_trio, "task in the same thread"),
-                Variant(V_GEVENT, _in_child(_gevent_closewake), _probe_gevent,
-                        "own process; greenlet in the same thread"),
-                Variant(V_TPS, _on_impl("python", _cw_tps), _probe_tps, "socketpair, close()"),
-                Variant(V_CONN, _on_impl("python", _cw_conn), _probe_conn, "AF_UNIX, close()"),
-                Variant(V_TPS_C, _on_impl("c", _cw_tps), _probes(_probe_tps, _probe_c),
-                        "socketpair, close()"),
-                Variant(V_CONN_C, _on_impl("c", _cw_conn), _probes(_probe_conn, _probe_c),
-                        "AF_UNIX, close()"),
-            ], {}))
+        out.append(
+            case(
+                "closewake",
+                "closewake",
+                "close() from another thread -> blocked recv returns",
+                "latency",
+                "us",
+                "us from close() to the reader's return",
+                "stdlib shutdown+close",
+                [
+                    Variant(
+                        "stdlib shutdown+close",
+                        _cw_stdlib,
+                        note="stdlib best effort: close() alone does not wake recv on Linux",
+                    ),
+                    Variant(
+                        "stdlib close() alone", _cw_stdlib_close_only, note="shows the stdlib gap"
+                    ),
+                    Variant(V_TRIO, _cw_trio, _probe_trio, "task in the same thread"),
+                    Variant(
+                        V_GEVENT,
+                        _in_child(_gevent_closewake),
+                        _probe_gevent,
+                        "own process; greenlet in the same thread",
+                    ),
+                    Variant(V_TPS, _on_impl("python", _cw_tps), _probe_tps, "socketpair, close()"),
+                    Variant(V_CONN, _on_impl("python", _cw_conn), _probe_conn, "AF_UNIX, close()"),
+                    Variant(
+                        V_TPS_C,
+                        _on_impl("c", _cw_tps),
+                        _probes(_probe_tps, _probe_c),
+                        "socketpair, close()",
+                    ),
+                    Variant(
+                        V_CONN_C,
+                        _on_impl("c", _cw_conn),
+                        _probes(_probe_conn, _probe_c),
+                        "AF_UNIX, close()",
+                    ),
+                ],
+                {},
+            )
+        )
     if "deadline" in only:
-        out.append(case(
-            "deadline", "deadline", f"read limit {DEADLINE_S * 1e3:g} ms away, nothing to read",
-            "latency", "us", "us the read returned after its limit", "stdlib settimeout", [
-                Variant("stdlib settimeout", _dl_stdlib, note="settimeout(0.005)"),
-                Variant("selectors select(timeout)", _dl_select),
-                Variant("asyncio", _dl_asyncio, note="wait_for(sock_recv)"),
-                Variant(V_TRIO, _dl_trio, _probe_trio, "move_on_at"),
-                Variant(V_GEVENT, _in_child(_gevent_deadline), _probe_gevent,
-                        "own process; settimeout"),
-                Variant("threadpoll drop-in set_read_deadline", _dl_tps_deadline, _probe_tps),
-                Variant("threadpoll drop-in settimeout", _dl_tps_timeout, _probe_tps),
-                Variant("threadpoll Conn set_read_deadline", _on_impl("python", _dl_conn),
-                        _probe_conn),
-                Variant("threadpoll Conn set_read_deadline, C core", _on_impl("c", _dl_conn),
-                        _probes(_probe_conn, _probe_c)),
-            ], {}))
+        out.append(
+            case(
+                "deadline",
+                "deadline",
+                f"read limit {DEADLINE_S * 1e3:g} ms away, nothing to read",
+                "latency",
+                "us",
+                "us the read returned after its limit",
+                "stdlib settimeout",
+                [
+                    Variant("stdlib settimeout", _dl_stdlib, note="settimeout(0.005)"),
+                    Variant("selectors select(timeout)", _dl_select),
+                    Variant("asyncio", _dl_asyncio, note="wait_for(sock_recv)"),
+                    Variant(V_TRIO, _dl_trio, _probe_trio, "move_on_at"),
+                    Variant(
+                        V_GEVENT,
+                        _in_child(_gevent_deadline),
+                        _probe_gevent,
+                        "own process; settimeout",
+                    ),
+                    Variant("threadpoll drop-in set_read_deadline", _dl_tps_deadline, _probe_tps),
+                    Variant("threadpoll drop-in settimeout", _dl_tps_timeout, _probe_tps),
+                    Variant(
+                        "threadpoll Conn set_read_deadline",
+                        _on_impl("python", _dl_conn),
+                        _probe_conn,
+                    ),
+                    Variant(
+                        "threadpoll Conn set_read_deadline, C core",
+                        _on_impl("c", _dl_conn),
+                        _probes(_probe_conn, _probe_c),
+                    ),
+                ],
+                {},
+            )
+        )
     if "memory" in only:
-        out.append(case(
-            "memory", "memory", "Python heap per open descriptor (tracemalloc), N pairs open",
-            "bytes", "B", "bytes per descriptor", "stdlib socketpair", [
-                Variant("stdlib socketpair", _mem_stdlib),
-                Variant("threadpoll drop-in socketpair", _mem_tps, _probe_tps),
-                Variant(V_CONN, _on_impl("python", _mem_conn), _probe_conn),
-                Variant(V_CONN_C, _on_impl("c", _mem_conn), _probes(_probe_conn, _probe_c)),
-            ], {}))
+        out.append(
+            case(
+                "memory",
+                "memory",
+                "Python heap per open descriptor (tracemalloc), N pairs open",
+                "bytes",
+                "B",
+                "bytes per descriptor",
+                "stdlib socketpair",
+                [
+                    Variant("stdlib socketpair", _mem_stdlib),
+                    Variant("threadpoll drop-in socketpair", _mem_tps, _probe_tps),
+                    Variant(V_CONN, _on_impl("python", _mem_conn), _probe_conn),
+                    Variant(V_CONN_C, _on_impl("c", _mem_conn), _probes(_probe_conn, _probe_c)),
+                ],
+                {},
+            )
+        )
     if "tls" in only:
-        out.append(case(
-            "tls", "tls/bulk", "TLS 1.3 bulk transfer, 64 KiB writes, one writer thread, "
-            "TCP loopback", "rate", "MB/s", "megabytes per second", V_SSL, [
-                Variant(V_SSL, _tls_bulk_stdlib, _probe_openssl, "stdlib sockets"),
-                Variant(V_SSL_TPS, _tls_bulk_tps, _probe_openssl,
-                        "SSLContext.wrap_socket on threadpoll sockets"),
-                Variant(V_TLS, _tls_bulk_conn, _probe_openssl, "TLSConn over Conn"),
-            ], {}, requires=_probe_openssl))
-        out.append(case(
-            "tls", "tls/pingpong-1B", "TLS 1.3 1B round trip between two threads, TCP loopback",
-            "time", "us", "us per round trip", V_SSL, [
-                Variant(V_SSL, _tls_pp_stdlib, _probe_openssl, "stdlib sockets"),
-                Variant(V_SSL_TPS, _tls_pp_tps, _probe_openssl),
-                Variant(V_TLS, _tls_pp_conn, _probe_openssl),
-            ], {"size": 1}, requires=_probe_openssl))
+        out.append(
+            case(
+                "tls",
+                "tls/bulk",
+                "TLS 1.3 bulk transfer, 64 KiB writes, one writer thread, TCP loopback",
+                "rate",
+                "MB/s",
+                "megabytes per second",
+                V_SSL,
+                [
+                    Variant(V_SSL, _tls_bulk_stdlib, _probe_openssl, "stdlib sockets"),
+                    Variant(
+                        V_SSL_TPS,
+                        _tls_bulk_tps,
+                        _probe_openssl,
+                        "SSLContext.wrap_socket on threadpoll sockets",
+                    ),
+                    Variant(V_TLS, _tls_bulk_conn, _probe_openssl, "TLSConn over Conn"),
+                ],
+                {},
+                requires=_probe_openssl,
+            )
+        )
+        out.append(
+            case(
+                "tls",
+                "tls/pingpong-1B",
+                "TLS 1.3 1B round trip between two threads, TCP loopback",
+                "time",
+                "us",
+                "us per round trip",
+                V_SSL,
+                [
+                    Variant(V_SSL, _tls_pp_stdlib, _probe_openssl, "stdlib sockets"),
+                    Variant(V_SSL_TPS, _tls_pp_tps, _probe_openssl),
+                    Variant(V_TLS, _tls_pp_conn, _probe_openssl),
+                ],
+                {"size": 1},
+                requires=_probe_openssl,
+            )
+        )
     return out
-
-

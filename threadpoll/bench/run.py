@@ -46,8 +46,15 @@ def _run_guarded(v: Variant, ctx: RunCtx, label: str) -> tuple[str, Outcome | No
         try:
             box.append(("ok", v.run(ctx), ""))
         except (Unavailable, ImportError) as e:
-            box.append(("unavailable", None, f"unavailable: {type(e).__name__}: {e}"
-                        if isinstance(e, ImportError) else str(e)))
+            box.append(
+                (
+                    "unavailable",
+                    None,
+                    f"unavailable: {type(e).__name__}: {e}"
+                    if isinstance(e, ImportError)
+                    else str(e),
+                )
+            )
         except Skip as e:
             box.append(("skipped", None, str(e)))
         except BaseException as e:
@@ -62,8 +69,9 @@ def _run_guarded(v: Variant, ctx: RunCtx, label: str) -> tuple[str, Outcome | No
     return box[0]
 
 
-def _run_case(case: Case, quick: bool, global_deadline: float,
-              disabled: dict[str, str]) -> CaseResult:
+def _run_case(
+    case: Case, quick: bool, global_deadline: float, disabled: dict[str, str]
+) -> CaseResult:
     results = [VariantResult(v.name, note=v.note) for v in case.variants]
     cr = CaseResult(case, results)
     skip = case.requires()
@@ -153,6 +161,7 @@ def _version_of(dist: str) -> str:
         return "not installed"
     try:
         from importlib.metadata import version
+
         return version(dist)
     except Exception:
         return "installed"
@@ -172,6 +181,7 @@ def describe_machine() -> dict[str, Any]:
     nofile: list[int] | None = None
     with contextlib.suppress(ImportError):
         import resource
+
         nofile = list(resource.getrlimit(resource.RLIMIT_NOFILE))
     return {
         "platform": platform.platform(),
@@ -196,6 +206,7 @@ def describe_machine() -> dict[str, Any]:
 
 def _sysconfig_var(name: str) -> object:
     import sysconfig
+
     return sysconfig.get_config_var(name)
 
 
@@ -240,28 +251,31 @@ def render_header(machine: dict[str, Any], quick: bool) -> str:
     gil = "enabled" if m["gil_enabled"] else "disabled"
     if m["free_threaded_build"]:
         gil += " (free-threaded build)"
-    return "\n".join([
-        f"threadpoll bench{' --quick (smoke run: numbers are rough)' if quick else ''}",
-        f"machine:    {m['platform']} {m['machine']}; {m['cpu_model']}; "
-        f"{m['cpu_count']} CPUs{aff}; load {load}",
-        f"python:     {m['python_implementation']} {m['python_version']} "
-        f"({m['python_build']}) [{m['python_compiler']}]; GIL {gil}",
-        f"threadpoll: backend {m['threadpoll_backend']}",
-        f"others:     trio {m['trio']}; gevent {m['gevent']}; "
-        f"RLIMIT_NOFILE {m['rlimit_nofile']}",
-        "method:     interleaved rounds (order rotated each round); median of rounds "
-        "(latency: samples pooled);",
-        "            ratio = variant / the case's stdlib baseline. Noise is +-15-25%.",
-    ])
+    return "\n".join(
+        [
+            f"threadpoll bench{' --quick (smoke run: numbers are rough)' if quick else ''}",
+            f"machine:    {m['platform']} {m['machine']}; {m['cpu_model']}; "
+            f"{m['cpu_count']} CPUs{aff}; load {load}",
+            f"python:     {m['python_implementation']} {m['python_version']} "
+            f"({m['python_build']}) [{m['python_compiler']}]; GIL {gil}",
+            f"threadpoll: backend {m['threadpoll_backend']}",
+            f"others:     trio {m['trio']}; gevent {m['gevent']}; "
+            f"RLIMIT_NOFILE {m['rlimit_nofile']}",
+            "method:     interleaved rounds (order rotated each round); median of rounds "
+            "(latency: samples pooled);",
+            "            ratio = variant / the case's stdlib baseline. Noise is +-15-25%.",
+        ]
+    )
 
 
 def render_case(cr: CaseResult) -> str:
     c = cr.case
     better = "higher is better" if c.kind == "rate" else "lower is better"
-    lines = [f"== {c.id}: {c.title}",
-             f"   {c.measure}, {better}; ratio to {c.baseline}; "
-             f"{cr.rounds_run} round(s), {cr.elapsed_s:.1f} s"
-             + (f"; {cr.note}" if cr.note else "")]
+    lines = [
+        f"== {c.id}: {c.title}",
+        f"   {c.measure}, {better}; ratio to {c.baseline}; "
+        f"{cr.rounds_run} round(s), {cr.elapsed_s:.1f} s" + (f"; {cr.note}" if cr.note else ""),
+    ]
     if cr.skipped:
         lines.append(f"   skipped: {cr.skipped}")
         return "\n".join(lines)
@@ -270,17 +284,26 @@ def render_case(cr: CaseResult) -> str:
         rows = [("variant", f"p50 {c.unit}", f"p99 {c.unit}", "x p50", "x p99", "n", "note")]
         for vr in cr.variants:
             never = vr.status == "ok" and not vr.samples
-            rows.append((vr.name, "never" if never else _fmt(vr.p50),
-                          "never" if never else _fmt(vr.p99), _fmt_ratio(vr.ratio),
-                          _fmt_ratio(vr.ratio_p99), str(len(vr.samples)), _variant_note(vr)))
+            rows.append(
+                (
+                    vr.name,
+                    "never" if never else _fmt(vr.p50),
+                    "never" if never else _fmt(vr.p99),
+                    _fmt_ratio(vr.ratio),
+                    _fmt_ratio(vr.ratio_p99),
+                    str(len(vr.samples)),
+                    _variant_note(vr),
+                )
+            )
     else:
         rows = [("variant", f"median {c.unit}", "ratio", "note")]
         for vr in cr.variants:
             rows.append((vr.name, _fmt(vr.median), _fmt_ratio(vr.ratio), _variant_note(vr)))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
     for j, row in enumerate(rows):
-        cells = [row[0].ljust(widths[0])] + [cell.rjust(w) for cell, w in
-                                              zip(row[1:-1], widths[1:])]
+        cells = [row[0].ljust(widths[0])] + [
+            cell.rjust(w) for cell, w in zip(row[1:-1], widths[1:])
+        ]
         lines.append(("   " + "  ".join(cells + [row[-1]])).rstrip())
         if j == 0:
             lines.append("   " + "  ".join("-" * w for w in widths) + "  ----")
@@ -290,20 +313,38 @@ def render_case(cr: CaseResult) -> str:
 def _case_json(cr: CaseResult) -> dict[str, Any]:
     c = cr.case
     return {
-        "id": c.id, "scenario": c.scenario, "title": c.title, "kind": c.kind, "unit": c.unit,
-        "measure": c.measure, "better": "higher" if c.kind == "rate" else "lower",
-        "baseline": c.baseline, "params": c.params, "rounds_planned": c.rounds,
-        "rounds_run": cr.rounds_run, "elapsed_s": round(cr.elapsed_s, 3),
-        "skipped": cr.skipped or None, "note": cr.note,
-        "variants": [{
-            "name": vr.name, "status": vr.status, "reason": vr.reason,
-            "note": "; ".join(filter(None, [vr.note, *vr.notes])),
-            "median": vr.median, "p50": vr.p50, "p99": vr.p99,
-            "ratio": vr.ratio, "ratio_p99": vr.ratio_p99,
-            "rounds": vr.values, "samples": vr.samples,
-            "extra": {k: statistics.median(xs) for k, xs in vr.extras.items()},
-            "extra_rounds": vr.extras,
-        } for vr in cr.variants],
+        "id": c.id,
+        "scenario": c.scenario,
+        "title": c.title,
+        "kind": c.kind,
+        "unit": c.unit,
+        "measure": c.measure,
+        "better": "higher" if c.kind == "rate" else "lower",
+        "baseline": c.baseline,
+        "params": c.params,
+        "rounds_planned": c.rounds,
+        "rounds_run": cr.rounds_run,
+        "elapsed_s": round(cr.elapsed_s, 3),
+        "skipped": cr.skipped or None,
+        "note": cr.note,
+        "variants": [
+            {
+                "name": vr.name,
+                "status": vr.status,
+                "reason": vr.reason,
+                "note": "; ".join(filter(None, [vr.note, *vr.notes])),
+                "median": vr.median,
+                "p50": vr.p50,
+                "p99": vr.p99,
+                "ratio": vr.ratio,
+                "ratio_p99": vr.ratio_p99,
+                "rounds": vr.values,
+                "samples": vr.samples,
+                "extra": {k: statistics.median(xs) for k, xs in vr.extras.items()},
+                "extra_rounds": vr.extras,
+            }
+            for vr in cr.variants
+        ],
     }
 
 
@@ -315,14 +356,27 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m threadpoll bench",
         description="Benchmark threadpoll against stdlib sockets, selectors, asyncio, trio "
-                    "and gevent, in one run, as ratios to the stdlib.")
-    p.add_argument("--quick", action="store_true",
-                   help="a smoke run (CI): few rounds, short windows, under a minute")
+        "and gevent, in one run, as ratios to the stdlib.",
+    )
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="a smoke run (CI): few rounds, short windows, under a minute",
+    )
     p.add_argument("--json", metavar="PATH", help="also write the results as JSON to PATH")
-    p.add_argument("--only", nargs="+", metavar="SCENARIO", choices=SCENARIOS,
-                   help=f"run only these scenarios: {', '.join(SCENARIOS)}")
-    p.add_argument("--rounds", type=int, metavar="N",
-                   help="interleaved rounds per case (default: 2 quick, 3-5 full)")
+    p.add_argument(
+        "--only",
+        nargs="+",
+        metavar="SCENARIO",
+        choices=SCENARIOS,
+        help=f"run only these scenarios: {', '.join(SCENARIOS)}",
+    )
+    p.add_argument(
+        "--rounds",
+        type=int,
+        metavar="N",
+        help="interleaved rounds per case (default: 2 quick, 3-5 full)",
+    )
     p.add_argument("--_child", help=argparse.SUPPRESS)
     return p
 
@@ -365,8 +419,11 @@ def main(argv: list[str] | None = None) -> int:
         try:
             for case in _cases(quick, args.rounds, only):
                 if time.monotonic() > global_deadline:
-                    cr = CaseResult(case, [VariantResult(v.name) for v in case.variants],
-                                    skipped="the run's global time budget is spent")
+                    cr = CaseResult(
+                        case,
+                        [VariantResult(v.name) for v in case.variants],
+                        skipped="the run's global time budget is spent",
+                    )
                 else:
                     cr = _run_case(case, quick, global_deadline, disabled)
                 results.append(cr)
@@ -375,8 +432,10 @@ def main(argv: list[str] | None = None) -> int:
             _shutdown_impl_runtimes()
     errors = sum(vr.status == "error" for cr in results for vr in cr.variants)
     elapsed = time.monotonic() - started
-    print(f"\ndone in {elapsed:.1f} s" + (f"; {errors} variant(s) failed" if errors else ""),
-          flush=True)
+    print(
+        f"\ndone in {elapsed:.1f} s" + (f"; {errors} variant(s) failed" if errors else ""),
+        flush=True,
+    )
     if args.json:
         doc = {
             "schema": "threadpoll-bench/1",
@@ -392,5 +451,3 @@ def main(argv: list[str] | None = None) -> int:
             json.dump(doc, f, indent=1)
             f.write("\n")
     return 1 if errors else 0
-
-

@@ -31,10 +31,30 @@ def _tls_contexts() -> tuple[Any, Any]:
     with tempfile.TemporaryDirectory(prefix="tpbench") as tmp:
         pem = os.path.join(tmp, "cert.pem")
         subprocess.run(
-            ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
-             "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1", "-subj", "/CN=localhost",
-             "-addext", "subjectAltName=DNS:localhost", "-keyout", pem, "-out", pem],
-            check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=30,
+            [
+                "openssl",
+                "req",
+                "-x509",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:prime256v1",
+                "-nodes",
+                "-days",
+                "1",
+                "-subj",
+                "/CN=localhost",
+                "-addext",
+                "subjectAltName=DNS:localhost",
+                "-keyout",
+                pem,
+                "-out",
+                pem,
+            ],
+            check=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            timeout=30,
         )
         sctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         sctx.load_cert_chain(pem)
@@ -160,5 +180,3 @@ def _tls_pp_tps(ctx: RunCtx) -> Outcome:
 def _tls_pp_conn(ctx: RunCtx) -> Outcome:
     a, b = _tls_conn_pair()
     return _pp_threads(a, b, a.read, b.read, a.write, b.write, ctx)
-
-
