@@ -776,7 +776,7 @@ class FD:
         """
         return _cfd_read(self, self.fdmu, pd, self.sysfd, n, flags)  # type: ignore[no-any-return]
 
-    def _recv_into_c(self, pd: PollDesc, buf: Any, nbytes: int = 0, flags: int = 0) -> int:
+    def _recv_into_c(self, pd: PollDesc, buf: Buffer, nbytes: int = 0, flags: int = 0) -> int:
         """socket.recv_into(buf, nbytes, flags) as FD.Read's loop in C; the arguments are
         checked as the socket module checks them. For a pollable socket only.
 
@@ -1004,7 +1004,7 @@ class FD:
             self, self.fdmu, pd, self.sysfd, mv, self.is_stream
         )
 
-    def _send_c(self, pd: PollDesc, data: Any, flags: int = 0) -> int:
+    def _send_c(self, pd: PollDesc, data: Buffer, flags: int = 0) -> int:
         """socket.send(data, flags) in C: one successful send(2), waiting for room on EAGAIN,
         flags passed through (MSG_DONTWAIT added). For a pollable socket only.
 
@@ -1149,7 +1149,7 @@ class FD:
         return self._sock_read(_CSocket.recv, (bufsize, self._dontwait(flags)), b"")
 
     def recv_into(
-        self, buffer: Any, nbytes: int = 0, flags: int = 0, limit: CallLimit | None = None
+        self, buffer: Buffer, nbytes: int = 0, flags: int = 0, limit: CallLimit | None = None
     ) -> int:
         """recv_into(2) as ``recv`` does recv: a blocking socket's; 0 once the read side is
         shut and nothing is queued. ``limit`` as for recv.
@@ -1164,7 +1164,7 @@ class FD:
                 return self._recv_into_c(pd, buffer, nbytes, flags)  # Go's loop in C
         return self._sock_read(_CSocket.recv_into, (buffer, nbytes, self._dontwait(flags)), 0)
 
-    def send(self, data: Any, flags: int = 0, limit: CallLimit | None = None) -> int:
+    def send(self, data: Buffer, flags: int = 0, limit: CallLimit | None = None) -> int:
         """send(2) until it does not say EAGAIN, waiting for room between tries; returns
         what the kernel took (perhaps less than all of data: ``write`` sends it all). The
         arguments go to the C socket call as they are; each try adds ``MSG_DONTWAIT``.
