@@ -97,9 +97,19 @@ class _SockTransport(_Transport):
             raise self._timed_out() from None
 
     def recv_into(self, buf: memoryview) -> int:
+        if self.until is None and not self.nonblocking:
+            d = self.sock._desc
+            if d.direct:
+                # No limit of its own: the FD's read loop (in C on the C core), which
+                # adds MSG_DONTWAIT to each try and parks between tries.
+                return int(d.fd.recv_into(buf, 0, 0))
         return self._io(True, _CSocket.recv_into, buf, 0, _MSG_DONTWAIT)
 
     def send(self, data: memoryview) -> int:
+        if self.until is None and not self.nonblocking:
+            d = self.sock._desc
+            if d.direct:
+                return int(d.fd.send(data, 0))  # as recv_into: the FD's own write loop
         return self._io(False, _CSocket.send, data, _MSG_DONTWAIT)
 
     def peek_into(self, buf: memoryview) -> int | None:

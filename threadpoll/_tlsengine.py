@@ -263,6 +263,16 @@ class _Engine:
         buf = self.rbuf
         hdr = self.hdr
         pos = self.fed
+        left = self.body_left
+        if left and n == left + _HEADER and not self.hdr_got:
+            # A framed read's usual catch, the rest of a body and the next header whole:
+            # no loop.
+            hdr[:] = buf[left:n]
+            left = (hdr[3] << 8) | hdr[4]
+            self.body_left = left
+            self.last_end = pos + n if not left else pos + n - _HEADER
+            self.fed = pos + n
+            return
         i = 0
         while i < n:
             left = self.body_left
@@ -287,13 +297,16 @@ class _Engine:
                 self.hdr_got = got
         self.fed = pos + n
 
-    def _feed(self, n: int) -> None:
+    def _feed(self, n: int) -> bool:
+        """Put n bytes just read into rbuf (0: EOF) in the incoming BIO; returns
+        _record_ready() after it."""
         self._account(n)
         with self.lock:
             if n:
                 self.incoming.write(self.rbuf[:n])
             else:
                 self.incoming.write_eof()
+            return self.last_end > self.fed - self.incoming.pending
 
     def _record_ready(self) -> bool:
         """The incoming BIO holds a whole record OpenSSL has not processed (see ``fed``).
@@ -506,13 +519,9 @@ class _Engine:
                 # body has arrived (taken without waiting, never more than that record).
                 if not (self.framed and self._next_is_bulk_data()):
                     return got
-                m = t.peek_into(self.rbuf[: self._want_bytes()])
-                if not m:
-                    return got
-                self._feed(m)
-                with lock:
-                    if not self._record_ready():
-                        return got  # the rest of the body is on its way: the kernel shows it
+                m = t.peek_into(self.rbuf[: min(self.body_left + _HEADER, self.rbuf.nbytes)])
+                if not m or not self._feed(m):
+                    return got  # the rest of the body is on its way: the kernel shows it
 
     def write(self, t: _Transport, view: memoryview, nonblocking: bool) -> int:
         """Seal and send all of view; returns its length. A non-blocking call seals it all
