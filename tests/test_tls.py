@@ -842,6 +842,56 @@ def test_dropin_ragged_eof_raises_when_not_suppressed(rt: Any) -> None:
         c.close()
 
 
+def _ragged_outcome(wrap_sock: Callable[[Any], Any], case: str, suppress: bool) -> str:
+    """What a client SSLSocket over wrap_sock(a socket) gets when its peer closes without
+    close_notify: ``case`` "handshake" (right after reading the ClientHello), "clean" (after
+    a whole record), "mid-header" or "mid-body" (inside a record). The error's class and
+    code, or what recv returned."""
+    x, peer_sock = stdsocket.socketpair()
+    c = client_ctx().wrap_socket(
+        wrap_sock(x),
+        server_hostname="localhost",
+        do_handshake_on_connect=False,
+        suppress_ragged_eofs=suppress,
+    )
+    try:
+        if case == "handshake":
+            r = Runner(c.do_handshake)
+            assert peer_sock.recv(65536)  # the ClientHello
+            peer_sock.close()
+            e = r.join_exc()
+            return "no error" if e is None else f"{type(e).__name__} {e.args[0]}"
+        peer = RawTLSPeer(peer_sock)
+        r = Runner(c.do_handshake)
+        peer.handshake()
+        r.join()
+        record = peer.seal(b"x" * 40)
+        peer.sock.sendall(
+            {"clean": record, "mid-header": record[:3], "mid-body": record[:20]}[case]
+        )
+        peer.sock.close()
+        try:
+            if case == "clean":
+                assert c.recv(100) == b"x" * 40
+            return f"returned {c.recv(100)!r}"
+        except OSError as e:
+            return f"{type(e).__name__} {e.args[0]}"
+    finally:
+        c.close()
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("suppress", [True, False])
+@pytest.mark.parametrize("case", ["handshake", "clean", "mid-header", "mid-body"])
+def test_dropin_unexpected_eof_is_the_stdlibs(rt: Any, case: str, suppress: bool) -> None:
+    """A peer that closes without close_notify: the drop-in raises (or, suppressed, returns)
+    what the stdlib's own SSLSocket does on this Python and OpenSSL: SSLEOFError from 3.10
+    with OpenSSL 3 (UNEXPECTED_EOF_WHILE_READING), b"" where the context ignores it (3.9
+    sets OP_IGNORE_UNEXPECTED_EOF), SSLZeroReturnError for 3.9's handshake."""
+    expected = _ragged_outcome(lambda s: s, case, suppress)
+    assert _ragged_outcome(ts.wrap, case, suppress) == expected
+
+
 # --- certificate errors are the stdlib's -----------------------------------------------------
 
 
