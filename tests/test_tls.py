@@ -10,6 +10,7 @@ server certificate signed by another CA (valid until 2126).
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import socket as stdsocket
 import ssl
@@ -840,6 +841,54 @@ def test_dropin_ragged_eof_raises_when_not_suppressed(rt: Any) -> None:
                 c.recv(100)
     finally:
         c.close()
+
+
+class _CountingBIO:
+    """Stands in for the incoming MemoryBIO where only the framing is followed."""
+
+    pending = 0
+    eof = False
+
+    def write(self, data: Any) -> None:
+        pass
+
+    def write_eof(self) -> None:
+        pass
+
+
+@pytest.mark.timeout(60)
+def test_framing_follows_record_ends_over_any_cut() -> None:
+    """_Engine._feed (its shortcuts for a body's rest, a bare header, a body and the next
+    header, and _account's loop for the rest) finds the end of the last whole record after
+    every read, whatever the cuts: the framed reads' own, or any size."""
+    from threadpoll._tlsengine import _HEADER, _Engine
+
+    rng = random.Random(13)
+    for _ in range(2000):
+        stream = bytearray()
+        ends = []
+        for _ in range(rng.randrange(1, 8)):
+            size = rng.choice([0, 1, 5, 19, 1024, 16401, rng.randrange(17000)])
+            stream += bytes([23, 3, 3, size >> 8, size & 255]) + bytes(size)
+            ends.append(len(stream))
+        e = _Engine.__new__(_Engine)
+        e.rbuf = memoryview(bytearray(len(stream)))
+        e.hdr, e.hdr_got, e.body_left, e.fed, e.last_end = bytearray(_HEADER), 0, 0, 0, 0
+        e.incoming, e.lock = _CountingBIO(), threading.RLock()  # type: ignore[assignment]
+        pos = 0
+        while pos < len(stream):
+            if rng.random() < 0.3:
+                want = rng.randrange(1, 40000)
+            elif e.hdr_got or not e.body_left:
+                want = _HEADER - e.hdr_got
+            else:
+                want = e.body_left + (_HEADER if rng.random() < 0.7 else 0)
+            n = min(want, len(stream) - pos)
+            e.rbuf[:n] = stream[pos : pos + n]
+            e._feed(n)
+            pos += n
+            assert e.fed == pos
+            assert e.last_end == max([end for end in ends if end <= pos], default=0)
 
 
 def _ragged_outcome(wrap_sock: Callable[[Any], Any], case: str, suppress: bool) -> str:

@@ -291,18 +291,24 @@ class _Engine:
         """Put n bytes just read into rbuf (0: EOF) in the incoming BIO, following the record
         framing over them; returns _record_ready() after it."""
         left = self.body_left
-        if left and n == left + _HEADER and not self.hdr_got:
-            # A framed read's usual catch, the rest of a body and the next header whole:
-            # _account without its loop.
-            pos = self.fed
+        pos = self.fed
+        if self.hdr_got or (n != left + _HEADER and (n != left or not n)):
+            self._account(n)
+        elif n == left:
+            # A framed read's catch, without _account's loop: the rest of a body...
+            self.body_left = 0
+            self.last_end = self.fed = pos + n
+        else:
+            # ... or that and the next header whole (a bare header when left is 0).
             hdr = self.hdr
             hdr[:] = self.rbuf[left:n]
             left = (hdr[3] << 8) | hdr[4]
             self.body_left = left
-            self.last_end = pos + n - _HEADER if left else pos + n
             self.fed = pos + n
-        else:
-            self._account(n)
+            if not left:
+                self.last_end = pos + n
+            elif n > _HEADER:
+                self.last_end = pos + n - _HEADER
         with self.lock:
             if n:
                 self.incoming.write(self.rbuf[:n])
