@@ -362,7 +362,7 @@ class _Engine:
         ):
             return False
         m = t.peek_into(self.rbuf[: min(left + _HEADER, self.rbuf.nbytes)])
-        return bool(m) and self._feed(m)
+        return m is not None and m > 0 and self._feed(m)
 
     def _prefetch(self, t: _Transport) -> None:
         """At a record boundary, take in what already arrived of the next header (EOF
