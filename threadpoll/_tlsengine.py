@@ -259,32 +259,53 @@ class _Engine:
         return _HEADER - self.hdr_got
 
     def _account(self, n: int) -> None:
-        """Follow the record framing over n bytes just read into rbuf."""
+        """Follow the record framing over n bytes just read into rbuf: one step per record
+        whose header is whole in them."""
         buf = self.rbuf
         hdr = self.hdr
         pos = self.fed
+        left = self.body_left
+        got = self.hdr_got
+        last = self.last_end
+        at = -1  # where in buf the last header read whole starts
         i = 0
         while i < n:
-            left = self.body_left
-            if left:
-                take = min(left, n - i)
-                left -= take
-                self.body_left = left
-                i += take
-                if not left:
-                    self.last_end = pos + i
-            else:
-                got = self.hdr_got
+            if left:  # the rest of a body
+                if left > n - i:
+                    left -= n - i
+                    break
+                i += left
+                left = 0
+                last = pos + i
+            elif got or n - i < _HEADER:  # a header cut between two reads
                 take = min(_HEADER - got, n - i)
                 hdr[got : got + take] = buf[i : i + take]
                 got += take
                 i += take
                 if got == _HEADER:
                     got = 0
-                    self.body_left = (hdr[3] << 8) | hdr[4]
-                    if not self.body_left:
-                        self.last_end = pos + i
-                self.hdr_got = got
+                    at = -1
+                    left = (hdr[3] << 8) | hdr[4]
+                    if not left:
+                        last = pos + i
+            else:  # whole headers: one step per record
+                while True:
+                    at = i
+                    end = i + _HEADER + ((buf[i + 3] << 8) | buf[i + 4])
+                    if end > n:  # its body goes on in the next read
+                        left = end - n
+                        last = pos + i
+                        i = n
+                        break
+                    i = end
+                    if n - i < _HEADER:
+                        last = pos + i
+                        break
+        if at >= 0:
+            hdr[:] = buf[at : at + _HEADER]
+        self.body_left = left
+        self.hdr_got = got
+        self.last_end = last
         self.fed = pos + n
 
     def _feed(self, n: int) -> bool:
