@@ -10,6 +10,7 @@ server certificate signed by another CA (valid until 2126).
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import socket as stdsocket
 import ssl
@@ -840,6 +841,110 @@ def test_dropin_ragged_eof_raises_when_not_suppressed(rt: Any) -> None:
                 c.recv(100)
     finally:
         c.close()
+
+
+class _CountingBIO:
+    """Stands in for the incoming MemoryBIO where only the framing is followed."""
+
+    pending = 0
+    eof = False
+
+    def write(self, data: Any) -> None:
+        pass
+
+    def write_eof(self) -> None:
+        pass
+
+
+@pytest.mark.timeout(60)
+def test_framing_follows_record_ends_over_any_cut() -> None:
+    """_Engine._feed (its shortcuts for a body's rest, a bare header, a body and the next
+    header, and _account's loop for the rest) finds the end of the last whole record and
+    keeps the last header after every read, whatever the cuts: the framed reads' own, or
+    any size (many records at once, as threadpoll.tls reads)."""
+    from threadpoll._tlsengine import _HEADER, _Engine
+
+    rng = random.Random(13)
+    for _ in range(2000):
+        stream = bytearray()
+        ends = []
+        for _ in range(rng.randrange(1, 8)):
+            size = rng.choice([0, 1, 5, 19, 1024, 16401, rng.randrange(17000)])
+            stream += bytes([23, 3, 3, size >> 8, size & 255]) + bytes(size)
+            ends.append(len(stream))
+        e = _Engine.__new__(_Engine)
+        e.rbuf = memoryview(bytearray(len(stream)))
+        e.hdr, e.hdr_got, e.body_left, e.fed, e.last_end = bytearray(_HEADER), 0, 0, 0, 0
+        e.incoming, e.lock = _CountingBIO(), threading.RLock()  # type: ignore[assignment]
+        pos = 0
+        while pos < len(stream):
+            if rng.random() < 0.3:
+                want = rng.randrange(1, 40000)
+            elif e.hdr_got or not e.body_left:
+                want = _HEADER - e.hdr_got
+            else:
+                want = e.body_left + (_HEADER if rng.random() < 0.7 else 0)
+            n = min(want, len(stream) - pos)
+            e.rbuf[:n] = stream[pos : pos + n]
+            e._feed(n)
+            pos += n
+            assert e.fed == pos
+            assert e.last_end == max([end for end in ends if end <= pos], default=0)
+            # The header kept is the last one read whole (what a framed read looks at).
+            starts = [0, *ends[:-1]]
+            last = max([s for s in starts if s + _HEADER <= pos], default=None)
+            if last is not None and not e.hdr_got:
+                assert e.hdr == stream[last : last + _HEADER]
+
+
+def _ragged_outcome(wrap_sock: Callable[[Any], Any], case: str, suppress: bool) -> str:
+    """What a client SSLSocket over wrap_sock(a socket) gets when its peer closes without
+    close_notify: ``case`` "handshake" (right after reading the ClientHello), "clean" (after
+    a whole record), "mid-header" or "mid-body" (inside a record). The error's class and
+    code, or what recv returned."""
+    x, peer_sock = stdsocket.socketpair()
+    c = client_ctx().wrap_socket(
+        wrap_sock(x),
+        server_hostname="localhost",
+        do_handshake_on_connect=False,
+        suppress_ragged_eofs=suppress,
+    )
+    try:
+        if case == "handshake":
+            r = Runner(c.do_handshake)
+            assert peer_sock.recv(65536)  # the ClientHello
+            peer_sock.close()
+            e = r.join_exc()
+            return "no error" if e is None else f"{type(e).__name__} {e.args[0]}"
+        peer = RawTLSPeer(peer_sock)
+        r = Runner(c.do_handshake)
+        peer.handshake()
+        r.join()
+        record = peer.seal(b"x" * 40)
+        peer.sock.sendall(
+            {"clean": record, "mid-header": record[:3], "mid-body": record[:20]}[case]
+        )
+        peer.sock.close()
+        try:
+            if case == "clean":
+                assert c.recv(100) == b"x" * 40
+            return f"returned {c.recv(100)!r}"
+        except OSError as e:
+            return f"{type(e).__name__} {e.args[0]}"
+    finally:
+        c.close()
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("suppress", [True, False])
+@pytest.mark.parametrize("case", ["handshake", "clean", "mid-header", "mid-body"])
+def test_dropin_unexpected_eof_is_the_stdlibs(rt: Any, case: str, suppress: bool) -> None:
+    """A peer that closes without close_notify: the drop-in raises (or, suppressed, returns)
+    what the stdlib's own SSLSocket does on this Python and OpenSSL: SSLEOFError from 3.10
+    with OpenSSL 3 (UNEXPECTED_EOF_WHILE_READING), b"" where the context ignores it (3.9
+    sets OP_IGNORE_UNEXPECTED_EOF), SSLZeroReturnError for 3.9's handshake."""
+    expected = _ragged_outcome(lambda s: s, case, suppress)
+    assert _ragged_outcome(ts.wrap, case, suppress) == expected
 
 
 # --- certificate errors are the stdlib's -----------------------------------------------------

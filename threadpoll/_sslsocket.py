@@ -97,9 +97,19 @@ class _SockTransport(_Transport):
             raise self._timed_out() from None
 
     def recv_into(self, buf: memoryview) -> int:
+        if self.until is None and not self.nonblocking:
+            d = self.sock._desc
+            if d.direct:
+                # No limit of its own: the FD's read loop (in C on the C core), which
+                # adds MSG_DONTWAIT to each try and parks between tries.
+                return int(d.fd.recv_into(buf, 0, 0))
         return self._io(True, _CSocket.recv_into, buf, 0, _MSG_DONTWAIT)
 
     def send(self, data: memoryview) -> int:
+        if self.until is None and not self.nonblocking:
+            d = self.sock._desc
+            if d.direct:
+                return int(d.fd.send(data, 0))  # as recv_into: the FD's own write loop
         return self._io(False, _CSocket.send, data, _MSG_DONTWAIT)
 
     def peek_into(self, buf: memoryview) -> int | None:
@@ -404,7 +414,17 @@ class SSLSocket(_StdSSLSocket, _tpsocket.socket):  # type: ignore[misc]
     # After unwrap(): the cleartext that arrived with the peer's close_notify comes first.
 
     def recv(self, buflen: int = 1024, flags: int = 0) -> bytes:
-        if self._leftover and self._sslobj is None and not flags:
+        sslobj = self._sslobj
+        if sslobj is not None and not flags:
+            # Lib/ssl.py SSLSocket.recv and .read in one frame (their _checkClosed does
+            # nothing): the bulk path.
+            try:
+                return sslobj.read(buflen)  # type: ignore[no-any-return]
+            except ssl.SSLError as x:
+                if x.args[0] == ssl.SSL_ERROR_EOF and self.suppress_ragged_eofs:
+                    return b""
+                raise
+        if self._leftover and sslobj is None and not flags:
             out, self._leftover = self._leftover[:buflen], self._leftover[buflen:]
             return out
         return _StdSSLSocket.recv(self, buflen, flags)

@@ -50,7 +50,7 @@ _HEADER = 5
 # A TLS record's content type for application data (RFC 8446 5.1; TLS 1.3 sends every
 # encrypted record, alerts included, under it).
 _APPLICATION_DATA = 23
-# The smallest record body a framed read goes on to within one call (see _next_is_bulk_data).
+# The smallest record body a framed read goes on to within one call (see _take_bulk_record).
 _BULK_RECORD = 1024
 # Plaintext sealed per SSLObject.write in a blocking write: .written moves in these steps.
 _CHUNK = 65536
@@ -259,41 +259,83 @@ class _Engine:
         return _HEADER - self.hdr_got
 
     def _account(self, n: int) -> None:
-        """Follow the record framing over n bytes just read into rbuf."""
+        """Follow the record framing over n bytes just read into rbuf: one step per record
+        whose header is whole in them."""
         buf = self.rbuf
         hdr = self.hdr
         pos = self.fed
+        left = self.body_left
+        got = self.hdr_got
+        last = self.last_end
+        at = -1  # where in buf the last header read whole starts
         i = 0
         while i < n:
-            left = self.body_left
-            if left:
-                take = min(left, n - i)
-                left -= take
-                self.body_left = left
-                i += take
-                if not left:
-                    self.last_end = pos + i
-            else:
-                got = self.hdr_got
+            if left:  # the rest of a body
+                if left > n - i:
+                    left -= n - i
+                    break
+                i += left
+                left = 0
+                last = pos + i
+            elif got or n - i < _HEADER:  # a header cut between two reads
                 take = min(_HEADER - got, n - i)
                 hdr[got : got + take] = buf[i : i + take]
                 got += take
                 i += take
                 if got == _HEADER:
                     got = 0
-                    self.body_left = (hdr[3] << 8) | hdr[4]
-                    if not self.body_left:
-                        self.last_end = pos + i
-                self.hdr_got = got
+                    at = -1
+                    left = (hdr[3] << 8) | hdr[4]
+                    if not left:
+                        last = pos + i
+            else:  # whole headers: one step per record
+                while True:
+                    at = i
+                    end = i + _HEADER + ((buf[i + 3] << 8) | buf[i + 4])
+                    if end > n:  # its body goes on in the next read
+                        left = end - n
+                        last = pos + i
+                        i = n
+                        break
+                    i = end
+                    if n - i < _HEADER:
+                        last = pos + i
+                        break
+        if at >= 0:
+            hdr[:] = buf[at : at + _HEADER]
+        self.body_left = left
+        self.hdr_got = got
+        self.last_end = last
         self.fed = pos + n
 
-    def _feed(self, n: int) -> None:
-        self._account(n)
+    def _feed(self, n: int) -> bool:
+        """Put n bytes just read into rbuf (0: EOF) in the incoming BIO, following the record
+        framing over them; returns _record_ready() after it."""
+        left = self.body_left
+        pos = self.fed
+        if self.hdr_got or (n != left + _HEADER and (n != left or not n)):
+            self._account(n)
+        elif n == left:
+            # A framed read's catch, without _account's loop: the rest of a body...
+            self.body_left = 0
+            self.last_end = self.fed = pos + n
+        else:
+            # ... or that and the next header whole (a bare header when left is 0).
+            hdr = self.hdr
+            hdr[:] = self.rbuf[left:n]
+            left = (hdr[3] << 8) | hdr[4]
+            self.body_left = left
+            self.fed = pos + n
+            if not left:
+                self.last_end = pos + n
+            elif n > _HEADER:
+                self.last_end = pos + n - _HEADER
         with self.lock:
             if n:
                 self.incoming.write(self.rbuf[:n])
             else:
                 self.incoming.write_eof()
+            return self.last_end > self.fed - self.incoming.pending
 
     def _record_ready(self) -> bool:
         """The incoming BIO holds a whole record OpenSSL has not processed (see ``fed``).
@@ -322,20 +364,26 @@ class _Engine:
             if m is not None:
                 self._feed(m)
 
-    def _next_is_bulk_data(self) -> bool:
-        """The record whose header was just read is a large application-data record: one
-        a framed read may go on to within the same call. A small one may be an alert (TLS
-        1.3 hides an alert's type inside an application-data record of 19 bytes or, padded,
-        a few more): decrypted here behind data, a close_notify would be taken from the
-        kernel and kept in OpenSSL, and a select()-driven caller would never see its EOF.
-        Must be called holding in_lock."""
+    def _take_bulk_record(self, t: _Transport) -> bool:
+        """Framed, at a record boundary: if the record whose header was just read is a large
+        application-data record, take in what arrived of its body and the next header,
+        without waiting; True if that record is now whole in the BIO (a framed read may go
+        on to it within the same call). A small record may be an alert (TLS 1.3 hides an
+        alert's type inside an application-data record of 19 bytes or, padded, a few more):
+        decrypted here behind data, a close_notify would be taken from the kernel and kept
+        in OpenSSL, and a select()-driven caller would never see its EOF. Must be called
+        holding in_lock."""
         hdr = self.hdr
-        return (
-            not self.hdr_got
-            and self.body_left > 0
-            and hdr[0] == _APPLICATION_DATA
-            and ((hdr[3] << 8) | hdr[4]) >= _BULK_RECORD
-        )
+        left = self.body_left
+        if (
+            self.hdr_got
+            or not left
+            or hdr[0] != _APPLICATION_DATA
+            or ((hdr[3] << 8) | hdr[4]) < _BULK_RECORD
+        ):
+            return False
+        m = t.peek_into(self.rbuf[: min(left + _HEADER, self.rbuf.nbytes)])
+        return m is not None and m > 0 and self._feed(m)
 
     def _prefetch(self, t: _Transport) -> None:
         """At a record boundary, take in what already arrived of the next header (EOF
@@ -405,7 +453,7 @@ class _Engine:
         """SSLObject.read(n[, buf]), reading from the wire as it needs. Where OpenSSL
         returns one record per call, this goes on while the caller has room: unframed, to
         every whole record already in the BIO; framed (the drop-in), to the next record if
-        it is bulk data whose body has already arrived (see _next_is_bulk_data). So a bulk
+        it is bulk data whose body has already arrived (see _take_bulk_record). So a bulk
         transfer makes one call per 64 KiB, not per 16 KiB record, and no SSLObject.read
         that can only ask for bytes.
 
@@ -501,18 +549,10 @@ class _Engine:
             got += k
             if not k or got >= n:
                 return got
-            if not ready:
-                # Framed: the next record's header is in; go on if it is bulk data whose
-                # body has arrived (taken without waiting, never more than that record).
-                if not (self.framed and self._next_is_bulk_data()):
-                    return got
-                m = t.peek_into(self.rbuf[: self._want_bytes()])
-                if not m:
-                    return got
-                self._feed(m)
-                with lock:
-                    if not self._record_ready():
-                        return got  # the rest of the body is on its way: the kernel shows it
+            if not ready and not (self.framed and self._take_bulk_record(t)):
+                # Framed: go on only to bulk data whose body has arrived (taken without
+                # waiting, never more than that record); what is on its way the kernel shows.
+                return got
 
     def write(self, t: _Transport, view: memoryview, nonblocking: bool) -> int:
         """Seal and send all of view; returns its length. A non-blocking call seals it all
