@@ -1166,3 +1166,18 @@ def test_conn_without_timeouts_makes_no_locks(rt: Any, closer: Closer) -> None:
         assert [n for n in lazy if getattr(conn._fd, n) is not None] == []
     s.set_read_deadline(time.monotonic() + 60)
     assert [n for n in lazy if getattr(s._fd, n) is not None] == ["_dl_lock"]
+
+
+@pytest.mark.timeout(30)
+def test_conns_share_remote_host_strings(rt: Any, closer: Closer) -> None:
+    """Connections from or to the same host keep one host string between them (dialled:
+    from getpeername; accepted: from accept); the set of kept ones stays bounded."""
+    ln = closer(listen("tcp", "127.0.0.1:0"))
+    address = f"127.0.0.1:{ln.addr[1]}"
+    c1, c2 = closer(dial("tcp", address)), closer(dial("tcp", address))
+    s1, s2 = closer(ln.accept()), closer(ln.accept())
+    assert c1.remote_addr == c2.remote_addr == ln.addr
+    assert c1.remote_addr[0] is c2.remote_addr[0]
+    assert s1.remote_addr[0] is s2.remote_addr[0] is c1.remote_addr[0]
+    assert {s1.remote_addr, s2.remote_addr} == {c1.local_addr, c2.local_addr}
+    assert 0 < len(net._hosts) <= net._HOSTS_MAX

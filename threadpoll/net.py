@@ -720,6 +720,29 @@ def _unlink_if_same(
         pass
 
 
+# Host strings seen in remote addresses, each kept once: connections from or to the same host
+# (a pool's server, a proxy, loopback) share one str instead of a copy each (58 bytes for
+# "127.0.0.1"). Bounded: emptied when full, which only costs later connections the sharing.
+# Safe without the GIL: dict get, setdefault and clear are atomic, and any str is correct.
+_hosts: dict[str, str] = {}
+_HOSTS_MAX = 1024
+
+
+def _shared_host(addr: Addr) -> Addr:
+    """addr with its host string replaced by an equal one already kept, if it has one."""
+    if type(addr) is not tuple:
+        return addr
+    host = addr[0]
+    kept = _hosts.get(host)
+    if kept is None:
+        if len(_hosts) >= _HOSTS_MAX:
+            _hosts.clear()
+        kept = _hosts.setdefault(host, host)
+    if kept is host:
+        return addr
+    return (kept, *addr[1:])  # the same shape as addr
+
+
 def _format_addr(addr: Addr | None) -> str:
     if isinstance(addr, tuple) and len(addr) >= 2:
         host = addr[0]
@@ -860,7 +883,7 @@ class Conn(_Conn):
                 raddr = fd.control(lambda _: sock.getpeername())
             except OSError:
                 pass
-        self._raddr: Addr = "" if raddr is None else raddr
+        self._raddr: Addr = "" if raddr is None else _shared_host(raddr)
 
     def read(self, n: int) -> bytes:
         """At most n bytes from one successful read; ``b""`` at EOF. ``read(0)`` returns

@@ -261,7 +261,6 @@ class FD:
         "_was_blocking",
         "_block_lock",
         "_detaching",
-        "_poisoned",
         "_ghost_refs",
         "init_errno",
         "_cfd",
@@ -359,8 +358,8 @@ class FD:
         self._wgate: threading.RLock | None = None
         self._sock: _socket.socket | None = sock
         self._detaching = False
-        self._poisoned = False  # set in a forked child if a parent thread held the FD
-        self._ghost_refs = 0  # in a forked child: the references parent threads held
+        # In a forked child: the references parent threads held; not 0 poisons the FD.
+        self._ghost_refs = 0
         self.is_blocking = True
         # The backend's errno when it refused the descriptor (epoll: EPERM for a regular
         # file), 0 otherwise. Go's net treats a refusal as fatal; os falls back to blocking.
@@ -485,8 +484,7 @@ class FD:
             self._ghost_refs = self.fdmu.poison_after_fork()
         # A read or write lock held by a parent thread poisons that direction (the mutex
         # fails it); any reference held by one makes close() release the descriptor itself,
-        # since the last reference will never be dropped.
-        self._poisoned = self._ghost_refs != 0
+        # since the last reference will never be dropped (_ghost_refs not 0).
         if self.csema is not None:  # a close began in the parent: a fresh one, already set
             self.csema = Sema()
             if self._cfd:
@@ -577,14 +575,13 @@ class FD:
 
         Go: internal/poll/fd_unix.go FD.Close
         """
-        if self._poisoned:
+        if self._ghost_refs:
             # A forked child: the references and lock bits parent threads held will never
             # be dropped. Drop them here, then close as usual, so close() still waits for
             # the child's own operations before close(2).
             # One compare-and-swap on the C core; under the state lock in Python.
             self.fdmu.clear_poison(self._ghost_refs)
             self._ghost_refs = 0
-            self._poisoned = False
         if not self._cfd and self.fdmu.held_by_me():
             # A signal handler interrupted this thread inside the fdMutex's own critical
             # section (possible on CPython < 3.11 only): closing here would be undone when
