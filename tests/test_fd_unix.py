@@ -1752,3 +1752,36 @@ def test_first_use_from_two_threads_makes_one_lock(
     lock = a._made("_rgate")
     assert second[0].join() is lock
     assert a._rgate is lock and made == [lock]
+
+
+def test_closing_fd_whose_number_a_new_fd_took_stays_live_until_destroyed(
+    rt: Runtime, fds: Closer
+) -> None:
+    """A closing FD that an operation still holds (blocking mode: close did not wait) can
+    lose its descriptor number to a new FD; it stays in the registry of live FDs (a forked
+    child repairs its locks) until it is destroyed, but not in live_fds(): it is closing."""
+    pr, pw = os.pipe()
+    fds.own(pw)
+    old = FD(pr, net="file", pollable=False)
+    lines, first = inspect.getsourcelines(FD._read_slow)
+    read_line = next(first + i for i, ln in enumerate(lines) if "return os.read(" in ln)
+
+    def in_read(r: Runner) -> bool:
+        frame = sys._current_frames().get(r.thread.ident or 0)
+        return (
+            frame is not None
+            and frame.f_code is FD._read_slow.__code__
+            and (frame.f_lineno == read_line)
+        )
+
+    reader = Runner(lambda: old.read(1), name="reader")
+    wait_until(lambda: in_read(reader), what="the reader past its checks, in read(2)")
+    old.close()  # blocking mode: returns at once; the reader's reference keeps pr open
+    new = FD(pr, net="file", pollable=False)
+    assert old in fd_unix._live_fds_all() and new in fd_unix._live_fds_all()
+    assert old not in fd_unix.live_fds() and new in fd_unix.live_fds()
+    assert fd_unix.owner_of(pr) is new
+    assert new.detach() == pr  # the new one gives the number back; the old one owns it
+    os.write(pw, b"x")
+    assert reader.join() == b"x"  # the last reference: the old FD is destroyed (pr closed)
+    assert old.sysfd == -1 and old not in fd_unix._live_fds_all()
