@@ -18,6 +18,7 @@ from __future__ import annotations
 import array
 import errno
 import gc
+import inspect
 import math
 import os
 import signal
@@ -1679,3 +1680,108 @@ def test_call_gate_refuses_reentry_from_its_own_thread(rt: Runtime, fds: Closer)
     assert b._gated(True, limit, inside) == b"x"
     assert b.recv(1, 0, limit) == b"y"
     assert a.recv(1) == b"z"
+
+
+# --- what an FD makes on first use (issue 12: memory per descriptor) -----------------------
+
+_LAZY_SLOTS = ("_block_lock", "_dl_lock", "_rgate", "_wgate", "csema")
+
+
+def _made_slots(f: FD) -> set[str]:
+    return {s for s in _LAZY_SLOTS if getattr(f, s) is not None}
+
+
+def test_locks_and_close_semaphore_made_on_first_use(rt: Runtime, fds: Closer) -> None:
+    """An FD makes its call gates, deadline and mode locks and close semaphore only when it
+    first needs each: untimed reads and writes need none; a timed call makes its direction's
+    gate only; a deadline the deadline lock; close the mode lock and the close semaphore."""
+    a, b = unix_pair(fds)
+    assert _made_slots(a) == _made_slots(b) == set()
+    a.write(b"xy")
+    assert b.read(1) == b"x"
+    assert b.recv(1) == b"y"
+    assert _made_slots(a) == _made_slots(b) == set()
+    a.write(b"z", fd_unix.CallLimit(None, _timed_out))
+    assert _made_slots(a) == {"_wgate"}
+    gate = a._wgate
+    a.write(b"w", fd_unix.CallLimit(time.monotonic() + 60, _timed_out))
+    assert a._wgate is gate  # made once, then kept
+    assert b.recv(2, 0, fd_unix.CallLimit(time.monotonic() + 60, _timed_out)) == b"zw"
+    # the timed call's wait set its limit as the pollDesc deadline under the deadline lock
+    assert _made_slots(b) == {"_rgate"} or _made_slots(b) == {"_rgate", "_dl_lock"}
+    a.set_read_deadline(time.monotonic() + 60)
+    assert "_dl_lock" in _made_slots(a)
+    b.close()
+    assert {"_block_lock", "csema"} <= _made_slots(b)
+
+
+def test_first_use_from_two_threads_makes_one_lock(
+    rt: Runtime, fds: Closer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two threads' first use of a lock agree on one: the second waits while the first makes
+    it (under fd_unix._live_lock), then takes the first one's."""
+    a, _ = unix_pair(fds)
+    made: list[Any] = []
+    second: list[Runner] = []
+    lines, first = inspect.getsourcelines(FD._made)
+    with_line = next(first + i for i, ln in enumerate(lines) if "with _live_lock:" in ln)
+
+    def waiting_in_made(r: Runner) -> bool:
+        frame = sys._current_frames().get(r.thread.ident or 0)
+        return (
+            frame is not None
+            and frame.f_code is FD._made.__code__
+            and (frame.f_lineno == with_line)
+        )
+
+    class SlowThreading:
+        """fd_unix's view of threading: its first RLock() lets a second thread in first."""
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(threading, name)
+
+        def RLock(self) -> Any:  # noqa: N802  # threading's name
+            lock = threading.RLock()
+            made.append(lock)
+            if len(made) == 1:
+                second.append(Runner(lambda: a._made("_rgate"), name="second"))
+                wait_until(lambda: waiting_in_made(second[0]), what="second thread in _made")
+            return lock
+
+    monkeypatch.setattr(fd_unix, "threading", SlowThreading())
+    lock = a._made("_rgate")
+    assert second[0].join() is lock
+    assert a._rgate is lock and made == [lock]
+
+
+def test_closing_fd_whose_number_a_new_fd_took_stays_live_until_destroyed(
+    rt: Runtime, fds: Closer
+) -> None:
+    """A closing FD that an operation still holds (blocking mode: close did not wait) can
+    lose its descriptor number to a new FD; it stays in the registry of live FDs (a forked
+    child repairs its locks) until it is destroyed, but not in live_fds(): it is closing."""
+    pr, pw = os.pipe()
+    fds.own(pw)
+    old = FD(pr, net="file", pollable=False)
+    lines, first = inspect.getsourcelines(FD._read_slow)
+    read_line = next(first + i for i, ln in enumerate(lines) if "return os.read(" in ln)
+
+    def in_read(r: Runner) -> bool:
+        frame = sys._current_frames().get(r.thread.ident or 0)
+        return (
+            frame is not None
+            and frame.f_code is FD._read_slow.__code__
+            and (frame.f_lineno == read_line)
+        )
+
+    reader = Runner(lambda: old.read(1), name="reader")
+    wait_until(lambda: in_read(reader), what="the reader past its checks, in read(2)")
+    old.close()  # blocking mode: returns at once; the reader's reference keeps pr open
+    new = FD(pr, net="file", pollable=False)
+    assert old in fd_unix._live_fds_all() and new in fd_unix._live_fds_all()
+    assert old not in fd_unix.live_fds() and new in fd_unix.live_fds()
+    assert fd_unix.owner_of(pr) is new
+    assert new.detach() == pr  # the new one gives the number back; the old one owns it
+    os.write(pw, b"x")
+    assert reader.join() == b"x"  # the last reference: the old FD is destroyed (pr closed)
+    assert old.sysfd == -1 and old not in fd_unix._live_fds_all()

@@ -1126,3 +1126,58 @@ def test_finalizers_at_interpreter_exit_use_no_module_globals(
     assert proc.returncode == 0, proc.stderr
     assert proc.stderr == ""
     assert not os.path.exists(path), "the unix listener's socket file was left behind"
+
+
+# --- what a Conn keeps (issue 12: memory per descriptor) -------------------------------------
+
+
+@pytest.mark.timeout(30)
+def test_conn_asks_local_addr_on_first_use_and_keeps_it_after_close(
+    rt: Any, closer: Closer
+) -> None:
+    """A Conn asks the OS for its local address when first asked, or at close if never
+    asked, so local_addr answers the same after close; the remote address is kept from the
+    start (getpeername fails once the peer has reset the connection)."""
+    ln = closer(listen("tcp", "127.0.0.1:0"))
+    port = ln.addr[1]
+    c = closer(dial("tcp", f"127.0.0.1:{port}", timeout=5.0))
+    s = closer(ln.accept())
+    assert c._laddr is None and s._laddr is None
+    assert c.remote_addr == ("127.0.0.1", port) and s._raddr != ""
+    assert s.local_addr == ("127.0.0.1", port) and s._laddr is not None
+    seen = s.remote_addr
+    c.close()  # never asked: close keeps it
+    assert c.local_addr == seen
+    assert "closed" in repr(c) and f"127.0.0.1:{seen[1]}" in repr(c)
+    s.close()
+    assert s.local_addr == ("127.0.0.1", port)
+
+
+@pytest.mark.timeout(30)
+def test_conn_without_timeouts_makes_no_locks(rt: Any, closer: Closer) -> None:
+    """A Conn that reads and writes without deadlines carries no call gates, deadline or
+    mode lock and no close semaphore; the first deadline makes the deadline lock only."""
+    ln = closer(listen("tcp", "127.0.0.1:0"))
+    c = closer(dial("tcp", f"127.0.0.1:{ln.addr[1]}"))
+    s = closer(ln.accept())
+    _round_trip(c, s)
+    lazy = ("_block_lock", "_dl_lock", "_rgate", "_wgate", "csema")
+    for conn in (c, s):
+        assert [n for n in lazy if getattr(conn._fd, n) is not None] == []
+    s.set_read_deadline(time.monotonic() + 60)
+    assert [n for n in lazy if getattr(s._fd, n) is not None] == ["_dl_lock"]
+
+
+@pytest.mark.timeout(30)
+def test_conns_share_remote_host_strings(rt: Any, closer: Closer) -> None:
+    """Connections from or to the same host keep one host string between them (dialled:
+    from getpeername; accepted: from accept); the set of kept ones stays bounded."""
+    ln = closer(listen("tcp", "127.0.0.1:0"))
+    address = f"127.0.0.1:{ln.addr[1]}"
+    c1, c2 = closer(dial("tcp", address)), closer(dial("tcp", address))
+    s1, s2 = closer(ln.accept()), closer(ln.accept())
+    assert c1.remote_addr == c2.remote_addr == ln.addr
+    assert c1.remote_addr[0] is c2.remote_addr[0]
+    assert s1.remote_addr[0] is s2.remote_addr[0] is c1.remote_addr[0]
+    assert {s1.remote_addr, s2.remote_addr} == {c1.local_addr, c2.local_addr}
+    assert 0 < len(net._hosts) <= net._HOSTS_MAX

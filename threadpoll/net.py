@@ -720,7 +720,30 @@ def _unlink_if_same(
         pass
 
 
-def _format_addr(addr: Addr) -> str:
+# Host strings seen in remote addresses, each kept once: connections from or to the same host
+# (a pool's server, a proxy, loopback) share one str instead of a copy each (58 bytes for
+# "127.0.0.1"). Bounded: emptied when full, which only costs later connections the sharing.
+# Safe without the GIL: dict get, setdefault and clear are atomic, and any str is correct.
+_hosts: dict[str, str] = {}
+_HOSTS_MAX = 1024
+
+
+def _shared_host(addr: Addr) -> Addr:
+    """addr with its host string replaced by an equal one already kept, if it has one."""
+    if type(addr) is not tuple:
+        return addr
+    host = addr[0]
+    kept = _hosts.get(host)
+    if kept is None:
+        if len(_hosts) >= _HOSTS_MAX:
+            _hosts.clear()
+        kept = _hosts.setdefault(host, host)
+    if kept is host:
+        return addr
+    return (kept, *addr[1:])  # the same shape as addr
+
+
+def _format_addr(addr: Addr | None) -> str:
     if isinstance(addr, tuple) and len(addr) >= 2:
         host = addr[0]
         return f"[{host}]:{addr[1]}" if ":" in str(host) else f"{host}:{addr[1]}"
@@ -745,7 +768,30 @@ class _Endpoint:
         self._fd = fd
         self._sock = sock  # makes socket calls only; the FD detaches it before close(2)
         self._net = net
-        self._laddr: Addr = fd.control(lambda _: sock.getsockname())
+        # The local address, None until first asked (_local): a Conn asks the OS only when
+        # someone wants it, or at close. Listener and PacketConn ask at once.
+        self._laddr: Addr | None = None
+
+    def _local(self) -> Addr:
+        """The local address, asked of the OS the first time and kept.
+
+        Race-free without the GIL: two first askers store equal values; a close meanwhile
+        (Conn.close) stores it before the descriptor is marked closed, so an asker whose
+        getsockname then fails with the closing error finds it there.
+
+        Go: none (Go's netFD.setAddr stores both addresses when the conn is made)
+        """
+        a = self._laddr
+        if a is None:
+            sock = self._sock
+            try:
+                a = self._fd.control(lambda _: sock.getsockname())
+            except ClosingError:
+                a = self._laddr  # the close that beat this one stored it first
+                if a is None:
+                    raise
+            self._laddr = a
+        return a
 
     def close(self) -> None:
         """Close it, waking every thread blocked on it with ``NetClosingError``; return once
@@ -769,6 +815,13 @@ class _Endpoint:
     def fileno(self) -> int:
         """The OS descriptor, -1 once closed. Using it directly bypasses every promise."""
         return self._fd.fileno()
+
+    def _repr_local(self) -> Addr | None:
+        """The local address for repr: None where it cannot be had (closed unasked)."""
+        try:
+            return self._local()
+        except OSError:
+            return None
 
     def _state(self) -> str:
         return "closed" if self._fd.closing() else f"fd={self._fd.fileno()}"
@@ -802,7 +855,7 @@ class _Conn(_Endpoint):
     @property
     def local_addr(self) -> Addr:
         """Go: net/net.go conn.LocalAddr"""
-        return self._laddr
+        return self._local()
 
 
 class Conn(_Conn):
@@ -817,14 +870,20 @@ class Conn(_Conn):
     __slots__ = ("_raddr",)
 
     def __init__(self, fd: FD, sock: _socket.socket, net: str, raddr: Addr | None = None) -> None:
-        """Not for users: dial and Listener.accept make Conns."""
+        """Not for users: dial and Listener.accept make Conns.
+
+        DIVERGENCE(go): the local address is asked of the OS on first use or at close, not
+        here (Go's netFD.setAddr): about 150 bytes per connection that most servers never
+        read. The remote address stays eager: getpeername fails once a peer has reset the
+        connection, and a reset is exactly when one logs it.
+        """
         super().__init__(fd, sock, net)
         if raddr is None or raddr == "":
             try:
                 raddr = fd.control(lambda _: sock.getpeername())
             except OSError:
                 pass
-        self._raddr: Addr = "" if raddr is None else raddr
+        self._raddr: Addr = "" if raddr is None else _shared_host(raddr)
 
     def read(self, n: int) -> bytes:
         """At most n bytes from one successful read; ``b""`` at EOF. ``read(0)`` returns
@@ -848,6 +907,19 @@ class Conn(_Conn):
         Go: net/net.go conn.Write
         """
         return self._fd.write(data)
+
+    def close(self) -> None:
+        """Close it, waking every thread blocked on it with ``NetClosingError``; return once
+        the descriptor is closed. A second close does nothing. ``local_addr`` still answers.
+
+        Go: net/net.go conn.Close
+        """
+        if self._laddr is None:
+            try:
+                self._local()  # kept for local_addr after close (see __init__)
+            except OSError:
+                pass  # closed already, or the OS would not say: close anyway
+        super().close()
 
     def close_read(self) -> None:
         """Shut down the reading side: a read blocked on it, and every later read, returns
@@ -893,7 +965,7 @@ class Conn(_Conn):
 
     def __repr__(self) -> str:
         return (
-            f"<threadpoll.net.Conn {self._net} {_format_addr(self._laddr)}"
+            f"<threadpoll.net.Conn {self._net} {_format_addr(self._repr_local())}"
             f"->{_format_addr(self._raddr)} {self._state()}>"
         )
 
@@ -915,6 +987,7 @@ class Listener(_Endpoint):
     ) -> None:
         """Not for users: listen makes Listeners."""
         super().__init__(fd, sock, net)
+        self._local()  # at once: Go's listener knows its address (and the port it got)
         self._unlink = unlink
         self._family: int = sock.family
         self._sotype: int = sock.type & ~(_SOCK_NONBLOCK | _SOCK_CLOEXEC)
@@ -957,10 +1030,13 @@ class Listener(_Endpoint):
     @property
     def addr(self) -> Addr:
         """Go: net/tcpsock.go TCPListener.Addr"""
-        return self._laddr
+        return self._local()
 
     def __repr__(self) -> str:
-        return f"<threadpoll.net.Listener {self._net} {_format_addr(self._laddr)} {self._state()}>"
+        return (
+            f"<threadpoll.net.Listener {self._net} {_format_addr(self._repr_local())} "
+            f"{self._state()}>"
+        )
 
     def __del__(
         self,
@@ -990,6 +1066,7 @@ class PacketConn(_Conn):
     def __init__(self, fd: FD, sock: _socket.socket, net: str) -> None:
         """Not for users: listen_packet makes PacketConns."""
         super().__init__(fd, sock, net)
+        self._local()  # at once, as Go's UDPConn: a bound endpoint
         self._family: int = sock.family
 
     def read_from(self, n: int) -> tuple[bytes, Addr]:
@@ -1024,5 +1101,6 @@ class PacketConn(_Conn):
 
     def __repr__(self) -> str:
         return (
-            f"<threadpoll.net.PacketConn {self._net} {_format_addr(self._laddr)} {self._state()}>"
+            f"<threadpoll.net.PacketConn {self._net} {_format_addr(self._repr_local())} "
+            f"{self._state()}>"
         )

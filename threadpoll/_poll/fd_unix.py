@@ -134,8 +134,9 @@ def _unexpected_eof() -> OSError:
     return OSError(errno.EIO, "unexpected EOF")
 
 
-_live: weakref.WeakSet[FD] = weakref.WeakSet()  # guarded by _live_lock: every FD made
-_live_lock = threading.RLock()  # re-entrant: a signal handler may make an FD meanwhile
+# Guards _owners and _displaced, and serialises the first use of an FD's lazily made locks
+# and close semaphore (FD._made). Re-entrant: a signal handler may make an FD meanwhile.
+_live_lock = threading.RLock()
 
 
 def _after_fork_in_child() -> None:
@@ -145,7 +146,7 @@ def _after_fork_in_child() -> None:
     """
     global _live_lock
     _live_lock = threading.RLock()
-    for fd in list(_live):
+    for fd in _live_fds_all():
         fd._after_fork_in_child()
 
 
@@ -153,8 +154,28 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
-# OS descriptor number → the open FD that owns it. Guarded by _live_lock.
+# OS descriptor number → the FD that owns it: every FD made and not destroyed yet, so it is
+# also the registry of live FDs (one weak entry per descriptor, not two). Guarded by
+# _live_lock.
 _owners: weakref.WeakValueDictionary[int, FD] = weakref.WeakValueDictionary()
+# The rare FD that lost its _owners entry before it was destroyed: it was closing (owner_of
+# ignores it) when a new FD took the same descriptor number. Still live until destroyed (a
+# forked child must still make its locks usable). Guarded by _live_lock.
+_displaced: weakref.WeakSet[FD] = weakref.WeakSet()
+
+
+def _live_fds_all() -> list[FD]:
+    """Every FD made and not destroyed yet, closing or not.
+
+    Go: none
+    """
+    with _live_lock:
+        # Copies of the containers' own references, not list(_owners.values()): their
+        # iteration guards race with the removal callbacks, which run unlocked in whatever
+        # thread frees an FD ("changed size during iteration", without the GIL).
+        refs: list[weakref.ref[FD]] = list(_owners.data.values())  # type: ignore[attr-defined]
+        refs += list(_displaced.data)  # type: ignore[attr-defined]
+    return [fd for fd in (r() for r in refs) if fd is not None]
 
 
 def live_fds() -> list[FD]:
@@ -162,13 +183,7 @@ def live_fds() -> list[FD]:
 
     Go: none
     """
-    with _live_lock:
-        # A copy of the WeakSet's own set of references, not list(_live): the WeakSet's
-        # iteration guard races with its removal callback, which runs unlocked in whatever
-        # thread frees an FD ("set changed size during iteration", without the GIL).
-        refs: list[weakref.ref[FD]] = list(_live.data)  # type: ignore[attr-defined]
-    fds = [fd for fd in (r() for r in refs) if fd is not None]
-    return [fd for fd in fds if not fd.fdmu.closing()]
+    return [fd for fd in _live_fds_all() if not fd.fdmu.closing()]
 
 
 @final
@@ -246,7 +261,6 @@ class FD:
         "_was_blocking",
         "_block_lock",
         "_detaching",
-        "_poisoned",
         "_ghost_refs",
         "init_errno",
         "_cfd",
@@ -312,9 +326,9 @@ class FD:
         self._cfast = False  # the C first attempts apply (a pollable socket on the C core)
         self.sysfd = sysfd  # constant until _destroy, which runs when no op holds a ref
         self.pd = PollHandle()
-        self.csema = Sema()
-        if self._cfd:
-            self._cmu().csema = self.csema  # the C fdMutex's close hand-off (FD.close)
+        # The close semaphore, made by the first close or detach (_make_csema): most FDs
+        # never need one until then. Set once, under _live_lock.
+        self.csema: Sema | None = None
         self.is_stream = is_stream
         # Set once by shutdown of the read side, read without a lock: from then on a read
         # that finds nothing returns the empty result instead of waiting (see shutdown).
@@ -323,13 +337,15 @@ class FD:
         self.net = net
         self.kind: str = kind or net
         self._was_blocking = was_blocking
+        # The four locks below are made on first use (_made), not here: a descriptor that
+        # never sets a deadline or meets a timed call carries none of them until its close.
         # Guards is_blocking against set_blocking; re-entrant, as a signal handler's close may
         # run while its thread is inside set_blocking (re-entry only reads the flag).
-        self._block_lock = threading.RLock()
+        self._block_lock: threading.RLock | None = None
         # The deadlines the user set (_rd, _wd) and the limits of the calls waiting now with
         # one of their own (_rcall, _wcall: see _wait); the pollDesc has the earlier of each
         # pair. Re-entrant: a signal handler may set a deadline while its thread is inside.
-        self._dl_lock = threading.RLock()
+        self._dl_lock: threading.RLock | None = None
         self._rd = NO_DEADLINE  # guarded by _dl_lock
         self._wd = NO_DEADLINE  # guarded by _dl_lock
         self._rcall: float | None = None  # guarded by _dl_lock
@@ -338,12 +354,12 @@ class FD:
         # _gated). RLocks only for _is_owned(), which C sets as the lock is acquired: the
         # re-entry test has no window where a signal handler on the holding thread finds no
         # owner. Never actually re-entered: _gated refuses that.
-        self._rgate = threading.RLock()
-        self._wgate = threading.RLock()
+        self._rgate: threading.RLock | None = None
+        self._wgate: threading.RLock | None = None
         self._sock: _socket.socket | None = sock
         self._detaching = False
-        self._poisoned = False  # set in a forked child if a parent thread held the FD
-        self._ghost_refs = 0  # in a forked child: the references parent threads held
+        # In a forked child: the references parent threads held; not 0 poisons the FD.
+        self._ghost_refs = 0
         self.is_blocking = True
         # The backend's errno when it refused the descriptor (epoll: EPERM for a regular
         # file), 0 otherwise. Go's net treats a refusal as fatal; os falls back to blocking.
@@ -382,7 +398,9 @@ class FD:
             os.set_blocking(sysfd, was_blocking)
             raise
         with _live_lock:
-            _live.add(self)
+            prev = _owners.get(sysfd)
+            if prev is not None:  # closing, not destroyed yet: owner_of let this one in
+                _displaced.add(prev)
             _owners[sysfd] = self
 
     def __repr__(self) -> str:
@@ -466,15 +484,52 @@ class FD:
             self._ghost_refs = self.fdmu.poison_after_fork()
         # A read or write lock held by a parent thread poisons that direction (the mutex
         # fails it); any reference held by one makes close() release the descriptor itself,
-        # since the last reference will never be dropped.
-        self._poisoned = self._ghost_refs != 0
-        self.csema = Sema()
-        if self._cfd:
-            self._cmu().csema = self.csema
-        self._block_lock = threading.RLock()
-        self._dl_lock = threading.RLock()
-        self._rgate = threading.RLock()
-        self._wgate = threading.RLock()
+        # since the last reference will never be dropped (_ghost_refs not 0).
+        if self.csema is not None:  # a close began in the parent: a fresh one, already set
+            self.csema = Sema()
+            if self._cfd:
+                self._cmu().csema = self.csema
+        # Fresh locks: made again on first use.
+        self._block_lock = self._dl_lock = self._rgate = self._wgate = None
+
+    def _made(self, slot: str) -> threading.RLock:
+        """The lock in ``slot`` (_block_lock, _dl_lock, _rgate, _wgate), made now if this is
+        its first use. Callers read the slot first and come here only when it is None.
+
+        Race-free without the GIL: the lock is made and stored under _live_lock, after a
+        second look at the slot, so two threads' first uses agree on one lock; a reader that
+        finds the slot set without taking _live_lock sees a finished lock (a slot is one
+        pointer, stored after the lock is made; free-threaded CPython loads and stores slots
+        atomically). A signal handler on this thread that makes the lock between the second
+        look and the store has finished with it before this thread goes on: replacing it
+        loses nothing.
+
+        Go: none (Go's zero-value mutexes need no making)
+        """
+        with _live_lock:
+            lock: threading.RLock | None = getattr(self, slot)
+            if lock is None:
+                lock = threading.RLock()
+                setattr(self, slot, lock)
+            return lock
+
+    def _make_csema(self) -> Sema:
+        """The close semaphore, made by the first close or detach (the C fdMutex is handed
+        it too, for its close hand-off). Under _live_lock, as _made: a second close finds
+        the first one's and fails afterwards, never replacing the one the first waits on.
+        It is set before the fdMutex is marked closed, so whoever drops the last reference
+        (and releases it) finds it.
+
+        Go: none (Go's csema is a zero-value uint32)
+        """
+        with _live_lock:
+            cs = self.csema
+            if cs is None:
+                cs = Sema()
+                if self._cfd:
+                    self._cmu().csema = cs  # the C fdMutex's close hand-off (FD.close)
+                self.csema = cs
+            return cs
 
     # --- close ---------------------------------------------------------------------------
 
@@ -488,6 +543,8 @@ class FD:
         with _live_lock:
             if _owners.get(fd) is self:
                 del _owners[fd]
+            else:
+                _displaced.discard(self)
         # Poller first: an fd number must never be registered while it is closed.
         self.pd.close()
         if self._sock is not None:
@@ -506,7 +563,9 @@ class FD:
         self.sysfd = -1
         if trace.enabled:
             trace.emit("destroy", fd)
-        self.csema.release()
+        cs = self.csema
+        if cs is not None:  # None: nobody closed it, so nobody waits (a close handed off)
+            cs.release()
         return err
 
     def close(self) -> None:
@@ -516,14 +575,13 @@ class FD:
 
         Go: internal/poll/fd_unix.go FD.Close
         """
-        if self._poisoned:
+        if self._ghost_refs:
             # A forked child: the references and lock bits parent threads held will never
             # be dropped. Drop them here, then close as usual, so close() still waits for
             # the child's own operations before close(2).
             # One compare-and-swap on the C core; under the state lock in Python.
             self.fdmu.clear_poison(self._ghost_refs)
             self._ghost_refs = 0
-            self._poisoned = False
         if not self._cfd and self.fdmu.held_by_me():
             # A signal handler interrupted this thread inside the fdMutex's own critical
             # section (possible on CPython < 3.11 only): closing here would be undone when
@@ -532,6 +590,7 @@ class FD:
                 raise self._closed_error()
             threading.Thread(target=self._close_nowait, name="threadpoll-close").start()
             return
+        csema = self.csema or self._make_csema()  # before the mark: see _make_csema
         if not self.fdmu.incref_and_close():
             raise self._closed_error()
         if self._cfd:
@@ -541,7 +600,7 @@ class FD:
             # reader returns its closing error at once. The wake-up comes after everything
             # else, so the woken find the GIL free sooner (released here on csema).
             pd = self.pd.runtime_ctx  # read now: _destroy clears it
-            with self._block_lock:
+            with self._block_lock or self._made("_block_lock"):
                 blocking = self.is_blocking
             if not blocking and refs_of(load_state(self.fdmu)) > 1 and self._inside_me():
                 # A signal handler on a thread inside an operation on this FD: that one
@@ -565,7 +624,7 @@ class FD:
                 # Wait until the last operation has left; it hands the destroy over. (No
                 # trace events: the C core records none.)
                 try:
-                    self.csema.acquire()
+                    csema.acquire()
                 except BaseException:
                     # Interrupted (Ctrl-C): take the mark back, so that the last operation
                     # destroys the FD, unless it has already left and handed it over.
@@ -585,7 +644,7 @@ class FD:
         destroyed = self.fdmu.decref()
         if destroyed:
             err = self._destroy()
-        with self._block_lock:
+        with self._block_lock or self._made("_block_lock"):
             blocking = self.is_blocking
         if not blocking and not destroyed and self._inside_me():
             # A signal handler on a thread that is itself inside an operation on this FD:
@@ -600,7 +659,7 @@ class FD:
             # otherwise a blocked operation could keep close from ever returning.
             if trace.enabled:
                 trace.emit("csema_wait", fd)
-            self.csema.acquire()
+            csema.acquire()
             if trace.enabled:
                 trace.emit("csema_release", fd)
         if err is not None:
@@ -684,17 +743,18 @@ class FD:
                 "reentrant call: detach() from a signal handler while its own thread is in "
                 "an operation on this descriptor (it would wait for itself)"
             )
+        csema = self.csema or self._make_csema()  # before the mark: see _make_csema
         if not self.fdmu.incref_and_close():
             raise self._closed_error()
         fd = self.sysfd
-        with self._block_lock:
+        with self._block_lock or self._made("_block_lock"):
             self._detaching = True
             blocking = self.is_blocking
         self.pd.evict()
         if self.fdmu.decref():
             self._destroy()
         if not blocking:
-            self.csema.acquire()
+            csema.acquire()
         os.set_blocking(fd, self._was_blocking)
         return fd
 
@@ -722,7 +782,7 @@ class FD:
 
         Go: none (Go's calls have no limits of their own; its fdMutex has no timed wait)
         """
-        gate = self._rgate if read else self._wgate
+        gate = (self._rgate if read else self._wgate) or self._made("_rgate" if read else "_wgate")
         if gate._is_owned():  # type: ignore[attr-defined]  # C's RLock has it
             raise _reentered(read)
         until = limit.until
@@ -1316,7 +1376,7 @@ class FD:
 
         Go: none (Go's net sets a deadline with SetWriteDeadline and clears it after)
         """
-        with self._dl_lock:
+        with self._dl_lock or self._made("_dl_lock"):
             if mode == "r":
                 self._rcall = until
                 user = self._rd
@@ -1380,7 +1440,7 @@ class FD:
         """
         self.incref()
         try:
-            with self._block_lock:
+            with self._block_lock or self._made("_block_lock"):
                 self.is_blocking = True
                 os.set_blocking(self.sysfd, True)
         finally:
@@ -1464,7 +1524,7 @@ class FD:
         try:
             if not self.pd.pollable():
                 raise NoDeadlineError()
-            with self._dl_lock:
+            with self._dl_lock or self._made("_dl_lock"):
                 if "r" in mode:
                     self._rd = d
                 if "w" in mode:
