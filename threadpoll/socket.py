@@ -92,6 +92,8 @@ from typing_extensions import Self, final
 
 from threadpoll._poll import fd_unix
 from threadpoll._poll.fd_unix import FD, CallLimit
+from threadpoll._poll.fd_unix import try_recv as _try_recv
+from threadpoll._poll.fd_unix import try_send as _try_send
 from threadpoll._poll.finalizer import finalizer as _finalizer
 from threadpoll.errors import ClosingError, with_written
 
@@ -643,18 +645,29 @@ class socket(_StdSocket):
             if not flags:
                 d = self._desc
                 if d.direct:
-                    return d.fd.recv(bufsize, 0, _NO_LIMIT)
+                    fd = d.fd
+                    # A first try straight into C (a call that finds data never waits, so it
+                    # needs no call gate), else the gated call, which waits.
+                    data = _try_recv(fd, fd.fdmu, bufsize)
+                    if data is not None:
+                        return data
+                    return fd.recv(bufsize, 0, _NO_LIMIT)
             elif self._waits_for_all(flags):
-                parts: list[bytes] = []
-
-                def attempt(pos: int, fl: int) -> tuple[int, bool]:
-                    data = _CSocket.recv(self, bufsize - pos if pos else bufsize, fl)
-                    parts.append(data)
-                    return len(data), False
-
-                self._recv_all(bufsize, flags, attempt)
-                return parts[0] if len(parts) == 1 else b"".join(parts)
+                return self._recv_waitall(bufsize, flags)
         return self._io(_CSocket.recv, "r", flags, (bufsize, flags), 1)
+
+    def _recv_waitall(self, bufsize: int, flags: int) -> bytes:
+        """recv with MSG_WAITALL, blocking (see _recv_all). A method of its own: the closure
+        would make recv build cells for its arguments on every call, the fast one too."""
+        parts: list[bytes] = []
+
+        def attempt(pos: int, fl: int) -> tuple[int, bool]:
+            data = _CSocket.recv(self, bufsize - pos if pos else bufsize, fl)
+            parts.append(data)
+            return len(data), False
+
+        self._recv_all(bufsize, flags, attempt)
+        return parts[0] if len(parts) == 1 else b"".join(parts)
 
     def recv_into(self, buffer: Any, nbytes: int = 0, flags: int = 0) -> int:
         if self._timeout is None:
@@ -793,7 +806,10 @@ class socket(_StdSocket):
                 d = self._desc
                 try:
                     if d.direct:
-                        n = d.fd.send(data, 0, _NO_LIMIT)
+                        fd = d.fd
+                        n = _try_send(fd, fd.fdmu, data)  # as recv: a first try, then gated
+                        if n is None:
+                            n = fd.send(data, 0, _NO_LIMIT)
                     else:
                         n = self._io(_CSocket.send, "w", 0, (data, 0), 1)
                 except BaseException as e:
