@@ -11,6 +11,10 @@
  * errors are the Python path's: the FD's own closing error when the lock cannot be taken,
  * fd_poll_runtime.convert_err's for the poll error codes, OSError from the syscall.
  * Only sockets come here: a regular file is never pollable, and pipes keep fd_unix.py's path.
+ * Conn.read, read_into and write reach the same loops with no Python frame at all
+ * (conn_read, conn_read_into, conn_write: the fdMutex carries the pollDesc and descriptor,
+ * _set_fast), and the drop-in's recv and send make a first try here that never waits
+ * (try_recv, try_send: a call that would wait takes the FD's call gate first, in Python).
  *
  * DIVERGENCE(go): send(2) and accept(2) release the GIL (the peer a send wakes should not
  * then wait for the GIL; accept4 takes no MSG_DONTWAIT, and a descriptor the drop-in left in
