@@ -14,7 +14,7 @@
  * Conn.read, read_into and write reach the same loops with no Python frame at all
  * (conn_read, conn_read_into, conn_write: the fdMutex carries the pollDesc and descriptor,
  * _set_fast), and the drop-in's recv and send make a first try here that never waits
- * (try_recv, try_send: a call that would wait takes the FD's call gate first, in Python).
+ * (try_recv, try_recv_into, try_send: a call that would wait takes the FD's call gate first, in Python).
  *
  * DIVERGENCE(go): send(2) and accept(2) release the GIL (the peer a send wakes should not
  * then wait for the GIL; accept4 takes no MSG_DONTWAIT, and a descriptor the drop-in left in
@@ -374,7 +374,13 @@ tp_fd_read_into(PyObject *Py_UNUSED(m), PyObject *const *args, Py_ssize_t nargs)
     if (parse_call(args, nargs, 7, "fd_read_into", &c) < 0) {
         return NULL;
     }
-    Py_ssize_t n = PyLong_AsSsize_t(args[5]);
+    /* nbytes as the socket module's "n" takes it (its errors too: a float is refused). */
+    PyObject *index = PyNumber_Index(args[5]);
+    if (index == NULL) {
+        return NULL;
+    }
+    Py_ssize_t n = PyLong_AsSsize_t(index);
+    Py_DECREF(index);
     int flags = tp_as_int(args[6]);
     if ((n == -1 || flags == -1) && PyErr_Occurred()) {
         return NULL;
@@ -385,6 +391,11 @@ tp_fd_read_into(PyObject *Py_UNUSED(m), PyObject *const *args, Py_ssize_t nargs)
     }
     Py_buffer view;
     if (PyObject_GetBuffer(args[4], &view, PyBUF_WRITABLE) < 0) {
+        /* The socket module's error for its "w*" argument, word for word. */
+        PyErr_Clear();
+        PyErr_Format(PyExc_TypeError,
+                     "recv_into() argument 1 must be read-write bytes-like object, not %.50s",
+                     args[4] == Py_None ? "None" : Py_TYPE(args[4])->tp_name);
         return NULL;
     }
     if (n == 0) {
@@ -779,7 +790,7 @@ fast_buffer(PyObject *o, Py_buffer *view, int writable)
     return 1;
 }
 
-/* Check a fast entry's argument count. 0 or -1. Go: none */
+/* Check a fast entry's argument count (3). 0 or -1. Go: none */
 static int
 fast_args(Py_ssize_t nargs, const char *name)
 {
@@ -924,6 +935,62 @@ tp_try_recv(PyObject *Py_UNUSED(m), PyObject *const *args, Py_ssize_t nargs)
     else {
         res = NULL;
     }
+    if (unlock(c.fd, c.mu, 1) < 0) {
+        Py_CLEAR(res);
+    }
+    return res;
+}
+
+/* try_recv_into(fd, fdmu, buffer, nbytes): the drop-in's blocking recv_into(buffer, nbytes)
+ * when it finds data at once: the byte count (0 at EOF), or None when it would wait (or the
+ * fast path does not apply, or an argument is one the gated call must check and refuse).
+ * Go: internal/poll/fd_unix.go FD.Read (its first try) */
+PyObject *
+tp_try_recv_into(PyObject *Py_UNUSED(m), PyObject *const *args, Py_ssize_t nargs)
+{
+    io_call c;
+    if (nargs != 4) {
+        PyErr_SetString(PyExc_TypeError, "try_recv_into takes 4 arguments");
+        return NULL;
+    }
+    Py_buffer view;
+    if (!fast_call(args[0], args[1], &c) || !PyLong_CheckExact(args[3]) ||
+        !fast_buffer(args[2], &view, 1)) {
+        Py_RETURN_NONE;
+    }
+    Py_ssize_t n = PyLong_AsSsize_t(args[3]);
+    if (n == -1 && PyErr_Occurred()) {
+        PyErr_Clear();
+        n = -1;
+    }
+    if (n == 0) {
+        n = view.len;
+    }
+    if (n < 0 || n > view.len) {
+        PyBuffer_Release(&view); /* the gated call raises the stdlib's error */
+        Py_RETURN_NONE;
+    }
+    if (n > MAX_RW) {
+        n = MAX_RW;
+    }
+    int in = try_enter(&c, 1);
+    if (in <= 0) {
+        PyBuffer_Release(&view);
+        if (in < 0) {
+            return NULL;
+        }
+        Py_RETURN_NONE;
+    }
+    ssize_t r = recv(c.sysfd, view.buf, (size_t)n, MSG_DONTWAIT);
+    int e = errno;
+    PyBuffer_Release(&view);
+    if (r < 0) {
+        if (try_failed(&c, 1, e) < 0) {
+            return NULL;
+        }
+        Py_RETURN_NONE;
+    }
+    PyObject *res = PyLong_FromSsize_t(r);
     if (unlock(c.fd, c.mu, 1) < 0) {
         Py_CLEAR(res);
     }

@@ -1538,6 +1538,7 @@ PyObject *tp_conn_read(PyObject *m, PyObject *const *args, Py_ssize_t nargs);
 PyObject *tp_conn_read_into(PyObject *m, PyObject *const *args, Py_ssize_t nargs);
 PyObject *tp_conn_write(PyObject *m, PyObject *const *args, Py_ssize_t nargs);
 PyObject *tp_try_recv(PyObject *m, PyObject *const *args, Py_ssize_t nargs);
+PyObject *tp_try_recv_into(PyObject *m, PyObject *const *args, Py_ssize_t nargs);
 PyObject *tp_try_send(PyObject *m, PyObject *const *args, Py_ssize_t nargs);
 PyObject *tp_mod_init_io(PyObject *m, PyObject *arg);
 PyObject *tp_mod_init_reentry(PyObject *m, PyObject *arg);
@@ -1568,6 +1569,8 @@ static PyMethodDef mod_methods[] = {
      "fd.write(data) straight from Conn.write. Go: internal/poll/fd_unix.go FD.Write"},
     {"try_recv", (PyCFunction)(void (*)(void))tp_try_recv, METH_FASTCALL,
      "The drop-in recv's first try, or None. Go: internal/poll/fd_unix.go FD.Read"},
+    {"try_recv_into", (PyCFunction)(void (*)(void))tp_try_recv_into, METH_FASTCALL,
+     "The drop-in recv_into's first try, or None. Go: internal/poll/fd_unix.go FD.Read"},
     {"try_send", (PyCFunction)(void (*)(void))tp_try_send, METH_FASTCALL,
      "The drop-in send's first try, or None. Go: internal/poll/fd_unix.go FD.Write"},
     {NULL, NULL, 0, NULL},

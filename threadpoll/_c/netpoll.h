@@ -239,7 +239,7 @@ typedef struct {
 extern PyTypeObject tp_FDMutexType;
 int tp_fdmutex_rwunlock(FDMutexObject *mu, int read); /* 1: destroy, 0, -1 error */
 
-/* Record the calling thread as the holder of mu's read (write) lock, just taken. */
+/* Record the calling thread as the holder of mu's read (write) lock, just taken. Go: none */
 static inline void
 tp_fdmutex_set_owner(FDMutexObject *mu, int read)
 {

@@ -137,24 +137,27 @@ def _conn_write_py(fd: FD, fdmu: Any, data: Buffer) -> int:
     return fd.write(data)
 
 
-def _try_none(fd: FD, fdmu: Any, arg: Any) -> None:
+def _try_none(fd: FD, fdmu: Any, *args: Any) -> None:
     """Go: none"""
     return None
 
 
 # conn_read(fd, fd.fdmu, n) is fd.read(n), conn_read_into and conn_write likewise; on the C
 # core's pollable sockets the C function runs Go's loop itself, with no Python frame between
-# the caller (Conn.read) and the syscall. try_recv(fd, fd.fdmu, n) and try_send(fd, fd.fdmu,
-# data) are the drop-in's first tries, which never wait: the result, or None when the caller
-# must make its gated call (threadpoll/_c/fd_unix.c). A call straight into C has no FD frame
-# for _check_reentry and _inside_me to find: the C fdMutex records the thread holding each
-# lock (owned_by_me) instead.
+# the caller (Conn.read) and the syscall. try_recv(fd, fd.fdmu, n), try_recv_into(fd,
+# fd.fdmu, buffer, nbytes) and try_send(fd, fd.fdmu, data) are the drop-in's first tries,
+# which never wait: the result, or None when the caller must make its gated call
+# (threadpoll/_c/fd_unix.c). A call straight into C has no FD frame for _check_reentry and
+# _inside_me to find: the C fdMutex records the thread holding each lock (owned_by_me).
 conn_read: Callable[[FD, Any, int], bytes] = _cpoll.conn_read if _cpoll else _conn_read_py
 conn_read_into: Callable[[FD, Any, Buffer], int] = (
     _cpoll.conn_read_into if _cpoll else _conn_read_into_py
 )
 conn_write: Callable[[FD, Any, Buffer], int] = _cpoll.conn_write if _cpoll else _conn_write_py
 try_recv: Callable[[FD, Any, int], bytes | None] = _cpoll.try_recv if _cpoll else _try_none
+try_recv_into: Callable[[FD, Any, Buffer, int], int | None] = (
+    _cpoll.try_recv_into if _cpoll else _try_none
+)
 try_send: Callable[[FD, Any, Buffer], int | None] = _cpoll.try_send if _cpoll else _try_none
 # The families whose addresses fd_accept builds itself (the rest take the Python path).
 _CACCEPT_FAMILIES = frozenset(
