@@ -374,13 +374,12 @@ tp_fd_read_into(PyObject *Py_UNUSED(m), PyObject *const *args, Py_ssize_t nargs)
     if (parse_call(args, nargs, 7, "fd_read_into", &c) < 0) {
         return NULL;
     }
-    /* nbytes as the socket module's "n" takes it (its errors too: a float is refused). */
-    PyObject *index = PyNumber_Index(args[5]);
-    if (index == NULL) {
+    /* nbytes as the socket module's "n" takes it, with its errors (a float is refused, in
+     * words that differ between Python versions). */
+    Py_ssize_t n;
+    if (!PyArg_Parse(args[5], "n", &n)) {
         return NULL;
     }
-    Py_ssize_t n = PyLong_AsSsize_t(index);
-    Py_DECREF(index);
     int flags = tp_as_int(args[6]);
     if ((n == -1 || flags == -1) && PyErr_Occurred()) {
         return NULL;
