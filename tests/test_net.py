@@ -1181,3 +1181,64 @@ def test_conns_share_remote_host_strings(rt: Any, closer: Closer) -> None:
     assert s1.remote_addr[0] is s2.remote_addr[0] is c1.remote_addr[0]
     assert {s1.remote_addr, s2.remote_addr} == {c1.local_addr, c2.local_addr}
     assert 0 < len(net._hosts) <= net._HOSTS_MAX
+
+
+def _outcome(call: Callable[[], Any]) -> Any:
+    try:
+        return call()
+    except Exception as e:
+        return type(e), str(e)
+
+
+@pytest.mark.parametrize("kind", ["tcp", "unix"])
+def test_conn_calls_take_every_argument_as_the_fd_does(
+    rt: Any, closer: Closer, sockdir: Path, kind: str
+) -> None:
+    """Conn.read, read_into and write go straight into C on the C core for the common
+    arguments (an int count; bytes, bytearray or a byte memoryview) and through the FD's
+    own checks for the rest: every argument gets the same result or error on both
+    implementations."""
+    from array import array
+
+    c, s = _pair(kind, closer, sockdir)
+    assert c.write(b"") == 0
+    assert c.write(b"abc") == 3
+    assert s.read(0) == b""
+    assert s.read(3) == b"abc"
+    assert _outcome(lambda: s.read(-1)) == (ValueError, "negative size: -1")
+    assert _outcome(lambda: s.read(True)) == (TypeError, "size must be an int, not bool")
+    assert _outcome(lambda: s.read(2.0)) == (TypeError, "size must be an int, not float")
+    assert _outcome(lambda: c.write("x")) == (
+        TypeError,
+        "write() needs a bytes-like object, not 'str' (encode it first)",
+    )
+    assert _outcome(lambda: c.write(3)) == (
+        TypeError,
+        "write() needs a bytes-like object, not 'int'",
+    )
+    assert _outcome(lambda: s.read_into(b"xx")) == (
+        TypeError,
+        "read_into() needs a writable buffer, not a read-only bytes",
+    )
+    assert _outcome(lambda: s.read_into(None)) == (  # type: ignore[arg-type]
+        TypeError,
+        "read_into() needs a writable bytes-like object, not 'NoneType'",
+    )
+    assert s.read_into(bytearray()) == 0
+    words = array("i", [1, 2])
+    assert c.write(words) == 8  # not bytes: the FD's path casts it
+    assert c.write(bytearray(b"de")) == 2
+    assert c.write(memoryview(b"xfgx")[1:3]) == 2
+    got = array("i", [0, 0])
+    assert s.read_into(got) == 8
+    assert got == words
+    buf = bytearray(8)
+    view = memoryview(buf)
+    n = 0
+    while n < 4:
+        n += s.read_into(view[2 + n : 6])
+    assert buf == b"\0\0defg\0\0"
+    released = memoryview(bytearray(4))
+    released.release()
+    assert _outcome(lambda: s.read_into(released))[0] is ValueError
+    assert _outcome(lambda: c.write(released))[0] is ValueError

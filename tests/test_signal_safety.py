@@ -50,6 +50,7 @@ pytestmark = [
 _SYSCALLS = frozenset(
     {"read", "readv", "write", "recv", "recv_into", "recvfrom", "_accept", "send", "sendto"}
     | {"fd_read", "fd_read_into", "fd_write", "fd_send", "fd_accept"}
+    | {"conn_read", "conn_read_into", "conn_write", "try_recv", "try_send"}
 )
 
 

@@ -1193,3 +1193,52 @@ def test_close_on_the_same_thread_during_the_first_attempt(
     assert b._desc.fd.sysfd == -1  # closed by the recv's own last reference
     with pytest.raises(OSError):
         b.recv(1)
+
+
+def test_blocking_calls_take_every_argument_as_the_stdlib_does(
+    pair: tuple[ts.socket, ts.socket],
+) -> None:
+    """The drop-in's blocking recv, recv_into and send try first straight in C for the
+    common arguments and leave the rest to the gated call: every argument, good or bad,
+    gets what a stdlib socket gives (data buffered, so nothing waits)."""
+    from array import array
+
+    def run(a: Any, b: Any) -> list[Any]:
+        calls: list[Callable[[], Any]] = [
+            lambda: b.recv(0),
+            lambda: b.recv(-1),
+            lambda: b.recv(1.5),
+            lambda: b.recv(True),
+            lambda: b.recv(5),
+            lambda: b.recv_into(bytearray(4), 8),
+            lambda: b.recv_into(bytearray(4), -1),
+            lambda: b.recv_into(b"xx"),
+            lambda: b.recv_into(None),
+            lambda: b.recv_into(memoryview(bytearray(8))[::2]),
+            lambda: b.recv_into(bytearray()),
+            lambda: b.recv_into(bytearray(4), 2.0),
+            lambda: (lambda buf: (b.recv_into(buf, 3), bytes(buf)))(bytearray(4)),
+            lambda: (lambda buf: (b.recv_into(buf), buf.tolist()))(array("b", [0, 0])),
+            lambda: (lambda buf: (b.recv_into(memoryview(buf)[1:3]), bytes(buf)))(bytearray(4)),
+            lambda: a.send("x"),
+            lambda: a.send(b""),
+            lambda: a.send(array("i", [1])),
+            lambda: a.send(bytearray(b"yz")),
+            lambda: b.recv(64),
+        ]
+        out = []
+        for i, call in enumerate(calls):
+            a.sendall(bytes([65 + i]) * 5)
+            try:
+                out.append(call())
+            except Exception as e:
+                out.append((type(e), str(e)))
+        return out
+
+    sa, sb = stdsocket.socketpair()
+    try:
+        want = run(sa, sb)
+    finally:
+        sa.close()
+        sb.close()
+    assert run(*pair) == want

@@ -60,6 +60,9 @@ from typing_extensions import Buffer
 
 from threadpoll._poll.fd_poll_runtime import deadline_value
 from threadpoll._poll.fd_unix import CONNECT_PENDING, FD
+from threadpoll._poll.fd_unix import conn_read as _conn_read
+from threadpoll._poll.fd_unix import conn_read_into as _conn_read_into
+from threadpoll._poll.fd_unix import conn_write as _conn_write
 from threadpoll._poll.finalizer import finalizer as _finalizer
 from threadpoll.errors import ClosingError, DeadlineExceededError, NotPollableError
 
@@ -891,14 +894,16 @@ class Conn(_Conn):
 
         Go: net/net.go conn.Read
         """
-        return self._fd.read(n)
+        fd = self._fd
+        return _conn_read(fd, fd.fdmu, n)  # fd.read(n), straight into C on the C core
 
     def read_into(self, buf: Buffer) -> int:
         """Like read, into a writable buffer; returns the byte count (0 at EOF).
 
         Go: net/net.go conn.Read
         """
-        return self._fd.read_into(buf)
+        fd = self._fd
+        return _conn_read_into(fd, fd.fdmu, buf)  # fd.read_into(buf)
 
     def write(self, data: Buffer) -> int:
         """Write all of data (any bytes-like object) and return its length; concurrent writes
@@ -906,7 +911,8 @@ class Conn(_Conn):
 
         Go: net/net.go conn.Write
         """
-        return self._fd.write(data)
+        fd = self._fd
+        return _conn_write(fd, fd.fdmu, data)  # fd.write(data)
 
     def close(self) -> None:
         """Close it, waking every thread blocked on it with ``NetClosingError``; return once

@@ -92,6 +92,9 @@ from typing_extensions import Self, final
 
 from threadpoll._poll import fd_unix
 from threadpoll._poll.fd_unix import FD, CallLimit
+from threadpoll._poll.fd_unix import try_recv as _try_recv
+from threadpoll._poll.fd_unix import try_recv_into as _try_recv_into
+from threadpoll._poll.fd_unix import try_send as _try_send
 from threadpoll._poll.finalizer import finalizer as _finalizer
 from threadpoll.errors import ClosingError, with_written
 
@@ -643,41 +646,62 @@ class socket(_StdSocket):
             if not flags:
                 d = self._desc
                 if d.direct:
-                    return d.fd.recv(bufsize, 0, _NO_LIMIT)
+                    fd = d.fd
+                    # A first try straight into C (a call that finds data never waits, so it
+                    # needs no call gate), else the gated call, which waits.
+                    data = _try_recv(fd, fd.fdmu, bufsize)
+                    if data is not None:
+                        return data
+                    return fd.recv(bufsize, 0, _NO_LIMIT)
             elif self._waits_for_all(flags):
-                parts: list[bytes] = []
-
-                def attempt(pos: int, fl: int) -> tuple[int, bool]:
-                    data = _CSocket.recv(self, bufsize - pos if pos else bufsize, fl)
-                    parts.append(data)
-                    return len(data), False
-
-                self._recv_all(bufsize, flags, attempt)
-                return parts[0] if len(parts) == 1 else b"".join(parts)
+                return self._recv_waitall(bufsize, flags)
         return self._io(_CSocket.recv, "r", flags, (bufsize, flags), 1)
+
+    def _recv_waitall(self, bufsize: int, flags: int) -> bytes:
+        """recv with MSG_WAITALL, blocking (see _recv_all). A method of its own: the closure
+        would make recv build cells for its arguments on every call, the fast one too."""
+        parts: list[bytes] = []
+
+        def attempt(pos: int, fl: int) -> tuple[int, bool]:
+            data = _CSocket.recv(self, bufsize - pos if pos else bufsize, fl)
+            parts.append(data)
+            return len(data), False
+
+        self._recv_all(bufsize, flags, attempt)
+        return parts[0] if len(parts) == 1 else b"".join(parts)
 
     def recv_into(self, buffer: Any, nbytes: int = 0, flags: int = 0) -> int:
         if self._timeout is None:
             if not flags:
                 d = self._desc
                 if d.direct:
-                    return d.fd.recv_into(buffer, nbytes, 0, _NO_LIMIT)
+                    fd = d.fd
+                    n = _try_recv_into(fd, fd.fdmu, buffer, nbytes)  # as recv: a first try
+                    if n is not None:
+                        return n
+                    return fd.recv_into(buffer, nbytes, 0, _NO_LIMIT)
             elif self._waits_for_all(flags):
-                try:
-                    view = _bytes_view(buffer)
-                except TypeError:
-                    pass  # not a buffer: the C call below raises the stdlib's error
-                else:
-                    with view:
-                        want = nbytes if isinstance(nbytes, int) and nbytes > 0 else view.nbytes
-
-                        def attempt(pos: int, fl: int) -> tuple[int, bool]:
-                            if not pos:  # the C call checks the arguments as the stdlib's
-                                return _CSocket.recv_into(self, buffer, nbytes, fl), False
-                            return _CSocket.recv_into(self, view[pos:want], 0, fl), False
-
-                        return self._recv_all(want, flags, attempt)
+                n = self._recv_into_waitall(buffer, nbytes, flags)
+                if n is not None:
+                    return n
         return self._io(_CSocket.recv_into, "r", flags, (buffer, nbytes, flags), 2)
+
+    def _recv_into_waitall(self, buffer: Any, nbytes: int, flags: int) -> int | None:
+        """recv_into with MSG_WAITALL, blocking (see _recv_all); None if buffer is not a
+        buffer (the stdlib's call raises its error). A method of its own, as _recv_waitall."""
+        try:
+            view = _bytes_view(buffer)
+        except TypeError:
+            return None  # not a buffer: the C call raises the stdlib's error
+        with view:
+            want = nbytes if isinstance(nbytes, int) and nbytes > 0 else view.nbytes
+
+            def attempt(pos: int, fl: int) -> tuple[int, bool]:
+                if not pos:  # the C call checks the arguments as the stdlib's
+                    return _CSocket.recv_into(self, buffer, nbytes, fl), False
+                return _CSocket.recv_into(self, view[pos:want], 0, fl), False
+
+            return self._recv_all(want, flags, attempt)
 
     def _waits_for_all(self, flags: object) -> bool:
         """Whether a blocking call with these flags must loop until its buffer is full:
@@ -793,7 +817,10 @@ class socket(_StdSocket):
                 d = self._desc
                 try:
                     if d.direct:
-                        n = d.fd.send(data, 0, _NO_LIMIT)
+                        fd = d.fd
+                        n = _try_send(fd, fd.fdmu, data)  # as recv: a first try, then gated
+                        if n is None:
+                            n = fd.send(data, 0, _NO_LIMIT)
                     else:
                         n = self._io(_CSocket.send, "w", 0, (data, 0), 1)
                 except BaseException as e:

@@ -151,6 +151,11 @@ fdmu_new(PyTypeObject *type, PyObject *Py_UNUSED(args), PyObject *Py_UNUSED(kwds
     mu->csema = Py_None;
     Py_INCREF(Py_None);
     mu->rsema = mu->wsema = NULL; /* made on first use: get_sema */
+    mu->rowner = mu->wowner = 0;
+    mu->fast_pd = NULL; /* set by _set_fast */
+    mu->fast_sysfd = -1;
+    mu->fast_stream = 0;
+    mu->fast = 0;
     return (PyObject *)mu;
 }
 
@@ -161,6 +166,7 @@ fdmu_traverse(FDMutexObject *mu, visitproc visit, void *arg)
     Py_VISIT(mu->wsema);
     Py_VISIT(mu->reentry_check);
     Py_VISIT(mu->csema);
+    Py_VISIT(mu->fast_pd);
     return 0;
 }
 
@@ -171,6 +177,8 @@ fdmu_clear(FDMutexObject *mu)
     Py_CLEAR(mu->wsema);
     Py_CLEAR(mu->reentry_check);
     Py_CLEAR(mu->csema);
+    __atomic_store_n(&mu->fast, 0, __ATOMIC_SEQ_CST);
+    Py_CLEAR(mu->fast_pd);
     return 0;
 }
 
@@ -311,6 +319,12 @@ fdmu_clear_poison(FDMutexObject *mu, PyObject *arg)
             break;
         }
     }
+    if (bits & MUTEX_RLOCK) {
+        __atomic_store_n(&mu->rowner, 0, __ATOMIC_RELAXED); /* a parent thread's */
+    }
+    if (bits & MUTEX_WLOCK) {
+        __atomic_store_n(&mu->wowner, 0, __ATOMIC_RELAXED);
+    }
     __atomic_store_n(&mu->poisoned, 0, __ATOMIC_SEQ_CST);
     Py_RETURN_NONE;
 }
@@ -343,6 +357,19 @@ rwlock_impl(FDMutexObject *mu, int read, int wait, PyObject **semap)
         else {
             if (!wait) {
                 Py_RETURN_FALSE;
+            }
+            if (__atomic_load_n(read ? &mu->rowner : &mu->wowner, __ATOMIC_RELAXED) ==
+                PyThread_get_thread_ident()) {
+                /* This thread holds the lock itself, further down its stack (a signal
+                 * handler on top of its own operation, which may be a call straight into
+                 * C with no frame for the check below to find): it would wait for itself.
+                 * fd_unix.py's _reentered, word for word. */
+                const char *what = read ? "read" : "write";
+                PyErr_Format(PyExc_RuntimeError,
+                             "reentrant call: a %s on this descriptor from a signal handler "
+                             "while its own thread is in a %s on it (it would wait for itself)",
+                             what, what);
+                return NULL;
             }
             PyObject *check = NULL;
             int shared = 0;
@@ -385,6 +412,7 @@ rwlock_impl(FDMutexObject *mu, int read, int wait, PyObject **semap)
         }
         if (cas(&mu->state, old, new)) {
             if ((old & bit) == 0) {
+                tp_fdmutex_set_owner(mu, read);
                 Py_RETURN_TRUE;
             }
             /* An exception out of acquire() (KeyboardInterrupt) leaves our count behind,
@@ -421,6 +449,7 @@ tp_fdmutex_rwunlock(FDMutexObject *mu, int read)
     uint64_t bit = read ? MUTEX_RLOCK : MUTEX_WLOCK;
     uint64_t wbit = read ? MUTEX_RWAIT : MUTEX_WWAIT;
     uint64_t mask = read ? MUTEX_RMASK : MUTEX_WMASK;
+    __atomic_store_n(read ? &mu->rowner : &mu->wowner, 0, __ATOMIC_RELAXED);
     for (;;) {
         uint64_t old = load(&mu->state);
         if ((old & bit) == 0 || (old & MUTEX_REF_MASK) == 0) {
@@ -563,6 +592,53 @@ fdmu_set_lock(FDMutexObject *Py_UNUSED(mu), PyObject *Py_UNUSED(v), void *Py_UNU
     return 0; /* fd_unix.py's fork handling replaces it: nothing to replace */
 }
 
+/* owned_by_me(): whether the calling thread holds the read or the write lock (a signal
+ * handler running on top of its own operation, which may have no Python frame: FD.close
+ * must not wait for it). Go: none */
+static PyObject *
+fdmu_owned_by_me(FDMutexObject *mu, PyObject *Py_UNUSED(ignored))
+{
+    unsigned long me = PyThread_get_thread_ident();
+    return PyBool_FromLong(__atomic_load_n(&mu->rowner, __ATOMIC_RELAXED) == me ||
+                           __atomic_load_n(&mu->wowner, __ATOMIC_RELAXED) == me);
+}
+
+/* _set_fast(pd, sysfd, is_stream) turns the fast path (fd_unix.c conn_*, try_*) on, once,
+ * before the FD is shared; _set_fast(None) turns it off for good. Go: none */
+static PyObject *
+fdmu_set_fast(FDMutexObject *mu, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs == 1 && args[0] == Py_None) {
+        __atomic_store_n(&mu->fast, 0, __ATOMIC_SEQ_CST);
+        Py_RETURN_NONE;
+    }
+    if (nargs != 3 || !tp_is_polldesc(args[0])) {
+        PyErr_SetString(PyExc_TypeError, "_set_fast(pd, sysfd, is_stream) or _set_fast(None)");
+        return NULL;
+    }
+    int sysfd = tp_as_int(args[1]);
+    int stream = PyObject_IsTrue(args[2]);
+    if ((sysfd == -1 && PyErr_Occurred()) || stream < 0) {
+        return NULL;
+    }
+    int set = 0;
+    Py_BEGIN_CRITICAL_SECTION(mu);
+    if (mu->fast_pd == NULL) {
+        Py_INCREF(args[0]);
+        mu->fast_pd = args[0];
+        mu->fast_sysfd = sysfd;
+        mu->fast_stream = stream;
+        set = 1;
+    }
+    Py_END_CRITICAL_SECTION();
+    if (!set) {
+        PyErr_SetString(PyExc_RuntimeError, "FDMutex._set_fast: set already");
+        return NULL;
+    }
+    __atomic_store_n(&mu->fast, 1, __ATOMIC_SEQ_CST); /* publishes the fields above */
+    Py_RETURN_NONE;
+}
+
 static PyObject *
 fdmu_repr(FDMutexObject *mu)
 {
@@ -582,6 +658,8 @@ static PyMethodDef fdmu_methods[] = {
      "Go: internal/poll/fd_mutex.go fdMutex.decref (as FD.Close calls it)"},
     {"take_handoff", (PyCFunction)fdmu_take_handoff, METH_NOARGS, "Go: none"},
     {"clear_poison", (PyCFunction)fdmu_clear_poison, METH_O, "Go: none"},
+    {"owned_by_me", (PyCFunction)fdmu_owned_by_me, METH_NOARGS, "Go: none"},
+    {"_set_fast", (PyCFunction)(void (*)(void))fdmu_set_fast, METH_FASTCALL, "Go: none"},
     {NULL, NULL, 0, NULL},
 };
 

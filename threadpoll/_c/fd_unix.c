@@ -11,6 +11,10 @@
  * errors are the Python path's: the FD's own closing error when the lock cannot be taken,
  * fd_poll_runtime.convert_err's for the poll error codes, OSError from the syscall.
  * Only sockets come here: a regular file is never pollable, and pipes keep fd_unix.py's path.
+ * Conn.read, read_into and write reach the same loops with no Python frame at all
+ * (conn_read, conn_read_into, conn_write: the fdMutex carries the pollDesc and descriptor,
+ * _set_fast), and the drop-in's recv and send make a first try here that never waits
+ * (try_recv, try_recv_into, try_send: a call that would wait takes the FD's call gate first, in Python).
  *
  * DIVERGENCE(go): send(2) and accept(2) release the GIL (the peer a send wakes should not
  * then wait for the GIL; accept4 takes no MSG_DONTWAIT, and a descriptor the drop-in left in
@@ -51,6 +55,7 @@
  * set at module init. */
 static PyObject *ConvertErr;
 static PyObject *str_rwlock, *str_closed_error, *str_destroy, *str_read_shut, *str_written;
+static PyObject *str_read, *str_read_into, *str_write;
 
 /* The first attempt's rwlock: one compare-and-swap, never waits. 1 if taken.
  * Go: internal/poll/fd_mutex.go fdMutex.rwlock (its lock-is-free case) */
@@ -66,8 +71,12 @@ try_rwlock(FDMutexObject *mu, int read)
     if ((new & MUTEX_REF_MASK) == 0) {
         return 0; /* the slow path reports the overflow */
     }
-    return __atomic_compare_exchange_n(&mu->state, &old, new, 0, __ATOMIC_SEQ_CST,
-                                       __ATOMIC_SEQ_CST);
+    if (!__atomic_compare_exchange_n(&mu->state, &old, new, 0, __ATOMIC_SEQ_CST,
+                                     __ATOMIC_SEQ_CST)) {
+        return 0;
+    }
+    tp_fdmutex_set_owner(mu, read);
+    return 1;
 }
 
 /* Raise the FD's own error for a descriptor that cannot be used (closing, or poisoned by a
@@ -281,6 +290,8 @@ parse_call(PyObject *const *args, Py_ssize_t nargs, Py_ssize_t want, const char 
     return c->sysfd == -1 && PyErr_Occurred() ? -1 : 0;
 }
 
+static PyObject *read_call(io_call *cp, Py_ssize_t n, int flags);
+
 /* fd_read(fd, fdmu, pd, sysfd, n, flags): one successful recv(2) of at most n bytes with
  * flags (MSG_DONTWAIT added): the bytes, b"" at EOF, for n == 0, or once the read side is
  * shut down and nothing is left. Go: internal/poll/fd_unix.go FD.Read */
@@ -300,6 +311,15 @@ tp_fd_read(PyObject *Py_UNUSED(m), PyObject *const *args, Py_ssize_t nargs)
         PyErr_SetString(PyExc_ValueError, "negative buffersize in recv");
         return NULL;
     }
+    return read_call(&c, n, flags);
+}
+
+/* fd_read's work once its arguments are checked (n >= 0).
+ * Go: internal/poll/fd_unix.go FD.Read */
+static PyObject *
+read_call(io_call *cp, Py_ssize_t n, int flags)
+{
+    io_call c = *cp;
     if (enter(c.fd, c.mu, c.pd, 1) < 0) {
         return NULL;
     }
@@ -341,6 +361,8 @@ done:
     return res;
 }
 
+static PyObject *read_into_call(io_call *cp, Py_buffer *viewp, Py_ssize_t n, int flags);
+
 /* fd_read_into(fd, fdmu, pd, sysfd, buffer, nbytes, flags): socket.recv_into's arguments
  * (nbytes 0: the whole buffer); one successful recv(2); the byte count (0 at EOF, for an
  * empty request, or once the read side is shut down).
@@ -352,7 +374,12 @@ tp_fd_read_into(PyObject *Py_UNUSED(m), PyObject *const *args, Py_ssize_t nargs)
     if (parse_call(args, nargs, 7, "fd_read_into", &c) < 0) {
         return NULL;
     }
-    Py_ssize_t n = PyLong_AsSsize_t(args[5]);
+    /* nbytes as the socket module's "n" takes it, with its errors (a float is refused, in
+     * words that differ between Python versions). */
+    Py_ssize_t n;
+    if (!PyArg_Parse(args[5], "n", &n)) {
+        return NULL;
+    }
     int flags = tp_as_int(args[6]);
     if ((n == -1 || flags == -1) && PyErr_Occurred()) {
         return NULL;
@@ -363,6 +390,11 @@ tp_fd_read_into(PyObject *Py_UNUSED(m), PyObject *const *args, Py_ssize_t nargs)
     }
     Py_buffer view;
     if (PyObject_GetBuffer(args[4], &view, PyBUF_WRITABLE) < 0) {
+        /* The socket module's error for its "w*" argument, word for word. */
+        PyErr_Clear();
+        PyErr_Format(PyExc_TypeError,
+                     "recv_into() argument 1 must be read-write bytes-like object, not %.50s",
+                     args[4] == Py_None ? "None" : Py_TYPE(args[4])->tp_name);
         return NULL;
     }
     if (n == 0) {
@@ -376,16 +408,25 @@ tp_fd_read_into(PyObject *Py_UNUSED(m), PyObject *const *args, Py_ssize_t nargs)
     if (n > MAX_RW) {
         n = MAX_RW;
     }
+    return read_into_call(&c, &view, n, flags);
+}
+
+/* fd_read_into's work once its arguments are checked (0 <= n <= view->len): releases view.
+ * Go: internal/poll/fd_unix.go FD.Read */
+static PyObject *
+read_into_call(io_call *cp, Py_buffer *viewp, Py_ssize_t n, int flags)
+{
+    io_call c = *cp;
     PyObject *res = NULL;
     if (enter(c.fd, c.mu, c.pd, 1) < 0) {
-        PyBuffer_Release(&view);
+        PyBuffer_Release(viewp);
         return NULL;
     }
     if (n == 0) {
         res = PyLong_FromLong(0);
         goto done;
     }
-    Py_ssize_t r = recv_loop(c.fd, c.pd, c.sysfd, view.buf, n, flags);
+    Py_ssize_t r = recv_loop(c.fd, c.pd, c.sysfd, viewp->buf, n, flags);
     if (r >= 0) {
         res = PyLong_FromSsize_t(r);
     }
@@ -393,7 +434,7 @@ done:
     if (unlock(c.fd, c.mu, 1) < 0) {
         Py_CLEAR(res);
     }
-    PyBuffer_Release(&view);
+    PyBuffer_Release(viewp);
     return res;
 }
 
@@ -477,6 +518,8 @@ raise_eio(const char *msg)
     }
 }
 
+static PyObject *write_call(io_call *cp, Py_buffer *viewp, int is_stream);
+
 /* fd_write(fd, fdmu, pd, sysfd, data, is_stream): all of data, holding the write lock
  * throughout so writers never interleave; returns len(data). A failure part-way raises with
  * ``.written``. Go: internal/poll/fd_unix.go FD.Write */
@@ -495,11 +538,20 @@ tp_fd_write(PyObject *Py_UNUSED(m), PyObject *const *args, Py_ssize_t nargs)
     if (PyObject_GetBuffer(args[4], &view, PyBUF_SIMPLE) < 0) {
         return NULL;
     }
-    Py_ssize_t total = view.len, nn = 0;
+    return write_call(&c, &view, is_stream);
+}
+
+/* fd_write's work once its arguments are checked: releases view.
+ * Go: internal/poll/fd_unix.go FD.Write */
+static PyObject *
+write_call(io_call *cp, Py_buffer *viewp, int is_stream)
+{
+    io_call c = *cp;
+    Py_ssize_t total = viewp->len, nn = 0;
     PyObject *res = NULL;
     if (enter(c.fd, c.mu, c.pd, 0) < 0) {
         set_written(0);
-        PyBuffer_Release(&view);
+        PyBuffer_Release(viewp);
         return NULL;
     }
     for (;;) {
@@ -508,7 +560,7 @@ tp_fd_write(PyObject *Py_UNUSED(m), PyObject *const *args, Py_ssize_t nargs)
             end = nn + MAX_RW;
         }
         int e = 0;
-        ssize_t r = send_nogil(c.sysfd, (const char *)view.buf + nn, (size_t)(end - nn),
+        ssize_t r = send_nogil(c.sysfd, (const char *)viewp->buf + nn, (size_t)(end - nn),
                                MSG_NOSIGNAL, &e);
         if (r > end - nn) {
             char msg[96];
@@ -546,7 +598,7 @@ tp_fd_write(PyObject *Py_UNUSED(m), PyObject *const *args, Py_ssize_t nargs)
             set_written(nn);
         }
     }
-    PyBuffer_Release(&view);
+    PyBuffer_Release(viewp);
     return res;
 }
 
@@ -672,6 +724,316 @@ tp_fd_accept(PyObject *Py_UNUSED(m), PyObject *const *args, Py_ssize_t nargs)
     return res;
 }
 
+/* --- The fast path of Conn and the drop-in socket: straight from their methods ------- */
+
+/* Whether the fast path applies to fdmu (the C core's fdMutex of a pollable socket in
+ * non-blocking mode, _set_fast): 1 with c filled in, else 0 (the caller takes the FD's own
+ * method, which decides everything again). Go: none */
+static int
+fast_call(PyObject *fd, PyObject *fdmu, io_call *c)
+{
+    if (!Py_IS_TYPE(fdmu, &tp_FDMutexType)) {
+        return 0;
+    }
+    FDMutexObject *mu = (FDMutexObject *)fdmu;
+    if (!__atomic_load_n(&mu->fast, __ATOMIC_ACQUIRE) || tp_load_static(&ConvertErr) == NULL) {
+        return 0;
+    }
+    c->fd = fd;
+    c->mu = mu;
+    c->pd = (PollDescObject *)mu->fast_pd; /* constant once fast is set */
+    c->sysfd = mu->fast_sysfd;
+    return 1;
+}
+
+/* A byte count n for a fast read: 0 < n <= MAX_RW from an exact int, else 0 (the FD's own
+ * method checks it and reads 0 bytes, truncates or raises as it does). Go: none */
+static Py_ssize_t
+fast_size(PyObject *o)
+{
+    if (!PyLong_CheckExact(o)) {
+        return 0;
+    }
+    Py_ssize_t n = PyLong_AsSsize_t(o);
+    if (n == -1 && PyErr_Occurred()) {
+        PyErr_Clear();
+        return 0;
+    }
+    return n > 0 && n <= MAX_RW ? n : 0;
+}
+
+/* The buffer of o for a fast call, if o is a bytes, bytearray or one-dimensional byte
+ * memoryview (writable ones only if writable): 1 with view held, else 0 (the FD's own
+ * method converts o and raises its own errors). Go: none */
+static int
+fast_buffer(PyObject *o, Py_buffer *view, int writable)
+{
+    if (PyMemoryView_Check(o)) {
+        Py_buffer *b = PyMemoryView_GET_BUFFER(o);
+        if (b->ndim != 1 || (b->format != NULL && strcmp(b->format, "B") != 0) ||
+            (b->strides != NULL && b->strides[0] != 1) || (writable && b->readonly)) {
+            return 0;
+        }
+    }
+    else if (!PyByteArray_CheckExact(o) && (writable || !PyBytes_CheckExact(o))) {
+        return 0;
+    }
+    if (PyObject_GetBuffer(o, view, writable ? PyBUF_WRITABLE : PyBUF_SIMPLE) < 0) {
+        PyErr_Clear(); /* a released memoryview, say: the FD's method raises */
+        return 0;
+    }
+    if (view->len == 0) {
+        PyBuffer_Release(view); /* an empty call: the FD's method (it still takes the lock) */
+        return 0;
+    }
+    return 1;
+}
+
+/* Check a fast entry's argument count (3). 0 or -1. Go: none */
+static int
+fast_args(Py_ssize_t nargs, const char *name)
+{
+    if (nargs != 3) {
+        PyErr_Format(PyExc_TypeError, "%s takes 3 arguments", name);
+        return -1;
+    }
+    return 0;
+}
+
+/* conn_read(fd, fdmu, n): fd.read(n), without its Python frames where the fast path applies:
+ * Go's whole read loop here (read_call), parking included; the FD's own read otherwise.
+ * Go: internal/poll/fd_unix.go FD.Read */
+PyObject *
+tp_conn_read(PyObject *Py_UNUSED(m), PyObject *const *args, Py_ssize_t nargs)
+{
+    io_call c;
+    if (fast_args(nargs, "conn_read") < 0) {
+        return NULL;
+    }
+    Py_ssize_t n;
+    if (fast_call(args[0], args[1], &c) && (n = fast_size(args[2])) > 0) {
+        return read_call(&c, n, 0);
+    }
+    return PyObject_CallMethodOneArg(args[0], str_read, args[2]);
+}
+
+/* conn_read_into(fd, fdmu, buf): fd.read_into(buf), as conn_read does fd.read.
+ * Go: internal/poll/fd_unix.go FD.Read */
+PyObject *
+tp_conn_read_into(PyObject *Py_UNUSED(m), PyObject *const *args, Py_ssize_t nargs)
+{
+    io_call c;
+    if (fast_args(nargs, "conn_read_into") < 0) {
+        return NULL;
+    }
+    Py_buffer view;
+    if (fast_call(args[0], args[1], &c) && fast_buffer(args[2], &view, 1)) {
+        return read_into_call(&c, &view, view.len > MAX_RW ? MAX_RW : view.len, 0);
+    }
+    return PyObject_CallMethodOneArg(args[0], str_read_into, args[2]);
+}
+
+/* conn_write(fd, fdmu, data): fd.write(data), as conn_read does fd.read: Go's whole write
+ * loop here (write_call), holding the write lock throughout.
+ * Go: internal/poll/fd_unix.go FD.Write */
+PyObject *
+tp_conn_write(PyObject *Py_UNUSED(m), PyObject *const *args, Py_ssize_t nargs)
+{
+    io_call c;
+    if (fast_args(nargs, "conn_write") < 0) {
+        return NULL;
+    }
+    Py_buffer view;
+    if (fast_call(args[0], args[1], &c) && fast_buffer(args[2], &view, 0)) {
+        return write_call(&c, &view, c.mu->fast_stream);
+    }
+    return PyObject_CallMethodOneArg(args[0], str_write, args[2]);
+}
+
+/* The first attempt of a drop-in call that must not wait here (a blocking call waits for
+ * the FD's call gate first: FD._gated): the lock by one compare-and-swap, prepare, and the
+ * caller's one syscall. 1 with the lock held, 0 if the attempt cannot be made (the caller
+ * takes the gated path, which decides everything again). Go: none */
+static int
+try_enter(io_call *c, int read)
+{
+    if (!try_rwlock(c->mu, read)) {
+        return 0;
+    }
+    if (tp_poll_reset(c->pd, read ? MODE_R : MODE_W) != POLL_NO_ERROR) {
+        /* closing, a deadline passed, not pollable: the gated path raises it. The lock is
+         * dropped first, so no error is made (Python run) while holding it. */
+        return unlock(c->fd, c->mu, read) < 0 ? -1 : 0;
+    }
+    return 1;
+}
+
+/* After a fast attempt's syscall failed with errno e: -1 with OSError set, or 0 to give up
+ * quietly (EAGAIN: the gated path waits; EINTR: it runs the signal handlers and retries).
+ * Either way the lock is dropped. Go: none */
+static int
+try_failed(io_call *c, int read, int e)
+{
+    int quiet = e == EAGAIN || e == EWOULDBLOCK || e == EINTR;
+    if (!quiet) {
+        errno = e;
+        PyErr_SetFromErrno(PyExc_OSError);
+    }
+    int u = unlock(c->fd, c->mu, read);
+    return quiet && u == 0 ? 0 : -1;
+}
+
+/* try_recv(fd, fdmu, n): the drop-in's blocking recv(n) when it finds data at once: the
+ * bytes (b"" at EOF), or None when it would wait (or the fast path does not apply): the
+ * caller then makes the gated call. Go: internal/poll/fd_unix.go FD.Read (its first try) */
+PyObject *
+tp_try_recv(PyObject *Py_UNUSED(m), PyObject *const *args, Py_ssize_t nargs)
+{
+    io_call c;
+    if (fast_args(nargs, "try_recv") < 0) {
+        return NULL;
+    }
+    Py_ssize_t n;
+    if (!fast_call(args[0], args[1], &c) || (n = fast_size(args[2])) == 0) {
+        Py_RETURN_NONE;
+    }
+    int in = try_enter(&c, 1);
+    if (in <= 0) {
+        if (in < 0) {
+            return NULL;
+        }
+        Py_RETURN_NONE;
+    }
+    PyObject *big = NULL;
+    char stack[STACK_READ];
+    char *buf = stack;
+    if (n > STACK_READ) {
+        big = PyBytes_FromStringAndSize(NULL, n);
+        if (big == NULL) {
+            unlock(c.fd, c.mu, 1);
+            return NULL;
+        }
+        buf = PyBytes_AS_STRING(big);
+    }
+    ssize_t r = recv(c.sysfd, buf, (size_t)n, MSG_DONTWAIT);
+    if (r < 0) {
+        int e = errno;
+        Py_XDECREF(big);
+        if (try_failed(&c, 1, e) < 0) {
+            return NULL;
+        }
+        Py_RETURN_NONE;
+    }
+    PyObject *res;
+    if (big == NULL) {
+        res = PyBytes_FromStringAndSize(buf, r);
+    }
+    else if (r == n || _PyBytes_Resize(&big, r) == 0) {
+        res = big; /* on failure _PyBytes_Resize has freed big */
+    }
+    else {
+        res = NULL;
+    }
+    if (unlock(c.fd, c.mu, 1) < 0) {
+        Py_CLEAR(res);
+    }
+    return res;
+}
+
+/* try_recv_into(fd, fdmu, buffer, nbytes): the drop-in's blocking recv_into(buffer, nbytes)
+ * when it finds data at once: the byte count (0 at EOF), or None when it would wait (or the
+ * fast path does not apply, or an argument is one the gated call must check and refuse).
+ * Go: internal/poll/fd_unix.go FD.Read (its first try) */
+PyObject *
+tp_try_recv_into(PyObject *Py_UNUSED(m), PyObject *const *args, Py_ssize_t nargs)
+{
+    io_call c;
+    if (nargs != 4) {
+        PyErr_SetString(PyExc_TypeError, "try_recv_into takes 4 arguments");
+        return NULL;
+    }
+    Py_buffer view;
+    if (!fast_call(args[0], args[1], &c) || !PyLong_CheckExact(args[3]) ||
+        !fast_buffer(args[2], &view, 1)) {
+        Py_RETURN_NONE;
+    }
+    Py_ssize_t n = PyLong_AsSsize_t(args[3]);
+    if (n == -1 && PyErr_Occurred()) {
+        PyErr_Clear();
+        n = -1;
+    }
+    if (n == 0) {
+        n = view.len;
+    }
+    if (n < 0 || n > view.len) {
+        PyBuffer_Release(&view); /* the gated call raises the stdlib's error */
+        Py_RETURN_NONE;
+    }
+    if (n > MAX_RW) {
+        n = MAX_RW;
+    }
+    int in = try_enter(&c, 1);
+    if (in <= 0) {
+        PyBuffer_Release(&view);
+        if (in < 0) {
+            return NULL;
+        }
+        Py_RETURN_NONE;
+    }
+    ssize_t r = recv(c.sysfd, view.buf, (size_t)n, MSG_DONTWAIT);
+    int e = errno;
+    PyBuffer_Release(&view);
+    if (r < 0) {
+        if (try_failed(&c, 1, e) < 0) {
+            return NULL;
+        }
+        Py_RETURN_NONE;
+    }
+    PyObject *res = PyLong_FromSsize_t(r);
+    if (unlock(c.fd, c.mu, 1) < 0) {
+        Py_CLEAR(res);
+    }
+    return res;
+}
+
+/* try_send(fd, fdmu, data): the drop-in's blocking send(data) when the kernel takes some at
+ * once: the byte count, or None when it would wait (or the fast path does not apply).
+ * Go: internal/poll/fd_unix.go FD.Write (its first try) */
+PyObject *
+tp_try_send(PyObject *Py_UNUSED(m), PyObject *const *args, Py_ssize_t nargs)
+{
+    io_call c;
+    if (fast_args(nargs, "try_send") < 0) {
+        return NULL;
+    }
+    Py_buffer view;
+    if (!fast_call(args[0], args[1], &c) || !fast_buffer(args[2], &view, 0)) {
+        Py_RETURN_NONE;
+    }
+    int in = try_enter(&c, 0);
+    if (in <= 0) {
+        PyBuffer_Release(&view);
+        if (in < 0) {
+            return NULL;
+        }
+        Py_RETURN_NONE;
+    }
+    int e;
+    ssize_t r = send_nogil(c.sysfd, view.buf, (size_t)view.len, 0, &e);
+    PyBuffer_Release(&view);
+    if (r < 0) {
+        if (try_failed(&c, 0, e) < 0) {
+            return NULL;
+        }
+        Py_RETURN_NONE;
+    }
+    PyObject *res = PyLong_FromSsize_t(r);
+    if (unlock(c.fd, c.mu, 0) < 0) {
+        Py_CLEAR(res);
+    }
+    return res;
+}
+
 /* _init_io(convert_err): fd_poll_runtime.convert_err, which turns poll error codes into the
  * public exceptions; set once (tp_set_static). Go: none */
 PyObject *
@@ -697,8 +1059,12 @@ tp_fd_init_module(PyObject *m)
     str_destroy = PyUnicode_InternFromString("_destroy");
     str_read_shut = PyUnicode_InternFromString("read_shut");
     str_written = PyUnicode_InternFromString("written");
+    str_read = PyUnicode_InternFromString("read");
+    str_read_into = PyUnicode_InternFromString("read_into");
+    str_write = PyUnicode_InternFromString("write");
     if (str_rwlock == NULL || str_closed_error == NULL || str_destroy == NULL ||
-        str_read_shut == NULL || str_written == NULL) {
+        str_read_shut == NULL || str_written == NULL || str_read == NULL ||
+        str_read_into == NULL || str_write == NULL) {
         return -1;
     }
     Py_INCREF(&tp_FDMutexType);

@@ -1534,6 +1534,12 @@ PyObject *tp_fd_read_into(PyObject *m, PyObject *const *args, Py_ssize_t nargs);
 PyObject *tp_fd_send(PyObject *m, PyObject *const *args, Py_ssize_t nargs);
 PyObject *tp_fd_write(PyObject *m, PyObject *const *args, Py_ssize_t nargs);
 PyObject *tp_fd_accept(PyObject *m, PyObject *const *args, Py_ssize_t nargs);
+PyObject *tp_conn_read(PyObject *m, PyObject *const *args, Py_ssize_t nargs);
+PyObject *tp_conn_read_into(PyObject *m, PyObject *const *args, Py_ssize_t nargs);
+PyObject *tp_conn_write(PyObject *m, PyObject *const *args, Py_ssize_t nargs);
+PyObject *tp_try_recv(PyObject *m, PyObject *const *args, Py_ssize_t nargs);
+PyObject *tp_try_recv_into(PyObject *m, PyObject *const *args, Py_ssize_t nargs);
+PyObject *tp_try_send(PyObject *m, PyObject *const *args, Py_ssize_t nargs);
 PyObject *tp_mod_init_io(PyObject *m, PyObject *arg);
 PyObject *tp_mod_init_reentry(PyObject *m, PyObject *arg);
 
@@ -1555,6 +1561,18 @@ static PyMethodDef mod_methods[] = {
      "Go: internal/poll/fd_unix.go FD.Write"},
     {"fd_accept", (PyCFunction)(void (*)(void))tp_fd_accept, METH_FASTCALL,
      "Go: internal/poll/fd_unix.go FD.Accept"},
+    {"conn_read", (PyCFunction)(void (*)(void))tp_conn_read, METH_FASTCALL,
+     "fd.read(n) straight from Conn.read. Go: internal/poll/fd_unix.go FD.Read"},
+    {"conn_read_into", (PyCFunction)(void (*)(void))tp_conn_read_into, METH_FASTCALL,
+     "fd.read_into(buf) straight from Conn.read_into. Go: internal/poll/fd_unix.go FD.Read"},
+    {"conn_write", (PyCFunction)(void (*)(void))tp_conn_write, METH_FASTCALL,
+     "fd.write(data) straight from Conn.write. Go: internal/poll/fd_unix.go FD.Write"},
+    {"try_recv", (PyCFunction)(void (*)(void))tp_try_recv, METH_FASTCALL,
+     "The drop-in recv's first try, or None. Go: internal/poll/fd_unix.go FD.Read"},
+    {"try_recv_into", (PyCFunction)(void (*)(void))tp_try_recv_into, METH_FASTCALL,
+     "The drop-in recv_into's first try, or None. Go: internal/poll/fd_unix.go FD.Read"},
+    {"try_send", (PyCFunction)(void (*)(void))tp_try_send, METH_FASTCALL,
+     "The drop-in send's first try, or None. Go: internal/poll/fd_unix.go FD.Write"},
     {NULL, NULL, 0, NULL},
 };
 

@@ -207,6 +207,18 @@ typedef struct {
     PyObject *wsema;   /* the same for write waiters */
     PyObject *reentry_check; /* None or fd_unix's callable(read), run before a wait */
     PyObject *csema;   /* None or the FD's close semaphore (see MUTEX_CLOSER_WAITS) */
+    /* The thread (PyThread_get_thread_ident) holding the read / write lock, 0 for none:
+     * atomic, stored by the holder right after it takes the lock and cleared before it
+     * releases it, so only a thread that holds the lock ever finds its own ident there. The
+     * reentry test of a thread about to wait for the lock, and FD.close's, read it. */
+    unsigned long rowner, wowner;
+    /* The fast path of Conn and the drop-in (fd_unix.c conn_*, try_*): the FD's pollDesc
+     * and descriptor, written once by _set_fast before the FD is shared (a reference kept
+     * until dealloc); ``fast`` (atomic) says whether they apply now: set with them, cleared
+     * for good when the FD stops being a pollable socket in non-blocking mode. */
+    PyObject *fast_pd;
+    int fast_sysfd, fast_stream;
+    int fast;
 } FDMutexObject;
 
 #define MUTEX_CLOSED (1ull << 0)
@@ -226,5 +238,13 @@ typedef struct {
 
 extern PyTypeObject tp_FDMutexType;
 int tp_fdmutex_rwunlock(FDMutexObject *mu, int read); /* 1: destroy, 0, -1 error */
+
+/* Record the calling thread as the holder of mu's read (write) lock, just taken. Go: none */
+static inline void
+tp_fdmutex_set_owner(FDMutexObject *mu, int read)
+{
+    __atomic_store_n(read ? &mu->rowner : &mu->wowner, PyThread_get_thread_ident(),
+                     __ATOMIC_RELAXED);
+}
 
 #endif

@@ -120,6 +120,45 @@ _cfd_write: Any = _cpoll.fd_write if _cpoll is not None else None
 _cfd_accept: Any = _cpoll.fd_accept if _cpoll is not None else None
 if _cpoll is not None:
     _cpoll._init_io(convert_err)
+
+
+def _conn_read_py(fd: FD, fdmu: Any, n: int) -> bytes:
+    """Go: internal/poll/fd_unix.go FD.Read"""
+    return fd.read(n)
+
+
+def _conn_read_into_py(fd: FD, fdmu: Any, buf: Buffer) -> int:
+    """Go: internal/poll/fd_unix.go FD.Read"""
+    return fd.read_into(buf)
+
+
+def _conn_write_py(fd: FD, fdmu: Any, data: Buffer) -> int:
+    """Go: internal/poll/fd_unix.go FD.Write"""
+    return fd.write(data)
+
+
+def _try_none(fd: FD, fdmu: Any, *args: Any) -> None:
+    """Go: none"""
+    return None
+
+
+# conn_read(fd, fd.fdmu, n) is fd.read(n), conn_read_into and conn_write likewise; on the C
+# core's pollable sockets the C function runs Go's loop itself, with no Python frame between
+# the caller (Conn.read) and the syscall. try_recv(fd, fd.fdmu, n), try_recv_into(fd,
+# fd.fdmu, buffer, nbytes) and try_send(fd, fd.fdmu, data) are the drop-in's first tries,
+# which never wait: the result, or None when the caller must make its gated call
+# (threadpoll/_c/fd_unix.c). A call straight into C has no FD frame for _check_reentry and
+# _inside_me to find: the C fdMutex records the thread holding each lock (owned_by_me).
+conn_read: Callable[[FD, Any, int], bytes] = _cpoll.conn_read if _cpoll else _conn_read_py
+conn_read_into: Callable[[FD, Any, Buffer], int] = (
+    _cpoll.conn_read_into if _cpoll else _conn_read_into_py
+)
+conn_write: Callable[[FD, Any, Buffer], int] = _cpoll.conn_write if _cpoll else _conn_write_py
+try_recv: Callable[[FD, Any, int], bytes | None] = _cpoll.try_recv if _cpoll else _try_none
+try_recv_into: Callable[[FD, Any, Buffer, int], int | None] = (
+    _cpoll.try_recv_into if _cpoll else _try_none
+)
+try_send: Callable[[FD, Any, Buffer], int | None] = _cpoll.try_send if _cpoll else _try_none
 # The families whose addresses fd_accept builds itself (the rest take the Python path).
 _CACCEPT_FAMILIES = frozenset(
     getattr(socket, f) for f in ("AF_INET", "AF_INET6", "AF_UNIX") if hasattr(socket, f)
@@ -379,6 +418,8 @@ class FD:
                     pd = self.pd.runtime_ctx
                     if pd is not None:
                         pd.kind = self.kind
+                        if self._cfast:  # Conn's and the drop-in's calls straight into C
+                            self._cmu()._set_fast(pd, sysfd, is_stream)
                 elif was_blocking and not keep_mode:
                     os.set_blocking(sysfd, True)  # the backend refused it: restore the mode
             if self._sock is not None and not keep_mode:
@@ -540,6 +581,8 @@ class FD:
         Go: internal/poll/fd_unix.go FD.destroy
         """
         fd = self.sysfd
+        if self._cfd:
+            self._cmu()._set_fast(None)  # (the closed fdMutex already refuses every call)
         with _live_lock:
             if _owners.get(fd) is self:
                 del _owners[fd]
@@ -687,6 +730,8 @@ class FD:
 
         Go: none (a goroutine cannot be interrupted by a handler)
         """
+        if self._cfd and self._cmu().owned_by_me():
+            return True  # holding the read or write lock: a call straight into C, perhaps
         f: FrameType | None = sys._getframe(2)  # close's caller: never close itself
         while f is not None:
             if f.f_code.co_filename.startswith(_PACKAGE_DIR):
@@ -1441,6 +1486,8 @@ class FD:
         self.incref()
         try:
             with self._block_lock or self._made("_block_lock"):
+                if self._cfd:
+                    self._cmu()._set_fast(None)  # FD.read and the rest decide from now on
                 self.is_blocking = True
                 os.set_blocking(self.sysfd, True)
         finally:
