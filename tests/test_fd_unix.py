@@ -18,7 +18,6 @@ from __future__ import annotations
 import array
 import errno
 import gc
-import inspect
 import math
 import os
 import signal
@@ -33,7 +32,7 @@ from decimal import Decimal
 from typing import Any, Callable
 
 import pytest
-from support import Runner, blocked_on_call_gate, pd_of, wait_parked, wait_until
+from support import Runner, blocked_on_call_gate, pd_of, thread_on_line, wait_parked, wait_until
 
 from threadpoll._poll import fd_unix
 from threadpoll._poll.fd_mutex import (
@@ -1723,16 +1722,6 @@ def test_first_use_from_two_threads_makes_one_lock(
     a, _ = unix_pair(fds)
     made: list[Any] = []
     second: list[Runner] = []
-    lines, first = inspect.getsourcelines(FD._made)
-    with_line = next(first + i for i, ln in enumerate(lines) if "with _live_lock:" in ln)
-
-    def waiting_in_made(r: Runner) -> bool:
-        frame = sys._current_frames().get(r.thread.ident or 0)
-        return (
-            frame is not None
-            and frame.f_code is FD._made.__code__
-            and (frame.f_lineno == with_line)
-        )
 
     class SlowThreading:
         """fd_unix's view of threading: its first RLock() lets a second thread in first."""
@@ -1745,7 +1734,10 @@ def test_first_use_from_two_threads_makes_one_lock(
             made.append(lock)
             if len(made) == 1:
                 second.append(Runner(lambda: a._made("_rgate"), name="second"))
-                wait_until(lambda: waiting_in_made(second[0]), what="second thread in _made")
+                wait_until(
+                    lambda: thread_on_line(second[0].thread.ident, FD._made, "with _live_lock:"),
+                    what="second thread in _made",
+                )
             return lock
 
     monkeypatch.setattr(fd_unix, "threading", SlowThreading())
@@ -1763,19 +1755,11 @@ def test_closing_fd_whose_number_a_new_fd_took_stays_live_until_destroyed(
     pr, pw = os.pipe()
     fds.own(pw)
     old = FD(pr, net="file", pollable=False)
-    lines, first = inspect.getsourcelines(FD._read_slow)
-    read_line = next(first + i for i, ln in enumerate(lines) if "return os.read(" in ln)
-
-    def in_read(r: Runner) -> bool:
-        frame = sys._current_frames().get(r.thread.ident or 0)
-        return (
-            frame is not None
-            and frame.f_code is FD._read_slow.__code__
-            and (frame.f_lineno == read_line)
-        )
-
     reader = Runner(lambda: old.read(1), name="reader")
-    wait_until(lambda: in_read(reader), what="the reader past its checks, in read(2)")
+    wait_until(
+        lambda: thread_on_line(reader.thread.ident, FD._read_slow, "return os.read("),
+        what="the reader past its checks, in read(2)",
+    )
     old.close()  # blocking mode: returns at once; the reader's reference keeps pr open
     new = FD(pr, net="file", pollable=False)
     assert old in fd_unix._live_fds_all() and new in fd_unix._live_fds_all()
