@@ -177,14 +177,26 @@ def _unexpected_eof() -> OSError:
 # and close semaphore (FD._made). Re-entrant: a signal handler may make an FD meanwhile.
 _live_lock = threading.RLock()
 
+# The FDs' short locks, shared by stripe: an FD's is _short_locks[id(fd) >> 4 & _SHORT_MASK]
+# (FD._short_lock). It guards is_blocking against set_blocking, and the deadlines (_rd, _wd)
+# and call limits (_rcall, _wcall) with the pollDesc deadline made from them. Held only for a
+# few lines that make no syscall that can block and wait for nothing, and never while taking
+# another: sharing one between FDs costs no per-FD lock (memory per descriptor, issue 12) and
+# cannot deadlock. Re-entrant: a signal handler on the holding thread may set a deadline or
+# close a descriptor (its own or another of the stripe) meanwhile.
+_SHORT_MASK = 63
+_short_locks = [threading.RLock() for _ in range(_SHORT_MASK + 1)]
+
 
 def _after_fork_in_child() -> None:
-    """Fresh registry lock, and every live FD made usable or poisoned (FD._after_fork_in_child).
+    """Fresh registry and short locks, and every live FD made usable or poisoned
+    (FD._after_fork_in_child).
 
     Go: none
     """
     global _live_lock
     _live_lock = threading.RLock()
+    _short_locks[:] = [threading.RLock() for _ in range(_SHORT_MASK + 1)]
     for fd in _live_fds_all():
         fd._after_fork_in_child()
 
@@ -298,13 +310,11 @@ class FD:
         "kind",
         "_sock",
         "_was_blocking",
-        "_block_lock",
         "_detaching",
         "_ghost_refs",
         "init_errno",
         "_cfd",
         "_cfast",
-        "_dl_lock",
         "_rd",
         "_wd",
         "_rcall",
@@ -376,19 +386,17 @@ class FD:
         self.net = net
         self.kind: str = kind or net
         self._was_blocking = was_blocking
-        # The four locks below are made on first use (_made), not here: a descriptor that
-        # never sets a deadline or meets a timed call carries none of them until its close.
-        # Guards is_blocking against set_blocking; re-entrant, as a signal handler's close may
-        # run while its thread is inside set_blocking (re-entry only reads the flag).
-        self._block_lock: threading.RLock | None = None
-        # The deadlines the user set (_rd, _wd) and the limits of the calls waiting now with
-        # one of their own (_rcall, _wcall: see _wait); the pollDesc has the earlier of each
-        # pair. Re-entrant: a signal handler may set a deadline while its thread is inside.
-        self._dl_lock: threading.RLock | None = None
-        self._rd = NO_DEADLINE  # guarded by _dl_lock
-        self._wd = NO_DEADLINE  # guarded by _dl_lock
-        self._rcall: float | None = None  # guarded by _dl_lock
-        self._wcall: float | None = None  # guarded by _dl_lock
+        # is_blocking, and the deadlines the user set (_rd, _wd) and the limits of the calls
+        # waiting now with one of their own (_rcall, _wcall: see _wait), are guarded by the
+        # FD's short lock (_short_lock: shared by stripe, none per FD); the pollDesc has the
+        # earlier of each pair. A signal handler's close or deadline may run while its thread
+        # is inside (the lock is re-entrant; re-entry only reads is_blocking).
+        self._rd = NO_DEADLINE  # guarded by _short_lock()
+        self._wd = NO_DEADLINE  # guarded by _short_lock()
+        self._rcall: float | None = None  # guarded by _short_lock()
+        self._wcall: float | None = None  # guarded by _short_lock()
+        # The two locks below are made on first use (_made), not here: a descriptor that
+        # never meets a timed call carries neither.
         # The call gates, one per direction, taken by calls that bring a CallLimit (see
         # _gated). RLocks only for _is_owned(), which C sets as the lock is acquired: the
         # re-entry test has no window where a signal handler on the holding thread finds no
@@ -530,12 +538,19 @@ class FD:
             self.csema = Sema()
             if self._cfd:
                 self._cmu().csema = self.csema
-        # Fresh locks: made again on first use.
-        self._block_lock = self._dl_lock = self._rgate = self._wgate = None
+        # Fresh gates: made again on first use (the short locks are fresh already).
+        self._rgate = self._wgate = None
+
+    def _short_lock(self) -> threading.RLock:
+        """This FD's short lock: the stripe of _short_locks its id falls in.
+
+        Go: none (Go's FD guards its deadlines with the pollDesc's lock)
+        """
+        return _short_locks[id(self) >> 4 & _SHORT_MASK]
 
     def _made(self, slot: str) -> threading.RLock:
-        """The lock in ``slot`` (_block_lock, _dl_lock, _rgate, _wgate), made now if this is
-        its first use. Callers read the slot first and come here only when it is None.
+        """The call gate in ``slot`` (_rgate, _wgate), made now if this is its first use.
+        Callers read the slot first and come here only when it is None.
 
         Race-free without the GIL: the lock is made and stored under _live_lock, after a
         second look at the slot, so two threads' first uses agree on one lock; a reader that
@@ -643,7 +658,7 @@ class FD:
             # reader returns its closing error at once. The wake-up comes after everything
             # else, so the woken find the GIL free sooner (released here on csema).
             pd = self.pd.runtime_ctx  # read now: _destroy clears it
-            with self._block_lock or self._made("_block_lock"):
+            with self._short_lock():
                 blocking = self.is_blocking
             if not blocking and refs_of(load_state(self.fdmu)) > 1 and self._inside_me():
                 # A signal handler on a thread inside an operation on this FD: that one
@@ -687,7 +702,7 @@ class FD:
         destroyed = self.fdmu.decref()
         if destroyed:
             err = self._destroy()
-        with self._block_lock or self._made("_block_lock"):
+        with self._short_lock():
             blocking = self.is_blocking
         if not blocking and not destroyed and self._inside_me():
             # A signal handler on a thread that is itself inside an operation on this FD:
@@ -792,7 +807,7 @@ class FD:
         if not self.fdmu.incref_and_close():
             raise self._closed_error()
         fd = self.sysfd
-        with self._block_lock or self._made("_block_lock"):
+        with self._short_lock():
             self._detaching = True
             blocking = self.is_blocking
         self.pd.evict()
@@ -1421,7 +1436,7 @@ class FD:
 
         Go: none (Go's net sets a deadline with SetWriteDeadline and clears it after)
         """
-        with self._dl_lock or self._made("_dl_lock"):
+        with self._short_lock():
             if mode == "r":
                 self._rcall = until
                 user = self._rd
@@ -1485,7 +1500,7 @@ class FD:
         """
         self.incref()
         try:
-            with self._block_lock or self._made("_block_lock"):
+            with self._short_lock():
                 if self._cfd:
                     self._cmu()._set_fast(None)  # FD.read and the rest decide from now on
                 self.is_blocking = True
@@ -1571,7 +1586,7 @@ class FD:
         try:
             if not self.pd.pollable():
                 raise NoDeadlineError()
-            with self._dl_lock or self._made("_dl_lock"):
+            with self._short_lock():
                 if "r" in mode:
                     self._rd = d
                 if "w" in mode:
