@@ -27,6 +27,7 @@ import struct
 import sys
 import threading
 import time
+import weakref
 from collections.abc import Iterator
 from dataclasses import dataclass
 from decimal import Decimal
@@ -1784,3 +1785,40 @@ def test_closing_fd_whose_number_a_new_fd_took_stays_live_until_destroyed(
     os.write(pw, b"x")
     assert reader.join() == b"x"  # the last reference: the old FD is destroyed (pr closed)
     assert old.sysfd == -1 and old not in fd_unix._live_fds_all()
+
+
+def test_registry_holds_an_fd_until_destroyed_and_a_front_socket_weakly(
+    rt: Runtime, fds: Closer
+) -> None:
+    """The registry of live FDs holds each FD itself (no weak reference per descriptor): one
+    dropped unclosed stays live, open and its descriptor's owner until closed, as Go's FD
+    (fronts close theirs from their finalizers). An FD made on a socket object of a class of
+    its own (the drop-in's: its front) is held weakly, so that the front stays collectable
+    (tests/test_socket.py: an unclosed drop-in socket is finalized)."""
+    a, b = socket.socketpair()
+    sysfd = a.detach()
+    fds.own(b.detach())
+    f = FD(sysfd, net="unix")
+    ref = weakref.ref(f)
+    del f
+    gc.collect()
+    f = ref()
+    assert f is not None and f in fd_unix.live_fds() and fd_unix.owner_of(sysfd) is f
+    os.fstat(sysfd)  # still open
+    f.close()
+    assert f not in fd_unix._live_fds_all() and fd_unix.owner_of(sysfd) is None
+
+    class Front(socket.socket):
+        pass
+
+    c, d = socket.socketpair()
+    fds.own(d.detach())
+    front = Front(fileno=c.detach())
+    g = FD(front.fileno(), net="unix", sock=front)
+    try:
+        entry = fd_unix._owners[front.fileno()]
+        assert isinstance(entry, weakref.ref) and entry() is g
+        assert fd_unix.owner_of(front.fileno()) is g and g in fd_unix.live_fds()
+    finally:
+        g.close()
+    assert g not in fd_unix._live_fds_all()

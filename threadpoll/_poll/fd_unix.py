@@ -206,9 +206,14 @@ if hasattr(os, "register_at_fork"):
 
 
 # OS descriptor number → the FD that owns it: every FD made and not destroyed yet, so it is
-# also the registry of live FDs (one weak entry per descriptor, not two). Guarded by
-# _live_lock.
-_owners: weakref.WeakValueDictionary[int, FD] = weakref.WeakValueDictionary()
+# also the registry of live FDs. Guarded by _live_lock. It holds an FD itself, as Go's
+# runtime holds a registered pollDesc: an FD has no finalizer and lives until destroyed
+# (closed or detached); the fronts that own one (Conn, Listener, PacketConn, File) close it
+# from theirs. The exception, held through a weakref.ref (see _owner_entry): an FD made on
+# a socket object of a class other than _socket.socket's (the drop-in's, which is its own
+# front), which must stay collectable for its finalizer to run; a dead one's entry stays
+# until its number is registered again.
+_owners: dict[int, FD | weakref.ref[FD]] = {}
 # The rare FD that lost its _owners entry before it was destroyed: it was closing (owner_of
 # ignores it) when a new FD took the same descriptor number. Still live until destroyed (a
 # forked child must still make its locks usable). Guarded by _live_lock.
@@ -221,12 +226,23 @@ def _live_fds_all() -> list[FD]:
     Go: none
     """
     with _live_lock:
-        # Copies of the containers' own references, not list(_owners.values()): their
-        # iteration guards race with the removal callbacks, which run unlocked in whatever
-        # thread frees an FD ("changed size during iteration", without the GIL).
-        refs: list[weakref.ref[FD]] = list(_owners.data.values())  # type: ignore[attr-defined]
-        refs += list(_displaced.data)  # type: ignore[attr-defined]
-    return [fd for fd in (r() for r in refs) if fd is not None]
+        entries = list(_owners.values())
+        # A copy of the WeakSet's own references, not list(_displaced): its iteration guard
+        # races with the removal callbacks, which run unlocked in whatever thread frees an
+        # FD ("changed size during iteration", without the GIL).
+        refs: list[weakref.ref[FD]] = list(_displaced.data)  # type: ignore[attr-defined]
+    fds = [_owner_entry(e) for e in entries] + [r() for r in refs]
+    return [fd for fd in fds if fd is not None]
+
+
+def _owner_entry(entry: FD | weakref.ref[FD] | None) -> FD | None:
+    """The FD an _owners entry stands for: itself, or what its weakref.ref still reaches.
+
+    Go: none
+    """
+    if isinstance(entry, weakref.ref):
+        return entry()
+    return entry
 
 
 def live_fds() -> list[FD]:
@@ -446,11 +462,15 @@ class FD:
                 _CSocket.detach(self._sock)
             os.set_blocking(sysfd, was_blocking)
             raise
+        # A socket object of a class of its own (the drop-in's: the front itself) may be
+        # finalized by its owner: the FD is held weakly (see _owners).
+        weak = sock is not None and sock.__class__ is not _CSocket
+        entry: FD | weakref.ref[FD] = weakref.ref(self) if weak else self
         with _live_lock:
-            prev = _owners.get(sysfd)
+            prev = _owner_entry(_owners.get(sysfd))
             if prev is not None:  # closing, not destroyed yet: owner_of let this one in
                 _displaced.add(prev)
-            _owners[sysfd] = self
+            _owners[sysfd] = entry
 
     def __repr__(self) -> str:
         """Go: none"""
@@ -599,7 +619,7 @@ class FD:
         if self._cfd:
             self._cmu()._set_fast(None)  # (the closed fdMutex already refuses every call)
         with _live_lock:
-            if _owners.get(fd) is self:
+            if _owner_entry(_owners.get(fd)) is self:
                 del _owners[fd]
             else:
                 _displaced.discard(self)
@@ -1658,7 +1678,7 @@ def owner_of(sysfd: int) -> FD | None:
     Go: none
     """
     with _live_lock:
-        fd = _owners.get(sysfd)
+        fd = _owner_entry(_owners.get(sysfd))
     if fd is None or fd.sysfd != sysfd or fd.fdmu.closing():
         return None
     return fd
