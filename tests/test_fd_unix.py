@@ -1754,6 +1754,49 @@ def test_first_use_from_two_threads_makes_one_lock(
     assert a._rgate is lock and made == [lock]
 
 
+def test_first_need_of_rare_state_from_two_threads_makes_one(
+    rt: Runtime, fds: Closer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An FD's rarely used state (call limits and gates, the close semaphore, detach's and
+    fork's marks: FD._rare) is made on first need, and two threads' first needs agree on
+    one: the second waits while the first makes it (under fd_unix._live_lock), then takes
+    the first one's, so neither thread's write is lost."""
+    a, _ = unix_pair(fds)
+    assert a._rare is None and a._rcall is None and a.csema is None and a.init_errno == 0
+    a._rcall = None  # writing a default makes nothing
+    a._detaching = False
+    assert a._rare is None
+    made: list[Any] = []
+    second: list[Runner] = []
+    lines, first = inspect.getsourcelines(FD._rare_state)
+    with_line = next(first + i for i, ln in enumerate(lines) if "with _live_lock:" in ln)
+
+    def waiting_in_rare_state(r: Runner) -> bool:
+        frame = sys._current_frames().get(r.thread.ident or 0)
+        return (
+            frame is not None
+            and frame.f_code is FD._rare_state.__code__
+            and (frame.f_lineno == with_line)
+        )
+
+    real = fd_unix._Rare
+
+    def slow_rare() -> Any:
+        rare = real()
+        made.append(rare)
+        if len(made) == 1:
+            second.append(Runner(lambda: setattr(a, "_wcall", 5.0), name="second"))
+            wait_until(lambda: waiting_in_rare_state(second[0]), what="second thread waiting")
+        return rare
+
+    monkeypatch.setattr(fd_unix, "_Rare", slow_rare)
+    a._rcall = 7.0
+    second[0].join()
+    assert made == [a._rare]
+    assert a._rcall == 7.0 and a._wcall == 5.0
+    a._rcall = a._wcall = None
+
+
 def test_closing_fd_whose_number_a_new_fd_took_stays_live_until_destroyed(
     rt: Runtime, fds: Closer
 ) -> None:

@@ -301,6 +301,39 @@ def _reentered(read: bool) -> RuntimeError:
 
 
 @final
+class _Rare:
+    """An FD's rarely needed state (see FD._rare), made on first need: most descriptors
+    never time a call, detach, fork or get refused, and need a close semaphore only once
+    they close (memory per descriptor, issue 12). The fields are the FD's properties of the
+    same names; each is guarded as the FD documents it.
+
+    Go: none (fields of internal/poll's FD)
+    """
+
+    __slots__ = (
+        "csema",
+        "rcall",
+        "wcall",
+        "rgate",
+        "wgate",
+        "detaching",
+        "ghost_refs",
+        "init_errno",
+    )
+
+    def __init__(self) -> None:
+        """Go: none"""
+        self.csema: Sema | None = None
+        self.rcall: float | None = None
+        self.wcall: float | None = None
+        self.rgate: threading.RLock | None = None
+        self.wgate: threading.RLock | None = None
+        self.detaching = False
+        self.ghost_refs = 0
+        self.init_errno = 0
+
+
+@final
 class FD:
     """A file descriptor with Go's internal/poll semantics.
 
@@ -317,7 +350,6 @@ class FD:
         "fdmu",
         "sysfd",
         "pd",
-        "csema",
         "is_blocking",
         "is_stream",
         "read_shut",
@@ -326,17 +358,11 @@ class FD:
         "kind",
         "_sock",
         "_was_blocking",
-        "_detaching",
-        "_ghost_refs",
-        "init_errno",
         "_cfd",
         "_cfast",
         "_rd",
         "_wd",
-        "_rcall",
-        "_wcall",
-        "_rgate",
-        "_wgate",
+        "_rare",
         "__weakref__",
     )
 
@@ -391,9 +417,11 @@ class FD:
         self._cfast = False  # the C first attempts apply (a pollable socket on the C core)
         self.sysfd = sysfd  # constant until _destroy, which runs when no op holds a ref
         self.pd = PollHandle()
-        # The close semaphore, made by the first close or detach (_make_csema): most FDs
-        # never need one until then. Set once, under _live_lock.
-        self.csema: Sema | None = None
+        # What few FDs ever need (the close semaphore before their close, the call gates and
+        # limits of timed calls, detach's and fork's marks, a backend's refusal): in one
+        # object made on first need (_rare_state); the properties below read its defaults
+        # while there is none.
+        self._rare: _Rare | None = None
         self.is_stream = is_stream
         # Set once by shutdown of the read side, read without a lock: from then on a read
         # that finds nothing returns the empty result instead of waiting (see shutdown).
@@ -409,24 +437,8 @@ class FD:
         # is inside (the lock is re-entrant; re-entry only reads is_blocking).
         self._rd = NO_DEADLINE  # guarded by _short_lock()
         self._wd = NO_DEADLINE  # guarded by _short_lock()
-        self._rcall: float | None = None  # guarded by _short_lock()
-        self._wcall: float | None = None  # guarded by _short_lock()
-        # The two locks below are made on first use (_made), not here: a descriptor that
-        # never meets a timed call carries neither.
-        # The call gates, one per direction, taken by calls that bring a CallLimit (see
-        # _gated). RLocks only for _is_owned(), which C sets as the lock is acquired: the
-        # re-entry test has no window where a signal handler on the holding thread finds no
-        # owner. Never actually re-entered: _gated refuses that.
-        self._rgate: threading.RLock | None = None
-        self._wgate: threading.RLock | None = None
         self._sock: _socket.socket | None = sock
-        self._detaching = False
-        # In a forked child: the references parent threads held; not 0 poisons the FD.
-        self._ghost_refs = 0
         self.is_blocking = True
-        # The backend's errno when it refused the descriptor (epoll: EPERM for a regular
-        # file), 0 otherwise. Go's net treats a refusal as fatal; os falls back to blocking.
-        self.init_errno = 0
         if not self.is_file and sock is None:
             # The C type, not socket.socket: under threadpoll.socket.patch() the latter is
             # threadpoll's own class, which would register the descriptor a second time.
@@ -435,8 +447,8 @@ class FD:
             if pollable:
                 if was_blocking and not keep_mode:
                     os.set_blocking(sysfd, False)
-                self.init_errno = self.pd.init(sysfd, runtime)
-                if self.init_errno == 0:
+                err = self.pd.init(sysfd, runtime)
+                if err == 0:
                     self.is_blocking = False
                     self._cfast = self._cfd and not self.is_file
                     pd = self.pd.runtime_ctx
@@ -444,8 +456,10 @@ class FD:
                         pd.kind = self.kind
                         if self._cfast:  # Conn's and the drop-in's calls straight into C
                             self._cmu()._set_fast(pd, sysfd, is_stream)
-                elif was_blocking and not keep_mode:
-                    os.set_blocking(sysfd, True)  # the backend refused it: restore the mode
+                else:
+                    self.init_errno = err
+                    if was_blocking and not keep_mode:
+                        os.set_blocking(sysfd, True)  # the backend refused it: restore the mode
             if self._sock is not None and not keep_mode:
                 # timeout 0: the socket object's calls never block or poll by themselves; for
                 # a blocking FD, timeout None: plain blocking calls.
@@ -567,6 +581,143 @@ class FD:
         Go: none (Go's FD guards its deadlines with the pollDesc's lock)
         """
         return _short_locks[id(self) >> 4 & _SHORT_MASK]
+
+    def _rare_state(self) -> _Rare:
+        """The FD's _Rare, made now if this is its first need. As _made: made and stored
+        under _live_lock after a second look, so two threads' first needs agree on one.
+
+        Go: none
+        """
+        rare = self._rare
+        if rare is not None:
+            return rare
+        with _live_lock:
+            rare = self._rare
+            if rare is None:
+                rare = _Rare()
+                self._rare = rare
+            return rare
+
+    # The fields kept in _Rare, read as attributes of the FD (their defaults while there is
+    # no _Rare); writing a default makes none.
+
+    @property
+    def csema(self) -> Sema | None:
+        """The close semaphore, made by the first close or detach (_make_csema): most FDs
+        never need one until then. Set once, under _live_lock.
+
+        Go: internal/poll/fd_unix.go FD.csema
+        """
+        rare = self._rare
+        return None if rare is None else rare.csema
+
+    @csema.setter
+    def csema(self, v: Sema | None) -> None:
+        if v is not None or self._rare is not None:
+            self._rare_state().csema = v
+
+    @property
+    def _rcall(self) -> float | None:
+        """The limit of the read call waiting now with one of its own (see _wait), guarded
+        by _short_lock(); the pollDesc has the earlier of it and _rd.
+
+        Go: none
+        """
+        rare = self._rare
+        return None if rare is None else rare.rcall
+
+    @_rcall.setter
+    def _rcall(self, v: float | None) -> None:
+        if v is not None or self._rare is not None:
+            self._rare_state().rcall = v
+
+    @property
+    def _wcall(self) -> float | None:
+        """The same as _rcall for the write call.
+
+        Go: none
+        """
+        rare = self._rare
+        return None if rare is None else rare.wcall
+
+    @_wcall.setter
+    def _wcall(self, v: float | None) -> None:
+        if v is not None or self._rare is not None:
+            self._rare_state().wcall = v
+
+    @property
+    def _rgate(self) -> threading.RLock | None:
+        """The read call gate, taken by calls that bring a CallLimit (see _gated); made on
+        first use (_made). An RLock only for _is_owned(), which C sets as the lock is
+        acquired: the re-entry test has no window where a signal handler on the holding
+        thread finds no owner. Never actually re-entered: _gated refuses that.
+
+        Go: none
+        """
+        rare = self._rare
+        return None if rare is None else rare.rgate
+
+    @_rgate.setter
+    def _rgate(self, v: threading.RLock | None) -> None:
+        if v is not None or self._rare is not None:
+            self._rare_state().rgate = v
+
+    @property
+    def _wgate(self) -> threading.RLock | None:
+        """The write call gate, as _rgate.
+
+        Go: none
+        """
+        rare = self._rare
+        return None if rare is None else rare.wgate
+
+    @_wgate.setter
+    def _wgate(self, v: threading.RLock | None) -> None:
+        if v is not None or self._rare is not None:
+            self._rare_state().wgate = v
+
+    @property
+    def _detaching(self) -> bool:
+        """Set by detach: the descriptor is given back, not closed.
+
+        Go: none
+        """
+        rare = self._rare
+        return False if rare is None else rare.detaching
+
+    @_detaching.setter
+    def _detaching(self, v: bool) -> None:
+        if v or self._rare is not None:
+            self._rare_state().detaching = v
+
+    @property
+    def _ghost_refs(self) -> int:
+        """In a forked child: the references parent threads held; not 0 poisons the FD.
+
+        Go: none
+        """
+        rare = self._rare
+        return 0 if rare is None else rare.ghost_refs
+
+    @_ghost_refs.setter
+    def _ghost_refs(self, v: int) -> None:
+        if v or self._rare is not None:
+            self._rare_state().ghost_refs = v
+
+    @property
+    def init_errno(self) -> int:
+        """The backend's errno when it refused the descriptor (epoll: EPERM for a regular
+        file), 0 otherwise. Go's net treats a refusal as fatal; os falls back to blocking.
+
+        Go: none
+        """
+        rare = self._rare
+        return 0 if rare is None else rare.init_errno
+
+    @init_errno.setter
+    def init_errno(self, v: int) -> None:
+        if v or self._rare is not None:
+            self._rare_state().init_errno = v
 
     def _made(self, slot: str) -> threading.RLock:
         """The call gate in ``slot`` (_rgate, _wgate), made now if this is its first use.
