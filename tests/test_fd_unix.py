@@ -1754,6 +1754,28 @@ def test_first_use_from_two_threads_makes_one_lock(
     assert a._rgate is lock and made == [lock]
 
 
+def test_rare_state_is_made_only_by_what_differs_from_the_defaults(
+    rt: Runtime, fds: Closer
+) -> None:
+    """An FD whose kind is its net, read side open, no refusal, carries no _Rare; a kind of
+    its own or a shut read side makes one, and the FD reads the same either way."""
+    a, b = unix_pair(fds)
+    assert a._rare is None and (a.kind, a.is_file, a.read_shut, a.init_errno) == (
+        "unix",
+        False,
+        False,
+        0,
+    )
+    b.shutdown(socket.SHUT_RD)
+    assert b._rare is not None and b.read_shut and b.kind == "unix"
+    pr, pw = os.pipe()
+    fds.own(pw)
+    p = fds.fd(pr, net="file", kind="pipe")
+    assert p._rare is not None and p.kind == "pipe" and p.is_file and not p.read_shut
+    q = fds.fd(os.dup(pw), net="file", kind="file")
+    assert q._rare is None and q.kind == "file" and q.is_file
+
+
 def test_first_need_of_rare_state_from_two_threads_makes_one(
     rt: Runtime, fds: Closer, monkeypatch: pytest.MonkeyPatch
 ) -> None:

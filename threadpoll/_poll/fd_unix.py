@@ -319,6 +319,8 @@ class _Rare:
         "detaching",
         "ghost_refs",
         "init_errno",
+        "read_shut",
+        "kind",
     )
 
     def __init__(self) -> None:
@@ -331,6 +333,8 @@ class _Rare:
         self.detaching = False
         self.ghost_refs = 0
         self.init_errno = 0
+        self.read_shut = False
+        self.kind = ""
 
 
 @final
@@ -352,10 +356,7 @@ class FD:
         "pd",
         "is_blocking",
         "is_stream",
-        "read_shut",
-        "is_file",
         "net",
-        "kind",
         "_sock",
         "_was_blocking",
         "_cfd",
@@ -418,17 +419,14 @@ class FD:
         self.sysfd = sysfd  # constant until _destroy, which runs when no op holds a ref
         self.pd = PollHandle()
         # What few FDs ever need (the close semaphore before their close, the call gates and
-        # limits of timed calls, detach's and fork's marks, a backend's refusal): in one
-        # object made on first need (_rare_state); the properties below read its defaults
-        # while there is none.
+        # limits of timed calls, detach's and fork's marks, a backend's refusal, a shut read
+        # side, a kind other than net): in one object made on first need (_rare_state); the
+        # properties below read its defaults while there is none.
         self._rare: _Rare | None = None
         self.is_stream = is_stream
-        # Set once by shutdown of the read side, read without a lock: from then on a read
-        # that finds nothing returns the empty result instead of waiting (see shutdown).
-        self.read_shut = False
-        self.is_file = net == "file"
-        self.net = net
-        self.kind: str = kind or net
+        self.net = net  # is_file: net == "file"
+        if kind and kind != net:
+            self.kind = kind
         self._was_blocking = was_blocking
         # is_blocking, and the deadlines the user set (_rd, _wd) and the limits of the calls
         # waiting now with one of their own (_rcall, _wcall: see _wait), are guarded by the
@@ -718,6 +716,45 @@ class FD:
     def init_errno(self, v: int) -> None:
         if v or self._rare is not None:
             self._rare_state().init_errno = v
+
+    @property
+    def is_file(self) -> bool:
+        """Whether this is a file (net "file"): closing errors are FileClosingError, and it
+        has no socket operations.
+
+        Go: internal/poll/fd_unix.go FD.isFile
+        """
+        return self.net == "file"
+
+    @property
+    def kind(self) -> str:
+        """What the descriptor is ("tcp", "pipe", ...), for diagnostics: net unless the
+        maker said otherwise.
+
+        Go: none
+        """
+        rare = self._rare
+        return (rare.kind if rare is not None else "") or self.net
+
+    @kind.setter
+    def kind(self, v: str) -> None:
+        if v != self.net or self._rare is not None:
+            self._rare_state().kind = "" if v == self.net else v
+
+    @property
+    def read_shut(self) -> bool:
+        """Set once by shutdown of the read side, read without a lock: from then on a read
+        that finds nothing returns the empty result instead of waiting (see shutdown).
+
+        Go: none
+        """
+        rare = self._rare
+        return False if rare is None else rare.read_shut
+
+    @read_shut.setter
+    def read_shut(self, v: bool) -> None:
+        if v or self._rare is not None:
+            self._rare_state().read_shut = v
 
     def _made(self, slot: str) -> threading.RLock:
         """The call gate in ``slot`` (_rgate, _wgate), made now if this is its first use.
