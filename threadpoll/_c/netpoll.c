@@ -570,7 +570,7 @@ pd_new(PyObject *rt_obj, tp_runtime *crt)
     pd->rt = rt_obj;
     pd->crt = crt;
     pd->index = 0;
-    pd->id = __atomic_add_fetch(&pd_ids, 1, __ATOMIC_RELAXED);
+    pd->id = (uint32_t)__atomic_add_fetch(&pd_ids, 1, __ATOMIC_RELAXED);
     pd->fd = -1;
     pd->fdseq = 0;
     pd->rg = pd->wg = PD_NIL;
