@@ -66,7 +66,13 @@ from typing import Any, Callable, TypeVar
 
 from typing_extensions import Buffer, final
 
-from threadpoll._poll.fd_mutex import FDMutex, load_state, poison_after_fork, refs_of
+from threadpoll._poll.fd_mutex import (
+    FDMutex,
+    load_state,
+    poison_after_fork,
+    refs_of,
+    set_shared_reentry_check,
+)
 from threadpoll._poll.fd_poll_runtime import (
     PollHandle,
     convert_err,
@@ -413,8 +419,8 @@ class FD:
         # state word the C first attempts below update with compare-and-swap.
         self._cfd = rt.impl == "c"
         self.fdmu: FDMutex = _CFDMutex() if self._cfd else FDMutex()
-        if not self._cfd:  # the C one runs _c_reentry_check, shared: no closure per FD
-            self.fdmu.reentry_check = _reentry_check(self)
+        # Neither mutex gets a re-entry check of its own: both run _shared_reentry_check,
+        # which finds this FD by its mutex on the waiting thread's stack (no closure per FD).
         self._cfast = False  # the C first attempts apply (a pollable socket on the C core)
         self.sysfd = sysfd  # constant until _destroy, which runs when no op holds a ref
         self.pd = PollHandle()
@@ -1889,25 +1895,10 @@ _READ_OPS = frozenset(
 _WRITE_OPS = frozenset({"write", "send", "sendto", "sendmsg", "raw_write"})
 
 
-def _reentry_check(fd: FD) -> Callable[[bool], None]:
-    """FDMutex.reentry_check for fd, holding it weakly (no cycle FD → FDMutex → FD).
-
-    Go: none
-    """
-    ref = weakref.ref(fd)
-
-    def check(read: bool) -> None:
-        owner = ref()
-        if owner is not None:
-            owner._check_reentry(read)
-
-    return check
-
-
-def _c_reentry_check(fdmu: Any, read: bool) -> None:
-    """The C core's fdMutex's reentry check (one for all of them, so an FD costs no closure
-    and weak reference): find the FD whose operation is waiting for fdmu's lock, and run its
-    _check_reentry.
+def _shared_reentry_check(fdmu: Any, read: bool) -> None:
+    """Both implementations' fdMutex's reentry check (one for all of them, so an FD costs no
+    closure and weak reference): find the FD whose operation is waiting for fdmu's lock, and
+    run its _check_reentry.
 
     Go: none
     """
@@ -1922,5 +1913,6 @@ def _c_reentry_check(fdmu: Any, read: bool) -> None:
         f = f.f_back
 
 
+set_shared_reentry_check(_shared_reentry_check)
 if _cpoll is not None:
-    _cpoll._init_reentry(_c_reentry_check)
+    _cpoll._init_reentry(_shared_reentry_check)
