@@ -1056,7 +1056,10 @@ class FD:
 
         Go: none (Go's calls have no limits of their own; its fdMutex has no timed wait)
         """
-        gate = (self._rgate if read else self._wgate) or self._made("_rgate" if read else "_wgate")
+        rare = self._rare  # _rgate or _wgate, read without their properties
+        gate = (rare and (rare.rgate if read else rare.wgate)) or self._made(
+            "_rgate" if read else "_wgate"
+        )
         if gate._is_owned():  # type: ignore[attr-defined]  # C's RLock has it
             raise _reentered(read)
         until = limit.until
@@ -1650,12 +1653,13 @@ class FD:
 
         Go: none (Go's net sets a deadline with SetWriteDeadline and clears it after)
         """
-        with self._short_lock():
+        rare = self._rare or self._rare_state()  # made already by the call's gate
+        with _short_locks[id(self) >> 4 & _SHORT_MASK]:  # self._short_lock(), inline
             if mode == "r":
-                self._rcall = until
+                rare.rcall = until
                 user = self._rd
             else:
-                self._wcall = until
+                rare.wcall = until
                 user = self._wd
             self.pd.set_deadline(user if until is None or user < until else until, mode)
 
@@ -1800,17 +1804,18 @@ class FD:
         try:
             if not self.pd.pollable():
                 raise NoDeadlineError()
-            with self._short_lock():
+            with _short_locks[id(self) >> 4 & _SHORT_MASK]:  # self._short_lock(), inline
                 if "r" in mode:
                     self._rd = d
                 if "w" in mode:
                     self._wd = d
-                if self._rcall is None and self._wcall is None:
+                rare = self._rare  # _rcall and _wcall, read without their properties
+                if rare is None or (rare.rcall is None and rare.wcall is None):
                     self.pd.set_deadline(d, mode)
                     return
                 # A call with a limit of its own is waiting: it keeps the earlier of the two.
                 for m in mode:
-                    call = self._rcall if m == "r" else self._wcall
+                    call = rare.rcall if m == "r" else rare.wcall
                     self.pd.set_deadline(d if call is None or d < call else call, m)
         finally:
             self.decref()
