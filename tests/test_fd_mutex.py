@@ -7,6 +7,7 @@ core's (``threadpoll._cpoll.FDMutex``, when built), which share the API and the 
 from __future__ import annotations
 
 import functools
+import inspect
 import os
 import queue
 import random
@@ -173,6 +174,70 @@ def test_mutex_unlock_wakes_waiter(new_mutex: MutexFactory) -> None:
     assert mu.state == MUTEX_WLOCK | MUTEX_REF
     assert not mu.rwunlock(False)
     assert mu.state == 0
+
+
+@pytest.mark.timeout(30)
+def test_python_mutex_waiter_semaphores_made_by_the_first_wait() -> None:
+    """A mutex nobody waits for has no waiter semaphores (memory per descriptor); the first
+    waiter of a direction makes that direction's, once, and the unlock wakes it there. (The
+    C core's makes them on first need too, and on reading the attribute: not looked at
+    here.)"""
+    mu = FDMutex()
+    assert mu.rsema is None and mu.wsema is None
+    assert mu.rwlock(True) and not mu.rwunlock(True)
+    assert mu.rsema is None and mu.wsema is None
+    assert mu.rwlock(False)
+    got: queue.Queue[bool] = queue.Queue()
+    t = start(lambda: got.put(mu.rwlock(False)))
+    wait_until(lambda: write_waiters(mu) == 1)
+    wait_until(lambda: mu.wsema is not None)
+    sema = mu.wsema
+    assert mu.rsema is None
+    assert not mu.rwunlock(False)
+    assert got.get(timeout=10) is True
+    join_all([t])
+    assert mu.wsema is sema
+    assert not mu.rwunlock(False)
+
+
+def test_python_mutex_first_semaphore_use_from_two_threads_makes_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Two first users of a direction's semaphore (a waiter and a closer waking it, say)
+    agree on one: the second waits under the mutex's lock while the first makes it."""
+    from threadpoll._poll import fd_mutex
+
+    mu = FDMutex()
+    made: list[object] = []
+    second: list[threading.Thread] = []
+    result: list[object] = []
+    real = fd_mutex.Sema
+
+    lines, first_line = inspect.getsourcelines(FDMutex._sema)
+    with_line = next(first_line + i for i, ln in enumerate(lines) if "with self._lock:" in ln)
+
+    def waiting_for_the_lock(t: threading.Thread) -> bool:
+        frame = sys._current_frames().get(t.ident or 0)
+        return (
+            frame is not None
+            and frame.f_code is FDMutex._sema.__code__
+            and frame.f_lineno == with_line
+        )
+
+    def slow_sema() -> object:
+        sema = real()
+        made.append(sema)
+        if len(made) == 1:
+            t = start(lambda: result.append(mu._sema(True)))
+            second.append(t)
+            # The second is past its unlocked look and waits for the lock this one holds.
+            wait_until(lambda: waiting_for_the_lock(t))
+        return sema
+
+    monkeypatch.setattr(fd_mutex, "Sema", slow_sema)
+    first = mu._sema(True)
+    join_all(second)
+    assert result == [first] and made == [first] and mu.rsema is first
 
 
 def test_mutex_trylock(new_mutex: MutexFactory) -> None:
