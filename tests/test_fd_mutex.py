@@ -7,7 +7,6 @@ core's (``threadpoll._cpoll.FDMutex``, when built), which share the API and the 
 from __future__ import annotations
 
 import functools
-import inspect
 import os
 import queue
 import random
@@ -17,7 +16,7 @@ import time
 from typing import Callable, cast
 
 import pytest
-from support import impls
+from support import impls, thread_on_line
 
 from threadpoll._poll.fd_mutex import (
     MUTEX_CLOSED,
@@ -213,17 +212,6 @@ def test_python_mutex_first_semaphore_use_from_two_threads_makes_one(
     result: list[object] = []
     real = fd_mutex.Sema
 
-    lines, first_line = inspect.getsourcelines(FDMutex._sema)
-    with_line = next(first_line + i for i, ln in enumerate(lines) if "with self._lock:" in ln)
-
-    def waiting_for_the_lock(t: threading.Thread) -> bool:
-        frame = sys._current_frames().get(t.ident or 0)
-        return (
-            frame is not None
-            and frame.f_code is FDMutex._sema.__code__
-            and frame.f_lineno == with_line
-        )
-
     def slow_sema() -> object:
         sema = real()
         made.append(sema)
@@ -231,7 +219,7 @@ def test_python_mutex_first_semaphore_use_from_two_threads_makes_one(
             t = start(lambda: result.append(mu._sema(True)))
             second.append(t)
             # The second is past its unlocked look and waits for the lock this one holds.
-            wait_until(lambda: waiting_for_the_lock(t))
+            wait_until(lambda: thread_on_line(t.ident, FDMutex._sema, "with self._lock:"))
         return sema
 
     monkeypatch.setattr(fd_mutex, "Sema", slow_sema)

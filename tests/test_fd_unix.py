@@ -1782,17 +1782,6 @@ def test_first_need_of_rare_state_from_two_threads_makes_one(
     assert a._rare is None
     made: list[Any] = []
     second: list[Runner] = []
-    lines, first = inspect.getsourcelines(FD._rare_state)
-    with_line = next(first + i for i, ln in enumerate(lines) if "with _live_lock:" in ln)
-
-    def waiting_in_rare_state(r: Runner) -> bool:
-        frame = sys._current_frames().get(r.thread.ident or 0)
-        return (
-            frame is not None
-            and frame.f_code is FD._rare_state.__code__
-            and (frame.f_lineno == with_line)
-        )
-
     real = fd_unix._Rare
 
     def slow_rare() -> Any:
@@ -1800,7 +1789,10 @@ def test_first_need_of_rare_state_from_two_threads_makes_one(
         made.append(rare)
         if len(made) == 1:
             second.append(Runner(lambda: setattr(a, "_wcall", 5.0), name="second"))
-            wait_until(lambda: waiting_in_rare_state(second[0]), what="second thread waiting")
+            wait_until(
+                lambda: thread_on_line(second[0].thread.ident, FD._rare_state, "with _live_lock:"),
+                what="second thread waiting",
+            )
         return rare
 
     monkeypatch.setattr(fd_unix, "_Rare", slow_rare)
