@@ -402,6 +402,99 @@ def test_write_deadline_moved_into_the_past_wakes_writer(pair: tuple[End, End]) 
     assert exc.written >= 0
 
 
+@pytest.mark.timeout(30)
+def test_write_cut_short_is_finished_by_the_next_write(pair: tuple[End, End]) -> None:
+    """A write that a deadline cuts short: the next write sends the rest of the 64 KiB step
+    that was cut first, then its own data. The peer reads a prefix of the first data, at
+    least ``.written`` long and at most one step longer, then the second write's, whole."""
+    c, s = pair
+    data = os.urandom(8 << 20).replace(b"E", b"F")  # more than the socket buffers hold
+    w = Runner(lambda: c.write(data), "writer")
+    wait_parked(c.fd, "w")
+    c.set_write_deadline(time.monotonic() - 1)
+    exc = w.join_exc()
+    assert isinstance(exc, DeadlineExceededError)
+    written = exc.written
+    c.set_write_deadline(None)
+    got = bytearray()
+
+    def read_to_end() -> None:
+        while not got.endswith(b"END"):
+            b = s.read(65536)
+            assert b, "EOF before the second write's data"
+            got.extend(b)
+
+    r = Runner(read_to_end, "reader")
+    c.write(b"END")
+    r.join(20)
+    m = len(got) - 3
+    assert written <= m <= written + 65536
+    assert bytes(got[:m]) == data[:m]
+
+
+@pytest.mark.timeout(20)
+def test_dropin_blocking_descriptor_stays_blocking(rt: Any) -> None:
+    """DESIGN: a blocking socket's descriptor is blocking. A TLS step makes it non-blocking
+    for the step alone: after the handshake, a read and a write, and while a reader is
+    parked, the descriptor is blocking; with a timeout it is non-blocking, as the stdlib
+    makes it."""
+    c, s = tls_pair("dropin")
+    try:
+        n = c.fileno()
+        assert os.get_blocking(n)
+        r = Runner(lambda: c.read(100), "reader")
+        wait_parked(c.fd, "r")
+        assert os.get_blocking(n)
+        s.write(b"x")
+        assert r.join() == b"x"
+        c.write(b"y")
+        assert s.read(100) == b"y"
+        assert os.get_blocking(n)
+        c.obj.settimeout(5.0)
+        assert not os.get_blocking(n)
+        s.write(b"z")
+        assert c.read(100) == b"z"
+        assert not os.get_blocking(n)
+        c.obj.settimeout(None)
+        assert os.get_blocking(n)
+    finally:
+        c.close()
+        s.close()
+
+
+@pytest.mark.timeout(60)
+def test_dropin_full_duplex_with_a_timeout(rt: Any) -> None:
+    """2 MiB each way from two threads at once on both ends, with ``settimeout(10)``: every
+    wait a call with a time limit (the call gates, the per-call pollDesc deadline)."""
+    c, s = tls_pair("dropin")
+    try:
+        c.obj.settimeout(10.0)
+        s.obj.settimeout(10.0)
+        n = 2 << 20
+        data = {"c": os.urandom(n), "s": os.urandom(n)}
+
+        def reader(end: End) -> bytes:
+            got = bytearray()
+            while len(got) < n:
+                b = end.read(65536)
+                assert b, "EOF before all data arrived"
+                got += b
+            return bytes(got)
+
+        runners = [
+            Runner(lambda: c.write(data["c"]), "c-writer"),
+            Runner(lambda: s.write(data["s"]), "s-writer"),
+            Runner(lambda: reader(c), "c-reader"),
+            Runner(lambda: reader(s), "s-reader"),
+        ]
+        results = [r.join(50) for r in runners]
+        assert results[3] == data["c"]
+        assert results[2] == data["s"]
+    finally:
+        c.close()
+        s.close()
+
+
 @pytest.mark.timeout(20)
 def test_dropin_settimeout_bounds_read_with_stdlib_message(rt: Any) -> None:
     c, s = tls_pair("dropin")
