@@ -951,9 +951,10 @@ class _CountingBIO:
 
 @pytest.mark.timeout(60)
 def test_framing_follows_record_ends_over_any_cut() -> None:
-    """_Engine._feed (threadpoll.tls) finds the end of the last whole record after every
-    read, whatever the cuts: inside a header, at a body's end, a body and the next header
-    whole, or any size (many records at once, as TLSConn reads)."""
+    """_Engine._feed (its shortcuts for a body's rest, a bare header, a body and the next
+    header, and _account's loop for the rest) finds the end of the last whole record and
+    keeps the last header after every read, whatever the cuts: the framed reads' own, or
+    any size (many records at once, as threadpoll.tls reads)."""
     from threadpoll._tlsengine import _HEADER, _Engine
 
     rng = random.Random(13)
@@ -982,6 +983,11 @@ def test_framing_follows_record_ends_over_any_cut() -> None:
             pos += n
             assert e.fed == pos
             assert e.last_end == max([end for end in ends if end <= pos], default=0)
+            # The header kept is the last one read whole (what a framed read looks at).
+            starts = [0, *ends[:-1]]
+            last = max([s for s in starts if s + _HEADER <= pos], default=None)
+            if last is not None and not e.hdr_got:
+                assert e.hdr == stream[last : last + _HEADER]
 
 
 def _ragged_outcome(wrap_sock: Callable[[Any], Any], case: str, suppress: bool) -> str:

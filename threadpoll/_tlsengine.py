@@ -1,9 +1,9 @@
-"""The TLS engine of ``threadpoll.tls``: an ``ssl`` SSLObject on two memory BIOs, pumped
-through a ``Conn`` by threads that park on the descriptor's pollDesc, as Go's ``crypto/tls``
-sits on a ``net.Conn``. (The drop-in ``ssl.SSLSocket``, ``threadpoll/_sslsocket.py``, runs the
-stdlib's own ``_ssl`` socket object on the descriptor instead.)
+"""The TLS engine: an ``ssl`` SSLObject on two memory BIOs, pumped through the network by
+threads that park on the descriptor's pollDesc. Used by ``threadpoll.tls`` (over a ``Conn``)
+and by the drop-in ``ssl.SSLSocket`` (over a threadpoll socket).
 
-The two-BIO shuffle (``_Engine``). Three locks, none held while parked in the kernel's place:
+The two-BIO shuffle (``_Engine``, shared with the drop-in ``ssl.SSLSocket`` of
+``threadpoll.socket``). Three locks, none held while parked in the kernel's place:
 
 - ``lock`` (Go: none; OpenSSL's ``SSL`` is not safe for concurrent use) guards each
   ``SSLObject`` step and both BIOs. It is held only across one call into OpenSSL, never while
@@ -47,18 +47,31 @@ _T = TypeVar("_T")
 _RECV_SIZE = 262144
 # A TLS record header: type, version (2 bytes), length (2 bytes) (RFC 8446 5.1).
 _HEADER = 5
-# Plaintext sealed per SSLObject.write: .written moves in these steps.
+# A TLS record's content type for application data (RFC 8446 5.1; TLS 1.3 sends every
+# encrypted record, alerts included, under it).
+_APPLICATION_DATA = 23
+# The smallest record body a framed read goes on to within one call (see _take_bulk_record).
+_BULK_RECORD = 1024
+# Plaintext sealed per SSLObject.write in a blocking write: .written moves in these steps.
 _CHUNK = 65536
 
 
-class _Transport:
-    """How an engine reaches the wire: a TLSConn has one for its life.
+def _want_write() -> ssl.SSLWantWriteError:
+    return ssl.SSLWantWriteError(ssl.SSL_ERROR_WANT_WRITE, "The operation did not complete (write)")
 
-    ``recv_into`` and ``send`` park until the descriptor is ready (or raise the closing or
-    deadline error). ``acquire`` takes one of the engine's locks.
+
+class _Transport:
+    """How an engine reaches the wire for one call: the drop-in makes one per call (with the
+    call's time limit); a TLSConn has one for its life.
+
+    ``recv_into`` and ``send`` park until the descriptor is ready (or raise the closing,
+    deadline or timeout error); a non-blocking transport raises BlockingIOError instead.
+    ``acquire`` takes one of the engine's locks within the call's time limit.
     """
 
     __slots__ = ()
+
+    nonblocking = False  # one attempt, BlockingIOError instead of parking
 
     def recv_into(self, buf: memoryview) -> int:
         raise NotImplementedError
@@ -90,6 +103,7 @@ class _Engine:
         "in_lock",
         "out_lock",
         "pending",
+        "retry",
         "rbuf",
         "handshake_done",
         "hs_lock",
@@ -100,9 +114,15 @@ class _Engine:
         "last_end",
         "maybe_pending",
         "read_err",
+        "framed",
     )
 
-    def __init__(self, obj: Any, incoming: ssl.MemoryBIO, outgoing: ssl.MemoryBIO) -> None:
+    def __init__(
+        self, obj: Any, incoming: ssl.MemoryBIO, outgoing: ssl.MemoryBIO, framed: bool = True
+    ) -> None:
+        # Read no further than the next record header (see _want_bytes): what the drop-in
+        # needs for select() and pending(); threadpoll.tls, which has neither, reads 64 KiB.
+        self.framed = framed
         self.obj = obj  # _ssl._SSLSocket over the BIOs; guarded by lock
         self.incoming = incoming  # guarded by lock
         self.outgoing = outgoing  # guarded by lock
@@ -111,10 +131,14 @@ class _Engine:
         self.out_lock = threading.Lock()
         # Sealed bytes taken out of the outgoing BIO, not yet all written. Guarded by out_lock.
         self.pending: memoryview | None = None
+        # A non-blocking write whose records are in ``pending``: its plaintext length, which
+        # the retried write returns once they are out (OpenSSL's SSL_write retry contract).
+        # Guarded by out_lock.
+        self.retry: int | None = None
         self.rbuf = memoryview(bytearray(_RECV_SIZE))  # guarded by in_lock
         self.handshake_done = False  # set once, under in_lock and out_lock
         self.hs_lock = threading.Lock()  # Go: handshakeMutex; taken before in_lock
-        # The record framing of the bytes read so far (see _account). Guarded by in_lock.
+        # The record framing of the bytes read so far (see _want_bytes). Guarded by in_lock.
         self.hdr = bytearray(_HEADER)
         self.hdr_got = 0
         self.body_left = 0
@@ -140,6 +164,7 @@ class _Engine:
         server_hostname: str | None,
         owner: object,
         session: ssl.SSLSession | None = None,
+        framed: bool = True,
     ) -> _Engine:
         incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
         obj = context._wrap_bio(  # type: ignore[attr-defined]
@@ -150,7 +175,7 @@ class _Engine:
             owner=owner,
             session=session,
         )
-        return cls(obj, incoming, outgoing)
+        return cls(obj, incoming, outgoing, framed)
 
     def call(self, f: Callable[..., _T], *args: Any) -> _T:
         """One SSLObject step that makes no I/O (getpeercert, cipher, ...), under lock."""
@@ -159,9 +184,9 @@ class _Engine:
 
     # --- the outgoing side ---------------------------------------------------------------
 
-    def flush_locked(self, t: _Transport) -> None:
-        """Write every sealed byte to the wire (what an error leaves unsent stays in
-        ``pending``). Must be called holding out_lock.
+    def flush_locked(self, t: _Transport) -> bool:
+        """Write every sealed byte to the wire; False if a non-blocking transport would
+        block (the rest stays in ``pending``). Must be called holding out_lock.
 
         Go: crypto/tls/conn.go Conn.flush
         """
@@ -172,9 +197,12 @@ class _Engine:
                     data = self.outgoing.read()
                 if not data:
                     self.pending = None
-                    return
+                    return True
                 p = self.pending = memoryview(data)
-            n = t.send(p)
+            try:
+                n = t.send(p)
+            except BlockingIOError:
+                return False
             self.pending = p[n:]
 
     def release_out(self, t: _Transport) -> None:
@@ -194,7 +222,8 @@ class _Engine:
         that thread sends them (it looks again after letting go)."""
         while self.out_lock.acquire(False):
             try:
-                self.flush_locked(t)
+                if not self.flush_locked(t):
+                    return
             finally:
                 self.out_lock.release()
             with self.lock:
@@ -210,16 +239,35 @@ class _Engine:
 
     # --- the incoming side ---------------------------------------------------------------
 
+    def _want_bytes(self) -> int:
+        """How much the next read from the wire may take. Must be called holding in_lock.
+
+        Unframed (threadpoll.tls): all the buffer holds. Framed (the drop-in): the rest of
+        the current record and the next record's 5-byte header, never more. Why: OpenSSL on
+        a socket reads no further than the record it needs, and code written for the stdlib
+        relies on it: a record is never left whole in a buffer that ``select()`` cannot see
+        and ``pending()`` does not count (asyncore-style servers wait for readability, then
+        read). Taking the next header with the current body costs nothing (that record's
+        body is still in the kernel, so the descriptor stays readable) and makes bulk
+        transfer one recv per record where OpenSSL makes two.
+        """
+        cap = self.rbuf.nbytes
+        if not self.framed:
+            return cap
+        if self.body_left:
+            return min(self.body_left + _HEADER, cap)
+        return _HEADER - self.hdr_got
+
     def _account(self, n: int) -> None:
-        """Follow the record framing over n bytes just read into rbuf, one step per record
-        whose header is whole in them: where the last whole record ends (``last_end``), the
-        rest of a body (``body_left``), a header cut between two reads (``hdr``)."""
+        """Follow the record framing over n bytes just read into rbuf: one step per record
+        whose header is whole in them."""
         buf = self.rbuf
         hdr = self.hdr
         pos = self.fed
         left = self.body_left
         got = self.hdr_got
         last = self.last_end
+        at = -1  # where in buf the last header read whole starts
         i = 0
         while i < n:
             if left:  # the rest of a body
@@ -236,11 +284,13 @@ class _Engine:
                 i += take
                 if got == _HEADER:
                     got = 0
+                    at = -1
                     left = (hdr[3] << 8) | hdr[4]
                     if not left:
                         last = pos + i
             else:  # whole headers: one step per record
                 while True:
+                    at = i
                     end = i + _HEADER + ((buf[i + 3] << 8) | buf[i + 4])
                     if end > n:  # its body goes on in the next read
                         left = end - n
@@ -251,41 +301,97 @@ class _Engine:
                     if n - i < _HEADER:
                         last = pos + i
                         break
+        if at >= 0:
+            hdr[:] = buf[at : at + _HEADER]
         self.body_left = left
         self.hdr_got = got
         self.last_end = last
         self.fed = pos + n
 
-    def _feed(self, n: int) -> None:
+    def _feed(self, n: int) -> bool:
         """Put n bytes just read into rbuf (0: EOF) in the incoming BIO, following the record
-        framing over them. Must be called holding in_lock."""
-        self._account(n)
+        framing over them; returns _record_ready() after it."""
+        left = self.body_left
+        pos = self.fed
+        if self.hdr_got or (n != left + _HEADER and (n != left or not n)):
+            self._account(n)
+        elif n == left:
+            # A framed read's catch, without _account's loop: the rest of a body...
+            self.body_left = 0
+            self.last_end = self.fed = pos + n
+        else:
+            # ... or that and the next header whole (a bare header when left is 0).
+            hdr = self.hdr
+            hdr[:] = self.rbuf[left:n]
+            left = (hdr[3] << 8) | hdr[4]
+            self.body_left = left
+            self.fed = pos + n
+            if not left:
+                self.last_end = pos + n
+            elif n > _HEADER:
+                self.last_end = pos + n - _HEADER
         with self.lock:
             if n:
                 self.incoming.write(self.rbuf[:n])
             else:
                 self.incoming.write_eof()
+            return self.last_end > self.fed - self.incoming.pending
 
     def _record_ready(self) -> bool:
         """The incoming BIO holds a whole record OpenSSL has not processed (see ``fed``).
         Must be called holding in_lock and lock."""
         return self.last_end > self.fed - self.incoming.pending
 
-    def fill(self, t: _Transport) -> None:
-        """Read once from the wire into the incoming BIO (EOF becomes write_eof). Must be
-        called holding in_lock."""
+    def fill(self, t: _Transport, want: ssl.SSLError | None) -> None:
+        """Read once from the wire into the incoming BIO (EOF becomes write_eof); ``want``
+        (the SSLWantReadError of the step) is raised if a non-blocking transport would block.
+        Must be called holding in_lock."""
         with self.lock:
             if self.incoming.eof:
                 return
-        self._feed(t.recv_into(self.rbuf))
+        at_header = not self.body_left
+        try:
+            n = t.recv_into(self.rbuf[: self._want_bytes()])
+        except BlockingIOError:
+            if want is None:
+                raise
+            raise want from None
+        self._feed(n)
+        if self.framed and n and at_header and self.body_left:
+            # That read ended a header: the body most likely came with it. Take it now,
+            # without waiting, rather than after another SSLObject step that asks for it.
+            m = t.peek_into(self.rbuf[: self._want_bytes()])
+            if m is not None:
+                self._feed(m)
+
+    def _take_bulk_record(self, t: _Transport) -> bool:
+        """Framed, at a record boundary: if the record whose header was just read is a large
+        application-data record, take in what arrived of its body and the next header,
+        without waiting; True if that record is now whole in the BIO (a framed read may go
+        on to it within the same call). A small record may be an alert (TLS 1.3 hides an
+        alert's type inside an application-data record of 19 bytes or, padded, a few more):
+        decrypted here behind data, a close_notify would be taken from the kernel and kept
+        in OpenSSL, and a select()-driven caller would never see its EOF. Must be called
+        holding in_lock."""
+        hdr = self.hdr
+        left = self.body_left
+        if (
+            self.hdr_got
+            or not left
+            or hdr[0] != _APPLICATION_DATA
+            or ((hdr[3] << 8) | hdr[4]) < _BULK_RECORD
+        ):
+            return False
+        m = t.peek_into(self.rbuf[: min(left + _HEADER, self.rbuf.nbytes)])
+        return m is not None and m > 0 and self._feed(m)
 
     def _prefetch(self, t: _Transport) -> None:
-        """At a record boundary, take in what has already arrived (EOF included), without
-        waiting. Must be called holding in_lock."""
+        """At a record boundary, take in what already arrived of the next header (EOF
+        included), without waiting. Must be called holding in_lock."""
         with self.lock:
             if self.incoming.eof or self.body_left:
                 return
-        n = t.peek_into(self.rbuf)
+        n = t.peek_into(self.rbuf[: self._want_bytes()])
         if n is not None:
             self._feed(n)
 
@@ -314,18 +420,20 @@ class _Engine:
 
     def _handshake_locked(self, t: _Transport) -> None:
         while True:
-            self.flush_locked(t)
-            want = False
+            if not self.flush_locked(t):
+                raise _want_write()
+            want: ssl.SSLError | None = None
             try:
                 with self.lock:
                     self.obj.do_handshake()
-            except ssl.SSLWantReadError:
-                want = True
+            except ssl.SSLWantReadError as e:
+                want = e
             except ssl.SSLError:
                 self._flush_alert_locked(t)
                 raise
-            self.flush_locked(t)
-            if not want:
+            if not self.flush_locked(t):
+                raise _want_write()
+            if want is None:
                 # Take in at once what the peer already sent: a peer that closed right after
                 # its Finished has its FIN here, and this side sees EOF, as the stdlib (which
                 # reads next, in C) does, rather than the reset the peer's kernel sends back
@@ -333,7 +441,7 @@ class _Engine:
                 self._prefetch(t)
                 self.handshake_done = True
                 return
-            self.fill(t)
+            self.fill(t, want)
 
     def _flush_alert_locked(self, t: _Transport) -> None:
         try:
@@ -343,14 +451,18 @@ class _Engine:
 
     def read(self, t: _Transport, n: int, buf: Any = None) -> Any:
         """SSLObject.read(n[, buf]), reading from the wire as it needs. Where OpenSSL
-        returns one record per call, this goes on while the caller has room, to every whole
-        record already in the BIO. So a bulk transfer makes one call per 64 KiB, not per
-        16 KiB record, and no SSLObject.read that can only ask for bytes.
+        returns one record per call, this goes on while the caller has room: unframed, to
+        every whole record already in the BIO; framed (the drop-in), to the next record if
+        it is bulk data whose body has already arrived (see _take_bulk_record). So a bulk
+        transfer makes one call per 64 KiB, not per 16 KiB record, and no SSLObject.read
+        that can only ask for bytes.
 
         Go: crypto/tls/conn.go Conn.Read
         """
         if not self.handshake_done:
             self.handshake(t)
+        if self.pending is not None and t.nonblocking:
+            self.kick(t)  # what a previous non-blocking call could not send
         t.acquire(self.in_lock)
         try:
             err = self.read_err
@@ -378,13 +490,13 @@ class _Engine:
         incoming = self.incoming
         outgoing = self.outgoing
         got = 0
-        if n > 0 and not self.maybe_pending:
+        if n > 0 and not (self.maybe_pending or t.nonblocking):
             with lock:
                 empty = not (incoming.eof or self._record_ready())
             if empty:
                 # OpenSSL holds nothing and the BIO no whole record: its read would only
                 # ask for bytes (an exception and a GIL hand-off). Fetch them first.
-                self.fill(t)
+                self.fill(t, None)
         while True:
             ask = n - got
             try:
@@ -402,13 +514,18 @@ class _Engine:
                         held = k == ask and k and obj.pending()
                     finally:
                         out = outgoing.pending
-            except ssl.SSLWantReadError:
+            except ssl.SSLWantReadError as e:
                 self.maybe_pending = False  # OpenSSL needs bytes: it holds no plaintext
                 if out:
                     self.kick(t)
                 if got:
                     return got  # the records in the BIO were not data; what we have will do
-                self.fill(t)
+                if t.nonblocking and self.pending is not None and self.pending.nbytes:
+                    # The peer may be waiting for what this read produced (a post-handshake
+                    # answer): the caller must wait for writability, as OpenSSL on a socket
+                    # would ask it to.
+                    raise _want_write() from None
+                self.fill(t, e)
                 continue
             except ssl.SSLError as e:
                 self.maybe_pending = True
@@ -430,12 +547,18 @@ class _Engine:
             if parts is not None and (k or not got):
                 parts.append(r)
             got += k
-            if not k or got >= n or not ready:
+            if not k or got >= n:
+                return got
+            if not ready and not (self.framed and self._take_bulk_record(t)):
+                # Framed: go on only to bulk data whose body has arrived (taken without
+                # waiting, never more than that record); what is on its way the kernel shows.
                 return got
 
-    def write(self, t: _Transport, view: memoryview) -> int:
-        """Seal and send all of view, _CHUNK at a time; returns its length. An error raised
-        part-way carries ``.written``.
+    def write(self, t: _Transport, view: memoryview, nonblocking: bool) -> int:
+        """Seal and send all of view; returns its length. A non-blocking call seals it all
+        at once and, if the wire takes only part, raises SSLWantWriteError: the caller then
+        retries with the same data, as OpenSSL requires, and gets its length back once the
+        records are out. An error raised part-way carries ``.written``.
 
         Go: crypto/tls/conn.go Conn.Write
         """
@@ -445,12 +568,19 @@ class _Engine:
         try:
             t.acquire(self.out_lock)
             try:
-                self.flush_locked(t)
+                if not self.flush_locked(t):
+                    raise _want_write()
+                if self.retry is not None:
+                    n, self.retry = self.retry, None
+                    return n
                 total = view.nbytes
+                step = total if nonblocking else _CHUNK
                 while True:  # do-while: a write of b"" still runs one step
-                    chunk = view[written : written + _CHUNK]
+                    chunk = view[written : written + step]
                     n = self._seal(t, chunk)
-                    self.flush_locked(t)
+                    if not self.flush_locked(t):
+                        self.retry = n
+                        raise _want_write()
                     written += n
                     if written >= total:
                         return total
@@ -467,17 +597,48 @@ class _Engine:
             try:
                 with self.lock:
                     return int(self.obj.write(chunk))
-            except ssl.SSLWantReadError:
-                pass
+            except ssl.SSLWantReadError as e:
+                want = e
             except ssl.SSLError:
                 self._flush_alert_locked(t)
                 raise
             t.acquire(self.in_lock)
             try:
                 self.maybe_pending = True  # the handshake may take in application data
-                self.fill(t)
+                self.fill(t, want)
             finally:
                 self.in_lock.release()
+
+    def shutdown(self, t: _Transport) -> None:
+        """Send close_notify and wait for the peer's (SSLObject.unwrap).
+
+        Go: crypto/tls/conn.go Conn.closeNotify (Go does not wait for the peer's)
+        """
+        t.acquire(self.in_lock)
+        try:
+            t.acquire(self.out_lock)
+            try:
+                while True:
+                    if not self.flush_locked(t):
+                        raise _want_write()
+                    want: ssl.SSLError | None = None
+                    try:
+                        with self.lock:
+                            self.obj.shutdown()
+                    except ssl.SSLWantReadError as e:
+                        want = e
+                    except ssl.SSLError:
+                        self._flush_alert_locked(t)
+                        raise
+                    if not self.flush_locked(t):
+                        raise _want_write()
+                    if want is None:
+                        return
+                    self.fill(t, want)
+            finally:
+                self.release_out(t)
+        finally:
+            self.in_lock.release()
 
     def close_notify(self, t: _Transport) -> bool:
         """Seal close_notify and send it, unless a write is in flight (then False: the
@@ -497,3 +658,9 @@ class _Engine:
             return True
         finally:
             self.out_lock.release()
+
+    def leftover(self) -> bytes:
+        """What the peer sent after its close_notify, read from the wire but not used by
+        TLS (the first cleartext bytes after an unwrap)."""
+        with self.lock:
+            return bytes(self.incoming.read()) if self.incoming.pending else b""

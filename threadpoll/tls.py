@@ -9,7 +9,8 @@ hold under TLS: ``close()`` from any thread wakes a thread blocked anywhere in T
 another writes. Errors are the stdlib's ``ssl`` exceptions unchanged, plus the closing and
 deadline errors.
 
-The TLS machinery (the two-BIO shuffle, its locks) is in ``threadpoll._tlsengine``.
+The TLS machinery (the two-BIO shuffle, its locks) is in ``threadpoll._tlsengine``, shared with
+the drop-in ``ssl.SSLSocket``.
 
 Differences from Go:
 
@@ -141,7 +142,7 @@ class TLSConn:
         self._conn = conn
         self._server_side = server_side
         self._t = _ConnTransport(conn)
-        self._engine = _Engine.new(context, server_side, server_hostname, self)
+        self._engine = _Engine.new(context, server_side, server_hostname, self, framed=False)
 
     def handshake(self) -> None:
         """Run the handshake now (``read`` and ``write`` run it first otherwise). A failure
@@ -196,7 +197,7 @@ class TLSConn:
         if isinstance(data, str):
             raise TypeError("a bytes-like object is required, not 'str'")
         with memoryview(data) as m, m.cast("B") as view:
-            return self._engine.write(self._t, view)
+            return self._engine.write(self._t, view, False)
 
     def close_write(self) -> None:
         """Send close_notify and shut down the writing side: the peer reads EOF.
