@@ -1,7 +1,8 @@
 """TLS keeps the promises: threadpoll.tls (over a Conn) and the drop-in ssl.SSLSocket.
 
-Each behaviour runs on both fronts (``front``: "tls" for ``threadpoll.tls.TLSConn``, "dropin"
-for ``SSLContext.wrap_socket`` on a threadpoll socket) and on every backend (``rt``). The
+Each behaviour runs on every front (``front``: "tls" for ``threadpoll.tls.TLSConn``, "dropin"
+for ``SSLContext.wrap_socket`` on a threadpoll socket, "dropin-bio" for the same on its
+memory-BIO route) and on every backend (``rt``). The
 certificates in tests/tls/ were made once with the openssl CLI for these tests: a CA, a server
 certificate for localhost/127.0.0.1/::1 and a client certificate signed by it, and a second
 server certificate signed by another CA (valid until 2126).
@@ -23,7 +24,7 @@ import pytest
 from support import Runner, wait_parked
 
 import threadpoll.socket as ts
-from threadpoll import net, tls
+from threadpoll import _sslsocket, net, tls
 from threadpoll._sslsocket import SSLSocket as TPSSLSocket
 from threadpoll.errors import DeadlineExceededError, NetClosingError
 
@@ -56,7 +57,9 @@ def _openssl_key_update_reason() -> str | None:
 
 KEY_UPDATE_SKIP = _openssl_key_update_reason()
 
-FRONTS = ["tls", "dropin"]
+# "dropin-bio": the drop-in forced onto its memory-BIO route (threadpoll/_sslsocket.py, "Two
+# routes"), which it takes by itself for a client with post-handshake authentication.
+FRONTS = ["tls", "dropin", "dropin-bio"]
 
 # Python 3.9 sets OP_IGNORE_UNEXPECTED_EOF in new contexts: OpenSSL then takes a peer that
 # closes without close_notify for one that sent it, in the stdlib's ssl and here alike.
@@ -173,7 +176,9 @@ def tls_pair(
 
 
 @pytest.fixture(params=FRONTS)
-def front(request: pytest.FixtureRequest, rt: Any) -> str:
+def front(request: pytest.FixtureRequest, rt: Any, monkeypatch: pytest.MonkeyPatch) -> str:
+    if request.param == "dropin-bio":
+        monkeypatch.setattr(_sslsocket, "_BIO_ONLY", True)
     return str(request.param)
 
 
@@ -206,6 +211,31 @@ def test_dropin_is_an_ssl_socket_and_a_threadpoll_socket(rt: Any) -> None:
             )
             assert type(w) is ssl.SSLSocket
             w.close()
+    finally:
+        c.close()
+        s.close()
+
+
+def test_dropin_route(rt: Any) -> None:
+    """The drop-in runs _ssl on the descriptor, except for a client with post-handshake
+    authentication on, whose reads may have to answer the server on the spot while another
+    thread's write is parked mid-record (OpenSSL on a socket allows one unfinished write):
+    that one takes the memory-BIO route, whose reads queue their answers."""
+    c, s = tls_pair("dropin")
+    try:
+        assert type(c.obj._sslobj) is _sslsocket._SSLObj
+        assert type(s.obj._sslobj) is _sslsocket._SSLObj
+    finally:
+        c.close()
+        s.close()
+    sctx = server_ctx()
+    sctx.post_handshake_auth = True
+    cctx = client_ctx()
+    cctx.post_handshake_auth = True
+    c, s = tls_pair("dropin", sctx, cctx)
+    try:
+        assert type(c.obj._sslobj) is _sslsocket._BIOSSLObj
+        assert type(s.obj._sslobj) is _sslsocket._SSLObj  # a server's reads never answer
     finally:
         c.close()
         s.close()
@@ -683,7 +713,7 @@ def test_post_handshake_auth_answered_by_a_read_while_another_thread_writes(fron
     stop = threading.Event()
 
     def peer_cert() -> Any:
-        return s.obj.getpeercert() if front == "dropin" else s.obj.peer_certificate()
+        return s.obj.getpeercert() if front != "tls" else s.obj.peer_certificate()
 
     try:
         assert not peer_cert()
@@ -716,9 +746,7 @@ def test_post_handshake_auth_answered_by_a_read_while_another_thread_writes(fron
         assert bytes(got) == b"hello" * 1000 + b"END"
         # Let the writer finish its last write while the server drains.
         while w.thread.is_alive():
-            s.obj.settimeout(0.2) if front == "dropin" else s.set_read_deadline(
-                time.monotonic() + 0.2
-            )
+            s.obj.settimeout(0.2) if front != "tls" else s.set_read_deadline(time.monotonic() + 0.2)
             try:
                 s.read(65536)
             except (stdsocket.timeout, ssl.SSLError):
