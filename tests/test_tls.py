@@ -1,7 +1,8 @@
 """TLS keeps the promises: threadpoll.tls (over a Conn) and the drop-in ssl.SSLSocket.
 
-Each behaviour runs on both fronts (``front``: "tls" for ``threadpoll.tls.TLSConn``, "dropin"
-for ``SSLContext.wrap_socket`` on a threadpoll socket) and on every backend (``rt``). The
+Each behaviour runs on every front (``front``: "tls" for ``threadpoll.tls.TLSConn``, "dropin"
+for ``SSLContext.wrap_socket`` on a threadpoll socket, "dropin-bio" for the same on its
+memory-BIO route) and on every backend (``rt``). The
 certificates in tests/tls/ were made once with the openssl CLI for these tests: a CA, a server
 certificate for localhost/127.0.0.1/::1 and a client certificate signed by it, and a second
 server certificate signed by another CA (valid until 2126).
@@ -23,7 +24,7 @@ import pytest
 from support import Runner, wait_parked
 
 import threadpoll.socket as ts
-from threadpoll import net, tls
+from threadpoll import _sslsocket, net, tls
 from threadpoll._sslsocket import SSLSocket as TPSSLSocket
 from threadpoll.errors import DeadlineExceededError, NetClosingError
 
@@ -56,7 +57,9 @@ def _openssl_key_update_reason() -> str | None:
 
 KEY_UPDATE_SKIP = _openssl_key_update_reason()
 
-FRONTS = ["tls", "dropin"]
+# "dropin-bio": the drop-in forced onto its memory-BIO route (threadpoll/_sslsocket.py, "Two
+# routes"), which it takes by itself for a client with post-handshake authentication.
+FRONTS = ["tls", "dropin", "dropin-bio"]
 
 # Python 3.9 sets OP_IGNORE_UNEXPECTED_EOF in new contexts: OpenSSL then takes a peer that
 # closes without close_notify for one that sent it, in the stdlib's ssl and here alike.
@@ -173,7 +176,9 @@ def tls_pair(
 
 
 @pytest.fixture(params=FRONTS)
-def front(request: pytest.FixtureRequest, rt: Any) -> str:
+def front(request: pytest.FixtureRequest, rt: Any, monkeypatch: pytest.MonkeyPatch) -> str:
+    if request.param == "dropin-bio":
+        monkeypatch.setattr(_sslsocket, "_BIO_ONLY", True)
     return str(request.param)
 
 
@@ -206,6 +211,31 @@ def test_dropin_is_an_ssl_socket_and_a_threadpoll_socket(rt: Any) -> None:
             )
             assert type(w) is ssl.SSLSocket
             w.close()
+    finally:
+        c.close()
+        s.close()
+
+
+def test_dropin_route(rt: Any) -> None:
+    """The drop-in runs _ssl on the descriptor, except for a client with post-handshake
+    authentication on, whose reads may have to answer the server on the spot while another
+    thread's write is parked mid-record (OpenSSL on a socket allows one unfinished write):
+    that one takes the memory-BIO route, whose reads queue their answers."""
+    c, s = tls_pair("dropin")
+    try:
+        assert type(c.obj._sslobj) is _sslsocket._SSLObj
+        assert type(s.obj._sslobj) is _sslsocket._SSLObj
+    finally:
+        c.close()
+        s.close()
+    sctx = server_ctx()
+    sctx.post_handshake_auth = True
+    cctx = client_ctx()
+    cctx.post_handshake_auth = True
+    c, s = tls_pair("dropin", sctx, cctx)
+    try:
+        assert type(c.obj._sslobj) is _sslsocket._BIOSSLObj
+        assert type(s.obj._sslobj) is _sslsocket._SSLObj  # a server's reads never answer
     finally:
         c.close()
         s.close()
@@ -402,6 +432,99 @@ def test_write_deadline_moved_into_the_past_wakes_writer(pair: tuple[End, End]) 
     assert exc.written >= 0
 
 
+@pytest.mark.timeout(30)
+def test_write_cut_short_is_finished_by_the_next_write(pair: tuple[End, End]) -> None:
+    """A write that a deadline cuts short: the next write sends the rest of the 64 KiB step
+    that was cut first, then its own data. The peer reads a prefix of the first data, at
+    least ``.written`` long and at most one step longer, then the second write's, whole."""
+    c, s = pair
+    data = os.urandom(8 << 20).replace(b"E", b"F")  # more than the socket buffers hold
+    w = Runner(lambda: c.write(data), "writer")
+    wait_parked(c.fd, "w")
+    c.set_write_deadline(time.monotonic() - 1)
+    exc = w.join_exc()
+    assert isinstance(exc, DeadlineExceededError)
+    written = exc.written
+    c.set_write_deadline(None)
+    got = bytearray()
+
+    def read_to_end() -> None:
+        while not got.endswith(b"END"):
+            b = s.read(65536)
+            assert b, "EOF before the second write's data"
+            got.extend(b)
+
+    r = Runner(read_to_end, "reader")
+    c.write(b"END")
+    r.join(20)
+    m = len(got) - 3
+    assert written <= m <= written + 65536
+    assert bytes(got[:m]) == data[:m]
+
+
+@pytest.mark.timeout(20)
+def test_dropin_blocking_descriptor_stays_blocking(rt: Any) -> None:
+    """DESIGN: a blocking socket's descriptor is blocking. A TLS step makes it non-blocking
+    for the step alone: after the handshake, a read and a write, and while a reader is
+    parked, the descriptor is blocking; with a timeout it is non-blocking, as the stdlib
+    makes it."""
+    c, s = tls_pair("dropin")
+    try:
+        n = c.fileno()
+        assert os.get_blocking(n)
+        r = Runner(lambda: c.read(100), "reader")
+        wait_parked(c.fd, "r")
+        assert os.get_blocking(n)
+        s.write(b"x")
+        assert r.join() == b"x"
+        c.write(b"y")
+        assert s.read(100) == b"y"
+        assert os.get_blocking(n)
+        c.obj.settimeout(5.0)
+        assert not os.get_blocking(n)
+        s.write(b"z")
+        assert c.read(100) == b"z"
+        assert not os.get_blocking(n)
+        c.obj.settimeout(None)
+        assert os.get_blocking(n)
+    finally:
+        c.close()
+        s.close()
+
+
+@pytest.mark.timeout(60)
+def test_dropin_full_duplex_with_a_timeout(rt: Any) -> None:
+    """2 MiB each way from two threads at once on both ends, with ``settimeout(10)``: every
+    wait a call with a time limit (the call gates, the per-call pollDesc deadline)."""
+    c, s = tls_pair("dropin")
+    try:
+        c.obj.settimeout(10.0)
+        s.obj.settimeout(10.0)
+        n = 2 << 20
+        data = {"c": os.urandom(n), "s": os.urandom(n)}
+
+        def reader(end: End) -> bytes:
+            got = bytearray()
+            while len(got) < n:
+                b = end.read(65536)
+                assert b, "EOF before all data arrived"
+                got += b
+            return bytes(got)
+
+        runners = [
+            Runner(lambda: c.write(data["c"]), "c-writer"),
+            Runner(lambda: s.write(data["s"]), "s-writer"),
+            Runner(lambda: reader(c), "c-reader"),
+            Runner(lambda: reader(s), "s-reader"),
+        ]
+        results = [r.join(50) for r in runners]
+        assert results[3] == data["c"]
+        assert results[2] == data["s"]
+    finally:
+        c.close()
+        s.close()
+
+
 @pytest.mark.timeout(20)
 def test_dropin_settimeout_bounds_read_with_stdlib_message(rt: Any) -> None:
     c, s = tls_pair("dropin")
@@ -590,7 +713,7 @@ def test_post_handshake_auth_answered_by_a_read_while_another_thread_writes(fron
     stop = threading.Event()
 
     def peer_cert() -> Any:
-        return s.obj.getpeercert() if front == "dropin" else s.obj.peer_certificate()
+        return s.obj.getpeercert() if front != "tls" else s.obj.peer_certificate()
 
     try:
         assert not peer_cert()
@@ -623,9 +746,7 @@ def test_post_handshake_auth_answered_by_a_read_while_another_thread_writes(fron
         assert bytes(got) == b"hello" * 1000 + b"END"
         # Let the writer finish its last write while the server drains.
         while w.thread.is_alive():
-            s.obj.settimeout(0.2) if front == "dropin" else s.set_read_deadline(
-                time.monotonic() + 0.2
-            )
+            s.obj.settimeout(0.2) if front != "tls" else s.set_read_deadline(time.monotonic() + 0.2)
             try:
                 s.read(65536)
             except (stdsocket.timeout, ssl.SSLError):

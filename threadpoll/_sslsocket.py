@@ -2,24 +2,85 @@
 
 ``SSLContext.wrap_socket()`` on a ``threadpoll.socket.socket`` returns an ``SSLSocket`` of this
 module: an instance of the stdlib's ``ssl.SSLSocket`` *and* of ``threadpoll.socket.socket``.
-Its TLS runs on an SSLObject over two memory BIOs (``threadpoll.tls._Engine``), fed through
-the socket's descriptor by calls that park on its pollDesc, never by ``_ssl`` doing blocking
-I/O on the fd. So every blocking TLS operation (handshake, ``recv``, ``recv_into``, ``read``,
-``send``, ``sendall``, ``write``, ``unwrap``, ``sendfile``) keeps the promises: ``close()``
-from any thread wakes it with ``NetClosingError``; ``settimeout`` bounds the whole call and
-raises the stdlib's ``TimeoutError('The read operation timed out')`` (or write, handshake);
-the read and write deadlines raise ``DeadlineExceededError``; an error from a write carries
-``.written``; one thread may read while another writes. A non-blocking socket
-(``settimeout(0)``) raises ``SSLWantReadError``/``SSLWantWriteError`` as the stdlib's does.
+Its TLS is the stdlib's own ``_ssl`` socket object (OpenSSL reading and writing the descriptor
+itself, as under the stdlib's SSLSocket), driven in non-blocking steps: each blocking TLS
+operation (handshake, ``recv``, ``recv_into``, ``read``, ``send``, ``sendall``, ``write``,
+``unwrap``, ``sendfile``) runs one step and, on ``SSLWantReadError``/``SSLWantWriteError``,
+parks on the descriptor's pollDesc like any other read or write, then runs the next. So the
+promises hold: ``close()`` from any thread wakes it with ``NetClosingError``; ``settimeout``
+bounds the whole call and raises the stdlib's ``TimeoutError('The read operation timed
+out')`` (or write, handshake); the read and write deadlines raise ``DeadlineExceededError``;
+an error from a write carries ``.written``; one thread may read while another writes. A
+non-blocking socket (``settimeout(0)``) raises ``SSLWantReadError``/``SSLWantWriteError`` as
+the stdlib's does. Everything else (unexpected EOF, ``suppress_ragged_eofs``, ``pending()``,
+``unwrap``, ``select()`` on the socket, ``makefile``, the certificate calls) is the stdlib's
+own behaviour, because it is the stdlib's code: OpenSSL reads the socket no further than the
+record it needs, as it always does.
+
+A step (``_SSLObj._step``):
+
+- runs under the connection's lock, ``_SSLObj.lock``: OpenSSL's ``SSL`` is not safe for
+  concurrent use. The lock guards one step, never a park, so a reader waiting for data never
+  stops a writer. It is re-entrant: OpenSSL calls Python back inside a step (the SNI callback,
+  the message callback), and ``_ssl`` runs signal handlers between its OpenSSL call and its
+  return; a handler may use the same socket.
+- holds an FD reference (an ``incref`` for the first try, the FD's read or write lock when it
+  runs from ``raw_read``/``raw_write`` after a park), so ``close()`` waits for a running step
+  and a recycled fd number can never receive its I/O.
+- needs the descriptor non-blocking and the C-level timeout 0: OpenSSL's socket BIO makes
+  plain read(2)/write(2) calls, with no ``MSG_DONTWAIT``, and ``_ssl`` waits by itself
+  (poll(2)) for any C-level timeout but 0. A socket with a timeout, or non-blocking, is in
+  that mode already (the stdlib made the descriptor non-blocking for it, and threadpoll keeps
+  its C-level timeout 0). A socket in blocking mode (``settimeout(None)``) keeps a blocking
+  descriptor, as DESIGN promises: each step makes it non-blocking (C-level timeout 0,
+  O_NONBLOCK) and puts it back after, two ioctl(FIONBIO) calls per step, as accept and
+  connect do for their call (``threadpoll.socket._nonblocking``). So a blocking TLS socket's
+  descriptor is non-blocking only while a step runs, under the lock; between steps, while
+  parked too, it is in the mode the socket's timeout gives it (another holder of the open
+  file description sees O_NONBLOCK during a step, and a step does depend on the flag: one
+  whose flag another holder clears mid-step would block, as the stdlib's would).
+- ``settimeout`` takes the same lock, so a step puts back the mode the timeout gives now.
+
+Writes: one writer at a time holds ``_SSLObj.wlock`` for its whole call (writes never
+interleave, and OpenSSL requires a write that wanted I/O to be retried with the same data
+before any other). A blocking write goes in steps of up to 64 KiB (``_CHUNK``), so an error
+part-way (a deadline, a timeout, close) carries ``.written``: the plaintext of the steps that
+finished. DIVERGENCE(go): the step that was cut short stays with OpenSSL, which has sealed
+and perhaps sent part of it; the next write sends the rest of it first (``_SSLObj.unsent``),
+where Go marks the connection broken for writing.
+
+A socket the poller refused (not pollable) has the stdlib's behaviour and none of the
+promises, as a plain threadpoll socket does: its steps are ``_ssl``'s own blocking calls.
+
+Two routes. OpenSSL on a socket holds at most one unfinished write: after a write step that
+wanted to write, nothing else may be written until that step is retried with the same data
+and finishes. A read that must answer the peer on the spot (the client's Certificate and
+Finished for a TLS 1.3 post-handshake CertificateRequest; a TLS 1.2 renegotiation; before
+OpenSSL 3.0, a KeyUpdate that asks for one back) while another thread's write is parked
+mid-record therefore fails, fatally, with ``SSLError`` (BAD_LENGTH or BAD_WRITE_RETRY), as it
+does on the stdlib's own SSLSocket with a timeout used from two threads (without a timeout,
+the stdlib's two threads share the ``SSL`` object with no lock at all). So the route is
+chosen per connection (``_new_sslobj``):
+
+- ``_SSLObj`` (above): ``_ssl`` on the descriptor, the stdlib's own I/O and copies. Every
+  connection takes it, but
+- ``_BIOSSLObj``: an SSLObject on two memory BIOs (``threadpoll._tlsengine._Engine``, as
+  ``threadpoll.tls``), fed through the descriptor by ``_SockTransport``, for a client whose
+  context has ``post_handshake_auth`` on, and for every connection where OpenSSL is older
+  than 3.0 (which answers a KeyUpdate from the read; 3.0 leaves it to the next write). Its
+  reads queue their answers behind a parked write instead of failing. It costs more: copies
+  through the BIOs and more Python per record (per 64 KiB written and read back on the C
+  core, 1,154k instructions where the first route makes 593k and the stdlib 558k).
+- What is left on the first route: a TLS 1.2 server's renegotiation request (HelloRequest)
+  that reaches a client while another thread's write is parked mid-record fails with the
+  stdlib's SSLError, as on the stdlib's SSLSocket. (OpenSSL 3.0 servers refuse a client's
+  renegotiation with an alert, which OpenSSL sends after the unfinished write.) Clients
+  cannot be told apart here: any context that allows TLS 1.2 may meet it.
 
 How it is hooked in: ``SSLContext.sslsocket_class`` is set to ``SSLSocket`` below (when
 ``threadpoll.socket`` is imported), whose ``_create`` hands any socket that is not a threadpoll
 socket to the stdlib's own ``ssl.SSLSocket._create``, unchanged. A context whose
 ``sslsocket_class`` was set by its user keeps it.
-
-All the raw I/O goes through ``_SockTransport``: one attempt with ``MSG_DONTWAIT`` (so it never
-depends on the fd's O_NONBLOCK flag), then park on the pollDesc until ready, the call's time
-limit, the deadline, or close.
 """
 
 from __future__ import annotations
@@ -29,6 +90,7 @@ import errno
 import os
 import socket as _stdsocket
 import ssl
+import threading
 import time
 import weakref
 from typing import Any, Callable
@@ -41,9 +103,304 @@ from threadpoll.errors import DeadlineExceededError, with_written
 __all__ = ["SSLSocket", "install"]
 
 _CSocket = _socket.socket
+_c_settimeout = _CSocket.settimeout
 _StdSSLSocket = ssl.SSLSocket
 _MSG_DONTWAIT = getattr(_socket, "MSG_DONTWAIT", 0)
 _monotonic = time.monotonic
+_WantRead = ssl.SSLWantReadError
+_WantWrite = ssl.SSLWantWriteError
+# Plaintext per SSL_write in a blocking write: .written moves in these steps.
+_CHUNK = 65536
+# OpenSSL before 3.0 answers a KeyUpdate that asks for one back from inside SSL_read (3.0
+# leaves it to the next write): there, every connection takes the memory-BIO route.
+_BIO_ONLY = ssl.OPENSSL_VERSION_INFO < (3, 0)
+
+
+def _timed_out(what: str) -> OSError:
+    """The stdlib's timeout error for a TLS operation ("read", "write", "handshake")."""
+    return _stdsocket.timeout(f"The {what} operation timed out")
+
+
+def _want_write() -> ssl.SSLWantWriteError:
+    return ssl.SSLWantWriteError(ssl.SSL_ERROR_WANT_WRITE, "The operation did not complete (write)")
+
+
+class _SSLObj:
+    """What ``ssl.SSLSocket`` keeps in ``_sslobj``, with the same methods: the stdlib's C
+    ``_ssl._SSLSocket`` on this socket (``obj``), whose I/O methods run here in steps that
+    park between them (see the module docstring). The stdlib's SSLSocket code runs unchanged
+    on top."""
+
+    __slots__ = ("obj", "lock", "wlock", "unsent", "cut", "_owner")
+
+    def __init__(self, owner: SSLSocket, server_side: bool, session: Any) -> None:
+        # Weak, as _ssl's own links to its socket: the SSLSocket holds this object, and a
+        # cycle would keep an unclosed socket from its ResourceWarning and its close.
+        self._owner = weakref.ref(owner)
+        self.lock = threading.RLock()  # one step at a time (see the module docstring)
+        self.wlock = threading.Lock()  # one writer at a time, for its whole call
+        # A blocking write's step that an error cut short: its plaintext, which OpenSSL
+        # holds part of; the next write finishes it first. Guarded by wlock.
+        self.unsent: bytes | None = None
+        # The current write step wanted I/O (OpenSSL holds part of it). Guarded by wlock.
+        self.cut = False
+        # guarded by lock (each call on it is a step or runs under the lock)
+        self.obj = owner._context._wrap_socket(  # type: ignore[attr-defined]
+            owner, server_side, owner.server_hostname, owner=owner, session=session
+        )
+
+    def _sock(self) -> SSLSocket:
+        sock = self._owner()
+        if sock is None:
+            raise ValueError("the SSL socket is gone")
+        return sock
+
+    # --- steps -----------------------------------------------------------------------------
+
+    def _step(self, sock: SSLSocket, op: Callable[..., Any], args: tuple[Any, ...]) -> Any:
+        """One ``_ssl`` call, non-blocking, under the lock. The caller holds an FD reference."""
+        with self.lock:
+            if sock._timeout is None:
+                _c_settimeout(sock, 0.0)
+                try:
+                    return op(*args)
+                finally:
+                    _c_settimeout(sock, None if sock._timeout is None else 0.0)
+            return op(*args)
+
+    def _run(
+        self,
+        what: str,
+        op: Callable[..., Any],
+        args: tuple[Any, ...],
+        start: float = 0.0,
+        writing: bool = False,
+    ) -> Any:
+        """``op(*args)`` (a method of ``obj``) to its end: a first step; then, while it wants
+        to read or write, park on the pollDesc in that direction and step again, within the
+        call's timeout (counted from ``start``, or from now if 0), the deadlines and close.
+        ``what`` names the operation in the timeout error ("" for shutdown: by the direction
+        it waits in, as ``_ssl`` names it). A non-blocking socket raises the step's want.
+        ``writing``: a write step of a blocking write, which sets ``cut`` once it has wanted
+        I/O."""
+        sock = self._owner()
+        if sock is None:
+            raise ValueError("the SSL socket is gone")
+        if not start and sock._timeout:
+            start = _monotonic()
+        d = sock._desc
+        fd = d.fd
+        fd.incref()
+        try:
+            if not d.pollable:
+                return op(*args)  # the stdlib's own blocking call (see the module docstring)
+            with self.lock:  # _step, inline: the first try is the hot path
+                if sock._timeout is None:
+                    _c_settimeout(sock, 0.0)
+                    try:
+                        return op(*args)
+                    finally:
+                        _c_settimeout(sock, None if sock._timeout is None else 0.0)
+                return op(*args)
+        except _WantRead:
+            if sock._timeout == 0.0:
+                raise
+            reading = True
+        except _WantWrite:
+            if sock._timeout == 0.0:
+                raise
+            reading = False
+        finally:
+            fd.decref()
+        if writing:
+            self.cut = True
+        return self._park(sock, what, op, args, reading, start)
+
+    def _park(
+        self,
+        sock: SSLSocket,
+        what: str,
+        op: Callable[..., Any],
+        args: tuple[Any, ...],
+        reading: bool,
+        start: float,
+    ) -> Any:
+        """_run after a step that wanted I/O: park in that direction and step again, under
+        the FD's read or write lock, until a step ends."""
+        fd = sock._desc.fd
+        timeout = sock._timeout
+        want = [reading]  # the direction the last step asked for
+        got: list[Any] = []
+
+        def expired() -> OSError:
+            return _timed_out(what or ("read" if want[0] else "write"))
+
+        limit = None if timeout is None else CallLimit(start + timeout, expired)
+
+        def attempt(_sysfd: int) -> bool:
+            try:
+                got.append(self._step(sock, op, args))
+            except _WantRead:
+                if want[0]:
+                    return False
+                want[0] = True  # the other direction: park there
+            except _WantWrite:
+                if not want[0]:
+                    return False
+                want[0] = False
+            return True
+
+        while not got:
+            if want[0]:
+                fd.raw_read(attempt, limit)
+            else:
+                fd.raw_write(attempt, limit)
+        return got[0]
+
+    # --- I/O -------------------------------------------------------------------------------
+
+    def do_handshake(self) -> None:
+        self._run("handshake", self.obj.do_handshake, ())
+
+    def read(self, n: int = 1024, buffer: Any = None) -> Any:
+        if buffer is None:
+            return self._run("read", self.obj.read, (n,))
+        return self._run("read", self.obj.read, (n, buffer))
+
+    def write(self, data: Any) -> int:
+        sock = self._sock()
+        timeout = sock._timeout
+        start = _monotonic() if timeout else 0.0
+        write = self.obj.write
+        wlock = self.wlock
+        if timeout == 0.0 or not sock._desc.pollable:
+            # One step, as the stdlib's: the caller retries with the same data on
+            # SSLWantWriteError (OpenSSL's contract), and gets its length once it is out.
+            if not wlock.acquire(False):
+                raise _want_write()  # another thread is writing: this would wait
+            try:
+                if self.unsent is not None:
+                    self._run("write", write, (self.unsent,), start)
+                    self.unsent = None
+                return int(self._run("write", write, (data,), start))
+            finally:
+                wlock.release()
+        if not wlock.acquire(False):
+            try:
+                acquire_until(wlock, None if timeout is None else start + timeout, _write_timed_out)
+            except BaseException as e:
+                with_written(e, 0)
+                raise
+        try:
+            if self.unsent is not None:
+                try:
+                    self._run("write", write, (self.unsent,), start)
+                except BaseException as e:
+                    with_written(e, 0)
+                    raise
+                self.unsent = None
+            if data.__class__ is bytes and len(data) <= _CHUNK:
+                # One step's worth (the bulk path): no view, no chunks.
+                self.cut = False
+                try:
+                    self._run("write", write, (data,), start, True)
+                except BaseException as e:
+                    if self.cut:
+                        self.unsent = data
+                    with_written(e, 0)
+                    raise
+                return len(data)
+            return self._write_chunks(data, start)
+        finally:
+            wlock.release()
+
+    def _write_chunks(self, data: Any, start: float) -> int:
+        """A blocking write in steps of up to _CHUNK: the rest of write. Must be called
+        holding wlock."""
+        write = self.obj.write
+        written = 0
+        with memoryview(data) as m, m.cast("B") as view:
+            total = view.nbytes
+            while True:  # do-while: a write of b"" still runs one step
+                chunk = view[written : written + _CHUNK]
+                self.cut = False
+                try:
+                    self._run("write", write, (chunk,), start, True)
+                except BaseException as e:
+                    if self.cut:
+                        self.unsent = bytes(chunk)
+                    with_written(e, written)
+                    raise
+                written += chunk.nbytes
+                if written >= total:
+                    return total
+
+    def shutdown(self) -> Any:
+        """Send close_notify and wait for the peer's (the stdlib's unwrap); a write cut short
+        is finished first."""
+        start = _monotonic()
+        sock = self._sock()
+        timeout = sock._timeout
+        if timeout == 0.0:
+            if not self.wlock.acquire(False):
+                raise _want_write()
+        else:
+            acquire_until(
+                self.wlock, None if timeout is None else start + timeout, _write_timed_out
+            )
+        try:
+            if self.unsent is not None:
+                self._run("write", self.obj.write, (self.unsent,), start)
+                self.unsent = None
+            return self._run("", self.obj.shutdown, (), start)
+        finally:
+            self.wlock.release()
+
+    # --- no I/O: one step under the lock ---------------------------------------------------
+
+    def pending(self) -> int:
+        with self.lock:
+            return int(self.obj.pending())
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self.obj, name)
+        if not callable(attr):
+            return attr
+        lock = self.lock
+
+        def step(*args: Any, **kwargs: Any) -> Any:
+            with lock:
+                return attr(*args, **kwargs)
+
+        return step
+
+    @property
+    def context(self) -> ssl.SSLContext:
+        return self.obj.context  # type: ignore[no-any-return]
+
+    @context.setter
+    def context(self, ctx: ssl.SSLContext) -> None:
+        with self.lock:
+            self.obj.context = ctx
+
+    @property
+    def session(self) -> Any:
+        with self.lock:
+            return self.obj.session
+
+    @session.setter
+    def session(self, session: Any) -> None:
+        with self.lock:
+            self.obj.session = session
+
+    @property
+    def session_reused(self) -> bool:
+        with self.lock:
+            return bool(self.obj.session_reused)
+
+
+def _write_timed_out() -> OSError:
+    return _timed_out("write")
 
 
 class _SockTransport(_Transport):
@@ -131,9 +488,10 @@ class _SockTransport(_Transport):
         acquire_until(lock, self.until, self._timed_out)
 
 
-class _SSLObj:
-    """What ``ssl.SSLSocket`` keeps in ``_sslobj`` (the C ``_ssl._SSLSocket``), with the same
-    methods, but over an _Engine: the stdlib's SSLSocket code runs unchanged on top."""
+class _BIOSSLObj:
+    """The other ``_sslobj`` (see the module docstring, "Two routes"): the same methods over
+    an _Engine, an SSLObject on two memory BIOs fed through the descriptor by
+    ``_SockTransport``; the stdlib's SSLSocket code runs unchanged on top."""
 
     __slots__ = ("_engine", "_owner")
 
@@ -188,6 +546,11 @@ class _SSLObj:
         return step
 
     @property
+    def lock(self) -> Any:
+        """The engine's step lock (what SSLSocket.settimeout takes, as for _SSLObj)."""
+        return self._engine.lock
+
+    @property
     def context(self) -> ssl.SSLContext:
         return self._engine.obj.context  # type: ignore[no-any-return]
 
@@ -215,12 +578,12 @@ class _SSLObj:
 class SSLSocket(_StdSSLSocket, _tpsocket.socket):  # type: ignore[misc]
     """An ``ssl.SSLSocket`` on a threadpoll socket; see the module docstring."""
 
-    _leftover = b""  # cleartext the peer sent right after its close_notify (see unwrap)
+    _leftover = b""  # _BIOSSLObj: cleartext the peer sent right after its close_notify (unwrap)
     _discard_at_close = False  # closed while TLS was on: _before_close drains the socket
     # What the stdlib's SSLSocket keeps (Lib/ssl.py SSLSocket._create), typed for mypy.
     _context: ssl.SSLContext
     _session: Any
-    _sslobj: _SSLObj | None
+    _sslobj: _SSLObj | _BIOSSLObj | None
     _connected: bool
     do_handshake_on_connect: bool
     suppress_ragged_eofs: bool
@@ -314,7 +677,7 @@ class SSLSocket(_StdSSLSocket, _tpsocket.socket):  # type: ignore[misc]
             self.settimeout(sock_timeout)
             self._connected = connected
             if connected:
-                self._sslobj = _SSLObj(self, server_side, session)
+                self._sslobj = _new_sslobj(self, server_side, session)
                 if do_handshake_on_connect:
                     if self.gettimeout() == 0.0:
                         raise ValueError(
@@ -350,7 +713,7 @@ class SSLSocket(_StdSSLSocket, _tpsocket.socket):  # type: ignore[misc]
             raise ValueError("can't connect in server-side mode")
         if self._connected or self._sslobj is not None:
             raise ValueError("attempt to connect already-connected SSLSocket!")
-        self._sslobj = _SSLObj(self, False, self._session)
+        self._sslobj = _new_sslobj(self, False, self._session)
         try:
             if connect_ex:
                 rc = _tpsocket.socket.connect_ex(self, addr)
@@ -378,7 +741,8 @@ class SSLSocket(_StdSSLSocket, _tpsocket.socket):  # type: ignore[misc]
         try:
             sslobj.write(data)
         except BaseException as e:
-            with_written(e, 0)
+            if not hasattr(e, "written"):
+                with_written(e, 0)
             raise
         return None
 
@@ -411,7 +775,15 @@ class SSLSocket(_StdSSLSocket, _tpsocket.socket):  # type: ignore[misc]
         except OSError:
             return
 
-    # After unwrap(): the cleartext that arrived with the peer's close_notify comes first.
+    def settimeout(self, value: float | None, /) -> None:
+        """threadpoll's, under the TLS connection's lock: a step running meanwhile puts the
+        descriptor back in the mode the new timeout gives it (see the module docstring)."""
+        sslobj = getattr(self, "_sslobj", None)
+        if sslobj is None:
+            _tpsocket.socket.settimeout(self, value)
+            return
+        with sslobj.lock:
+            _tpsocket.socket.settimeout(self, value)
 
     def recv(self, buflen: int = 1024, flags: int = 0) -> bytes:
         sslobj = self._sslobj
@@ -419,6 +791,8 @@ class SSLSocket(_StdSSLSocket, _tpsocket.socket):  # type: ignore[misc]
             # Lib/ssl.py SSLSocket.recv and .read in one frame (their _checkClosed does
             # nothing): the bulk path.
             try:
+                if sslobj.__class__ is _SSLObj:
+                    return sslobj._run("read", sslobj.obj.read, (buflen,))  # type: ignore[no-any-return]
                 return sslobj.read(buflen)  # type: ignore[no-any-return]
             except ssl.SSLError as x:
                 if x.args[0] == ssl.SSL_ERROR_EOF and self.suppress_ragged_eofs:
@@ -437,6 +811,16 @@ class SSLSocket(_StdSSLSocket, _tpsocket.socket):  # type: ignore[misc]
             self._leftover = self._leftover[n:]
             return n
         return _StdSSLSocket.recv_into(self, buffer, nbytes, flags)
+
+
+def _new_sslobj(owner: SSLSocket, server_side: bool, session: Any) -> _SSLObj | _BIOSSLObj:
+    """The route for a new TLS connection (see the module docstring, "Two routes"): the
+    stdlib's ``_ssl`` on the descriptor, unless a read may have to answer the peer on the
+    spot (a client with post-handshake authentication on; any connection where OpenSSL older
+    than 3.0 answers a KeyUpdate from the read), which takes the memory-BIO engine."""
+    if _BIO_ONLY or (not server_side and owner._context.post_handshake_auth):
+        return _BIOSSLObj(owner, server_side, session)
+    return _SSLObj(owner, server_side, session)
 
 
 def install() -> None:

@@ -65,8 +65,10 @@ subclass the stdlib class, so ``patch()`` imports ``ssl`` first.
 
 TLS: ``SSLContext.wrap_socket()`` on a threadpoll socket returns ``threadpoll._sslsocket.
 SSLSocket``, an instance of both ``ssl.SSLSocket`` and this module's ``socket``, whose TLS runs
-on an SSLObject fed through this descriptor, so the promises hold under TLS too (the hook is
-installed when this module is imported; see ``threadpoll/_sslsocket.py``).
+the stdlib's ``_ssl`` on this descriptor in non-blocking steps that park between them (or, for
+a client with post-handshake authentication, an SSLObject fed through it), so the promises
+hold under TLS too (the hook is installed when this module is imported; see
+``threadpoll/_sslsocket.py``).
 """
 
 from __future__ import annotations
