@@ -3,8 +3,8 @@
 - Another holder of the open file description may clear ``O_NONBLOCK`` at any time: socket
   attempts use ``MSG_DONTWAIT``, so a reader still parks and close still wakes it.
 - A blocking drop-in socket's descriptor is blocking (``os.get_blocking``, a child process);
-  ``setblocking``/``settimeout`` change it as the stdlib's do; accept and connect make it
-  non-blocking only for the call.
+  ``setblocking``/``settimeout`` change it as the stdlib's do; accept, connect and each step
+  of a TLS socket make it non-blocking only for the call or step.
 - A ``File`` handed to a child (``fileno()``, Go's ``Fd()``) is made blocking first.
 - A second front on a registered descriptor shares the first's FD, or is refused plainly.
 """

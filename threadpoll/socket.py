@@ -20,7 +20,8 @@ How a socket is built:
   never wait by themselves; every attempt that may wait passes ``MSG_DONTWAIT``, so it never
   blocks whatever the mode (another holder of the open file description may change it at
   any time). accept and connect have no such flag: they make the descriptor non-blocking for
-  the call only.
+  the call only; so does each step of a TLS socket (``_sslsocket``: OpenSSL's own reads and
+  writes).
 - ``settimeout`` keeps its stdlib meaning, a per-call timeout raising ``TimeoutError('timed
   out')`` (``socket.timeout``), kept here in Python (``gettimeout`` reports it) while the
   C-level timeout stays 0. It bounds the whole call, the wait for the read or write lock
