@@ -276,13 +276,6 @@ netpollunblock(PollDescObject *pd, int mode, int ioready)
     return old == PD_PARKED;
 }
 
-/* Sleep while mode is PD_PARKED; expire the deadline if the wait times out. Returns 1 if
- * a signal handler must run (EINTR): the thread is then still PD_PARKED, as a thread parked
- * in the Python runtime is while its handler runs (dump() shows it; a wake-up meanwhile is
- * kept), and posts may be pending; tp_park again or tp_park_abort follows. Else 0, with
- * every post consumed. Must be called while holding pd->lock, without the GIL; returns
- * holding pd->lock.
- * Go: runtime/proc.go gopark, with the timer's runtime/netpoll.go netpolldeadlineimpl */
 /* ---- the poll leader ------------------------------------------------------------------
  *
  * rt->leading says someone is in netpoll: at most one thread at a time (edge-triggered
@@ -295,19 +288,39 @@ netpollunblock(PollDescObject *pd, int mode, int ioready)
  * the leader itself, after its request), and the poller leads if nobody has within
  * LEAD_TICK. */
 
-/* Become the leader if nobody polls (returns 1), else a follower (0). Must be called while
- * holding pd->lock (rt->lock nests inside it). Go: runtime/proc.go findRunnable (the
- * netpollinited && netpollAnyWaiters && sched.lastpoll != 0 test before blocking) */
+/* Become the leader if nobody polls (returns 1), else stay or become a follower (0;
+ * *following says whether this thread is counted in rt->nfollowers). No lock: a follower
+ * counts itself before its last try, a leader clears rt->leading before it looks at the
+ * count (both sequentially consistent), so either the follower takes over or the leaving
+ * leader sees it. Must be called while holding pd->lock. Go: runtime/proc.go findRunnable
+ * (the netpollinited && netpollAnyWaiters && sched.lastpoll != 0 test before blocking) */
 static int
-tp_lead_begin(tp_runtime *rt)
+tp_lead_begin(tp_runtime *rt, int *following)
 {
-    pthread_mutex_lock(&rt->lock);
-    int lead = !rt->leading && !rt->stopping;
-    if (lead) {
-        rt->leading = 1;
+    if (__atomic_load_n(&rt->stopping, __ATOMIC_SEQ_CST)) {
+        if (!*following) {
+            __atomic_fetch_add(&rt->nfollowers, 1, __ATOMIC_SEQ_CST);
+            *following = 1;
+        }
+        return 0;
     }
-    pthread_mutex_unlock(&rt->lock);
-    return lead;
+    int zero = 0;
+    if (!*following) {
+        if (__atomic_compare_exchange_n(&rt->leading, &zero, 1, 0, __ATOMIC_SEQ_CST,
+                                        __ATOMIC_SEQ_CST)) {
+            return 1;
+        }
+        __atomic_fetch_add(&rt->nfollowers, 1, __ATOMIC_SEQ_CST);
+        *following = 1;
+        zero = 0;
+    }
+    if (__atomic_compare_exchange_n(&rt->leading, &zero, 1, 0, __ATOMIC_SEQ_CST,
+                                    __ATOMIC_SEQ_CST)) {
+        __atomic_fetch_sub(&rt->nfollowers, 1, __ATOMIC_SEQ_CST);
+        *following = 0;
+        return 1;
+    }
+    return 0;
 }
 
 /* Leave leadership; followers left parked are uncovered from now on (the poller is told if
@@ -315,15 +328,15 @@ tp_lead_begin(tp_runtime *rt)
 static void
 tp_lead_end(tp_runtime *rt)
 {
-    pthread_mutex_lock(&rt->lock);
-    rt->leading = 0;
-    if (rt->nfollowers > 0) {
+    __atomic_store_n(&rt->leading, 0, __ATOMIC_SEQ_CST);
+    if (__atomic_load_n(&rt->nfollowers, __ATOMIC_SEQ_CST) > 0) {
+        pthread_mutex_lock(&rt->lock);
         rt->uncovered_since = tp_now();
         if (rt->poller_idle) {
             pthread_cond_signal(&rt->poller_cond);
         }
+        pthread_mutex_unlock(&rt->lock);
     }
-    pthread_mutex_unlock(&rt->lock);
 }
 
 /* One netpoll by the leader, bounded by deadline d (absolute; INFINITY for none). Returns 0,
@@ -357,6 +370,15 @@ tp_lead_poll(tp_runtime *rt, double d)
     return __atomic_load_n(&rt->stopping, __ATOMIC_ACQUIRE) ? ESHUTDOWN : 0;
 }
 
+/* Sleep while mode is PD_PARKED: as the poll leader in netpoll if nobody polls, else on the
+ * mode's semaphore; expire the deadline if the wait times out. Returns 1 if a signal
+ * handler must run (EINTR): the thread is then still PD_PARKED, as a thread parked in the
+ * Python runtime is while its handler runs (dump() shows it; a wake-up meanwhile is kept),
+ * and posts may be pending; tp_park again or tp_park_abort follows. Else 0, with every post
+ * consumed. Either way it no longer leads. Must be called while holding pd->lock, without
+ * the GIL; returns holding pd->lock.
+ * Go: runtime/proc.go gopark (and findRunnable's netpoll, when it leads), with the timer's
+ * runtime/netpoll.go netpolldeadlineimpl */
 static int
 tp_park(PollDescObject *pd, int mode)
 {
@@ -365,7 +387,7 @@ tp_park(PollDescObject *pd, int mode)
     int *posts = mode == MODE_R ? &pd->rposts : &pd->wposts;
     tp_runtime *rt = pd->crt;
     int intr = 0;
-    int role = 0; /* 0: undecided, 1: leading, 2: following, 3: following for good */
+    int leading = 0, following = 0, stopped = 0;
     while (*g == PD_PARKED) {
         double d = *dpp(pd, mode);
         if (!isinf(d) || d < 0) {
@@ -375,42 +397,23 @@ tp_park(PollDescObject *pd, int mode)
             }
             d = *dpp(pd, mode);
         }
-        if (role == 0 || role == 2) {
-            if (tp_lead_begin(rt)) {
-                if (role == 2) {
-                    pthread_mutex_lock(&rt->lock);
-                    rt->nfollowers--;
-                    pthread_mutex_unlock(&rt->lock);
-                }
-                role = 1;
-                pd->lead |= mode;
-            }
-            else if (role == 0) {
-                pthread_mutex_lock(&rt->lock);
-                rt->nfollowers++;
-                pthread_mutex_unlock(&rt->lock);
-                role = 2;
-            }
+        if (!leading && !stopped && tp_lead_begin(rt, &following)) {
+            leading = 1;
+            pd->lead |= mode;
         }
         pthread_mutex_unlock(&pd->lock);
-        int r;
-        if (role == 1) {
-            r = tp_lead_poll(rt, d);
-        }
-        else {
-            r = tp_sema_wait(s, d);
-        }
+        int r = leading ? tp_lead_poll(rt, d) : tp_sema_wait(s, d);
         pthread_mutex_lock(&pd->lock);
-        if (role == 1) {
+        if (leading) {
             if (r == ESHUTDOWN) {
                 /* Shutdown: nobody polls any more; wait as a follower (close and deadlines
                  * still wake us). */
                 pd->lead &= ~mode;
+                leading = 0;
+                stopped = 1;
+                __atomic_fetch_add(&rt->nfollowers, 1, __ATOMIC_SEQ_CST);
+                following = 1;
                 tp_lead_end(rt);
-                pthread_mutex_lock(&rt->lock);
-                rt->nfollowers++;
-                pthread_mutex_unlock(&rt->lock);
-                role = 3;
             }
             else if (r == EINTR) {
                 intr = 1;
@@ -426,14 +429,12 @@ tp_park(PollDescObject *pd, int mode)
             break;
         }
     }
-    if (role == 1) {
+    if (leading) {
         pd->lead &= ~mode;
         tp_lead_end(rt);
     }
-    else if (role >= 2) {
-        pthread_mutex_lock(&rt->lock);
-        rt->nfollowers--;
-        pthread_mutex_unlock(&rt->lock);
+    if (following) {
+        __atomic_fetch_sub(&rt->nfollowers, 1, __ATOMIC_SEQ_CST);
     }
     if (intr) {
         return 1;
@@ -625,7 +626,8 @@ tp_poller_main(void *arg)
     pthread_mutex_lock(&rt->lock);
     while (!rt->stopping) {
         double now = tp_now();
-        if (rt->leading || rt->nfollowers == 0) {
+        if (__atomic_load_n(&rt->leading, __ATOMIC_SEQ_CST) ||
+            __atomic_load_n(&rt->nfollowers, __ATOMIC_SEQ_CST) == 0) {
             if (now - fmax(last_needed, rt->uncovered_since) < LEAD_LINGER) {
                 tp_cond_wait_until(&rt->poller_cond, &rt->lock, now + LEAD_TICK);
             }
@@ -641,7 +643,11 @@ tp_poller_main(void *arg)
             continue;
         }
         /* Followers have been uncovered for LEAD_TICK: lead for one batch of events. */
-        rt->leading = 1;
+        int zero = 0;
+        if (!__atomic_compare_exchange_n(&rt->leading, &zero, 1, 0, __ATOMIC_SEQ_CST,
+                                         __ATOMIC_SEQ_CST)) {
+            continue; /* a parking thread took the lead meanwhile */
+        }
         rt->poller_leads = 1;
         last_needed = now;
         pthread_mutex_unlock(&rt->lock);
@@ -654,7 +660,7 @@ tp_poller_main(void *arg)
         }
         __atomic_fetch_add(&rt->poller_wakeups, 1, __ATOMIC_RELAXED);
         pthread_mutex_lock(&rt->lock);
-        rt->leading = 0;
+        __atomic_store_n(&rt->leading, 0, __ATOMIC_SEQ_CST);
         rt->poller_leads = 0;
         /* The threads it readied will park again and lead; if none does, lead again. */
         rt->uncovered_since = tp_now();

@@ -122,7 +122,7 @@ typedef struct tp_runtime {
     uint32_t *free;         /* lock: the pollcache free list (slots) */
     uint32_t nfree;         /* lock */
     int poller_running;     /* lock */
-    int stopping;           /* lock */
+    int stopping;           /* lock (written; read atomically by the poll leader) */
     pthread_t poller;       /* lock */
     /* backend descriptors: constant between netpollinit and netpolldeinit (life) */
     int pollfd;             /* the epoll or kqueue descriptor; -1 once closed */
@@ -131,10 +131,10 @@ typedef struct tp_runtime {
     int lazy_write;         /* constant: register for reading only; arm writes on demand */
     /* Leader polling (netpoll.c, "the poll leader"): */
     pthread_cond_t poller_cond; /* the poller waits here while it need not poll */
-    int leading;            /* lock: some thread (a parked thread or the poller) is in netpoll */
+    int leading;            /* atomic: a thread (a parked thread or the poller) is in netpoll */
     int poller_leads;       /* lock: ... and it is the poller */
     int poller_idle;        /* lock: the poller waits on poller_cond without a timeout */
-    uint32_t nfollowers;    /* lock: parked threads sleeping on their semaphores */
+    uint32_t nfollowers;    /* atomic: parked threads sleeping on their semaphores */
     double uncovered_since; /* lock: when the last leader left with followers parked */
     /* counters, each updated atomically, read by stats without a lock (a stale one is
        fine): poller_wakeups counts every return from netpoll, by the poller or a leader;
