@@ -16,6 +16,15 @@
  *   - DIVERGENCE(go): epoll_event.data holds (fdseq << 32 | slot) instead of a tagged
  *     pointer: the slot indexes rt->pds, which owns every pollDesc for the runtime's life, so
  *     the poller never follows a freed pointer, and the sequence tag drops stale events.
+ *   - DIVERGENCE(go), and from netpoll.py: leader polling ("the poll leader" below). A
+ *     thread about to park, when nobody is polling, runs netpoll itself, timed to its own
+ *     deadline, readying the others it finds ready, until its own pollDesc is readied,
+ *     closed, expired or a signal arrives: Go's findRunnable, where the M about to stop
+ *     blocks in netpoll(delay) and there is no poller thread. With one waiter the kernel wakes
+ *     it directly (one hand-off instead of the poller's two). The poller pthread stays, as
+ *     Go's sysmon, for coverage: when a leader leaves with threads still parked and no other
+ *     thread takes over within LEAD_TICK, the poller leads for one batch of events. The
+ *     Python runtime keeps its dedicated poller (the reference).
  *   - The hook points (Hooks) and tracing exist only in the Python runtime; tests that
  *     drive them run there (DESIGN: "The C core and the tests").
  *
@@ -31,6 +40,19 @@
 #include <time.h>
 
 static PyObject *InternalError; /* netpoll.InternalError, set once by _init (tp_set_static) */
+static int life_lock(tp_runtime *rt);
+static void life_unlock(tp_runtime *rt);
+
+/* The poll leader's timing: how long followers may stay parked with nobody polling before
+ * the poller leads (Go's sysmon polls the network when it was not polled for 10 ms), and
+ * how long the poller keeps ticking after the last time it was needed (then it waits for a
+ * signal instead, and the next leader to leave followers behind signals it). */
+#define LEAD_TICK 0.001
+#define LEAD_LINGER 0.05
+
+/* 1 while this thread is in netpoll as the poll leader (its own pollDesc's wake-ups need
+ * no break). */
+static _Thread_local int tp_i_lead;
 static PyTypeObject PollDescType;
 static PyTypeObject RuntimeType;
 static uint64_t pd_ids; /* atomic: the last pollDesc id handed out */
@@ -187,6 +209,17 @@ tp_notify(PollDescObject *pd, int mode)
         pd->wposts++;
         tp_sema_post(&pd->wsema);
     }
+    if ((pd->lead & mode) && !tp_i_lead) {
+        /* The parked thread leads: it sleeps in netpoll, not on the semaphore. A try-lock:
+         * a shutdown holding rt->life has already broken every poll and stopped leading. */
+        tp_runtime *rt = pd->crt;
+        if (pthread_rwlock_tryrdlock(&rt->life) == 0) {
+            if (rt->pollfd >= 0) {
+                tp_netpoll_break(rt);
+            }
+            pthread_rwlock_unlock(&rt->life);
+        }
+    }
 }
 
 /* Whether mode's deadline has passed; marks it expired the first time it is seen.
@@ -243,20 +276,118 @@ netpollunblock(PollDescObject *pd, int mode, int ioready)
     return old == PD_PARKED;
 }
 
-/* Sleep while mode is PD_PARKED; expire the deadline if the wait times out. Returns 1 if
- * a signal handler must run (EINTR): the thread is then still PD_PARKED, as a thread parked
- * in the Python runtime is while its handler runs (dump() shows it; a wake-up meanwhile is
- * kept), and posts may be pending; tp_park again or tp_park_abort follows. Else 0, with
- * every post consumed. Must be called while holding pd->lock, without the GIL; returns
- * holding pd->lock.
- * Go: runtime/proc.go gopark, with the timer's runtime/netpoll.go netpolldeadlineimpl */
+/* ---- the poll leader ------------------------------------------------------------------
+ *
+ * rt->leading says someone is in netpoll: at most one thread at a time (edge-triggered
+ * events are split between concurrent pollers; correct, since whoever gets an event readies
+ * its pollDesc, but each one stolen costs a hand-off). A parking thread that finds it clear
+ * leads (tp_park); otherwise it follows, counted in rt->nfollowers, on its semaphore. A
+ * leader's own wake-ups (close, deadline moved, readiness found by another) post its
+ * semaphore and break netpoll (tp_notify: pd->lead). A leader that leaves with followers
+ * parked marks them uncovered; the next thread to park leads (usually within microseconds:
+ * the leader itself, after its request), and the poller leads if nobody has within
+ * LEAD_TICK. */
+
+/* Become the leader if nobody polls (returns 1), else stay or become a follower (0;
+ * *following says whether this thread is counted in rt->nfollowers). No lock: a follower
+ * counts itself before its last try, a leader clears rt->leading before it looks at the
+ * count (both sequentially consistent), so either the follower takes over or the leaving
+ * leader sees it. Must be called while holding pd->lock. Go: runtime/proc.go findRunnable
+ * (the netpollinited && netpollAnyWaiters && sched.lastpoll != 0 test before blocking) */
+static int
+tp_lead_begin(tp_runtime *rt, int *following)
+{
+    if (__atomic_load_n(&rt->stopping, __ATOMIC_SEQ_CST)) {
+        if (!*following) {
+            __atomic_fetch_add(&rt->nfollowers, 1, __ATOMIC_SEQ_CST);
+            *following = 1;
+        }
+        return 0;
+    }
+    int zero = 0;
+    if (!*following) {
+        if (__atomic_compare_exchange_n(&rt->leading, &zero, 1, 0, __ATOMIC_SEQ_CST,
+                                        __ATOMIC_SEQ_CST)) {
+            return 1;
+        }
+        __atomic_fetch_add(&rt->nfollowers, 1, __ATOMIC_SEQ_CST);
+        *following = 1;
+        zero = 0;
+    }
+    if (__atomic_compare_exchange_n(&rt->leading, &zero, 1, 0, __ATOMIC_SEQ_CST,
+                                    __ATOMIC_SEQ_CST)) {
+        __atomic_fetch_sub(&rt->nfollowers, 1, __ATOMIC_SEQ_CST);
+        *following = 0;
+        return 1;
+    }
+    return 0;
+}
+
+/* Leave leadership; followers left parked are uncovered from now on (the poller is told if
+ * it is not ticking). Go: runtime/proc.go findRunnable (sched.lastpoll store after netpoll) */
+static void
+tp_lead_end(tp_runtime *rt)
+{
+    __atomic_store_n(&rt->leading, 0, __ATOMIC_SEQ_CST);
+    if (__atomic_load_n(&rt->nfollowers, __ATOMIC_SEQ_CST) > 0) {
+        pthread_mutex_lock(&rt->lock);
+        rt->uncovered_since = tp_now();
+        if (rt->poller_idle) {
+            pthread_cond_signal(&rt->poller_cond);
+        }
+        pthread_mutex_unlock(&rt->lock);
+    }
+}
+
+/* One netpoll by the leader, bounded by deadline d (absolute; INFINITY for none). Returns 0,
+ * EINTR (a signal handler ran in this thread) or ESHUTDOWN (stop leading). Must be called
+ * without pd->lock and without the GIL. Go: runtime/proc.go findRunnable (netpoll(delay)) */
+static int
+tp_lead_poll(tp_runtime *rt, double d)
+{
+    int ms = -1;
+    if (!isinf(d)) {
+        double left = (d - tp_now()) * 1000.0;
+        ms = left <= 0 ? 0 : left >= 1e6 ? 1000000 : (int)ceil(left);
+    }
+    if (!life_lock(rt)) {
+        return ESHUTDOWN;
+    }
+    tp_i_lead = 1;
+    int r = tp_netpoll(rt, ms);
+    tp_i_lead = 0;
+    life_unlock(rt);
+    if (r < 0 && r != -EINTR) {
+        /* Only a bug can get here (EBADF, EFAULT, EINVAL on our own descriptors). */
+        fprintf(stderr, "threadpoll: C leader: netpoll failed: %s\n", strerror(-r));
+        abort();
+    }
+    __atomic_fetch_add(&rt->poller_wakeups, 1, __ATOMIC_RELAXED);
+    __atomic_fetch_add(&rt->leader_polls, 1, __ATOMIC_RELAXED);
+    if (r == -EINTR) {
+        return EINTR;
+    }
+    return __atomic_load_n(&rt->stopping, __ATOMIC_ACQUIRE) ? ESHUTDOWN : 0;
+}
+
+/* Sleep while mode is PD_PARKED: as the poll leader in netpoll if nobody polls, else on the
+ * mode's semaphore; expire the deadline if the wait times out. Returns 1 if a signal
+ * handler must run (EINTR): the thread is then still PD_PARKED, as a thread parked in the
+ * Python runtime is while its handler runs (dump() shows it; a wake-up meanwhile is kept),
+ * and posts may be pending; tp_park again or tp_park_abort follows. Else 0, with every post
+ * consumed. Either way it no longer leads. Must be called while holding pd->lock, without
+ * the GIL; returns holding pd->lock.
+ * Go: runtime/proc.go gopark (and findRunnable's netpoll, when it leads), with the timer's
+ * runtime/netpoll.go netpolldeadlineimpl */
 static int
 tp_park(PollDescObject *pd, int mode)
 {
     int *g = gpp(pd, mode);
     tp_sema *s = mode == MODE_R ? &pd->rsema : &pd->wsema;
     int *posts = mode == MODE_R ? &pd->rposts : &pd->wposts;
+    tp_runtime *rt = pd->crt;
     int intr = 0;
+    int leading = 0, following = 0, stopped = 0;
     while (*g == PD_PARKED) {
         double d = *dpp(pd, mode);
         if (!isinf(d) || d < 0) {
@@ -266,16 +397,44 @@ tp_park(PollDescObject *pd, int mode)
             }
             d = *dpp(pd, mode);
         }
+        if (!leading && !stopped && tp_lead_begin(rt, &following)) {
+            leading = 1;
+            pd->lead |= mode;
+        }
         pthread_mutex_unlock(&pd->lock);
-        int r = tp_sema_wait(s, d);
+        int r = leading ? tp_lead_poll(rt, d) : tp_sema_wait(s, d);
         pthread_mutex_lock(&pd->lock);
-        if (r == 0) {
+        if (leading) {
+            if (r == ESHUTDOWN) {
+                /* Shutdown: nobody polls any more; wait as a follower (close and deadlines
+                 * still wake us). */
+                pd->lead &= ~mode;
+                leading = 0;
+                stopped = 1;
+                __atomic_fetch_add(&rt->nfollowers, 1, __ATOMIC_SEQ_CST);
+                following = 1;
+                tp_lead_end(rt);
+            }
+            else if (r == EINTR) {
+                intr = 1;
+                break;
+            }
+            /* Our own wake-ups posted the semaphore: taken below, after the loop. */
+        }
+        else if (r == 0) {
             (*posts)--;
         }
         else if (r == EINTR) {
             intr = 1;
             break;
         }
+    }
+    if (leading) {
+        pd->lead &= ~mode;
+        tp_lead_end(rt);
+    }
+    if (following) {
+        __atomic_fetch_sub(&rt->nfollowers, 1, __ATOMIC_SEQ_CST);
     }
     if (intr) {
         return 1;
@@ -447,6 +606,8 @@ tp_netpollready_slot(tp_runtime *rt, uint32_t index, uint32_t seq, int mode, int
 
 /* ---- the poller thread ----------------------------------------------------------------- */
 
+static void tp_cond_wait_until(pthread_cond_t *cond, pthread_mutex_t *lock, double until);
+
 /* The poller: block in netpoll, ready whoever became ready, repeat, until stopping.
  * Go: runtime/proc.go findRunnable (its netpoll(delay) call) */
 static void *
@@ -458,22 +619,95 @@ tp_poller_main(void *arg)
 #elif defined(__APPLE__)
     pthread_setname_np("threadpoll-cpoller");
 #endif
-    for (;;) {
-        pthread_mutex_lock(&rt->lock);
-        int stop = rt->stopping;
-        pthread_mutex_unlock(&rt->lock);
-        if (stop) {
-            break;
+    /* DIVERGENCE(go): the poller is the fallback leader (see "the poll leader"): it polls
+     * only when threads are parked, none leads, and none has for LEAD_TICK; otherwise it
+     * waits on poller_cond, ticking while leaders have recently left followers behind. */
+    double last_needed = -INFINITY;
+    pthread_mutex_lock(&rt->lock);
+    while (!rt->stopping) {
+        double now = tp_now();
+        if (__atomic_load_n(&rt->leading, __ATOMIC_SEQ_CST) ||
+            __atomic_load_n(&rt->nfollowers, __ATOMIC_SEQ_CST) == 0) {
+            if (now - fmax(last_needed, rt->uncovered_since) < LEAD_LINGER) {
+                tp_cond_wait_until(&rt->poller_cond, &rt->lock, now + LEAD_TICK);
+            }
+            else {
+                rt->poller_idle = 1;
+                pthread_cond_wait(&rt->poller_cond, &rt->lock);
+                rt->poller_idle = 0;
+            }
+            continue;
         }
-        int r = tp_netpoll(rt, 1);
+        if (now < rt->uncovered_since + LEAD_TICK) {
+            tp_cond_wait_until(&rt->poller_cond, &rt->lock, rt->uncovered_since + LEAD_TICK);
+            continue;
+        }
+        /* Followers have been uncovered for LEAD_TICK: lead for one batch of events. */
+        int zero = 0;
+        if (!__atomic_compare_exchange_n(&rt->leading, &zero, 1, 0, __ATOMIC_SEQ_CST,
+                                         __ATOMIC_SEQ_CST)) {
+            continue; /* a parking thread took the lead meanwhile */
+        }
+        rt->poller_leads = 1;
+        last_needed = now;
+        pthread_mutex_unlock(&rt->lock);
+        __atomic_fetch_add(&rt->leader_handoffs, 1, __ATOMIC_RELAXED);
+        int r = tp_netpoll(rt, -1);
         if (r < 0 && r != -EINTR) {
             /* Only a bug can get here (EBADF, EFAULT, EINVAL on our own descriptors). */
             fprintf(stderr, "threadpoll: C poller: netpoll failed: %s\n", strerror(-r));
             abort();
         }
         __atomic_fetch_add(&rt->poller_wakeups, 1, __ATOMIC_RELAXED);
+        pthread_mutex_lock(&rt->lock);
+        __atomic_store_n(&rt->leading, 0, __ATOMIC_SEQ_CST);
+        rt->poller_leads = 0;
+        /* The threads it readied will park again and lead; if none does, lead again. */
+        rt->uncovered_since = tp_now();
     }
+    pthread_mutex_unlock(&rt->lock);
     return NULL;
+}
+
+/* Wait on cond (with lock held) until the absolute tp_now() time until. Go: none */
+static void
+tp_cond_wait_until(pthread_cond_t *cond, pthread_mutex_t *lock, double until)
+{
+    struct timespec ts;
+#if defined(__APPLE__)
+    double left = until - tp_now();
+    if (left < 0) {
+        left = 0;
+    }
+    ts.tv_sec = (time_t)left;
+    ts.tv_nsec = (long)((left - (double)ts.tv_sec) * 1e9);
+    pthread_cond_timedwait_relative_np(cond, lock, &ts);
+#else
+    ts.tv_sec = (time_t)until;
+    ts.tv_nsec = (long)((until - (double)ts.tv_sec) * 1e9);
+    if (ts.tv_nsec >= 1000000000L) {
+        ts.tv_nsec = 999999999L;
+    }
+    if (ts.tv_nsec < 0) {
+        ts.tv_nsec = 0;
+    }
+    pthread_cond_timedwait(cond, lock, &ts); /* poller_cond uses CLOCK_MONOTONIC */
+#endif
+}
+
+/* poller_cond, on the clock tp_now reads. Go: none */
+static void
+tp_poller_cond_init(tp_runtime *rt)
+{
+#if defined(__APPLE__)
+    pthread_cond_init(&rt->poller_cond, NULL);
+#else
+    pthread_condattr_t a;
+    pthread_condattr_init(&a);
+    pthread_condattr_setclock(&a, CLOCK_MONOTONIC);
+    pthread_cond_init(&rt->poller_cond, &a);
+    pthread_condattr_destroy(&a);
+#endif
 }
 
 /* Take rt->life for reading: 1 if the backend's descriptors are open (the caller may use
@@ -583,6 +817,7 @@ pd_new(PyObject *rt_obj, tp_runtime *crt)
     pd->rparked_at = pd->wparked_at = 0.0;
     pd->registered = 0;
     pd->warmw = 0;
+    pd->lead = 0;
     pd->kind = PyUnicode_FromString("");
     if (tp_sema_init(&pd->rsema) != 0 || tp_sema_init(&pd->wsema) != 0 || pd->kind == NULL) {
         Py_DECREF(pd);
@@ -873,6 +1108,7 @@ PD_INT_GETTER(rg, rg)
 PD_INT_GETTER(wg, wg)
 PD_INT_GETTER(rseq, rseq)
 PD_INT_GETTER(wseq, wseq)
+PD_INT_GETTER(lead, lead)
 
 #define PD_BOOL_GETTER(name, field)                                                        \
     static PyObject *pd_get_##name(PollDescObject *pd, void *Py_UNUSED(c))               \
@@ -1058,6 +1294,7 @@ static PyGetSetDef pd_getset[] = {
     {"wd", (getter)pd_get_wd, NULL, NULL, NULL},
     {"rseq", (getter)pd_get_rseq, NULL, NULL, NULL},
     {"wseq", (getter)pd_get_wseq, NULL, NULL, NULL},
+    {"lead", (getter)pd_get_lead, NULL, "1 (read) or 2 (write) while that mode's parked thread is the poll leader", NULL},
     {"rparked_at", (getter)pd_get_rparked_at, NULL, NULL, NULL},
     {"wparked_at", (getter)pd_get_wparked_at, NULL, NULL, NULL},
     {"rparked_by", (getter)pd_get_rparked_by, NULL, NULL, NULL},
@@ -1118,6 +1355,8 @@ rt_init(RuntimeObject *self, PyObject *args, PyObject *kwds)
     memset(rt, 0, sizeof(*rt));
     pthread_mutex_init(&rt->lock, NULL);
     pthread_rwlock_init(&rt->life, NULL);
+    tp_poller_cond_init(rt);
+    rt->uncovered_since = -INFINITY;
     rt->pollfd = rt->break_rd = rt->break_wr = -1;
     rt->lazy_write = lazy_write;
     int err = tp_netpollinit(rt);
@@ -1155,10 +1394,11 @@ rt_dealloc(RuntimeObject *self)
     PyObject_GC_UnTrack(self);
     tp_runtime *rt = &self->rt;
     pthread_mutex_lock(&rt->lock);
-    rt->stopping = 1;
+    __atomic_store_n(&rt->stopping, 1, __ATOMIC_RELEASE);
     int running = rt->poller_running;
     rt->poller_running = 0;
     pthread_t t = rt->poller;
+    pthread_cond_broadcast(&rt->poller_cond);
     pthread_mutex_unlock(&rt->lock);
     if (running) {
         tp_netpoll_break(rt);
@@ -1375,9 +1615,18 @@ rt_shutdown(RuntimeObject *self, PyObject *Py_UNUSED(ignored))
 {
     tp_runtime *rt = &self->rt;
     Py_BEGIN_ALLOW_THREADS
+    /* Stop leading first: a leader holds rt->life for reading in netpoll; the break ends
+     * its poll, it sees stopping and parks as a follower, releasing rt->life. */
+    pthread_mutex_lock(&rt->lock);
+    __atomic_store_n(&rt->stopping, 1, __ATOMIC_RELEASE);
+    pthread_cond_broadcast(&rt->poller_cond);
+    pthread_mutex_unlock(&rt->lock);
+    if (life_lock(rt)) {
+        tp_netpoll_break(rt);
+        life_unlock(rt);
+    }
     pthread_rwlock_wrlock(&rt->life);
     pthread_mutex_lock(&rt->lock);
-    rt->stopping = 1;
     int running = rt->poller_running;
     __atomic_store_n(&rt->poller_running, 0, __ATOMIC_RELEASE);
     pthread_t t = rt->poller;
@@ -1404,8 +1653,12 @@ rt_after_fork_in_child(RuntimeObject *self, PyObject *Py_UNUSED(ignored))
     tp_runtime *rt = &self->rt;
     pthread_mutex_init(&rt->lock, NULL);
     pthread_rwlock_init(&rt->life, NULL); /* a parent thread may have held it */
+    tp_poller_cond_init(rt);
     rt->poller_running = 0;
     rt->wake_sig = 0;
+    rt->leading = rt->poller_leads = rt->poller_idle = 0;
+    rt->nfollowers = 0;
+    rt->uncovered_since = -INFINITY;
     if (!self->inited) {
         Py_RETURN_NONE;
     }
@@ -1427,6 +1680,7 @@ rt_after_fork_in_child(RuntimeObject *self, PyObject *Py_UNUSED(ignored))
         pd->rposts = pd->wposts = 0;
         pd->rg = pd->wg = PD_NIL;
         pd->rparked_by = pd->wparked_by = 0;
+        pd->lead = 0;
         pd->warmw = !rt->lazy_write;
         if (pd->registered) {
             tp_netpollopen(rt, pd, pd->fd, pd->fdseq);
@@ -1447,6 +1701,8 @@ RT_COUNTER(stale_events_dropped)
 RT_COUNTER(breaks)
 RT_COUNTER(deadline_expiries)
 RT_COUNTER(closes_waited)
+RT_COUNTER(leader_polls)
+RT_COUNTER(leader_handoffs)
 
 static PyObject *
 rt_get_poller_running(RuntimeObject *self, void *Py_UNUSED(c))
@@ -1481,6 +1737,8 @@ static PyGetSetDef rt_getset[] = {
     {"breaks", (getter)rt_get_breaks, NULL, NULL, NULL},
     {"deadline_expiries", (getter)rt_get_deadline_expiries, NULL, NULL, NULL},
     {"closes_waited", (getter)rt_get_closes_waited, NULL, NULL, NULL},
+    {"leader_polls", (getter)rt_get_leader_polls, NULL, NULL, NULL},
+    {"leader_handoffs", (getter)rt_get_leader_handoffs, NULL, NULL, NULL},
     {"poller_running", (getter)rt_get_poller_running, NULL, NULL, NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };

@@ -94,6 +94,9 @@ typedef struct {
     double rparked_at, wparked_at;        /* pd->lock: when it parked */
     int registered;         /* pd->lock: open with the backend (between open and close) */
     int warmw;              /* pd->lock: write interest armed (always, unless lazy_write) */
+    int lead;               /* pd->lock: MODE_R / MODE_W whose parked thread is the runtime's
+                               poll leader, in netpoll instead of on its semaphore (a wake-up
+                               for it must also break netpoll) */
     PyObject *kind;         /* pd->lock: what the descriptor is ("tcp", "pipe", ...) */
 } PollDescObject;
 
@@ -103,7 +106,8 @@ int tp_netpollinit(struct tp_runtime *rt);                 /* 0 or errno */
 void tp_netpolldeinit(struct tp_runtime *rt);
 int tp_netpollopen(struct tp_runtime *rt, PollDescObject *pd, int fd, uint32_t seq);
 int tp_netpollclose(struct tp_runtime *rt, int fd);        /* 0 or errno */
-int tp_netpoll(struct tp_runtime *rt, int block);          /* waiters readied, or -errno */
+/* timeout_ms: -1 blocks, 0 polls; returns the waiters readied, or -errno */
+int tp_netpoll(struct tp_runtime *rt, int timeout_ms);
 void tp_netpoll_break(struct tp_runtime *rt);
 int tp_netpollarm_write(struct tp_runtime *rt, PollDescObject *pd, int fd, uint32_t seq);
 int tp_netpoll_is_poll_descriptor(struct tp_runtime *rt, int fd);
@@ -118,17 +122,25 @@ typedef struct tp_runtime {
     uint32_t *free;         /* lock: the pollcache free list (slots) */
     uint32_t nfree;         /* lock */
     int poller_running;     /* lock */
-    int stopping;           /* lock */
+    int stopping;           /* lock (written; read atomically by the poll leader) */
     pthread_t poller;       /* lock */
     /* backend descriptors: constant between netpollinit and netpolldeinit (life) */
     int pollfd;             /* the epoll or kqueue descriptor; -1 once closed */
     int break_rd, break_wr; /* the wake-up: an eventfd (both the same) or a pipe */
     int wake_sig;           /* lock: a wake-up is pending (de-duplicates breaks) */
     int lazy_write;         /* constant: register for reading only; arm writes on demand */
-    /* counters: the poller alone writes poller_wakeups, events and stale_events_dropped
-       (read without a lock by stats: a torn read of a counter is impossible on the 64-bit
-       platforms we build for, and a stale one is fine); the rest under lock */
-    uint64_t poller_wakeups, events, stale_events_dropped;
+    /* Leader polling (netpoll.c, "the poll leader"): */
+    pthread_cond_t poller_cond; /* the poller waits here while it need not poll */
+    int leading;            /* atomic: a thread (a parked thread or the poller) is in netpoll */
+    int poller_leads;       /* lock: ... and it is the poller */
+    int poller_idle;        /* lock: the poller waits on poller_cond without a timeout */
+    uint32_t nfollowers;    /* atomic: parked threads sleeping on their semaphores */
+    double uncovered_since; /* lock: when the last leader left with followers parked */
+    /* counters, each updated atomically, read by stats without a lock (a stale one is
+       fine): poller_wakeups counts every return from netpoll, by the poller or a leader;
+       leader_polls the returns in a parked thread that led; leader_handoffs the times the
+       poller had to lead because a leader left followers parked and nobody took over */
+    uint64_t poller_wakeups, events, stale_events_dropped, leader_polls, leader_handoffs;
     uint64_t breaks, deadline_expiries, closes_waited;
 } tp_runtime;
 
