@@ -1,9 +1,11 @@
 """The C core's poll leader (threadpoll/_c/netpoll.c, "the poll leader").
 
-A thread about to park, when nobody polls, runs netpoll itself (Go's findRunnable), readying
-the others it finds ready, until its own pollDesc is readied, closed, expires or a signal
-arrives; the poller pthread leads only when a leader left followers parked and nobody took
-over. Each test uses a fresh C runtime, so its counters and its one leader are the test's.
+A thread about to park while no other thread is parked and nobody polls runs netpoll itself
+(Go's findRunnable), readying the others it finds ready, until its own pollDesc is readied,
+closed, expires or a signal arrives. Threads parking while others are parked follow on their
+semaphores; when the leader's netpoll returns with followers still waiting, it steps down
+and the poller pthread polls for them at once (no timer), until none waits. Each test uses a
+fresh C runtime, so its counters and its one leader are the test's.
 """
 
 from __future__ import annotations
@@ -111,26 +113,83 @@ def test_deadline_moved_earlier_wakes_a_leader(lrt: Any, when: str) -> None:
     assert pd.lead == 0
 
 
-def test_leader_readies_followers_while_it_waits_on_its_own_fd(lrt: Any) -> None:
+def test_leader_keeps_leading_when_it_readied_every_follower(lrt: Any) -> None:
+    """A follower the leader readies no longer counts: with nobody left waiting the leader
+    stays in netpoll, and the poller never polls."""
     ra, wa, leader_pd = lrt.pipe()
     base = _counters(lrt)
     leader = _park(leader_pd, "leader")
     wait_until(lambda: leader_pd.lead == MODE_R, what="the first waiter leading")
-    pds = [lrt.pipe() for _ in range(3)]
-    followers = [_park(pd, f"follower-{i}") for i, (_, _, pd) in enumerate(pds)]
-    assert all(pd.lead == 0 for _, _, pd in pds), "one leader at a time"
-    for (_, w, _), f in zip(pds, followers):
-        os.write(w, b"x")
-        assert f.join() == POLL_NO_ERROR
-    assert leader_pd.rg == PD_PARKED and leader_pd.lead == MODE_R
+    for i in range(3):
+        rf, wf, pd = lrt.pipe()
+        follower = _park(pd, f"follower-{i}")
+        assert pd.lead == 0 and pd.follow == MODE_R, "one leader at a time"
+        assert lrt.nfollowers == 1
+        os.write(wf, b"x")
+        assert follower.join() == POLL_NO_ERROR
+        assert pd.follow == 0 and lrt.nfollowers == 0
+        assert leader_pd.rg == PD_PARKED and leader_pd.lead == MODE_R
     os.write(wa, b"x")
     assert leader.join() == POLL_NO_ERROR
     wakeups, leader_polls, handoffs = (a - b for a, b in zip(_counters(lrt), base))
     assert leader_polls >= 4 and wakeups == leader_polls and handoffs == 0
 
 
+def test_leader_hands_over_to_the_poller_while_followers_wait(lrt: Any) -> None:
+    """The leader's netpoll returns (a follower's data) with another follower still waiting:
+    it steps down and follows, and the poller polls for both (with two threads parked nobody
+    leads). Echo with many connections depends on this: followers use the poller, not a
+    leader that happens to be parked."""
+    ra, wa, leader_pd = lrt.pipe()
+    (_r1, w1, pd1), (_r2, w2, pd2) = lrt.pipe(), lrt.pipe()
+    leader = _park(leader_pd, "leader")
+    wait_until(lambda: leader_pd.lead == MODE_R, what="the first waiter leading")
+    f1, f2 = _park(pd1, "follower-1"), _park(pd2, "follower-2")
+    assert lrt.nfollowers == 2 and not lrt.poller_leads
+    base = _counters(lrt)
+    os.write(w1, b"x")
+    assert f1.join() == POLL_NO_ERROR
+    wait_until(
+        lambda: leader_pd.lead == 0 and leader_pd.follow == MODE_R and lrt.poller_leads,
+        what="the leader stepping down and the poller polling",
+    )
+    assert leader_pd.rg == PD_PARKED and lrt.nfollowers == 2
+    os.write(w2, b"x")
+    assert f2.join() == POLL_NO_ERROR
+    os.write(wa, b"x")
+    assert leader.join() == POLL_NO_ERROR
+    wakeups, leader_polls, handoffs = (a - b for a, b in zip(_counters(lrt), base))
+    assert leader_polls == 1 and handoffs == 1
+    assert wakeups - leader_polls >= 2, "the poller readied follower-2 and the old leader"
+    assert lrt.nfollowers == 0
+
+
+def test_poller_gives_the_right_back_when_nobody_waits(lrt: Any) -> None:
+    """Once the poller has readied the last follower it stops polling, and the next lone
+    parker leads again and is readied without a poller wake-up."""
+    ra, wa, leader_pd = lrt.pipe()
+    rb, wb, follower_pd = lrt.pipe()
+    leader = _park(leader_pd, "leader")
+    wait_until(lambda: leader_pd.lead == MODE_R, what="the first waiter leading")
+    follower = _park(follower_pd, "follower")
+    os.write(wa, b"x")  # the leader leaves with a follower waiting: the poller takes over
+    assert leader.join() == POLL_NO_ERROR
+    os.write(wb, b"x")
+    assert follower.join() == POLL_NO_ERROR
+    wait_until(lambda: not lrt.poller_leads, what="the poller giving the right back")
+    base = _counters(lrt)
+    os.read(ra, 1)
+    lone = _park(leader_pd, "lone reader")
+    wait_until(lambda: leader_pd.lead == MODE_R, what="the lone reader leading")
+    os.write(wa, b"x")
+    assert lone.join() == POLL_NO_ERROR
+    wakeups, leader_polls, handoffs = (a - b for a, b in zip(_counters(lrt), base))
+    assert leader_polls >= 1 and wakeups == leader_polls and handoffs == 0
+
+
 def test_a_leader_that_leaves_does_not_strand_followers(lrt: Any) -> None:
-    """The leader is readied and goes on with other work: the poller leads for the follower."""
+    """The leader is readied and goes on with other work: it signals the poller as it
+    leaves, and the poller polls for the follower."""
     ra, wa, leader_pd = lrt.pipe()
     rb, wb, follower_pd = lrt.pipe()
     leader = _park(leader_pd, "leader")

@@ -20,11 +20,12 @@
  *     thread about to park, when nobody is polling, runs netpoll itself, timed to its own
  *     deadline, readying the others it finds ready, until its own pollDesc is readied,
  *     closed, expired or a signal arrives: Go's findRunnable, where the M about to stop
- *     blocks in netpoll(delay) and there is no poller thread. With one waiter the kernel wakes
- *     it directly (one hand-off instead of the poller's two). The poller pthread stays, as
- *     Go's sysmon, for coverage: when a leader leaves with threads still parked and no other
- *     thread takes over within LEAD_TICK, the poller leads for one batch of events. The
- *     Python runtime keeps its dedicated poller (the reference).
+ *     blocks in netpoll(delay) and there is no poller thread. Only a thread parking while no
+ *     other thread is parked leads: with one waiter the kernel wakes it directly (one
+ *     hand-off instead of the poller's two). Threads parking while others are parked follow
+ *     on their semaphores and the poller pthread polls for them, as before leader polling;
+ *     a leader whose netpoll returns with followers waiting hands over to the poller at once.
+ *     The Python runtime keeps its dedicated poller (the reference).
  *   - The hook points (Hooks) and tracing exist only in the Python runtime; tests that
  *     drive them run there (DESIGN: "The C core and the tests").
  *
@@ -42,13 +43,6 @@
 static PyObject *InternalError; /* netpoll.InternalError, set once by _init (tp_set_static) */
 static int life_lock(tp_runtime *rt);
 static void life_unlock(tp_runtime *rt);
-
-/* The poll leader's timing: how long followers may stay parked with nobody polling before
- * the poller leads (Go's sysmon polls the network when it was not polled for 10 ms), and
- * how long the poller keeps ticking after the last time it was needed (then it waits for a
- * signal instead, and the next leader to leave followers behind signals it). */
-#define LEAD_TICK 0.001
-#define LEAD_LINGER 0.05
 
 /* 1 while this thread is in netpoll as the poll leader (its own pollDesc's wake-ups need
  * no break). */
@@ -209,6 +203,11 @@ tp_notify(PollDescObject *pd, int mode)
         pd->wposts++;
         tp_sema_post(&pd->wsema);
     }
+    if (pd->follow & mode) {
+        /* A follower readied: it no longer needs anyone's netpoll (see "the poll leader"). */
+        pd->follow &= ~mode;
+        __atomic_fetch_sub(&pd->crt->nfollowers, 1, __ATOMIC_SEQ_CST);
+    }
     if ((pd->lead & mode) && !tp_i_lead) {
         /* The parked thread leads: it sleeps in netpoll, not on the semaphore. A try-lock:
          * a shutdown holding rt->life has already broken every poll and stopped leading. */
@@ -278,64 +277,85 @@ netpollunblock(PollDescObject *pd, int mode, int ioready)
 
 /* ---- the poll leader ------------------------------------------------------------------
  *
- * rt->leading says someone is in netpoll: at most one thread at a time (edge-triggered
- * events are split between concurrent pollers; correct, since whoever gets an event readies
- * its pollDesc, but each one stolen costs a hand-off). A parking thread that finds it clear
- * leads (tp_park); otherwise it follows, counted in rt->nfollowers, on its semaphore. A
- * leader's own wake-ups (close, deadline moved, readiness found by another) post its
- * semaphore and break netpoll (tp_notify: pd->lead). A leader that leaves with followers
- * parked marks them uncovered; the next thread to park leads (usually within microseconds:
- * the leader itself, after its request), and the poller leads if nobody has within
- * LEAD_TICK. */
+ * rt->leading is the right to poll, held by at most one thread at a time (edge-triggered
+ * events would be split between concurrent pollers, and a break could wake the wrong one):
+ * either a parked thread (the leader) or the poller pthread.
+ *   - A thread about to park leads only when nobody else is parked (rt->nfollowers == 0)
+ *     and nobody polls (the CAS on rt->leading). With one thread parked at a time (ping-pong,
+ *     a lone reader) the kernel wakes it directly: one hand-off instead of the poller's two.
+ *   - Any other park follows: counted in rt->nfollowers (and pd->follow), it sleeps on its
+ *     semaphore. Whoever readies it uncounts it (tp_notify), so nfollowers is the number of
+ *     parked threads still waiting for someone's netpoll.
+ *   - A leader covers the followers while it is in netpoll (it readies what it finds). When
+ *     its netpoll returns and followers are still waiting, it steps down (follows) and hands
+ *     the right to the poller at once (tp_lead_end signals it): followers use the poller,
+ *     as they did before leader polling, and there is no window in which nobody polls.
+ *   - The poller polls while followers wait and gives the right back when none does.
+ * A leader's own wake-ups (close, deadline moved, readiness found by the poller) post its
+ * semaphore and break netpoll (tp_notify: pd->lead). */
 
-/* Become the leader if nobody polls (returns 1), else stay or become a follower (0;
- * *following says whether this thread is counted in rt->nfollowers). No lock: a follower
- * counts itself before its last try, a leader clears rt->leading before it looks at the
- * count (both sequentially consistent), so either the follower takes over or the leaving
- * leader sees it. Must be called while holding pd->lock. Go: runtime/proc.go findRunnable
+/* Wake the poller if it waits on poller_cond. Go: runtime/proc.go wakeNetPoller */
+static void
+tp_poke_poller(tp_runtime *rt)
+{
+    pthread_mutex_lock(&rt->lock);
+    if (rt->poller_idle) {
+        pthread_cond_signal(&rt->poller_cond);
+    }
+    pthread_mutex_unlock(&rt->lock);
+}
+
+/* Count mode's parked thread as a follower; if nobody holds the right to poll, make sure
+ * the poller takes it. Sequentially consistent with tp_lead_end and the poller: a follower
+ * counts itself before it looks at rt->leading, a leaver clears rt->leading before it looks
+ * at the count, so one of them signals the poller. Must be called while holding pd->lock.
+ * Go: runtime/proc.go stopm (with wakeNetPoller) */
+static void
+tp_follow(PollDescObject *pd, int mode)
+{
+    tp_runtime *rt = pd->crt;
+    pd->follow |= mode;
+    __atomic_fetch_add(&rt->nfollowers, 1, __ATOMIC_SEQ_CST);
+    if (!__atomic_load_n(&rt->leading, __ATOMIC_SEQ_CST)) {
+        tp_poke_poller(rt);
+    }
+}
+
+/* Uncount mode's follower, if it is one (readied, or leaving on its own). Must be called
+ * while holding pd->lock. Go: none */
+static void
+tp_unfollow(PollDescObject *pd, int mode)
+{
+    if (pd->follow & mode) {
+        pd->follow &= ~mode;
+        __atomic_fetch_sub(&pd->crt->nfollowers, 1, __ATOMIC_SEQ_CST);
+    }
+}
+
+/* Take the right to poll if nobody else is parked and nobody polls (returns 1), else 0 (the
+ * caller follows). Must be called while holding pd->lock. Go: runtime/proc.go findRunnable
  * (the netpollinited && netpollAnyWaiters && sched.lastpoll != 0 test before blocking) */
 static int
-tp_lead_begin(tp_runtime *rt, int *following)
+tp_lead_begin(tp_runtime *rt)
 {
-    if (__atomic_load_n(&rt->stopping, __ATOMIC_SEQ_CST)) {
-        if (!*following) {
-            __atomic_fetch_add(&rt->nfollowers, 1, __ATOMIC_SEQ_CST);
-            *following = 1;
-        }
+    if (__atomic_load_n(&rt->stopping, __ATOMIC_SEQ_CST) ||
+        __atomic_load_n(&rt->nfollowers, __ATOMIC_SEQ_CST) != 0) {
         return 0;
     }
     int zero = 0;
-    if (!*following) {
-        if (__atomic_compare_exchange_n(&rt->leading, &zero, 1, 0, __ATOMIC_SEQ_CST,
-                                        __ATOMIC_SEQ_CST)) {
-            return 1;
-        }
-        __atomic_fetch_add(&rt->nfollowers, 1, __ATOMIC_SEQ_CST);
-        *following = 1;
-        zero = 0;
-    }
-    if (__atomic_compare_exchange_n(&rt->leading, &zero, 1, 0, __ATOMIC_SEQ_CST,
-                                    __ATOMIC_SEQ_CST)) {
-        __atomic_fetch_sub(&rt->nfollowers, 1, __ATOMIC_SEQ_CST);
-        *following = 0;
-        return 1;
-    }
-    return 0;
+    return __atomic_compare_exchange_n(&rt->leading, &zero, 1, 0, __ATOMIC_SEQ_CST,
+                                       __ATOMIC_SEQ_CST);
 }
 
-/* Leave leadership; followers left parked are uncovered from now on (the poller is told if
- * it is not ticking). Go: runtime/proc.go findRunnable (sched.lastpoll store after netpoll) */
+/* Give up the right to poll; if followers wait, the poller takes it now.
+ * Go: runtime/proc.go findRunnable (sched.lastpoll store after netpoll, then wakeNetPoller) */
 static void
 tp_lead_end(tp_runtime *rt)
 {
     __atomic_store_n(&rt->leading, 0, __ATOMIC_SEQ_CST);
     if (__atomic_load_n(&rt->nfollowers, __ATOMIC_SEQ_CST) > 0) {
-        pthread_mutex_lock(&rt->lock);
-        rt->uncovered_since = tp_now();
-        if (rt->poller_idle) {
-            pthread_cond_signal(&rt->poller_cond);
-        }
-        pthread_mutex_unlock(&rt->lock);
+        __atomic_fetch_add(&rt->leader_handoffs, 1, __ATOMIC_RELAXED);
+        tp_poke_poller(rt);
     }
 }
 
@@ -370,13 +390,13 @@ tp_lead_poll(tp_runtime *rt, double d)
     return __atomic_load_n(&rt->stopping, __ATOMIC_ACQUIRE) ? ESHUTDOWN : 0;
 }
 
-/* Sleep while mode is PD_PARKED: as the poll leader in netpoll if nobody polls, else on the
- * mode's semaphore; expire the deadline if the wait times out. Returns 1 if a signal
- * handler must run (EINTR): the thread is then still PD_PARKED, as a thread parked in the
- * Python runtime is while its handler runs (dump() shows it; a wake-up meanwhile is kept),
- * and posts may be pending; tp_park again or tp_park_abort follows. Else 0, with every post
- * consumed. Either way it no longer leads. Must be called while holding pd->lock, without
- * the GIL; returns holding pd->lock.
+/* Sleep while mode is PD_PARKED: as the poll leader in netpoll if nobody else is parked and
+ * nobody polls, else on the mode's semaphore; expire the deadline if the wait times out.
+ * Returns 1 if a signal handler must run (EINTR): the thread is then still PD_PARKED, as a
+ * thread parked in the Python runtime is while its handler runs (dump() shows it; a wake-up
+ * meanwhile is kept), and posts may be pending; tp_park again or tp_park_abort follows.
+ * Else 0, with every post consumed. Either way it no longer leads or follows. Must be called
+ * while holding pd->lock, without the GIL; returns holding pd->lock.
  * Go: runtime/proc.go gopark (and findRunnable's netpoll, when it leads), with the timer's
  * runtime/netpoll.go netpolldeadlineimpl */
 static int
@@ -387,7 +407,7 @@ tp_park(PollDescObject *pd, int mode)
     int *posts = mode == MODE_R ? &pd->rposts : &pd->wposts;
     tp_runtime *rt = pd->crt;
     int intr = 0;
-    int leading = 0, following = 0, stopped = 0;
+    int leading = 0, decided = 0;
     while (*g == PD_PARKED) {
         double d = *dpp(pd, mode);
         if (!isinf(d) || d < 0) {
@@ -397,29 +417,37 @@ tp_park(PollDescObject *pd, int mode)
             }
             d = *dpp(pd, mode);
         }
-        if (!leading && !stopped && tp_lead_begin(rt, &following)) {
-            leading = 1;
-            pd->lead |= mode;
+        if (!decided) {
+            decided = 1;
+            if (tp_lead_begin(rt)) {
+                leading = 1;
+                pd->lead |= mode;
+            }
+            else {
+                tp_follow(pd, mode);
+            }
         }
         pthread_mutex_unlock(&pd->lock);
         int r = leading ? tp_lead_poll(rt, d) : tp_sema_wait(s, d);
         pthread_mutex_lock(&pd->lock);
         if (leading) {
-            if (r == ESHUTDOWN) {
-                /* Shutdown: nobody polls any more; wait as a follower (close and deadlines
-                 * still wake us). */
-                pd->lead &= ~mode;
-                leading = 0;
-                stopped = 1;
-                __atomic_fetch_add(&rt->nfollowers, 1, __ATOMIC_SEQ_CST);
-                following = 1;
-                tp_lead_end(rt);
-            }
-            else if (r == EINTR) {
+            if (r == EINTR) {
                 intr = 1;
                 break;
             }
-            /* Our own wake-ups posted the semaphore: taken below, after the loop. */
+            if (r == ESHUTDOWN || (*g == PD_PARKED &&
+                                   __atomic_load_n(&rt->nfollowers, __ATOMIC_SEQ_CST) > 0)) {
+                /* Followers wait (the poller takes over), or shutdown (nobody polls any
+                 * more; close and deadlines still wake us): wait as a follower. Our own
+                 * wake-ups so far posted the semaphore: taken by the waits below. */
+                pd->lead &= ~mode;
+                leading = 0;
+                if (*g == PD_PARKED) {
+                    tp_follow(pd, mode);
+                }
+                tp_lead_end(rt);
+            }
+            /* Else our own wake-ups posted the semaphore: taken below, after the loop. */
         }
         else if (r == 0) {
             (*posts)--;
@@ -433,9 +461,7 @@ tp_park(PollDescObject *pd, int mode)
         pd->lead &= ~mode;
         tp_lead_end(rt);
     }
-    if (following) {
-        __atomic_fetch_sub(&rt->nfollowers, 1, __ATOMIC_SEQ_CST);
-    }
+    tp_unfollow(pd, mode);
     if (intr) {
         return 1;
     }
@@ -606,9 +632,8 @@ tp_netpollready_slot(tp_runtime *rt, uint32_t index, uint32_t seq, int mode, int
 
 /* ---- the poller thread ----------------------------------------------------------------- */
 
-static void tp_cond_wait_until(pthread_cond_t *cond, pthread_mutex_t *lock, double until);
-
-/* The poller: block in netpoll, ready whoever became ready, repeat, until stopping.
+/* The poller: while parked threads follow (none leads for them), hold the right to poll,
+ * block in netpoll and ready whoever became ready; else wait on poller_cond. Until stopping.
  * Go: runtime/proc.go findRunnable (its netpoll(delay) call) */
 static void *
 tp_poller_main(void *arg)
@@ -619,95 +644,39 @@ tp_poller_main(void *arg)
 #elif defined(__APPLE__)
     pthread_setname_np("threadpoll-cpoller");
 #endif
-    /* DIVERGENCE(go): the poller is the fallback leader (see "the poll leader"): it polls
-     * only when threads are parked, none leads, and none has for LEAD_TICK; otherwise it
-     * waits on poller_cond, ticking while leaders have recently left followers behind. */
-    double last_needed = -INFINITY;
+    /* DIVERGENCE(go): the poller polls only for followers (see "the poll leader"). */
     pthread_mutex_lock(&rt->lock);
     while (!rt->stopping) {
-        double now = tp_now();
-        if (__atomic_load_n(&rt->leading, __ATOMIC_SEQ_CST) ||
-            __atomic_load_n(&rt->nfollowers, __ATOMIC_SEQ_CST) == 0) {
-            if (now - fmax(last_needed, rt->uncovered_since) < LEAD_LINGER) {
-                tp_cond_wait_until(&rt->poller_cond, &rt->lock, now + LEAD_TICK);
-            }
-            else {
-                rt->poller_idle = 1;
-                pthread_cond_wait(&rt->poller_cond, &rt->lock);
-                rt->poller_idle = 0;
-            }
-            continue;
-        }
-        if (now < rt->uncovered_since + LEAD_TICK) {
-            tp_cond_wait_until(&rt->poller_cond, &rt->lock, rt->uncovered_since + LEAD_TICK);
-            continue;
-        }
-        /* Followers have been uncovered for LEAD_TICK: lead for one batch of events. */
         int zero = 0;
-        if (!__atomic_compare_exchange_n(&rt->leading, &zero, 1, 0, __ATOMIC_SEQ_CST,
+        if (__atomic_load_n(&rt->nfollowers, __ATOMIC_SEQ_CST) == 0 ||
+            !__atomic_compare_exchange_n(&rt->leading, &zero, 1, 0, __ATOMIC_SEQ_CST,
                                          __ATOMIC_SEQ_CST)) {
-            continue; /* a parking thread took the lead meanwhile */
+            /* Nobody to poll for, or a leader covers them and signals when it leaves. */
+            rt->poller_idle = 1;
+            pthread_cond_wait(&rt->poller_cond, &rt->lock);
+            rt->poller_idle = 0;
+            continue;
         }
         rt->poller_leads = 1;
-        last_needed = now;
         pthread_mutex_unlock(&rt->lock);
-        __atomic_fetch_add(&rt->leader_handoffs, 1, __ATOMIC_RELAXED);
-        int r = tp_netpoll(rt, -1);
-        if (r < 0 && r != -EINTR) {
-            /* Only a bug can get here (EBADF, EFAULT, EINVAL on our own descriptors). */
-            fprintf(stderr, "threadpoll: C poller: netpoll failed: %s\n", strerror(-r));
-            abort();
-        }
-        __atomic_fetch_add(&rt->poller_wakeups, 1, __ATOMIC_RELAXED);
+        do {
+            int r = tp_netpoll(rt, -1);
+            if (r < 0 && r != -EINTR) {
+                /* Only a bug can get here (EBADF, EFAULT, EINVAL on our own descriptors). */
+                fprintf(stderr, "threadpoll: C poller: netpoll failed: %s\n", strerror(-r));
+                abort();
+            }
+            __atomic_fetch_add(&rt->poller_wakeups, 1, __ATOMIC_RELAXED);
+        } while (__atomic_load_n(&rt->nfollowers, __ATOMIC_SEQ_CST) > 0 &&
+                 !__atomic_load_n(&rt->stopping, __ATOMIC_ACQUIRE));
         pthread_mutex_lock(&rt->lock);
-        __atomic_store_n(&rt->leading, 0, __ATOMIC_SEQ_CST);
         rt->poller_leads = 0;
-        /* The threads it readied will park again and lead; if none does, lead again. */
-        rt->uncovered_since = tp_now();
+        /* Then the loop looks at nfollowers again: a follower that counted itself while we
+         * held the right did not signal us. */
+        __atomic_store_n(&rt->leading, 0, __ATOMIC_SEQ_CST);
     }
     pthread_mutex_unlock(&rt->lock);
     return NULL;
-}
-
-/* Wait on cond (with lock held) until the absolute tp_now() time until. Go: none */
-static void
-tp_cond_wait_until(pthread_cond_t *cond, pthread_mutex_t *lock, double until)
-{
-    struct timespec ts;
-#if defined(__APPLE__)
-    double left = until - tp_now();
-    if (left < 0) {
-        left = 0;
-    }
-    ts.tv_sec = (time_t)left;
-    ts.tv_nsec = (long)((left - (double)ts.tv_sec) * 1e9);
-    pthread_cond_timedwait_relative_np(cond, lock, &ts);
-#else
-    ts.tv_sec = (time_t)until;
-    ts.tv_nsec = (long)((until - (double)ts.tv_sec) * 1e9);
-    if (ts.tv_nsec >= 1000000000L) {
-        ts.tv_nsec = 999999999L;
-    }
-    if (ts.tv_nsec < 0) {
-        ts.tv_nsec = 0;
-    }
-    pthread_cond_timedwait(cond, lock, &ts); /* poller_cond uses CLOCK_MONOTONIC */
-#endif
-}
-
-/* poller_cond, on the clock tp_now reads. Go: none */
-static void
-tp_poller_cond_init(tp_runtime *rt)
-{
-#if defined(__APPLE__)
-    pthread_cond_init(&rt->poller_cond, NULL);
-#else
-    pthread_condattr_t a;
-    pthread_condattr_init(&a);
-    pthread_condattr_setclock(&a, CLOCK_MONOTONIC);
-    pthread_cond_init(&rt->poller_cond, &a);
-    pthread_condattr_destroy(&a);
-#endif
 }
 
 /* Take rt->life for reading: 1 if the backend's descriptors are open (the caller may use
@@ -817,7 +786,7 @@ pd_new(PyObject *rt_obj, tp_runtime *crt)
     pd->rparked_at = pd->wparked_at = 0.0;
     pd->registered = 0;
     pd->warmw = 0;
-    pd->lead = 0;
+    pd->lead = pd->follow = 0;
     pd->kind = PyUnicode_FromString("");
     if (tp_sema_init(&pd->rsema) != 0 || tp_sema_init(&pd->wsema) != 0 || pd->kind == NULL) {
         Py_DECREF(pd);
@@ -1109,6 +1078,7 @@ PD_INT_GETTER(wg, wg)
 PD_INT_GETTER(rseq, rseq)
 PD_INT_GETTER(wseq, wseq)
 PD_INT_GETTER(lead, lead)
+PD_INT_GETTER(follow, follow)
 
 #define PD_BOOL_GETTER(name, field)                                                        \
     static PyObject *pd_get_##name(PollDescObject *pd, void *Py_UNUSED(c))               \
@@ -1295,6 +1265,7 @@ static PyGetSetDef pd_getset[] = {
     {"rseq", (getter)pd_get_rseq, NULL, NULL, NULL},
     {"wseq", (getter)pd_get_wseq, NULL, NULL, NULL},
     {"lead", (getter)pd_get_lead, NULL, "1 (read) or 2 (write) while that mode's parked thread is the poll leader", NULL},
+    {"follow", (getter)pd_get_follow, NULL, "1 (read) or 2 (write) while that mode's parked thread follows, not yet readied", NULL},
     {"rparked_at", (getter)pd_get_rparked_at, NULL, NULL, NULL},
     {"wparked_at", (getter)pd_get_wparked_at, NULL, NULL, NULL},
     {"rparked_by", (getter)pd_get_rparked_by, NULL, NULL, NULL},
@@ -1355,8 +1326,7 @@ rt_init(RuntimeObject *self, PyObject *args, PyObject *kwds)
     memset(rt, 0, sizeof(*rt));
     pthread_mutex_init(&rt->lock, NULL);
     pthread_rwlock_init(&rt->life, NULL);
-    tp_poller_cond_init(rt);
-    rt->uncovered_since = -INFINITY;
+    pthread_cond_init(&rt->poller_cond, NULL);
     rt->pollfd = rt->break_rd = rt->break_wr = -1;
     rt->lazy_write = lazy_write;
     int err = tp_netpollinit(rt);
@@ -1653,12 +1623,11 @@ rt_after_fork_in_child(RuntimeObject *self, PyObject *Py_UNUSED(ignored))
     tp_runtime *rt = &self->rt;
     pthread_mutex_init(&rt->lock, NULL);
     pthread_rwlock_init(&rt->life, NULL); /* a parent thread may have held it */
-    tp_poller_cond_init(rt);
+    pthread_cond_init(&rt->poller_cond, NULL);
     rt->poller_running = 0;
     rt->wake_sig = 0;
     rt->leading = rt->poller_leads = rt->poller_idle = 0;
     rt->nfollowers = 0;
-    rt->uncovered_since = -INFINITY;
     if (!self->inited) {
         Py_RETURN_NONE;
     }
@@ -1680,7 +1649,7 @@ rt_after_fork_in_child(RuntimeObject *self, PyObject *Py_UNUSED(ignored))
         pd->rposts = pd->wposts = 0;
         pd->rg = pd->wg = PD_NIL;
         pd->rparked_by = pd->wparked_by = 0;
-        pd->lead = 0;
+        pd->lead = pd->follow = 0;
         pd->warmw = !rt->lazy_write;
         if (pd->registered) {
             tp_netpollopen(rt, pd, pd->fd, pd->fdseq);
@@ -1703,6 +1672,24 @@ RT_COUNTER(deadline_expiries)
 RT_COUNTER(closes_waited)
 RT_COUNTER(leader_polls)
 RT_COUNTER(leader_handoffs)
+
+/* Parked threads that follow, not yet readied (the poll leader; atomic, may be stale).
+ * Go: none */
+static PyObject *
+rt_get_nfollowers(RuntimeObject *self, void *Py_UNUSED(c))
+{
+    return PyLong_FromUnsignedLong(__atomic_load_n(&self->rt.nfollowers, __ATOMIC_SEQ_CST));
+}
+
+/* Whether the poller holds the right to poll (the poll leader). Go: none */
+static PyObject *
+rt_get_poller_leads(RuntimeObject *self, void *Py_UNUSED(c))
+{
+    pthread_mutex_lock(&self->rt.lock);
+    int r = self->rt.poller_leads;
+    pthread_mutex_unlock(&self->rt.lock);
+    return PyBool_FromLong(r);
+}
 
 static PyObject *
 rt_get_poller_running(RuntimeObject *self, void *Py_UNUSED(c))
@@ -1739,6 +1726,8 @@ static PyGetSetDef rt_getset[] = {
     {"closes_waited", (getter)rt_get_closes_waited, NULL, NULL, NULL},
     {"leader_polls", (getter)rt_get_leader_polls, NULL, NULL, NULL},
     {"leader_handoffs", (getter)rt_get_leader_handoffs, NULL, NULL, NULL},
+    {"nfollowers", (getter)rt_get_nfollowers, NULL, NULL, NULL},
+    {"poller_leads", (getter)rt_get_poller_leads, NULL, NULL, NULL},
     {"poller_running", (getter)rt_get_poller_running, NULL, NULL, NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };

@@ -97,6 +97,8 @@ typedef struct {
     int lead;               /* pd->lock: MODE_R / MODE_W whose parked thread is the runtime's
                                poll leader, in netpoll instead of on its semaphore (a wake-up
                                for it must also break netpoll) */
+    int follow;             /* pd->lock: MODE_R / MODE_W whose parked thread is counted in
+                               rt->nfollowers (uncounted by whoever readies it) */
     PyObject *kind;         /* pd->lock: what the descriptor is ("tcp", "pipe", ...) */
 } PollDescObject;
 
@@ -131,15 +133,15 @@ typedef struct tp_runtime {
     int lazy_write;         /* constant: register for reading only; arm writes on demand */
     /* Leader polling (netpoll.c, "the poll leader"): */
     pthread_cond_t poller_cond; /* the poller waits here while it need not poll */
-    int leading;            /* atomic: a thread (a parked thread or the poller) is in netpoll */
-    int poller_leads;       /* lock: ... and it is the poller */
-    int poller_idle;        /* lock: the poller waits on poller_cond without a timeout */
-    uint32_t nfollowers;    /* atomic: parked threads sleeping on their semaphores */
-    double uncovered_since; /* lock: when the last leader left with followers parked */
+    int leading;            /* atomic: the right to poll is held (by a leader or the poller) */
+    int poller_leads;       /* lock: ... by the poller */
+    int poller_idle;        /* lock: the poller waits on poller_cond */
+    uint32_t nfollowers;    /* atomic: parked threads on their semaphores not yet readied
+                               (each counted in its pd->follow) */
     /* counters, each updated atomically, read by stats without a lock (a stale one is
        fine): poller_wakeups counts every return from netpoll, by the poller or a leader;
-       leader_polls the returns in a parked thread that led; leader_handoffs the times the
-       poller had to lead because a leader left followers parked and nobody took over */
+       leader_polls the returns in a parked thread that led; leader_handoffs the times a
+       leader stepped down or left with followers waiting and signalled the poller */
     uint64_t poller_wakeups, events, stale_events_dropped, leader_polls, leader_handoffs;
     uint64_t breaks, deadline_expiries, closes_waited;
 } tp_runtime;
