@@ -164,6 +164,26 @@ def test_leader_hands_over_to_the_poller_while_followers_wait(lrt: Any) -> None:
     assert lrt.nfollowers == 0
 
 
+def test_a_follower_re_timing_its_wait_still_counts(lrt: Any) -> None:
+    """A deadline moved earlier wakes a follower only to re-time its wait: it still waits
+    for someone's netpoll, so it stays counted (else the poller could stop polling for it)."""
+    ra, wa, leader_pd = lrt.pipe()
+    rb, wb, follower_pd = lrt.pipe()
+    leader = _park(leader_pd, "leader")
+    wait_until(lambda: leader_pd.lead == MODE_R, what="the first waiter leading")
+    follower = _park(follower_pd, "follower")
+    assert lrt.nfollowers == 1
+    follower_pd.set_deadline(time.monotonic() + 30.0, "r")  # earlier than none
+    follower_pd.set_deadline(time.monotonic() + 20.0, "r")
+    assert follower_pd.rg == PD_PARKED and follower_pd.follow == MODE_R
+    assert lrt.nfollowers == 1
+    os.write(wb, b"x")
+    assert follower.join() == POLL_NO_ERROR
+    assert lrt.nfollowers == 0
+    os.write(wa, b"x")
+    assert leader.join() == POLL_NO_ERROR
+
+
 def test_poller_gives_the_right_back_when_nobody_waits(lrt: Any) -> None:
     """Once the poller has readied the last follower it stops polling, and the next lone
     parker leads again and is readied without a poller wake-up."""

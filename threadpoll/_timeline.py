@@ -255,8 +255,8 @@ class _Stage:
         if "w" in self.rt.backend.arm_modes:
             return
         if getattr(self.rt, "impl", "python") == "c":
-            # The C core polls only while a thread is parked (the poll leader, as Go polls
-            # only with netpollAnyWaiters): the edges are seen by the scenario's first poll,
+            # The C core polls only while a thread is parked (the poll leader or the poller,
+            # as Go polls only with netpollAnyWaiters): the edges are seen by the first poll,
             # and its transitions are not traced.
             return
         for f in fds:

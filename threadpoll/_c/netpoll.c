@@ -203,8 +203,9 @@ tp_notify(PollDescObject *pd, int mode)
         pd->wposts++;
         tp_sema_post(&pd->wsema);
     }
-    if (pd->follow & mode) {
-        /* A follower readied: it no longer needs anyone's netpoll (see "the poll leader"). */
+    if ((pd->follow & mode) && *gpp(pd, mode) != PD_PARKED) {
+        /* A follower readied: it no longer needs anyone's netpoll (see "the poll leader").
+         * One only re-timing its wait (a deadline moved earlier) still does. */
         pd->follow &= ~mode;
         __atomic_fetch_sub(&pd->crt->nfollowers, 1, __ATOMIC_SEQ_CST);
     }
