@@ -1,10 +1,11 @@
 """The C core's poll leader (threadpoll/_c/netpoll.c, "the poll leader").
 
-A thread about to park while no other thread is parked and nobody polls runs netpoll itself
-(Go's findRunnable), readying the others it finds ready, until its own pollDesc is readied,
-closed, expires or a signal arrives. Threads parking while others are parked follow on their
-semaphores; when the leader's netpoll returns with followers still waiting, it steps down
-and the poller pthread polls for them at once (no timer), until none waits. Each test uses a
+A thread about to park while nobody polls and at most one other thread follows runs netpoll
+itself (Go's findRunnable), readying the others it finds ready, until its own pollDesc is
+readied, closed, expires or a signal arrives. Other parks follow on their semaphores. When
+the leader's netpoll returns, or it leaves, with two or more followers waiting, the poller
+pthread polls for them at once; one follower left behind is covered by the next thread to
+park, or by the poller after LEAD_TICK (1 ms). Each test uses a
 fresh C runtime, so its counters and its one leader are the test's.
 """
 
@@ -136,32 +137,54 @@ def test_leader_keeps_leading_when_it_readied_every_follower(lrt: Any) -> None:
 
 
 def test_leader_hands_over_to_the_poller_while_followers_wait(lrt: Any) -> None:
-    """The leader's netpoll returns (a follower's data) with another follower still waiting:
-    it steps down and follows, and the poller polls for both (with two threads parked nobody
-    leads). Echo with many connections depends on this: followers use the poller, not a
-    leader that happens to be parked."""
+    """The leader's netpoll returns (a follower's data) with two followers still waiting: it
+    steps down and follows, and the poller polls for all three at once (nobody leads). Echo
+    with many connections depends on this: followers use the poller, not a leader that
+    happens to be parked."""
+    ra, wa, leader_pd = lrt.pipe()
+    pipes = [lrt.pipe() for _ in range(3)]
+    leader = _park(leader_pd, "leader")
+    wait_until(lambda: leader_pd.lead == MODE_R, what="the first waiter leading")
+    followers = [_park(pd, f"follower-{i}") for i, (_, _, pd) in enumerate(pipes)]
+    assert lrt.nfollowers == 3 and not lrt.poller_leads
+    assert all(pd.lead == 0 and pd.follow == MODE_R for _, _, pd in pipes)
+    base = _counters(lrt)
+    os.write(pipes[0][1], b"x")
+    assert followers[0].join() == POLL_NO_ERROR
+    wait_until(
+        lambda: leader_pd.lead == 0 and leader_pd.follow == MODE_R and lrt.poller_leads,
+        what="the leader stepping down and the poller polling",
+    )
+    assert leader_pd.rg == PD_PARKED and lrt.nfollowers == 3
+    for (_, w, _), f in zip(pipes[1:], followers[1:]):
+        os.write(w, b"x")
+        assert f.join() == POLL_NO_ERROR
+    os.write(wa, b"x")
+    assert leader.join() == POLL_NO_ERROR
+    wakeups, leader_polls, handoffs = (a - b for a, b in zip(_counters(lrt), base))
+    assert leader_polls == 1 and handoffs >= 1
+    assert wakeups - leader_polls >= 3, "the poller readied the followers and the old leader"
+    assert lrt.nfollowers == 0
+
+
+def test_leader_with_one_follower_keeps_leading(lrt: Any) -> None:
+    """One follower is not enough to hand over: the leader's netpoll returns (another
+    follower's data) and it leads on, covering the one left (ping-pong's two threads)."""
     ra, wa, leader_pd = lrt.pipe()
     (_r1, w1, pd1), (_r2, w2, pd2) = lrt.pipe(), lrt.pipe()
     leader = _park(leader_pd, "leader")
     wait_until(lambda: leader_pd.lead == MODE_R, what="the first waiter leading")
     f1, f2 = _park(pd1, "follower-1"), _park(pd2, "follower-2")
-    assert lrt.nfollowers == 2 and not lrt.poller_leads
     base = _counters(lrt)
     os.write(w1, b"x")
     assert f1.join() == POLL_NO_ERROR
-    wait_until(
-        lambda: leader_pd.lead == 0 and leader_pd.follow == MODE_R and lrt.poller_leads,
-        what="the leader stepping down and the poller polling",
-    )
-    assert leader_pd.rg == PD_PARKED and lrt.nfollowers == 2
+    assert leader_pd.lead == MODE_R and lrt.nfollowers == 1
     os.write(w2, b"x")
     assert f2.join() == POLL_NO_ERROR
     os.write(wa, b"x")
     assert leader.join() == POLL_NO_ERROR
     wakeups, leader_polls, handoffs = (a - b for a, b in zip(_counters(lrt), base))
-    assert leader_polls == 1 and handoffs == 1
-    assert wakeups - leader_polls >= 2, "the poller readied follower-2 and the old leader"
-    assert lrt.nfollowers == 0
+    assert wakeups == leader_polls >= 3 and handoffs == 0
 
 
 def test_a_follower_re_timing_its_wait_still_counts(lrt: Any) -> None:
@@ -185,14 +208,15 @@ def test_a_follower_re_timing_its_wait_still_counts(lrt: Any) -> None:
 
 
 def test_poller_gives_the_right_back_when_nobody_waits(lrt: Any) -> None:
-    """Once the poller has readied the last follower it stops polling, and the next lone
-    parker leads again and is readied without a poller wake-up."""
+    """The leader leaves one follower behind: the poller covers it (after LEAD_TICK); once
+    it has readied it the poller stops polling, and the next lone parker leads again and is
+    readied without a poller wake-up."""
     ra, wa, leader_pd = lrt.pipe()
     rb, wb, follower_pd = lrt.pipe()
     leader = _park(leader_pd, "leader")
     wait_until(lambda: leader_pd.lead == MODE_R, what="the first waiter leading")
     follower = _park(follower_pd, "follower")
-    os.write(wa, b"x")  # the leader leaves with a follower waiting: the poller takes over
+    os.write(wa, b"x")  # the leader leaves a follower uncovered: the poller takes over
     assert leader.join() == POLL_NO_ERROR
     os.write(wb, b"x")
     assert follower.join() == POLL_NO_ERROR

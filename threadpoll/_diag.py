@@ -250,7 +250,7 @@ def stats() -> Stats:
     ``closes_waited`` counts closes that had to wait on the close semaphore for an in-flight
     operation to leave (internal/poll counts them; 0 where it does not yet).
     ``poller_wakeups`` counts every return from netpoll; on the C core a parked thread may
-    run netpoll itself when no other thread is parked (the poll leader), and ``leader_polls``
+    run netpoll itself when at most one other waits (the poll leader), and ``leader_polls``
     counts those returns (always 0 on the Python runtime, whose poller thread alone polls).
     """
     rts = _live_runtimes()

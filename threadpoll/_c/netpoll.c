@@ -20,12 +20,13 @@
  *     thread about to park, when nobody is polling, runs netpoll itself, timed to its own
  *     deadline, readying the others it finds ready, until its own pollDesc is readied,
  *     closed, expired or a signal arrives: Go's findRunnable, where the M about to stop
- *     blocks in netpoll(delay) and there is no poller thread. Only a thread parking while no
- *     other thread is parked leads: with one waiter the kernel wakes it directly (one
- *     hand-off instead of the poller's two). Threads parking while others are parked follow
- *     on their semaphores and the poller pthread polls for them, as before leader polling;
- *     a leader whose netpoll returns with followers waiting hands over to the poller at once.
- *     The Python runtime keeps its dedicated poller (the reference).
+ *     blocks in netpoll(delay) and there is no poller thread. Only a thread parking while
+ *     nobody polls and at most one other thread follows leads: the kernel wakes it directly
+ *     (one hand-off instead of the poller's two) and it readies the other. Threads parking
+ *     otherwise follow on their semaphores; with two or more of them the poller pthread
+ *     polls, as before leader polling (a leader hands over at once), and a single follower
+ *     left uncovered is polled for by the next thread to park or by the poller after
+ *     LEAD_TICK (Go's sysmon). The Python runtime keeps its dedicated poller (the reference).
  *   - The hook points (Hooks) and tracing exist only in the Python runtime; tests that
  *     drive them run there (DESIGN: "The C core and the tests").
  *
@@ -43,6 +44,14 @@
 static PyObject *InternalError; /* netpoll.InternalError, set once by _init (tp_set_static) */
 static int life_lock(tp_runtime *rt);
 static void life_unlock(tp_runtime *rt);
+
+/* The poll leader's timing: how long one follower may stay uncovered (its leader left, nobody
+ * else polls) before the poller polls for it (Go's sysmon polls the network when it was not
+ * polled for 10 ms), and how long the poller keeps ticking after it was last needed (then it
+ * waits for a signal, and the next leader to leave a follower behind signals it). Two or more
+ * followers never wait for the tick: the leader hands over to the poller at once. */
+#define LEAD_TICK 0.001
+#define LEAD_LINGER 0.05
 
 /* 1 while this thread is in netpoll as the poll leader (its own pollDesc's wake-ups need
  * no break). */
@@ -281,28 +290,32 @@ netpollunblock(PollDescObject *pd, int mode, int ioready)
  * rt->leading is the right to poll, held by at most one thread at a time (edge-triggered
  * events would be split between concurrent pollers, and a break could wake the wrong one):
  * either a parked thread (the leader) or the poller pthread.
- *   - A thread about to park leads only when nobody else is parked (rt->nfollowers == 0)
- *     and nobody polls (the CAS on rt->leading). With one thread parked at a time (ping-pong,
- *     a lone reader) the kernel wakes it directly: one hand-off instead of the poller's two.
+ *   - A thread about to park leads only when nobody polls (the CAS on rt->leading) and at
+ *     most one other thread follows (rt->nfollowers <= 1). With one or two threads parked at
+ *     a time (ping-pong, a lone reader) the kernel wakes the leader directly and the leader
+ *     readies the other: no poller hand-off.
  *   - Any other park follows: counted in rt->nfollowers (and pd->follow), it sleeps on its
  *     semaphore. Whoever readies it uncounts it (tp_notify), so nfollowers is the number of
  *     parked threads still waiting for someone's netpoll.
  *   - A leader covers the followers while it is in netpoll (it readies what it finds). When
- *     its netpoll returns and followers are still waiting, it steps down (follows) and hands
- *     the right to the poller at once (tp_lead_end signals it): followers use the poller,
- *     as they did before leader polling, and there is no window in which nobody polls.
- *   - The poller polls while followers wait and gives the right back when none does.
+ *     its netpoll returns with two or more followers waiting, it steps down (follows), and a
+ *     leader that leaves with two or more waiting signals the poller, which polls at once:
+ *     many followers use the poller, as they did before leader polling (echo with many
+ *     connections). A leader that leaves one follower behind leaves it uncovered: the next
+ *     thread to park leads (in ping-pong, the leader itself, microseconds later), else the
+ *     poller polls after LEAD_TICK.
+ *   - The poller polls while two or more followers wait, or one has been uncovered for
+ *     LEAD_TICK; it gives the right back when at most one waits.
  * A leader's own wake-ups (close, deadline moved, readiness found by the poller) post its
  * semaphore and break netpoll (tp_notify: pd->lead). */
 
-/* Wake the poller if it waits on poller_cond. Go: runtime/proc.go wakeNetPoller */
+/* Wake the poller if it waits on poller_cond (idle or ticking), to look at the followers.
+ * Go: runtime/proc.go wakeNetPoller */
 static void
 tp_poke_poller(tp_runtime *rt)
 {
     pthread_mutex_lock(&rt->lock);
-    if (rt->poller_idle) {
-        pthread_cond_signal(&rt->poller_cond);
-    }
+    pthread_cond_signal(&rt->poller_cond);
     pthread_mutex_unlock(&rt->lock);
 }
 
@@ -333,14 +346,14 @@ tp_unfollow(PollDescObject *pd, int mode)
     }
 }
 
-/* Take the right to poll if nobody else is parked and nobody polls (returns 1), else 0 (the
- * caller follows). Must be called while holding pd->lock. Go: runtime/proc.go findRunnable
+/* Take the right to poll if at most one thread follows and nobody polls (returns 1), else 0
+ * (the caller follows). Must be called while holding pd->lock. Go: runtime/proc.go findRunnable
  * (the netpollinited && netpollAnyWaiters && sched.lastpoll != 0 test before blocking) */
 static int
 tp_lead_begin(tp_runtime *rt)
 {
     if (__atomic_load_n(&rt->stopping, __ATOMIC_SEQ_CST) ||
-        __atomic_load_n(&rt->nfollowers, __ATOMIC_SEQ_CST) != 0) {
+        __atomic_load_n(&rt->nfollowers, __ATOMIC_SEQ_CST) > 1) {
         return 0;
     }
     int zero = 0;
@@ -348,15 +361,25 @@ tp_lead_begin(tp_runtime *rt)
                                        __ATOMIC_SEQ_CST);
 }
 
-/* Give up the right to poll; if followers wait, the poller takes it now.
+/* Give up the right to poll; if two or more followers wait the poller takes it now, if one
+ * does it is uncovered from now (the poller takes it after LEAD_TICK unless a thread leads).
  * Go: runtime/proc.go findRunnable (sched.lastpoll store after netpoll, then wakeNetPoller) */
 static void
 tp_lead_end(tp_runtime *rt)
 {
     __atomic_store_n(&rt->leading, 0, __ATOMIC_SEQ_CST);
-    if (__atomic_load_n(&rt->nfollowers, __ATOMIC_SEQ_CST) > 0) {
-        __atomic_fetch_add(&rt->leader_handoffs, 1, __ATOMIC_RELAXED);
-        tp_poke_poller(rt);
+    uint32_t n = __atomic_load_n(&rt->nfollowers, __ATOMIC_SEQ_CST);
+    if (n > 0) {
+        pthread_mutex_lock(&rt->lock);
+        if (n == 1) {
+            rt->uncovered_since = tp_now();
+        }
+        /* Two or more: now, even if it is ticking. One: only to start it ticking (a
+         * signal each time would cost ping-pong a poller wake-up per round trip). */
+        if (n > 1 || rt->poller_idle) {
+            pthread_cond_signal(&rt->poller_cond);
+        }
+        pthread_mutex_unlock(&rt->lock);
     }
 }
 
@@ -437,8 +460,8 @@ tp_park(PollDescObject *pd, int mode)
                 break;
             }
             if (r == ESHUTDOWN || (*g == PD_PARKED &&
-                                   __atomic_load_n(&rt->nfollowers, __ATOMIC_SEQ_CST) > 0)) {
-                /* Followers wait (the poller takes over), or shutdown (nobody polls any
+                                   __atomic_load_n(&rt->nfollowers, __ATOMIC_SEQ_CST) > 1)) {
+                /* Two or more followers wait (the poller takes over), or shutdown (nobody polls any
                  * more; close and deadlines still wake us): wait as a follower. Our own
                  * wake-ups so far posted the semaphore: taken by the waits below. */
                 pd->lead &= ~mode;
@@ -633,9 +656,13 @@ tp_netpollready_slot(tp_runtime *rt, uint32_t index, uint32_t seq, int mode, int
 
 /* ---- the poller thread ----------------------------------------------------------------- */
 
-/* The poller: while parked threads follow (none leads for them), hold the right to poll,
- * block in netpoll and ready whoever became ready; else wait on poller_cond. Until stopping.
- * Go: runtime/proc.go findRunnable (its netpoll(delay) call) */
+static void tp_cond_wait_until(pthread_cond_t *cond, pthread_mutex_t *lock, double until);
+
+/* The poller: while two or more parked threads follow, or one has been uncovered for
+ * LEAD_TICK (see "the poll leader"), hold the right to poll, block in netpoll and ready
+ * whoever became ready; else wait on poller_cond, ticking while it was recently needed.
+ * Until stopping. Go: runtime/proc.go findRunnable (its netpoll(delay) call) and
+ * runtime/proc.go sysmon (its netpoll when the network was not polled for 10 ms) */
 static void *
 tp_poller_main(void *arg)
 {
@@ -646,20 +673,36 @@ tp_poller_main(void *arg)
     pthread_setname_np("threadpoll-cpoller");
 #endif
     /* DIVERGENCE(go): the poller polls only for followers (see "the poll leader"). */
+    double last_needed = -INFINITY;
     pthread_mutex_lock(&rt->lock);
     while (!rt->stopping) {
-        int zero = 0;
-        if (__atomic_load_n(&rt->nfollowers, __ATOMIC_SEQ_CST) == 0 ||
-            !__atomic_compare_exchange_n(&rt->leading, &zero, 1, 0, __ATOMIC_SEQ_CST,
-                                         __ATOMIC_SEQ_CST)) {
+        double now = tp_now();
+        uint32_t n = __atomic_load_n(&rt->nfollowers, __ATOMIC_SEQ_CST);
+        if (n == 0 || __atomic_load_n(&rt->leading, __ATOMIC_SEQ_CST)) {
             /* Nobody to poll for, or a leader covers them and signals when it leaves. */
-            rt->poller_idle = 1;
-            pthread_cond_wait(&rt->poller_cond, &rt->lock);
-            rt->poller_idle = 0;
+            if (now - fmax(last_needed, rt->uncovered_since) < LEAD_LINGER) {
+                tp_cond_wait_until(&rt->poller_cond, &rt->lock, now + LEAD_TICK);
+            }
+            else {
+                rt->poller_idle = 1;
+                pthread_cond_wait(&rt->poller_cond, &rt->lock);
+                rt->poller_idle = 0;
+            }
             continue;
         }
+        if (n == 1 && now < rt->uncovered_since + LEAD_TICK) {
+            tp_cond_wait_until(&rt->poller_cond, &rt->lock, rt->uncovered_since + LEAD_TICK);
+            continue;
+        }
+        int zero = 0;
+        if (!__atomic_compare_exchange_n(&rt->leading, &zero, 1, 0, __ATOMIC_SEQ_CST,
+                                         __ATOMIC_SEQ_CST)) {
+            continue; /* a parking thread took the lead meanwhile */
+        }
         rt->poller_leads = 1;
+        last_needed = now;
         pthread_mutex_unlock(&rt->lock);
+        __atomic_fetch_add(&rt->leader_handoffs, 1, __ATOMIC_RELAXED);
         do {
             int r = tp_netpoll(rt, -1);
             if (r < 0 && r != -EINTR) {
@@ -668,16 +711,68 @@ tp_poller_main(void *arg)
                 abort();
             }
             __atomic_fetch_add(&rt->poller_wakeups, 1, __ATOMIC_RELAXED);
-        } while (__atomic_load_n(&rt->nfollowers, __ATOMIC_SEQ_CST) > 0 &&
+        } while (__atomic_load_n(&rt->nfollowers, __ATOMIC_SEQ_CST) > 1 &&
                  !__atomic_load_n(&rt->stopping, __ATOMIC_ACQUIRE));
         pthread_mutex_lock(&rt->lock);
         rt->poller_leads = 0;
-        /* Then the loop looks at nfollowers again: a follower that counted itself while we
-         * held the right did not signal us. */
+        /* A follower left (at most one) is uncovered from now; then the loop looks at
+         * nfollowers again: a follower that counted itself while we held the right did not
+         * signal us. */
+        rt->uncovered_since = tp_now();
         __atomic_store_n(&rt->leading, 0, __ATOMIC_SEQ_CST);
     }
     pthread_mutex_unlock(&rt->lock);
     return NULL;
+}
+
+/* Wait on cond (with lock held) until the absolute tp_now() time until, or a signal.
+ * Go: none */
+static void
+tp_cond_wait_until(pthread_cond_t *cond, pthread_mutex_t *lock, double until)
+{
+    double left = until - tp_now();
+    if (left <= 0) {
+        return;
+    }
+    struct timespec ts;
+#if defined(__APPLE__)
+    /* Relative, so the clock does not matter (tp_now reads CLOCK_UPTIME_RAW; the absolute
+     * pthread_cond_timedwait would take CLOCK_REALTIME here). NOT COMPILED in this
+     * project's checks: .ci/check-kqueue-c covers netpoll_kqueue.c only. */
+    ts.tv_sec = (time_t)left;
+    ts.tv_nsec = (long)((left - (double)ts.tv_sec) * 1e9);
+    if (ts.tv_nsec > 999999999L) {
+        ts.tv_nsec = 999999999L;
+    }
+    pthread_cond_timedwait_relative_np(cond, lock, &ts);
+#else
+    (void)left;
+    ts.tv_sec = (time_t)until;
+    ts.tv_nsec = (long)((until - (double)ts.tv_sec) * 1e9);
+    if (ts.tv_nsec > 999999999L) {
+        ts.tv_nsec = 999999999L;
+    }
+    if (ts.tv_nsec < 0) {
+        ts.tv_nsec = 0;
+    }
+    pthread_cond_timedwait(cond, lock, &ts); /* poller_cond uses CLOCK_MONOTONIC */
+#endif
+}
+
+/* poller_cond, on the clock tp_now reads (CLOCK_MONOTONIC; macOS waits relative).
+ * Go: none */
+static void
+tp_poller_cond_init(tp_runtime *rt)
+{
+#if defined(__APPLE__)
+    pthread_cond_init(&rt->poller_cond, NULL);
+#else
+    pthread_condattr_t a;
+    pthread_condattr_init(&a);
+    pthread_condattr_setclock(&a, CLOCK_MONOTONIC);
+    pthread_cond_init(&rt->poller_cond, &a);
+    pthread_condattr_destroy(&a);
+#endif
 }
 
 /* Take rt->life for reading: 1 if the backend's descriptors are open (the caller may use
@@ -1327,7 +1422,8 @@ rt_init(RuntimeObject *self, PyObject *args, PyObject *kwds)
     memset(rt, 0, sizeof(*rt));
     pthread_mutex_init(&rt->lock, NULL);
     pthread_rwlock_init(&rt->life, NULL);
-    pthread_cond_init(&rt->poller_cond, NULL);
+    tp_poller_cond_init(rt);
+    rt->uncovered_since = -INFINITY;
     rt->pollfd = rt->break_rd = rt->break_wr = -1;
     rt->lazy_write = lazy_write;
     int err = tp_netpollinit(rt);
@@ -1624,11 +1720,12 @@ rt_after_fork_in_child(RuntimeObject *self, PyObject *Py_UNUSED(ignored))
     tp_runtime *rt = &self->rt;
     pthread_mutex_init(&rt->lock, NULL);
     pthread_rwlock_init(&rt->life, NULL); /* a parent thread may have held it */
-    pthread_cond_init(&rt->poller_cond, NULL);
+    tp_poller_cond_init(rt);
     rt->poller_running = 0;
     rt->wake_sig = 0;
     rt->leading = rt->poller_leads = rt->poller_idle = 0;
     rt->nfollowers = 0;
+    rt->uncovered_since = -INFINITY;
     if (!self->inited) {
         Py_RETURN_NONE;
     }

@@ -135,13 +135,14 @@ typedef struct tp_runtime {
     pthread_cond_t poller_cond; /* the poller waits here while it need not poll */
     int leading;            /* atomic: the right to poll is held (by a leader or the poller) */
     int poller_leads;       /* lock: ... by the poller */
-    int poller_idle;        /* lock: the poller waits on poller_cond */
+    int poller_idle;        /* lock: the poller waits on poller_cond without a timeout */
     uint32_t nfollowers;    /* atomic: parked threads on their semaphores not yet readied
                                (each counted in its pd->follow) */
+    double uncovered_since; /* lock: when a leader (or the poller) last left one follower */
     /* counters, each updated atomically, read by stats without a lock (a stale one is
        fine): poller_wakeups counts every return from netpoll, by the poller or a leader;
-       leader_polls the returns in a parked thread that led; leader_handoffs the times a
-       leader stepped down or left with followers waiting and signalled the poller */
+       leader_polls the returns in a parked thread that led; leader_handoffs the times the
+       poller took the right to poll (for followers a leader left or stepped down from) */
     uint64_t poller_wakeups, events, stale_events_dropped, leader_polls, leader_handoffs;
     uint64_t breaks, deadline_expiries, closes_waited;
 } tp_runtime;

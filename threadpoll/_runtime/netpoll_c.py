@@ -2,8 +2,8 @@
 
 ``threadpoll._cpoll`` (sources in ``threadpoll/_c/``) implements Go's runtime/netpoll.go in
 C: the pollDesc with its per-mode states, deadlines and sequence numbers, netpoll without the
-GIL (epoll on Linux, kqueue on the BSDs and macOS), run by the thread about to park when no
-other thread is parked and by a poller pthread while several are, netpollready,
+GIL (epoll on Linux, kqueue on the BSDs and macOS), run by the thread about to park when at
+most one other waits and by a poller pthread while more do, netpollready,
 netpollblock and netpollunblock, and parking on a per-pollDesc, per-mode semaphore with the
 GIL released. ``CRuntime`` is that runtime with the Python-side bookkeeping the Python
 ``Runtime`` has (the open pollDesc table for dump() and stats(), the locks diagnostics
