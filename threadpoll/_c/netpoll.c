@@ -347,8 +347,8 @@ tp_unfollow(PollDescObject *pd, int mode)
 }
 
 /* Take the right to poll if at most one thread follows and nobody polls (returns 1), else 0
- * (the caller follows). Must be called while holding pd->lock. Go: runtime/proc.go findRunnable
- * (the netpollinited && netpollAnyWaiters && sched.lastpoll != 0 test before blocking) */
+ * (the caller follows). Must be called while holding pd->lock. Go: runtime/proc.go
+ * findRunnable (the netpollinited && netpollAnyWaiters && sched.lastpoll != 0 test) */
 static int
 tp_lead_begin(tp_runtime *rt)
 {
@@ -414,8 +414,9 @@ tp_lead_poll(tp_runtime *rt, double d)
     return __atomic_load_n(&rt->stopping, __ATOMIC_ACQUIRE) ? ESHUTDOWN : 0;
 }
 
-/* Sleep while mode is PD_PARKED: as the poll leader in netpoll if nobody else is parked and
- * nobody polls, else on the mode's semaphore; expire the deadline if the wait times out.
+/* Sleep while mode is PD_PARKED: as the poll leader in netpoll if nobody polls and at most
+ * one thread follows (until two or more do), else on the mode's semaphore as a follower;
+ * expire the deadline if the wait times out.
  * Returns 1 if a signal handler must run (EINTR): the thread is then still PD_PARKED, as a
  * thread parked in the Python runtime is while its handler runs (dump() shows it; a wake-up
  * meanwhile is kept), and posts may be pending; tp_park again or tp_park_abort follows.
@@ -461,9 +462,9 @@ tp_park(PollDescObject *pd, int mode)
             }
             if (r == ESHUTDOWN || (*g == PD_PARKED &&
                                    __atomic_load_n(&rt->nfollowers, __ATOMIC_SEQ_CST) > 1)) {
-                /* Two or more followers wait (the poller takes over), or shutdown (nobody polls any
-                 * more; close and deadlines still wake us): wait as a follower. Our own
-                 * wake-ups so far posted the semaphore: taken by the waits below. */
+                /* Two or more followers wait (the poller takes over), or shutdown (nobody
+                 * polls any more; close and deadlines still wake us): wait as a follower.
+                 * Our own wake-ups so far posted the semaphore: taken by the waits below. */
                 pd->lead &= ~mode;
                 leading = 0;
                 if (*g == PD_PARKED) {
