@@ -30,20 +30,25 @@ def wait_until(pred: Callable[[], bool], timeout: float = 5.0, what: str = "cond
         time.sleep(0.0005)
 
 
+def thread_on_line(ident: int | None, func: Callable[..., Any], marker: str) -> bool:
+    """Whether the thread ``ident``'s top frame is in ``func`` on the first source line of it
+    that contains ``marker``. A thread asleep in a C call (a lock's wait, a syscall) has no
+    frame of its own there: its top frame is the Python line that made the call."""
+    frame = sys._current_frames().get(ident or 0)
+    if frame is None or frame.f_code is not func.__code__:
+        return False
+    lines, first = inspect.getsourcelines(func)
+    return frame.f_lineno == next(first + i for i, ln in enumerate(lines) if marker in ln)
+
+
 def blocked_on_call_gate(ident: int | None) -> bool:
     """Whether the thread ``ident`` is asleep on an FD's call gate (FD._gated): in
     ``acquire_until`` (a call with a timeout), or on the ``with gate:`` line of ``_gated``
-    (a call without one). The lock's own wait is C, with no frame: the top frame tells."""
+    (a call without one)."""
     frame = sys._current_frames().get(ident or 0)
-    if frame is None:
-        return False
-    if frame.f_code.co_name == "acquire_until":
+    if frame is not None and frame.f_code.co_name == "acquire_until":
         return True
-    if frame.f_code is not FD._gated.__code__:
-        return False
-    lines, first = inspect.getsourcelines(FD._gated)
-    with_line = next(first + i for i, ln in enumerate(lines) if ln.strip().startswith("with gate:"))
-    return frame.f_lineno == with_line
+    return thread_on_line(ident, FD._gated, "with gate:")
 
 
 def fd_of(obj: Any) -> FD:

@@ -324,6 +324,32 @@ def test_fork_child_gets_a_fresh_poller(rt: Any) -> None:
 
 
 @on_c
+def test_open_pds_is_the_c_table_of_registered_pds(crt: Any) -> None:
+    """open_pds is read from the C table: a pollDesc is in it from poll_open to poll_close
+    only, and a pollDesc the pollcache hands out again is back in it (once)."""
+    r, w = os.pipe()
+    try:
+        os.set_blocking(r, False)
+        before = set(crt.open_pds)
+        pd, errno = netpoll.runtime_poll_open(r, crt)
+        assert errno == 0
+        assert set(crt.open_pds) == before | {pd.id} and crt.open_pds[pd.id] is pd
+        netpoll.runtime_poll_unblock(pd)
+        netpoll.runtime_poll_close(pd)
+        assert set(crt.open_pds) == before
+        again, errno = netpoll.runtime_poll_open(r, crt)
+        assert errno == 0
+        ids = [p.id for p in crt.open_pd_list()]
+        assert ids.count(again.id) == 1 and set(ids) == before | {again.id}
+        netpoll.runtime_poll_unblock(again)
+        netpoll.runtime_poll_close(again)
+        assert set(crt.open_pds) == before
+    finally:
+        os.close(r)
+        os.close(w)
+
+
+@on_c
 def test_stats_and_dump_on_the_c_core(crt: Any, pipe_pd: Any) -> None:
     from threadpoll import _diag
 

@@ -679,6 +679,39 @@ def test_child_gated_call_on_descriptor_gated_by_parent_thread_does_not_hang(
     assert code == 0, "the child hung on the call gate" if code == 3 else code
 
 
+def test_child_deadline_and_close_on_descriptor_whose_short_lock_a_parent_thread_held(
+    rt: Runtime, pairs: Pairs
+) -> None:
+    """The FDs' short locks are shared by stripe: a parent thread holding one at the fork
+    (for any FD of the stripe) would wedge the child's deadlines and closes on every FD of
+    it. The child's are fresh: a deadline and a close there finish at once."""
+    fa, fb = pairs()
+    held, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with fa._short_lock():
+            held.set()
+            release.wait(30)
+
+    holder = Runner(hold, name="short-lock-holder")
+    assert held.wait(10)
+
+    def child() -> int:
+        signal.signal(signal.SIGALRM, lambda *_: os._exit(3))
+        signal.alarm(2)
+        fa.set_read_deadline(time.monotonic() + 60)
+        fa.close()
+        return 0
+
+    try:
+        code = wait_child(fork(child))
+    finally:
+        release.set()
+        holder.join()
+    assert code == 0, "the child hung on the short lock" if code == 3 else code
+    fa.set_read_deadline(None)  # the parent's own lock was released by its holder
+
+
 def test_child_close_of_poisoned_descriptor_waits_for_child_threads(
     rt: Runtime, pairs: Pairs
 ) -> None:

@@ -16,7 +16,7 @@ import time
 from typing import Callable, cast
 
 import pytest
-from support import impls
+from support import impls, thread_on_line
 
 from threadpoll._poll.fd_mutex import (
     MUTEX_CLOSED,
@@ -173,6 +173,59 @@ def test_mutex_unlock_wakes_waiter(new_mutex: MutexFactory) -> None:
     assert mu.state == MUTEX_WLOCK | MUTEX_REF
     assert not mu.rwunlock(False)
     assert mu.state == 0
+
+
+@pytest.mark.timeout(30)
+def test_python_mutex_waiter_semaphores_made_by_the_first_wait() -> None:
+    """A mutex nobody waits for has no waiter semaphores (memory per descriptor); the first
+    waiter of a direction makes that direction's, once, and the unlock wakes it there. (The
+    C core's makes them on first need too, and on reading the attribute: not looked at
+    here.)"""
+    mu = FDMutex()
+    assert mu.rsema is None and mu.wsema is None
+    assert mu.rwlock(True) and not mu.rwunlock(True)
+    assert mu.rsema is None and mu.wsema is None
+    assert mu.rwlock(False)
+    got: queue.Queue[bool] = queue.Queue()
+    t = start(lambda: got.put(mu.rwlock(False)))
+    wait_until(lambda: write_waiters(mu) == 1)
+    wait_until(lambda: mu.wsema is not None)
+    sema = mu.wsema
+    assert mu.rsema is None
+    assert not mu.rwunlock(False)
+    assert got.get(timeout=10) is True
+    join_all([t])
+    assert mu.wsema is sema
+    assert not mu.rwunlock(False)
+
+
+def test_python_mutex_first_semaphore_use_from_two_threads_makes_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Two first users of a direction's semaphore (a waiter and a closer waking it, say)
+    agree on one: the second waits under the mutex's lock while the first makes it."""
+    from threadpoll._poll import fd_mutex
+
+    mu = FDMutex()
+    made: list[object] = []
+    second: list[threading.Thread] = []
+    result: list[object] = []
+    real = fd_mutex.Sema
+
+    def slow_sema() -> object:
+        sema = real()
+        made.append(sema)
+        if len(made) == 1:
+            t = start(lambda: result.append(mu._sema(True)))
+            second.append(t)
+            # The second is past its unlocked look and waits for the lock this one holds.
+            wait_until(lambda: thread_on_line(t.ident, FDMutex._sema, "with self._lock:"))
+        return sema
+
+    monkeypatch.setattr(fd_mutex, "Sema", slow_sema)
+    first = mu._sema(True)
+    join_all(second)
+    assert result == [first] and made == [first] and mu.rsema is first
 
 
 def test_mutex_trylock(new_mutex: MutexFactory) -> None:

@@ -18,7 +18,6 @@ from __future__ import annotations
 import array
 import errno
 import gc
-import inspect
 import math
 import os
 import signal
@@ -27,13 +26,14 @@ import struct
 import sys
 import threading
 import time
+import weakref
 from collections.abc import Iterator
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Callable
 
 import pytest
-from support import Runner, blocked_on_call_gate, pd_of, wait_parked, wait_until
+from support import Runner, blocked_on_call_gate, pd_of, thread_on_line, wait_parked, wait_until
 
 from threadpoll._poll import fd_unix
 from threadpoll._poll.fd_mutex import (
@@ -1684,7 +1684,7 @@ def test_call_gate_refuses_reentry_from_its_own_thread(rt: Runtime, fds: Closer)
 
 # --- what an FD makes on first use (issue 12: memory per descriptor) -----------------------
 
-_LAZY_SLOTS = ("_block_lock", "_dl_lock", "_rgate", "_wgate", "csema")
+_LAZY_SLOTS = ("_rgate", "_wgate", "csema")
 
 
 def _made_slots(f: FD) -> set[str]:
@@ -1692,9 +1692,9 @@ def _made_slots(f: FD) -> set[str]:
 
 
 def test_locks_and_close_semaphore_made_on_first_use(rt: Runtime, fds: Closer) -> None:
-    """An FD makes its call gates, deadline and mode locks and close semaphore only when it
-    first needs each: untimed reads and writes need none; a timed call makes its direction's
-    gate only; a deadline the deadline lock; close the mode lock and the close semaphore."""
+    """An FD makes its call gates and close semaphore only when it first needs each:
+    untimed reads and writes need none; a timed call makes its direction's gate only; a
+    deadline nothing (the short lock is shared by stripe); close the close semaphore."""
     a, b = unix_pair(fds)
     assert _made_slots(a) == _made_slots(b) == set()
     a.write(b"xy")
@@ -1707,12 +1707,11 @@ def test_locks_and_close_semaphore_made_on_first_use(rt: Runtime, fds: Closer) -
     a.write(b"w", fd_unix.CallLimit(time.monotonic() + 60, _timed_out))
     assert a._wgate is gate  # made once, then kept
     assert b.recv(2, 0, fd_unix.CallLimit(time.monotonic() + 60, _timed_out)) == b"zw"
-    # the timed call's wait set its limit as the pollDesc deadline under the deadline lock
-    assert _made_slots(b) == {"_rgate"} or _made_slots(b) == {"_rgate", "_dl_lock"}
+    assert _made_slots(b) == {"_rgate"}
     a.set_read_deadline(time.monotonic() + 60)
-    assert "_dl_lock" in _made_slots(a)
+    assert _made_slots(a) == {"_wgate"}
     b.close()
-    assert {"_block_lock", "csema"} <= _made_slots(b)
+    assert _made_slots(b) == {"_rgate", "csema"}
 
 
 def test_first_use_from_two_threads_makes_one_lock(
@@ -1723,16 +1722,6 @@ def test_first_use_from_two_threads_makes_one_lock(
     a, _ = unix_pair(fds)
     made: list[Any] = []
     second: list[Runner] = []
-    lines, first = inspect.getsourcelines(FD._made)
-    with_line = next(first + i for i, ln in enumerate(lines) if "with _live_lock:" in ln)
-
-    def waiting_in_made(r: Runner) -> bool:
-        frame = sys._current_frames().get(r.thread.ident or 0)
-        return (
-            frame is not None
-            and frame.f_code is FD._made.__code__
-            and (frame.f_lineno == with_line)
-        )
 
     class SlowThreading:
         """fd_unix's view of threading: its first RLock() lets a second thread in first."""
@@ -1745,13 +1734,73 @@ def test_first_use_from_two_threads_makes_one_lock(
             made.append(lock)
             if len(made) == 1:
                 second.append(Runner(lambda: a._made("_rgate"), name="second"))
-                wait_until(lambda: waiting_in_made(second[0]), what="second thread in _made")
+                wait_until(
+                    lambda: thread_on_line(second[0].thread.ident, FD._made, "with _live_lock:"),
+                    what="second thread in _made",
+                )
             return lock
 
     monkeypatch.setattr(fd_unix, "threading", SlowThreading())
     lock = a._made("_rgate")
     assert second[0].join() is lock
     assert a._rgate is lock and made == [lock]
+
+
+def test_rare_state_is_made_only_by_what_differs_from_the_defaults(
+    rt: Runtime, fds: Closer
+) -> None:
+    """An FD whose kind is its net, read side open, no refusal, carries no _Rare; a kind of
+    its own or a shut read side makes one, and the FD reads the same either way."""
+    a, b = unix_pair(fds)
+    assert a._rare is None and (a.kind, a.is_file, a.read_shut, a.init_errno) == (
+        "unix",
+        False,
+        False,
+        0,
+    )
+    b.shutdown(socket.SHUT_RD)
+    assert b._rare is not None and b.read_shut and b.kind == "unix"
+    pr, pw = os.pipe()
+    fds.own(pw)
+    p = fds.fd(pr, net="file", kind="pipe")
+    assert p._rare is not None and p.kind == "pipe" and p.is_file and not p.read_shut
+    q = fds.fd(os.dup(pw), net="file", kind="file")
+    assert q._rare is None and q.kind == "file" and q.is_file
+
+
+def test_first_need_of_rare_state_from_two_threads_makes_one(
+    rt: Runtime, fds: Closer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An FD's rarely used state (call limits and gates, the close semaphore, detach's and
+    fork's marks: FD._rare) is made on first need, and two threads' first needs agree on
+    one: the second waits while the first makes it (under fd_unix._live_lock), then takes
+    the first one's, so neither thread's write is lost."""
+    a, _ = unix_pair(fds)
+    assert a._rare is None and a._rcall is None and a.csema is None and a.init_errno == 0
+    a._rcall = None  # writing a default makes nothing
+    a._detaching = False
+    assert a._rare is None
+    made: list[Any] = []
+    second: list[Runner] = []
+    real = fd_unix._Rare
+
+    def slow_rare() -> Any:
+        rare = real()
+        made.append(rare)
+        if len(made) == 1:
+            second.append(Runner(lambda: setattr(a, "_wcall", 5.0), name="second"))
+            wait_until(
+                lambda: thread_on_line(second[0].thread.ident, FD._rare_state, "with _live_lock:"),
+                what="second thread waiting",
+            )
+        return rare
+
+    monkeypatch.setattr(fd_unix, "_Rare", slow_rare)
+    a._rcall = 7.0
+    second[0].join()
+    assert made == [a._rare]
+    assert a._rcall == 7.0 and a._wcall == 5.0
+    a._rcall = a._wcall = None
 
 
 def test_closing_fd_whose_number_a_new_fd_took_stays_live_until_destroyed(
@@ -1763,19 +1812,11 @@ def test_closing_fd_whose_number_a_new_fd_took_stays_live_until_destroyed(
     pr, pw = os.pipe()
     fds.own(pw)
     old = FD(pr, net="file", pollable=False)
-    lines, first = inspect.getsourcelines(FD._read_slow)
-    read_line = next(first + i for i, ln in enumerate(lines) if "return os.read(" in ln)
-
-    def in_read(r: Runner) -> bool:
-        frame = sys._current_frames().get(r.thread.ident or 0)
-        return (
-            frame is not None
-            and frame.f_code is FD._read_slow.__code__
-            and (frame.f_lineno == read_line)
-        )
-
     reader = Runner(lambda: old.read(1), name="reader")
-    wait_until(lambda: in_read(reader), what="the reader past its checks, in read(2)")
+    wait_until(
+        lambda: thread_on_line(reader.thread.ident, FD._read_slow, "return os.read("),
+        what="the reader past its checks, in read(2)",
+    )
     old.close()  # blocking mode: returns at once; the reader's reference keeps pr open
     new = FD(pr, net="file", pollable=False)
     assert old in fd_unix._live_fds_all() and new in fd_unix._live_fds_all()
@@ -1785,3 +1826,40 @@ def test_closing_fd_whose_number_a_new_fd_took_stays_live_until_destroyed(
     os.write(pw, b"x")
     assert reader.join() == b"x"  # the last reference: the old FD is destroyed (pr closed)
     assert old.sysfd == -1 and old not in fd_unix._live_fds_all()
+
+
+def test_registry_holds_an_fd_until_destroyed_and_a_front_socket_weakly(
+    rt: Runtime, fds: Closer
+) -> None:
+    """The registry of live FDs holds each FD itself (no weak reference per descriptor): one
+    dropped unclosed stays live, open and its descriptor's owner until closed, as Go's FD
+    (fronts close theirs from their finalizers). An FD made on a socket object of a class of
+    its own (the drop-in's: its front) is held weakly, so that the front stays collectable
+    (tests/test_socket.py: an unclosed drop-in socket is finalized)."""
+    a, b = socket.socketpair()
+    sysfd = a.detach()
+    fds.own(b.detach())
+    f = FD(sysfd, net="unix")
+    ref = weakref.ref(f)
+    del f
+    gc.collect()
+    f = ref()
+    assert f is not None and f in fd_unix.live_fds() and fd_unix.owner_of(sysfd) is f
+    os.fstat(sysfd)  # still open
+    f.close()
+    assert f not in fd_unix._live_fds_all() and fd_unix.owner_of(sysfd) is None
+
+    class Front(socket.socket):
+        pass
+
+    c, d = socket.socketpair()
+    fds.own(d.detach())
+    front = Front(fileno=c.detach())
+    g = FD(front.fileno(), net="unix", sock=front)
+    try:
+        entry = fd_unix._owners[front.fileno()]
+        assert isinstance(entry, weakref.ref) and entry() is g
+        assert fd_unix.owner_of(front.fileno()) is g and g in fd_unix.live_fds()
+    finally:
+        g.close()
+    assert g not in fd_unix._live_fds_all()

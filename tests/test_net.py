@@ -1155,17 +1155,17 @@ def test_conn_asks_local_addr_on_first_use_and_keeps_it_after_close(
 
 @pytest.mark.timeout(30)
 def test_conn_without_timeouts_makes_no_locks(rt: Any, closer: Closer) -> None:
-    """A Conn that reads and writes without deadlines carries no call gates, deadline or
-    mode lock and no close semaphore; the first deadline makes the deadline lock only."""
+    """A Conn that reads and writes without deadlines carries no call gates and no close
+    semaphore, nor does a deadline (its lock is shared by stripe), the dial's included."""
     ln = closer(listen("tcp", "127.0.0.1:0"))
-    c = closer(dial("tcp", f"127.0.0.1:{ln.addr[1]}"))
+    c = closer(dial("tcp", f"127.0.0.1:{ln.addr[1]}", timeout=30))
     s = closer(ln.accept())
     _round_trip(c, s)
-    lazy = ("_block_lock", "_dl_lock", "_rgate", "_wgate", "csema")
+    lazy = ("_rgate", "_wgate", "csema")
     for conn in (c, s):
         assert [n for n in lazy if getattr(conn._fd, n) is not None] == []
     s.set_read_deadline(time.monotonic() + 60)
-    assert [n for n in lazy if getattr(s._fd, n) is not None] == ["_dl_lock"]
+    assert [n for n in lazy if getattr(s._fd, n) is not None] == []
 
 
 @pytest.mark.timeout(30)

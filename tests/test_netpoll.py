@@ -23,7 +23,7 @@ from typing import Callable
 
 import pytest
 from conftest import PY_BACKENDS, make_runtime
-from support import Runner, impls, interrupt_points, parked, wait_until
+from support import Runner, impls, interrupt_points, parked, thread_on_line, wait_until
 
 from threadpoll._runtime import netpoll, trace
 from threadpoll._runtime.netpoll import (
@@ -630,22 +630,12 @@ def test_signal_while_reacquiring_pd_lock_keeps_mutual_exclusion(rt: Runtime) ->
     holder_error: list = []
     try:
         with pipe_pd(rt) as (r, w, pd):
-            import inspect
-
             from threadpoll._runtime.netpoll import _park
-
-            lines, first = inspect.getsourcelines(_park)
-            relock_line = first + next(
-                i for i, line in enumerate(lines) if "_acquire_restore(" in line
-            )
 
             def main_blocked_on_relock() -> bool:
                 # Woken, and now blocked re-acquiring pd.lock on its line in _park (an
                 # RLock's _acquire_restore, which re-acquires in C).
-                f = sys._current_frames().get(main_ident)
-                if f is None:
-                    return False
-                return f.f_code.co_name == "_park" and f.f_lineno == relock_line
+                return thread_on_line(main_ident, _park, "_acquire_restore(")
 
             def holder() -> None:
                 try:

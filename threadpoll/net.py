@@ -764,16 +764,36 @@ class _Endpoint:
     Go: net/net.go conn (its fd and the methods on it)
     """
 
-    __slots__ = ("_fd", "_sock", "_net", "_laddr", "__weakref__")
+    __slots__ = ("_fd", "_laddr", "__weakref__")
 
     def __init__(self, fd: FD, sock: _socket.socket, net: str) -> None:
+        """``sock`` and ``net`` are fd's own socket object and network name (_new_fd made fd
+        with them): read from fd (_sock, _net), not kept twice.
+
+        Go: none
+        """
         _finalizer.start()  # the thread our __del__ hands its close to; cheap once running
         self._fd = fd
-        self._sock = sock  # makes socket calls only; the FD detaches it before close(2)
-        self._net = net
         # The local address, None until first asked (_local): a Conn asks the OS only when
         # someone wants it, or at close. Listener and PacketConn ask at once.
         self._laddr: Addr | None = None
+
+    @property
+    def _sock(self) -> _socket.socket:
+        """The FD's socket object: makes socket calls only; the FD detaches it before
+        close(2).
+
+        Go: none
+        """
+        return cast(_socket.socket, self._fd._sock)
+
+    @property
+    def _net(self) -> str:
+        """The network name ("tcp", "udp4", "unix", ...): the FD's.
+
+        Go: none
+        """
+        return self._fd.net
 
     def _local(self) -> Addr:
         """The local address, asked of the OS the first time and kept.

@@ -627,7 +627,7 @@ fdmu_set_fast(FDMutexObject *mu, PyObject *const *args, Py_ssize_t nargs)
         Py_INCREF(args[0]);
         mu->fast_pd = args[0];
         mu->fast_sysfd = sysfd;
-        mu->fast_stream = stream;
+        mu->fast_stream = (uint8_t)stream;
         set = 1;
     }
     Py_END_CRITICAL_SECTION();

@@ -883,6 +883,25 @@ try_failed(io_call *c, int read, int e)
     return quiet && u == 0 ? 0 : -1;
 }
 
+/* The end of a fast attempt whose syscall returned r (-1 with errno e): the byte count, None
+ * for try_failed's quiet cases (the gated path takes over), or NULL with an exception set.
+ * The lock is dropped in every case. Go: none */
+static PyObject *
+try_finish(io_call *c, int read, ssize_t r, int e)
+{
+    if (r < 0) {
+        if (try_failed(c, read, e) < 0) {
+            return NULL;
+        }
+        Py_RETURN_NONE;
+    }
+    PyObject *res = PyLong_FromSsize_t(r);
+    if (unlock(c->fd, c->mu, read) < 0) {
+        Py_CLEAR(res);
+    }
+    return res;
+}
+
 /* try_recv(fd, fdmu, n): the drop-in's blocking recv(n) when it finds data at once: the
  * bytes (b"" at EOF), or None when it would wait (or the fast path does not apply): the
  * caller then makes the gated call. Go: internal/poll/fd_unix.go FD.Read (its first try) */
@@ -983,17 +1002,7 @@ tp_try_recv_into(PyObject *Py_UNUSED(m), PyObject *const *args, Py_ssize_t nargs
     ssize_t r = recv(c.sysfd, view.buf, (size_t)n, MSG_DONTWAIT);
     int e = errno;
     PyBuffer_Release(&view);
-    if (r < 0) {
-        if (try_failed(&c, 1, e) < 0) {
-            return NULL;
-        }
-        Py_RETURN_NONE;
-    }
-    PyObject *res = PyLong_FromSsize_t(r);
-    if (unlock(c.fd, c.mu, 1) < 0) {
-        Py_CLEAR(res);
-    }
-    return res;
+    return try_finish(&c, 1, r, e);
 }
 
 /* try_send(fd, fdmu, data): the drop-in's blocking send(data) when the kernel takes some at
@@ -1021,17 +1030,7 @@ tp_try_send(PyObject *Py_UNUSED(m), PyObject *const *args, Py_ssize_t nargs)
     int e;
     ssize_t r = send_nogil(c.sysfd, view.buf, (size_t)view.len, 0, &e);
     PyBuffer_Release(&view);
-    if (r < 0) {
-        if (try_failed(&c, 0, e) < 0) {
-            return NULL;
-        }
-        Py_RETURN_NONE;
-    }
-    PyObject *res = PyLong_FromSsize_t(r);
-    if (unlock(c.fd, c.mu, 0) < 0) {
-        Py_CLEAR(res);
-    }
-    return res;
+    return try_finish(&c, 0, r, e);
 }
 
 /* _init_io(convert_err): fd_poll_runtime.convert_err, which turns poll error codes into the

@@ -870,7 +870,7 @@ pd_new(PyObject *rt_obj, tp_runtime *crt)
     pd->rt = rt_obj;
     pd->crt = crt;
     pd->index = 0;
-    pd->id = __atomic_add_fetch(&pd_ids, 1, __ATOMIC_RELAXED);
+    pd->id = (uint32_t)__atomic_add_fetch(&pd_ids, 1, __ATOMIC_RELAXED);
     pd->fd = -1;
     pd->fdseq = 0;
     pd->rg = pd->wg = PD_NIL;
@@ -1712,6 +1712,39 @@ rt_shutdown(RuntimeObject *self, PyObject *Py_UNUSED(ignored))
     Py_RETURN_NONE;
 }
 
+/* The pollDescs open with the backend now (between poll_open and poll_close), for the
+ * diagnostics and tests (CRuntime.open_pds): the table is the registry, so opening a
+ * descriptor makes no entry anywhere else (memory per descriptor, issue 12).
+ * Go: none */
+static PyObject *
+rt_open_pds(RuntimeObject *self, PyObject *Py_UNUSED(ignored))
+{
+    tp_runtime *rt = &self->rt;
+    PyObject *out = PyList_New(0);
+    if (out == NULL) {
+        return NULL;
+    }
+    /* A slot's pollDesc never changes and lives as long as the runtime (the table owns
+     * it): read the count under rt->lock, then each one without it, since appending may
+     * allocate (and collect garbage, running Python) and so must hold no lock. */
+    pthread_mutex_lock(&rt->lock);
+    uint32_t n = rt->npds;
+    pthread_mutex_unlock(&rt->lock);
+    for (uint32_t i = 0; i < n; i++) {
+        pthread_mutex_lock(&rt->lock);
+        PollDescObject *pd = rt->pds[i]; /* the table may have been reallocated meanwhile */
+        pthread_mutex_unlock(&rt->lock);
+        pthread_mutex_lock(&pd->lock);
+        int open = pd->registered;
+        pthread_mutex_unlock(&pd->lock);
+        if (open && PyList_Append(out, (PyObject *)pd) < 0) {
+            Py_DECREF(out);
+            return NULL;
+        }
+    }
+    return out;
+}
+
 /* Rebuild in a forked child: fresh locks and semaphores, a fresh backend with every open
  * descriptor re-registered, no waiters (they were parent threads); the poller starts at
  * the child's first open or wait. Go: none (Go does not fork a multi-threaded runtime) */
@@ -1845,6 +1878,7 @@ static PyMethodDef rt_methods[] = {
      "Go: runtime/netpoll.go netpollIsPollDescriptor"},
     {"shutdown", (PyCFunction)rt_shutdown, METH_NOARGS, "Go: none"},
     {"after_fork_in_child", (PyCFunction)rt_after_fork_in_child, METH_NOARGS, "Go: none"},
+    {"open_pd_list", (PyCFunction)rt_open_pds, METH_NOARGS, "Go: none"},
     {NULL, NULL, 0, NULL},
 };
 

@@ -72,33 +72,36 @@ typedef struct {
 
 struct tp_runtime;
 
-/* Go: runtime/netpoll.go pollDesc */
+/* Go: runtime/netpoll.go pollDesc
+ * The fields are ordered for size (memory per descriptor, issue 12): the 4-byte ones
+ * together, the flags a byte each, no padding but the flags' tail (248 bytes on LP64). */
 typedef struct {
     PyObject_HEAD
     pthread_mutex_t lock;
     PyObject *rt;           /* constant: the Runtime (a Python object; the GIL guards use) */
     struct tp_runtime *crt; /* constant: the same runtime's C part, for the poller */
     uint32_t index;         /* constant: this pollDesc's slot in crt->pds */
-    uint64_t id;            /* constant: a process-unique id (netpoll.py's pd.id) */
+    uint32_t id;            /* constant: a process-unique id (netpoll.py's pd.id); pollDescs
+                               are never freed, so 2^32 of them would not fit in memory */
     int fd;                 /* pd->lock (written while unreachable by open) */
     uint32_t fdseq;         /* pd->lock: incarnation, bumped on free (stale-event guard) */
     int rg, wg;             /* pd->lock: read / write state (table above) */
-    int closing;            /* pd->lock: set by runtime_poll_unblock */
-    int event_err;          /* pd->lock: the backend saw an error event */
+    int rposts, wposts;     /* pd->lock: posts made to rsema / wsema and not yet consumed */
+    uint8_t closing;        /* pd->lock: set by runtime_poll_unblock */
+    uint8_t event_err;      /* pd->lock: the backend saw an error event */
+    uint8_t registered;     /* pd->lock: open with the backend (between open and close) */
+    uint8_t warmw;          /* pd->lock: write interest armed (always, unless lazy_write) */
+    uint8_t lead;           /* pd->lock: MODE_R / MODE_W whose parked thread is the runtime's
+                               poll leader, in netpoll instead of on its semaphore (a wake-up
+                               for it must also break netpoll) */
+    uint8_t follow;         /* pd->lock: MODE_R / MODE_W whose parked thread is counted in
+                               rt->nfollowers (uncounted by whoever readies it) */
     double rd, wd;          /* pd->lock: deadlines, absolute monotonic seconds; INFINITY for
                                none, -INFINITY once expired */
     uint64_t rseq, wseq;    /* pd->lock: bumped when rd / wd change or the pd is reused */
-    int rposts, wposts;     /* pd->lock: posts made to rsema / wsema and not yet consumed */
     tp_sema rsema, wsema;   /* a parked reader / writer sleeps here */
     unsigned long rparked_by, wparked_by; /* pd->lock: thread ident of the parked thread */
     double rparked_at, wparked_at;        /* pd->lock: when it parked */
-    int registered;         /* pd->lock: open with the backend (between open and close) */
-    int warmw;              /* pd->lock: write interest armed (always, unless lazy_write) */
-    int lead;               /* pd->lock: MODE_R / MODE_W whose parked thread is the runtime's
-                               poll leader, in netpoll instead of on its semaphore (a wake-up
-                               for it must also break netpoll) */
-    int follow;             /* pd->lock: MODE_R / MODE_W whose parked thread is counted in
-                               rt->nfollowers (uncounted by whoever readies it) */
     PyObject *kind;         /* pd->lock: what the descriptor is ("tcp", "pipe", ...) */
 } PollDescObject;
 
@@ -232,8 +235,9 @@ typedef struct {
      * until dealloc); ``fast`` (atomic) says whether they apply now: set with them, cleared
      * for good when the FD stops being a pollable socket in non-blocking mode. */
     PyObject *fast_pd;
-    int fast_sysfd, fast_stream;
-    int fast;
+    int fast_sysfd;
+    uint8_t fast_stream; /* 0 or 1; a byte each, with fast: 8 bytes less per descriptor */
+    uint8_t fast;
 } FDMutexObject;
 
 #define MUTEX_CLOSED (1ull << 0)

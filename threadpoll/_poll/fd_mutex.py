@@ -122,16 +122,37 @@ class FDMutex:
         # Re-entrant for signal handlers (see the module docstring); nothing else re-enters.
         self._lock = threading.RLock()
         self.state = 0  # guarded by _lock; the layout is documented above MUTEX_CLOSED
-        self.rsema = Sema()  # read waiters sleep here; a Sema synchronises itself
-        self.wsema = Sema()  # write waiters sleep here; a Sema synchronises itself
+        # Read (write) waiters sleep on rsema (wsema), made by the first waiter or waker
+        # (_sema: most descriptors never see a wait for their lock). Set once, under _lock;
+        # a Sema synchronises itself.
+        self.rsema: Sema | None = None
+        self.wsema: Sema | None = None
         # DIVERGENCE(go): MUTEX_RLOCK/MUTEX_WLOCK bits held by a thread that no longer exists
         # (a parent thread, in a forked child). rwlock fails instead of waiting for them.
         self.poisoned = 0  # guarded by _lock
         # Called (with ``read``) by a thread about to sleep for a read or write lock: raises
         # if that thread holds the lock itself, further down its stack (a signal handler
-        # running on top of its own read), instead of letting it wait for itself. Set once
-        # by the owner (FD), before the mutex is shared.
+        # running on top of its own read), instead of letting it wait for itself. None (the
+        # FD's case): the shared check (set_shared_reentry_check) runs, with this mutex.
         self.reentry_check: Callable[[bool], None] | None = None
+
+    def _sema(self, read: bool) -> Sema:
+        """The read (``read``) or write waiters' semaphore, made now if this is its first
+        use; a second look under _lock makes two first users agree on one.
+
+        Go: none (Go's semaphores are zero-value uint32s)
+        """
+        sema = self.rsema if read else self.wsema
+        if sema is None:
+            with self._lock:
+                sema = self.rsema if read else self.wsema
+                if sema is None:
+                    sema = Sema()
+                    if read:
+                        self.rsema = sema
+                    else:
+                        self.wsema = sema
+        return sema
 
     def incref(self) -> bool:
         """Add a reference. Return False if the mutex is closed (no reference taken).
@@ -172,9 +193,9 @@ class FDMutex:
             self.state = new
         # Wake all read and write waiters, one post per waiter removed above.
         for _ in range((old & MUTEX_RMASK) // MUTEX_RWAIT):
-            self.rsema.release()
+            self._sema(True).release()
         for _ in range((old & MUTEX_WMASK) // MUTEX_WWAIT):
-            self.wsema.release()
+            self._sema(False).release()
         return True
 
     def decref(self) -> bool:
@@ -219,12 +240,12 @@ class FDMutex:
             mutex_bit = MUTEX_RLOCK
             mutex_wait = MUTEX_RWAIT
             mutex_mask = MUTEX_RMASK
-            mutex_sema = self.rsema
+            mutex_sema = self._sema(True)
         else:
             mutex_bit = MUTEX_WLOCK
             mutex_wait = MUTEX_WWAIT
             mutex_mask = MUTEX_WMASK
-            mutex_sema = self.wsema
+            mutex_sema = self._sema(False)
         nested = self._lock._is_owned()  # type: ignore[attr-defined]
         while True:
             with self._lock:
@@ -258,6 +279,8 @@ class FDMutex:
             check = self.reentry_check
             if check is not None:
                 check(read)
+            elif _shared_reentry_check is not None:
+                _shared_reentry_check(self, read)
             mutex_sema.acquire()
             # The signaller has subtracted mutex_wait.
 
@@ -290,12 +313,12 @@ class FDMutex:
             mutex_bit = MUTEX_RLOCK
             mutex_wait = MUTEX_RWAIT
             mutex_mask = MUTEX_RMASK
-            mutex_sema = self.rsema
+            mutex_sema = self._sema(True)
         else:
             mutex_bit = MUTEX_WLOCK
             mutex_wait = MUTEX_WWAIT
             mutex_mask = MUTEX_WMASK
-            mutex_sema = self.wsema
+            mutex_sema = self._sema(False)
         with self._lock:
             old = self.state
             if old & mutex_bit == 0 or old & MUTEX_REF_MASK == 0:
@@ -359,6 +382,21 @@ class FDMutex:
         with self._lock:
             s = self.state
         return f"<FDMutex {state_text(s)}>"
+
+
+# The re-entry check of a mutex without one of its own (reentry_check None), called with
+# the mutex: fd_unix's, which finds the FD waiting for it on the stack. One for all mutexes,
+# so an FD costs no closure (as the C core's fdMutex, which fd_unix hands the same one).
+_shared_reentry_check: Callable[[FDMutex, bool], None] | None = None
+
+
+def set_shared_reentry_check(check: Callable[[FDMutex, bool], None]) -> None:
+    """Set the shared re-entry check (fd_unix, once at import).
+
+    Go: none
+    """
+    global _shared_reentry_check
+    _shared_reentry_check = check
 
 
 # The C core's fdMutex (threadpoll/_c/fd_mutex.c) is this type in C, for FDs on the C core's

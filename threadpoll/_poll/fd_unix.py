@@ -66,7 +66,13 @@ from typing import Any, Callable, TypeVar
 
 from typing_extensions import Buffer, final
 
-from threadpoll._poll.fd_mutex import FDMutex, load_state, poison_after_fork, refs_of
+from threadpoll._poll.fd_mutex import (
+    FDMutex,
+    load_state,
+    poison_after_fork,
+    refs_of,
+    set_shared_reentry_check,
+)
 from threadpoll._poll.fd_poll_runtime import (
     PollHandle,
     convert_err,
@@ -177,14 +183,26 @@ def _unexpected_eof() -> OSError:
 # and close semaphore (FD._made). Re-entrant: a signal handler may make an FD meanwhile.
 _live_lock = threading.RLock()
 
+# The FDs' short locks, shared by stripe: an FD's is _short_locks[id(fd) >> 4 & _SHORT_MASK]
+# (FD._short_lock). It guards is_blocking against set_blocking, and the deadlines (_rd, _wd)
+# and call limits (_rcall, _wcall) with the pollDesc deadline made from them. Held only for a
+# few lines that make no syscall that can block and wait for nothing, and never while taking
+# another: sharing one between FDs costs no per-FD lock (memory per descriptor, issue 12) and
+# cannot deadlock. Re-entrant: a signal handler on the holding thread may set a deadline or
+# close a descriptor (its own or another of the stripe) meanwhile.
+_SHORT_MASK = 63
+_short_locks = [threading.RLock() for _ in range(_SHORT_MASK + 1)]
+
 
 def _after_fork_in_child() -> None:
-    """Fresh registry lock, and every live FD made usable or poisoned (FD._after_fork_in_child).
+    """Fresh registry and short locks, and every live FD made usable or poisoned
+    (FD._after_fork_in_child).
 
     Go: none
     """
     global _live_lock
     _live_lock = threading.RLock()
+    _short_locks[:] = [threading.RLock() for _ in range(_SHORT_MASK + 1)]
     for fd in _live_fds_all():
         fd._after_fork_in_child()
 
@@ -194,9 +212,14 @@ if hasattr(os, "register_at_fork"):
 
 
 # OS descriptor number → the FD that owns it: every FD made and not destroyed yet, so it is
-# also the registry of live FDs (one weak entry per descriptor, not two). Guarded by
-# _live_lock.
-_owners: weakref.WeakValueDictionary[int, FD] = weakref.WeakValueDictionary()
+# also the registry of live FDs. Guarded by _live_lock. It holds an FD itself, as Go's
+# runtime holds a registered pollDesc: an FD has no finalizer and lives until destroyed
+# (closed or detached); the fronts that own one (Conn, Listener, PacketConn, File) close it
+# from theirs. The exception, held through a weakref.ref (see _owner_entry): an FD made on
+# a socket object of a class other than _socket.socket's (the drop-in's, which is its own
+# front), which must stay collectable for its finalizer to run; a dead one's entry stays
+# until its number is registered again.
+_owners: dict[int, FD | weakref.ref[FD]] = {}
 # The rare FD that lost its _owners entry before it was destroyed: it was closing (owner_of
 # ignores it) when a new FD took the same descriptor number. Still live until destroyed (a
 # forked child must still make its locks usable). Guarded by _live_lock.
@@ -209,12 +232,23 @@ def _live_fds_all() -> list[FD]:
     Go: none
     """
     with _live_lock:
-        # Copies of the containers' own references, not list(_owners.values()): their
-        # iteration guards race with the removal callbacks, which run unlocked in whatever
-        # thread frees an FD ("changed size during iteration", without the GIL).
-        refs: list[weakref.ref[FD]] = list(_owners.data.values())  # type: ignore[attr-defined]
-        refs += list(_displaced.data)  # type: ignore[attr-defined]
-    return [fd for fd in (r() for r in refs) if fd is not None]
+        entries = list(_owners.values())
+        # A copy of the WeakSet's own references, not list(_displaced): its iteration guard
+        # races with the removal callbacks, which run unlocked in whatever thread frees an
+        # FD ("changed size during iteration", without the GIL).
+        refs: list[weakref.ref[FD]] = list(_displaced.data)  # type: ignore[attr-defined]
+    fds = [_owner_entry(e) for e in entries] + [r() for r in refs]
+    return [fd for fd in fds if fd is not None]
+
+
+def _owner_entry(entry: FD | weakref.ref[FD] | None) -> FD | None:
+    """The FD an _owners entry stands for: itself, or what its weakref.ref still reaches.
+
+    Go: none
+    """
+    if isinstance(entry, weakref.ref):
+        return entry()
+    return entry
 
 
 def live_fds() -> list[FD]:
@@ -273,6 +307,43 @@ def _reentered(read: bool) -> RuntimeError:
 
 
 @final
+class _Rare:
+    """An FD's rarely needed state (see FD._rare), made on first need: most descriptors
+    never time a call, detach, fork or get refused, and need a close semaphore only once
+    they close (memory per descriptor, issue 12). The fields are the FD's properties of the
+    same names; each is guarded as the FD documents it.
+
+    Go: none (fields of internal/poll's FD)
+    """
+
+    __slots__ = (
+        "csema",
+        "rcall",
+        "wcall",
+        "rgate",
+        "wgate",
+        "detaching",
+        "ghost_refs",
+        "init_errno",
+        "read_shut",
+        "kind",
+    )
+
+    def __init__(self) -> None:
+        """Go: none"""
+        self.csema: Sema | None = None
+        self.rcall: float | None = None
+        self.wcall: float | None = None
+        self.rgate: threading.RLock | None = None
+        self.wgate: threading.RLock | None = None
+        self.detaching = False
+        self.ghost_refs = 0
+        self.init_errno = 0
+        self.read_shut = False
+        self.kind = ""
+
+
+@final
 class FD:
     """A file descriptor with Go's internal/poll semantics.
 
@@ -289,28 +360,16 @@ class FD:
         "fdmu",
         "sysfd",
         "pd",
-        "csema",
         "is_blocking",
         "is_stream",
-        "read_shut",
-        "is_file",
         "net",
-        "kind",
         "_sock",
         "_was_blocking",
-        "_block_lock",
-        "_detaching",
-        "_ghost_refs",
-        "init_errno",
         "_cfd",
         "_cfast",
-        "_dl_lock",
         "_rd",
         "_wd",
-        "_rcall",
-        "_wcall",
-        "_rgate",
-        "_wgate",
+        "_rare",
         "__weakref__",
     )
 
@@ -360,49 +419,30 @@ class FD:
         # state word the C first attempts below update with compare-and-swap.
         self._cfd = rt.impl == "c"
         self.fdmu: FDMutex = _CFDMutex() if self._cfd else FDMutex()
-        if not self._cfd:  # the C one runs _c_reentry_check, shared: no closure per FD
-            self.fdmu.reentry_check = _reentry_check(self)
+        # Neither mutex gets a re-entry check of its own: both run _shared_reentry_check,
+        # which finds this FD by its mutex on the waiting thread's stack (no closure per FD).
         self._cfast = False  # the C first attempts apply (a pollable socket on the C core)
         self.sysfd = sysfd  # constant until _destroy, which runs when no op holds a ref
         self.pd = PollHandle()
-        # The close semaphore, made by the first close or detach (_make_csema): most FDs
-        # never need one until then. Set once, under _live_lock.
-        self.csema: Sema | None = None
+        # What few FDs ever need (the close semaphore before their close, the call gates and
+        # limits of timed calls, detach's and fork's marks, a backend's refusal, a shut read
+        # side, a kind other than net): in one object made on first need (_rare_state); the
+        # properties below read its defaults while there is none.
+        self._rare: _Rare | None = None
         self.is_stream = is_stream
-        # Set once by shutdown of the read side, read without a lock: from then on a read
-        # that finds nothing returns the empty result instead of waiting (see shutdown).
-        self.read_shut = False
-        self.is_file = net == "file"
-        self.net = net
-        self.kind: str = kind or net
+        self.net = net  # is_file: net == "file"
+        if kind and kind != net:
+            self.kind = kind
         self._was_blocking = was_blocking
-        # The four locks below are made on first use (_made), not here: a descriptor that
-        # never sets a deadline or meets a timed call carries none of them until its close.
-        # Guards is_blocking against set_blocking; re-entrant, as a signal handler's close may
-        # run while its thread is inside set_blocking (re-entry only reads the flag).
-        self._block_lock: threading.RLock | None = None
-        # The deadlines the user set (_rd, _wd) and the limits of the calls waiting now with
-        # one of their own (_rcall, _wcall: see _wait); the pollDesc has the earlier of each
-        # pair. Re-entrant: a signal handler may set a deadline while its thread is inside.
-        self._dl_lock: threading.RLock | None = None
-        self._rd = NO_DEADLINE  # guarded by _dl_lock
-        self._wd = NO_DEADLINE  # guarded by _dl_lock
-        self._rcall: float | None = None  # guarded by _dl_lock
-        self._wcall: float | None = None  # guarded by _dl_lock
-        # The call gates, one per direction, taken by calls that bring a CallLimit (see
-        # _gated). RLocks only for _is_owned(), which C sets as the lock is acquired: the
-        # re-entry test has no window where a signal handler on the holding thread finds no
-        # owner. Never actually re-entered: _gated refuses that.
-        self._rgate: threading.RLock | None = None
-        self._wgate: threading.RLock | None = None
+        # is_blocking, and the deadlines the user set (_rd, _wd) and the limits of the calls
+        # waiting now with one of their own (_rcall, _wcall: see _wait), are guarded by the
+        # FD's short lock (_short_lock: shared by stripe, none per FD); the pollDesc has the
+        # earlier of each pair. A signal handler's close or deadline may run while its thread
+        # is inside (the lock is re-entrant; re-entry only reads is_blocking).
+        self._rd = NO_DEADLINE  # guarded by _short_lock()
+        self._wd = NO_DEADLINE  # guarded by _short_lock()
         self._sock: _socket.socket | None = sock
-        self._detaching = False
-        # In a forked child: the references parent threads held; not 0 poisons the FD.
-        self._ghost_refs = 0
         self.is_blocking = True
-        # The backend's errno when it refused the descriptor (epoll: EPERM for a regular
-        # file), 0 otherwise. Go's net treats a refusal as fatal; os falls back to blocking.
-        self.init_errno = 0
         if not self.is_file and sock is None:
             # The C type, not socket.socket: under threadpoll.socket.patch() the latter is
             # threadpoll's own class, which would register the descriptor a second time.
@@ -411,8 +451,8 @@ class FD:
             if pollable:
                 if was_blocking and not keep_mode:
                     os.set_blocking(sysfd, False)
-                self.init_errno = self.pd.init(sysfd, runtime)
-                if self.init_errno == 0:
+                err = self.pd.init(sysfd, runtime)
+                if err == 0:
                     self.is_blocking = False
                     self._cfast = self._cfd and not self.is_file
                     pd = self.pd.runtime_ctx
@@ -420,8 +460,10 @@ class FD:
                         pd.kind = self.kind
                         if self._cfast:  # Conn's and the drop-in's calls straight into C
                             self._cmu()._set_fast(pd, sysfd, is_stream)
-                elif was_blocking and not keep_mode:
-                    os.set_blocking(sysfd, True)  # the backend refused it: restore the mode
+                else:
+                    self.init_errno = err
+                    if was_blocking and not keep_mode:
+                        os.set_blocking(sysfd, True)  # the backend refused it: restore the mode
             if self._sock is not None and not keep_mode:
                 # timeout 0: the socket object's calls never block or poll by themselves; for
                 # a blocking FD, timeout None: plain blocking calls.
@@ -438,11 +480,15 @@ class FD:
                 _CSocket.detach(self._sock)
             os.set_blocking(sysfd, was_blocking)
             raise
+        # A socket object of a class of its own (the drop-in's: the front itself) may be
+        # finalized by its owner: the FD is held weakly (see _owners).
+        weak = sock is not None and sock.__class__ is not _CSocket
+        entry: FD | weakref.ref[FD] = weakref.ref(self) if weak else self
         with _live_lock:
-            prev = _owners.get(sysfd)
+            prev = _owner_entry(_owners.get(sysfd))
             if prev is not None:  # closing, not destroyed yet: owner_of let this one in
                 _displaced.add(prev)
-            _owners[sysfd] = self
+            _owners[sysfd] = entry
 
     def __repr__(self) -> str:
         """Go: none"""
@@ -530,12 +576,195 @@ class FD:
             self.csema = Sema()
             if self._cfd:
                 self._cmu().csema = self.csema
-        # Fresh locks: made again on first use.
-        self._block_lock = self._dl_lock = self._rgate = self._wgate = None
+        # Fresh gates: made again on first use (the short locks are fresh already).
+        self._rgate = self._wgate = None
+
+    def _short_lock(self) -> threading.RLock:
+        """This FD's short lock: the stripe of _short_locks its id falls in.
+
+        Go: none (Go's FD guards its deadlines with the pollDesc's lock)
+        """
+        return _short_locks[id(self) >> 4 & _SHORT_MASK]
+
+    def _rare_state(self) -> _Rare:
+        """The FD's _Rare, made now if this is its first need. As _made: made and stored
+        under _live_lock after a second look, so two threads' first needs agree on one.
+
+        Go: none
+        """
+        rare = self._rare
+        if rare is not None:
+            return rare
+        with _live_lock:
+            rare = self._rare
+            if rare is None:
+                rare = _Rare()
+                self._rare = rare
+            return rare
+
+    # The fields kept in _Rare, read as attributes of the FD (their defaults while there is
+    # no _Rare); writing a default makes none.
+
+    @property
+    def csema(self) -> Sema | None:
+        """The close semaphore, made by the first close or detach (_make_csema): most FDs
+        never need one until then. Set once, under _live_lock.
+
+        Go: internal/poll/fd_unix.go FD.csema
+        """
+        rare = self._rare
+        return None if rare is None else rare.csema
+
+    @csema.setter
+    def csema(self, v: Sema | None) -> None:
+        if v is not None or self._rare is not None:
+            self._rare_state().csema = v
+
+    @property
+    def _rcall(self) -> float | None:
+        """The limit of the read call waiting now with one of its own (see _wait), guarded
+        by _short_lock(); the pollDesc has the earlier of it and _rd.
+
+        Go: none
+        """
+        rare = self._rare
+        return None if rare is None else rare.rcall
+
+    @_rcall.setter
+    def _rcall(self, v: float | None) -> None:
+        if v is not None or self._rare is not None:
+            self._rare_state().rcall = v
+
+    @property
+    def _wcall(self) -> float | None:
+        """The same as _rcall for the write call.
+
+        Go: none
+        """
+        rare = self._rare
+        return None if rare is None else rare.wcall
+
+    @_wcall.setter
+    def _wcall(self, v: float | None) -> None:
+        if v is not None or self._rare is not None:
+            self._rare_state().wcall = v
+
+    @property
+    def _rgate(self) -> threading.RLock | None:
+        """The read call gate, taken by calls that bring a CallLimit (see _gated); made on
+        first use (_made). An RLock only for _is_owned(), which C sets as the lock is
+        acquired: the re-entry test has no window where a signal handler on the holding
+        thread finds no owner. Never actually re-entered: _gated refuses that.
+
+        Go: none
+        """
+        rare = self._rare
+        return None if rare is None else rare.rgate
+
+    @_rgate.setter
+    def _rgate(self, v: threading.RLock | None) -> None:
+        if v is not None or self._rare is not None:
+            self._rare_state().rgate = v
+
+    @property
+    def _wgate(self) -> threading.RLock | None:
+        """The write call gate, as _rgate.
+
+        Go: none
+        """
+        rare = self._rare
+        return None if rare is None else rare.wgate
+
+    @_wgate.setter
+    def _wgate(self, v: threading.RLock | None) -> None:
+        if v is not None or self._rare is not None:
+            self._rare_state().wgate = v
+
+    @property
+    def _detaching(self) -> bool:
+        """Set by detach: the descriptor is given back, not closed.
+
+        Go: none
+        """
+        rare = self._rare
+        return False if rare is None else rare.detaching
+
+    @_detaching.setter
+    def _detaching(self, v: bool) -> None:
+        if v or self._rare is not None:
+            self._rare_state().detaching = v
+
+    @property
+    def _ghost_refs(self) -> int:
+        """In a forked child: the references parent threads held; not 0 poisons the FD.
+
+        Go: none
+        """
+        rare = self._rare
+        return 0 if rare is None else rare.ghost_refs
+
+    @_ghost_refs.setter
+    def _ghost_refs(self, v: int) -> None:
+        if v or self._rare is not None:
+            self._rare_state().ghost_refs = v
+
+    @property
+    def init_errno(self) -> int:
+        """The backend's errno when it refused the descriptor (epoll: EPERM for a regular
+        file), 0 otherwise. Go's net treats a refusal as fatal; os falls back to blocking.
+
+        Go: none
+        """
+        rare = self._rare
+        return 0 if rare is None else rare.init_errno
+
+    @init_errno.setter
+    def init_errno(self, v: int) -> None:
+        if v or self._rare is not None:
+            self._rare_state().init_errno = v
+
+    @property
+    def is_file(self) -> bool:
+        """Whether this is a file (net "file"): closing errors are FileClosingError, and it
+        has no socket operations.
+
+        Go: internal/poll/fd_unix.go FD.isFile
+        """
+        return self.net == "file"
+
+    @property
+    def kind(self) -> str:
+        """What the descriptor is ("tcp", "pipe", ...), for diagnostics: net unless the
+        maker said otherwise.
+
+        Go: none
+        """
+        rare = self._rare
+        return (rare.kind if rare is not None else "") or self.net
+
+    @kind.setter
+    def kind(self, v: str) -> None:
+        if v != self.net or self._rare is not None:
+            self._rare_state().kind = "" if v == self.net else v
+
+    @property
+    def read_shut(self) -> bool:
+        """Set once by shutdown of the read side, read without a lock: from then on a read
+        that finds nothing returns the empty result instead of waiting (see shutdown).
+
+        Go: none
+        """
+        rare = self._rare
+        return False if rare is None else rare.read_shut
+
+    @read_shut.setter
+    def read_shut(self, v: bool) -> None:
+        if v or self._rare is not None:
+            self._rare_state().read_shut = v
 
     def _made(self, slot: str) -> threading.RLock:
-        """The lock in ``slot`` (_block_lock, _dl_lock, _rgate, _wgate), made now if this is
-        its first use. Callers read the slot first and come here only when it is None.
+        """The call gate in ``slot`` (_rgate, _wgate), made now if this is its first use.
+        Callers read the slot first and come here only when it is None.
 
         Race-free without the GIL: the lock is made and stored under _live_lock, after a
         second look at the slot, so two threads' first uses agree on one lock; a reader that
@@ -584,7 +813,7 @@ class FD:
         if self._cfd:
             self._cmu()._set_fast(None)  # (the closed fdMutex already refuses every call)
         with _live_lock:
-            if _owners.get(fd) is self:
+            if _owner_entry(_owners.get(fd)) is self:
                 del _owners[fd]
             else:
                 _displaced.discard(self)
@@ -643,7 +872,7 @@ class FD:
             # reader returns its closing error at once. The wake-up comes after everything
             # else, so the woken find the GIL free sooner (released here on csema).
             pd = self.pd.runtime_ctx  # read now: _destroy clears it
-            with self._block_lock or self._made("_block_lock"):
+            with self._short_lock():
                 blocking = self.is_blocking
             if not blocking and refs_of(load_state(self.fdmu)) > 1 and self._inside_me():
                 # A signal handler on a thread inside an operation on this FD: that one
@@ -687,7 +916,7 @@ class FD:
         destroyed = self.fdmu.decref()
         if destroyed:
             err = self._destroy()
-        with self._block_lock or self._made("_block_lock"):
+        with self._short_lock():
             blocking = self.is_blocking
         if not blocking and not destroyed and self._inside_me():
             # A signal handler on a thread that is itself inside an operation on this FD:
@@ -792,7 +1021,7 @@ class FD:
         if not self.fdmu.incref_and_close():
             raise self._closed_error()
         fd = self.sysfd
-        with self._block_lock or self._made("_block_lock"):
+        with self._short_lock():
             self._detaching = True
             blocking = self.is_blocking
         self.pd.evict()
@@ -827,7 +1056,10 @@ class FD:
 
         Go: none (Go's calls have no limits of their own; its fdMutex has no timed wait)
         """
-        gate = (self._rgate if read else self._wgate) or self._made("_rgate" if read else "_wgate")
+        rare = self._rare  # _rgate or _wgate, read without their properties
+        gate = (rare and (rare.rgate if read else rare.wgate)) or self._made(
+            "_rgate" if read else "_wgate"
+        )
         if gate._is_owned():  # type: ignore[attr-defined]  # C's RLock has it
             raise _reentered(read)
         until = limit.until
@@ -1421,12 +1653,13 @@ class FD:
 
         Go: none (Go's net sets a deadline with SetWriteDeadline and clears it after)
         """
-        with self._dl_lock or self._made("_dl_lock"):
+        rare = self._rare or self._rare_state()  # made already by the call's gate
+        with _short_locks[id(self) >> 4 & _SHORT_MASK]:  # self._short_lock(), inline
             if mode == "r":
-                self._rcall = until
+                rare.rcall = until
                 user = self._rd
             else:
-                self._wcall = until
+                rare.wcall = until
                 user = self._wd
             self.pd.set_deadline(user if until is None or user < until else until, mode)
 
@@ -1485,7 +1718,7 @@ class FD:
         """
         self.incref()
         try:
-            with self._block_lock or self._made("_block_lock"):
+            with self._short_lock():
                 if self._cfd:
                     self._cmu()._set_fast(None)  # FD.read and the rest decide from now on
                 self.is_blocking = True
@@ -1571,17 +1804,18 @@ class FD:
         try:
             if not self.pd.pollable():
                 raise NoDeadlineError()
-            with self._dl_lock or self._made("_dl_lock"):
+            with _short_locks[id(self) >> 4 & _SHORT_MASK]:  # self._short_lock(), inline
                 if "r" in mode:
                     self._rd = d
                 if "w" in mode:
                     self._wd = d
-                if self._rcall is None and self._wcall is None:
+                rare = self._rare  # _rcall and _wcall, read without their properties
+                if rare is None or (rare.rcall is None and rare.wcall is None):
                     self.pd.set_deadline(d, mode)
                     return
                 # A call with a limit of its own is waiting: it keeps the earlier of the two.
                 for m in mode:
-                    call = self._rcall if m == "r" else self._wcall
+                    call = rare.rcall if m == "r" else rare.wcall
                     self.pd.set_deadline(d if call is None or d < call else call, m)
         finally:
             self.decref()
@@ -1643,7 +1877,7 @@ def owner_of(sysfd: int) -> FD | None:
     Go: none
     """
     with _live_lock:
-        fd = _owners.get(sysfd)
+        fd = _owner_entry(_owners.get(sysfd))
     if fd is None or fd.sysfd != sysfd or fd.fdmu.closing():
         return None
     return fd
@@ -1666,25 +1900,10 @@ _READ_OPS = frozenset(
 _WRITE_OPS = frozenset({"write", "send", "sendto", "sendmsg", "raw_write"})
 
 
-def _reentry_check(fd: FD) -> Callable[[bool], None]:
-    """FDMutex.reentry_check for fd, holding it weakly (no cycle FD → FDMutex → FD).
-
-    Go: none
-    """
-    ref = weakref.ref(fd)
-
-    def check(read: bool) -> None:
-        owner = ref()
-        if owner is not None:
-            owner._check_reentry(read)
-
-    return check
-
-
-def _c_reentry_check(fdmu: Any, read: bool) -> None:
-    """The C core's fdMutex's reentry check (one for all of them, so an FD costs no closure
-    and weak reference): find the FD whose operation is waiting for fdmu's lock, and run its
-    _check_reentry.
+def _shared_reentry_check(fdmu: Any, read: bool) -> None:
+    """Both implementations' fdMutex's reentry check (one for all of them, so an FD costs no
+    closure and weak reference): find the FD whose operation is waiting for fdmu's lock, and
+    run its _check_reentry.
 
     Go: none
     """
@@ -1699,5 +1918,6 @@ def _c_reentry_check(fdmu: Any, read: bool) -> None:
         f = f.f_back
 
 
+set_shared_reentry_check(_shared_reentry_check)
 if _cpoll is not None:
-    _cpoll._init_reentry(_c_reentry_check)
+    _cpoll._init_reentry(_shared_reentry_check)

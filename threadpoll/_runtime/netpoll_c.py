@@ -176,8 +176,7 @@ class CRuntime(_Base):  # type: ignore[misc]
         self.name: str = _cpoll.backend
         self.backend = _BackendInfo(self.name, self)
         self.hooks = netpoll.Hooks()  # never called by the C core
-        self.lock = threading.Lock()  # guards open_pds
-        self.open_pds: dict[int, Any] = {}  # guarded by lock: id -> C pollDesc, open ones
+        self.lock = threading.Lock()  # what the diagnostics hold to read open_pds
         self.stat_lock = threading.Lock()
         self.pd_lock = threading.RLock()  # what a C pollDesc's ``lock`` attribute gives
         self.stopping = False
@@ -193,19 +192,22 @@ class CRuntime(_Base):  # type: ignore[misc]
         """
         return True if self.poller_running else None
 
+    @property
+    def open_pds(self) -> dict[int, Any]:
+        """id -> C pollDesc, the open ones: read from the C runtime's table each time (a
+        snapshot), which is their only registry (no entry per descriptor here).
+
+        Go: none
+        """
+        return {pd.id: pd for pd in self.open_pd_list()}
+
     def runtime_poll_open(self, fd: int) -> tuple[Any, int]:
         """Go: runtime/netpoll.go poll_runtime_pollOpen"""
-        pd, errno = self.poll_open(fd)
-        if pd is not None:
-            with self.lock:
-                self.open_pds[pd.id] = pd
-        return pd, errno
+        return self.poll_open(fd)  # type: ignore[no-any-return]
 
     def runtime_poll_close(self, pd: Any) -> None:
         """Go: runtime/netpoll.go poll_runtime_pollClose"""
         self.poll_close(pd)
-        with self.lock:
-            self.open_pds.pop(pd.id, None)
 
     def shutdown(self) -> None:
         """Stop the poller pthread and release the backend (tests; process exit).
