@@ -135,12 +135,30 @@ def test_poller_is_one_pthread_with_every_signal_blocked(crt: Any) -> None:
 
 
 @on_c
-def test_readiness_without_waiter_is_kept_as_ready(pipe_pd: Any) -> None:
+def test_readiness_without_waiter_is_kept_as_ready(crt: Any, pipe_pd: Any) -> None:
     r, w, pd = pipe_pd
-    os.write(w, b"x")
-    wait_until(lambda: pd.rg == PD_READY, what="the poller's PD_READY")
-    assert pd.wait("r") == POLL_NO_ERROR  # consumed at once, without parking
-    assert pd.rg == PD_NIL
+    # Readiness is seen when someone polls, and the C core polls only while a thread is
+    # parked (as Go's findRunnable polls only with netpollAnyWaiters): a thread parked on
+    # another descriptor leads, and finds this one ready with nobody waiting on it.
+    r2, w2 = os.pipe()
+    os.set_blocking(r2, False)
+    other, errno = netpoll.runtime_poll_open(r2, crt)
+    assert errno == 0 and other is not None
+    try:
+        leader = Runner(lambda: other.wait("r"), name="leader")
+        wait_until(lambda: other.rg == PD_PARKED, what="a thread parked on another pollDesc")
+        os.write(w, b"x")
+        wait_until(lambda: pd.rg == PD_READY, what="the poll's PD_READY")
+        assert pd.wait("r") == POLL_NO_ERROR  # consumed at once, without parking
+        assert pd.rg == PD_NIL
+        os.write(w2, b"x")
+        assert leader.join() == POLL_NO_ERROR
+    finally:
+        if not other.closing:
+            netpoll.runtime_poll_unblock(other)
+        netpoll.runtime_poll_close(other)
+        os.close(r2)
+        os.close(w2)
 
 
 @on_c

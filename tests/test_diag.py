@@ -184,6 +184,7 @@ STAT_KEYS = {
     "stale_events_dropped",
     "deadline_expiries",
     "closes_waited",
+    "leader_polls",
 }
 
 

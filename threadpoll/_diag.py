@@ -81,6 +81,7 @@ class Stats(TypedDict):
     deadline_expiries: int
     closes_waited: int
     poller_deaths: int
+    leader_polls: int
 
 
 @contextmanager
@@ -248,6 +249,9 @@ def stats() -> Stats:
 
     ``closes_waited`` counts closes that had to wait on the close semaphore for an in-flight
     operation to leave (internal/poll counts them; 0 where it does not yet).
+    ``poller_wakeups`` counts every return from netpoll; on the C core a parked thread may
+    run netpoll itself when at most one other waits (the poll leader), and ``leader_polls``
+    counts those returns (always 0 on the Python runtime, whose poller thread alone polls).
     """
     rts = _live_runtimes()
     default = proc._default
@@ -265,6 +269,7 @@ def stats() -> Stats:
         "deadline_expiries": 0,
         "closes_waited": 0,
         "poller_deaths": 0,
+        "leader_polls": 0,
     }
     for rt in rts:
         pds = _open_pds(rt)
@@ -282,6 +287,8 @@ def stats() -> Stats:
             s["deadline_expiries"] += rt.deadline_expiries
             s["closes_waited"] += rt.closes_waited
         s["poller_deaths"] += rt.poller_deaths
+        # The C core only: netpoll returns in a parked thread that led (netpoll.c).
+        s["leader_polls"] += getattr(rt, "leader_polls", 0)
     return s
 
 

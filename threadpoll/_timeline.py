@@ -254,6 +254,11 @@ class _Stage:
         thread arms interest, and epoll arms write interest only when a writer first waits."""
         if "w" in self.rt.backend.arm_modes:
             return
+        if getattr(self.rt, "impl", "python") == "c":
+            # The C core polls only while a thread is parked (the poll leader or the poller,
+            # as Go polls only with netpollAnyWaiters): the edges are seen by the first poll,
+            # and its transitions are not traced.
+            return
         for f in fds:
             _wait_state(f, "w", PD_READY)
 

@@ -16,6 +16,17 @@
  *   - DIVERGENCE(go): epoll_event.data holds (fdseq << 32 | slot) instead of a tagged
  *     pointer: the slot indexes rt->pds, which owns every pollDesc for the runtime's life, so
  *     the poller never follows a freed pointer, and the sequence tag drops stale events.
+ *   - DIVERGENCE(go), and from netpoll.py: leader polling ("the poll leader" below). A
+ *     thread about to park, when nobody is polling, runs netpoll itself, timed to its own
+ *     deadline, readying the others it finds ready, until its own pollDesc is readied,
+ *     closed, expired or a signal arrives: Go's findRunnable, where the M about to stop
+ *     blocks in netpoll(delay) and there is no poller thread. Only a thread parking while
+ *     nobody polls and at most one other thread follows leads: the kernel wakes it directly
+ *     (one hand-off instead of the poller's two) and it readies the other. Threads parking
+ *     otherwise follow on their semaphores; with two or more of them the poller pthread
+ *     polls, as before leader polling (a leader hands over at once), and a single follower
+ *     left uncovered is polled for by the next thread to park or by the poller after
+ *     LEAD_TICK (Go's sysmon). The Python runtime keeps its dedicated poller (the reference).
  *   - The hook points (Hooks) and tracing exist only in the Python runtime; tests that
  *     drive them run there (DESIGN: "The C core and the tests").
  *
@@ -31,6 +42,20 @@
 #include <time.h>
 
 static PyObject *InternalError; /* netpoll.InternalError, set once by _init (tp_set_static) */
+static int life_lock(tp_runtime *rt);
+static void life_unlock(tp_runtime *rt);
+
+/* The poll leader's timing: how long one follower may stay uncovered (its leader left, nobody
+ * else polls) before the poller polls for it (Go's sysmon polls the network when it was not
+ * polled for 10 ms), and how long the poller keeps ticking after it was last needed (then it
+ * waits for a signal, and the next leader to leave a follower behind signals it). Two or more
+ * followers never wait for the tick: the leader hands over to the poller at once. */
+#define LEAD_TICK 0.001
+#define LEAD_LINGER 0.05
+
+/* 1 while this thread is in netpoll as the poll leader (its own pollDesc's wake-ups need
+ * no break). */
+static _Thread_local int tp_i_lead;
 static PyTypeObject PollDescType;
 static PyTypeObject RuntimeType;
 static uint64_t pd_ids; /* atomic: the last pollDesc id handed out */
@@ -187,6 +212,23 @@ tp_notify(PollDescObject *pd, int mode)
         pd->wposts++;
         tp_sema_post(&pd->wsema);
     }
+    if ((pd->follow & mode) && *gpp(pd, mode) != PD_PARKED) {
+        /* A follower readied: it no longer needs anyone's netpoll (see "the poll leader").
+         * One only re-timing its wait (a deadline moved earlier) still does. */
+        pd->follow &= ~mode;
+        __atomic_fetch_sub(&pd->crt->nfollowers, 1, __ATOMIC_SEQ_CST);
+    }
+    if ((pd->lead & mode) && !tp_i_lead) {
+        /* The parked thread leads: it sleeps in netpoll, not on the semaphore. A try-lock:
+         * a shutdown holding rt->life has already broken every poll and stopped leading. */
+        tp_runtime *rt = pd->crt;
+        if (pthread_rwlock_tryrdlock(&rt->life) == 0) {
+            if (rt->pollfd >= 0) {
+                tp_netpoll_break(rt);
+            }
+            pthread_rwlock_unlock(&rt->life);
+        }
+    }
 }
 
 /* Whether mode's deadline has passed; marks it expired the first time it is seen.
@@ -243,20 +285,154 @@ netpollunblock(PollDescObject *pd, int mode, int ioready)
     return old == PD_PARKED;
 }
 
-/* Sleep while mode is PD_PARKED; expire the deadline if the wait times out. Returns 1 if
- * a signal handler must run (EINTR): the thread is then still PD_PARKED, as a thread parked
- * in the Python runtime is while its handler runs (dump() shows it; a wake-up meanwhile is
- * kept), and posts may be pending; tp_park again or tp_park_abort follows. Else 0, with
- * every post consumed. Must be called while holding pd->lock, without the GIL; returns
- * holding pd->lock.
- * Go: runtime/proc.go gopark, with the timer's runtime/netpoll.go netpolldeadlineimpl */
+/* ---- the poll leader ------------------------------------------------------------------
+ *
+ * rt->leading is the right to poll, held by at most one thread at a time (edge-triggered
+ * events would be split between concurrent pollers, and a break could wake the wrong one):
+ * either a parked thread (the leader) or the poller pthread.
+ *   - A thread about to park leads only when nobody polls (the CAS on rt->leading) and at
+ *     most one other thread follows (rt->nfollowers <= 1). With one or two threads parked at
+ *     a time (ping-pong, a lone reader) the kernel wakes the leader directly and the leader
+ *     readies the other: no poller hand-off.
+ *   - Any other park follows: counted in rt->nfollowers (and pd->follow), it sleeps on its
+ *     semaphore. Whoever readies it uncounts it (tp_notify), so nfollowers is the number of
+ *     parked threads still waiting for someone's netpoll.
+ *   - A leader covers the followers while it is in netpoll (it readies what it finds). When
+ *     its netpoll returns with two or more followers waiting, it steps down (follows), and a
+ *     leader that leaves with two or more waiting signals the poller, which polls at once:
+ *     many followers use the poller, as they did before leader polling (echo with many
+ *     connections). A leader that leaves one follower behind leaves it uncovered: the next
+ *     thread to park leads (in ping-pong, the leader itself, microseconds later), else the
+ *     poller polls after LEAD_TICK.
+ *   - The poller polls while two or more followers wait, or one has been uncovered for
+ *     LEAD_TICK; it gives the right back when at most one waits.
+ * A leader's own wake-ups (close, deadline moved, readiness found by the poller) post its
+ * semaphore and break netpoll (tp_notify: pd->lead). */
+
+/* Wake the poller if it waits on poller_cond (idle or ticking), to look at the followers.
+ * Go: runtime/proc.go wakeNetPoller */
+static void
+tp_poke_poller(tp_runtime *rt)
+{
+    pthread_mutex_lock(&rt->lock);
+    pthread_cond_signal(&rt->poller_cond);
+    pthread_mutex_unlock(&rt->lock);
+}
+
+/* Count mode's parked thread as a follower; if nobody holds the right to poll, make sure
+ * the poller takes it. Sequentially consistent with tp_lead_end and the poller: a follower
+ * counts itself before it looks at rt->leading, a leaver clears rt->leading before it looks
+ * at the count, so one of them signals the poller. Must be called while holding pd->lock.
+ * Go: runtime/proc.go stopm (with wakeNetPoller) */
+static void
+tp_follow(PollDescObject *pd, int mode)
+{
+    tp_runtime *rt = pd->crt;
+    pd->follow |= mode;
+    __atomic_fetch_add(&rt->nfollowers, 1, __ATOMIC_SEQ_CST);
+    if (!__atomic_load_n(&rt->leading, __ATOMIC_SEQ_CST)) {
+        tp_poke_poller(rt);
+    }
+}
+
+/* Uncount mode's follower, if it is one (readied, or leaving on its own). Must be called
+ * while holding pd->lock. Go: none */
+static void
+tp_unfollow(PollDescObject *pd, int mode)
+{
+    if (pd->follow & mode) {
+        pd->follow &= ~mode;
+        __atomic_fetch_sub(&pd->crt->nfollowers, 1, __ATOMIC_SEQ_CST);
+    }
+}
+
+/* Take the right to poll if at most one thread follows and nobody polls (returns 1), else 0
+ * (the caller follows). Must be called while holding pd->lock. Go: runtime/proc.go
+ * findRunnable (the netpollinited && netpollAnyWaiters && sched.lastpoll != 0 test) */
+static int
+tp_lead_begin(tp_runtime *rt)
+{
+    if (__atomic_load_n(&rt->stopping, __ATOMIC_SEQ_CST) ||
+        __atomic_load_n(&rt->nfollowers, __ATOMIC_SEQ_CST) > 1) {
+        return 0;
+    }
+    int zero = 0;
+    return __atomic_compare_exchange_n(&rt->leading, &zero, 1, 0, __ATOMIC_SEQ_CST,
+                                       __ATOMIC_SEQ_CST);
+}
+
+/* Give up the right to poll; if two or more followers wait the poller takes it now, if one
+ * does it is uncovered from now (the poller takes it after LEAD_TICK unless a thread leads).
+ * Go: runtime/proc.go findRunnable (sched.lastpoll store after netpoll, then wakeNetPoller) */
+static void
+tp_lead_end(tp_runtime *rt)
+{
+    __atomic_store_n(&rt->leading, 0, __ATOMIC_SEQ_CST);
+    uint32_t n = __atomic_load_n(&rt->nfollowers, __ATOMIC_SEQ_CST);
+    if (n > 0) {
+        pthread_mutex_lock(&rt->lock);
+        if (n == 1) {
+            rt->uncovered_since = tp_now();
+        }
+        /* Two or more: now, even if it is ticking. One: only to start it ticking (a
+         * signal each time would cost ping-pong a poller wake-up per round trip). */
+        if (n > 1 || rt->poller_idle) {
+            pthread_cond_signal(&rt->poller_cond);
+        }
+        pthread_mutex_unlock(&rt->lock);
+    }
+}
+
+/* One netpoll by the leader, bounded by deadline d (absolute; INFINITY for none). Returns 0,
+ * EINTR (a signal handler ran in this thread) or ESHUTDOWN (stop leading). Must be called
+ * without pd->lock and without the GIL. Go: runtime/proc.go findRunnable (netpoll(delay)) */
+static int
+tp_lead_poll(tp_runtime *rt, double d)
+{
+    int ms = -1;
+    if (!isinf(d)) {
+        double left = (d - tp_now()) * 1000.0;
+        ms = left <= 0 ? 0 : left >= 1e6 ? 1000000 : (int)ceil(left);
+    }
+    if (!life_lock(rt)) {
+        return ESHUTDOWN;
+    }
+    tp_i_lead = 1;
+    int r = tp_netpoll(rt, ms);
+    tp_i_lead = 0;
+    life_unlock(rt);
+    if (r < 0 && r != -EINTR) {
+        /* Only a bug can get here (EBADF, EFAULT, EINVAL on our own descriptors). */
+        fprintf(stderr, "threadpoll: C leader: netpoll failed: %s\n", strerror(-r));
+        abort();
+    }
+    __atomic_fetch_add(&rt->poller_wakeups, 1, __ATOMIC_RELAXED);
+    __atomic_fetch_add(&rt->leader_polls, 1, __ATOMIC_RELAXED);
+    if (r == -EINTR) {
+        return EINTR;
+    }
+    return __atomic_load_n(&rt->stopping, __ATOMIC_ACQUIRE) ? ESHUTDOWN : 0;
+}
+
+/* Sleep while mode is PD_PARKED: as the poll leader in netpoll if nobody polls and at most
+ * one thread follows (until two or more do), else on the mode's semaphore as a follower;
+ * expire the deadline if the wait times out.
+ * Returns 1 if a signal handler must run (EINTR): the thread is then still PD_PARKED, as a
+ * thread parked in the Python runtime is while its handler runs (dump() shows it; a wake-up
+ * meanwhile is kept), and posts may be pending; tp_park again or tp_park_abort follows.
+ * Else 0, with every post consumed. Either way it no longer leads or follows. Must be called
+ * while holding pd->lock, without the GIL; returns holding pd->lock.
+ * Go: runtime/proc.go gopark (and findRunnable's netpoll, when it leads), with the timer's
+ * runtime/netpoll.go netpolldeadlineimpl */
 static int
 tp_park(PollDescObject *pd, int mode)
 {
     int *g = gpp(pd, mode);
     tp_sema *s = mode == MODE_R ? &pd->rsema : &pd->wsema;
     int *posts = mode == MODE_R ? &pd->rposts : &pd->wposts;
+    tp_runtime *rt = pd->crt;
     int intr = 0;
+    int leading = 0, decided = 0;
     while (*g == PD_PARKED) {
         double d = *dpp(pd, mode);
         if (!isinf(d) || d < 0) {
@@ -266,10 +442,39 @@ tp_park(PollDescObject *pd, int mode)
             }
             d = *dpp(pd, mode);
         }
+        if (!decided) {
+            decided = 1;
+            if (tp_lead_begin(rt)) {
+                leading = 1;
+                pd->lead |= mode;
+            }
+            else {
+                tp_follow(pd, mode);
+            }
+        }
         pthread_mutex_unlock(&pd->lock);
-        int r = tp_sema_wait(s, d);
+        int r = leading ? tp_lead_poll(rt, d) : tp_sema_wait(s, d);
         pthread_mutex_lock(&pd->lock);
-        if (r == 0) {
+        if (leading) {
+            if (r == EINTR) {
+                intr = 1;
+                break;
+            }
+            if (r == ESHUTDOWN || (*g == PD_PARKED &&
+                                   __atomic_load_n(&rt->nfollowers, __ATOMIC_SEQ_CST) > 1)) {
+                /* Two or more followers wait (the poller takes over), or shutdown (nobody
+                 * polls any more; close and deadlines still wake us): wait as a follower.
+                 * Our own wake-ups so far posted the semaphore: taken by the waits below. */
+                pd->lead &= ~mode;
+                leading = 0;
+                if (*g == PD_PARKED) {
+                    tp_follow(pd, mode);
+                }
+                tp_lead_end(rt);
+            }
+            /* Else our own wake-ups posted the semaphore: taken below, after the loop. */
+        }
+        else if (r == 0) {
             (*posts)--;
         }
         else if (r == EINTR) {
@@ -277,6 +482,11 @@ tp_park(PollDescObject *pd, int mode)
             break;
         }
     }
+    if (leading) {
+        pd->lead &= ~mode;
+        tp_lead_end(rt);
+    }
+    tp_unfollow(pd, mode);
     if (intr) {
         return 1;
     }
@@ -447,8 +657,13 @@ tp_netpollready_slot(tp_runtime *rt, uint32_t index, uint32_t seq, int mode, int
 
 /* ---- the poller thread ----------------------------------------------------------------- */
 
-/* The poller: block in netpoll, ready whoever became ready, repeat, until stopping.
- * Go: runtime/proc.go findRunnable (its netpoll(delay) call) */
+static void tp_cond_wait_until(pthread_cond_t *cond, pthread_mutex_t *lock, double until);
+
+/* The poller: while two or more parked threads follow, or one has been uncovered for
+ * LEAD_TICK (see "the poll leader"), hold the right to poll, block in netpoll and ready
+ * whoever became ready; else wait on poller_cond, ticking while it was recently needed.
+ * Until stopping. Go: runtime/proc.go findRunnable (its netpoll(delay) call) and
+ * runtime/proc.go sysmon (its netpoll when the network was not polled for 10 ms) */
 static void *
 tp_poller_main(void *arg)
 {
@@ -458,22 +673,107 @@ tp_poller_main(void *arg)
 #elif defined(__APPLE__)
     pthread_setname_np("threadpoll-cpoller");
 #endif
-    for (;;) {
-        pthread_mutex_lock(&rt->lock);
-        int stop = rt->stopping;
+    /* DIVERGENCE(go): the poller polls only for followers (see "the poll leader"). */
+    double last_needed = -INFINITY;
+    pthread_mutex_lock(&rt->lock);
+    while (!rt->stopping) {
+        double now = tp_now();
+        uint32_t n = __atomic_load_n(&rt->nfollowers, __ATOMIC_SEQ_CST);
+        if (n == 0 || __atomic_load_n(&rt->leading, __ATOMIC_SEQ_CST)) {
+            /* Nobody to poll for, or a leader covers them and signals when it leaves. */
+            if (now - fmax(last_needed, rt->uncovered_since) < LEAD_LINGER) {
+                tp_cond_wait_until(&rt->poller_cond, &rt->lock, now + LEAD_TICK);
+            }
+            else {
+                rt->poller_idle = 1;
+                pthread_cond_wait(&rt->poller_cond, &rt->lock);
+                rt->poller_idle = 0;
+            }
+            continue;
+        }
+        if (n == 1 && now < rt->uncovered_since + LEAD_TICK) {
+            tp_cond_wait_until(&rt->poller_cond, &rt->lock, rt->uncovered_since + LEAD_TICK);
+            continue;
+        }
+        int zero = 0;
+        if (!__atomic_compare_exchange_n(&rt->leading, &zero, 1, 0, __ATOMIC_SEQ_CST,
+                                         __ATOMIC_SEQ_CST)) {
+            continue; /* a parking thread took the lead meanwhile */
+        }
+        rt->poller_leads = 1;
+        last_needed = now;
         pthread_mutex_unlock(&rt->lock);
-        if (stop) {
-            break;
-        }
-        int r = tp_netpoll(rt, 1);
-        if (r < 0 && r != -EINTR) {
-            /* Only a bug can get here (EBADF, EFAULT, EINVAL on our own descriptors). */
-            fprintf(stderr, "threadpoll: C poller: netpoll failed: %s\n", strerror(-r));
-            abort();
-        }
-        __atomic_fetch_add(&rt->poller_wakeups, 1, __ATOMIC_RELAXED);
+        __atomic_fetch_add(&rt->leader_handoffs, 1, __ATOMIC_RELAXED);
+        do {
+            int r = tp_netpoll(rt, -1);
+            if (r < 0 && r != -EINTR) {
+                /* Only a bug can get here (EBADF, EFAULT, EINVAL on our own descriptors). */
+                fprintf(stderr, "threadpoll: C poller: netpoll failed: %s\n", strerror(-r));
+                abort();
+            }
+            __atomic_fetch_add(&rt->poller_wakeups, 1, __ATOMIC_RELAXED);
+        } while (__atomic_load_n(&rt->nfollowers, __ATOMIC_SEQ_CST) > 1 &&
+                 !__atomic_load_n(&rt->stopping, __ATOMIC_ACQUIRE));
+        pthread_mutex_lock(&rt->lock);
+        rt->poller_leads = 0;
+        /* A follower left (at most one) is uncovered from now; then the loop looks at
+         * nfollowers again: a follower that counted itself while we held the right did not
+         * signal us. */
+        rt->uncovered_since = tp_now();
+        __atomic_store_n(&rt->leading, 0, __ATOMIC_SEQ_CST);
     }
+    pthread_mutex_unlock(&rt->lock);
     return NULL;
+}
+
+/* Wait on cond (with lock held) until the absolute tp_now() time until, or a signal.
+ * Go: none */
+static void
+tp_cond_wait_until(pthread_cond_t *cond, pthread_mutex_t *lock, double until)
+{
+    double left = until - tp_now();
+    if (left <= 0) {
+        return;
+    }
+    struct timespec ts;
+#if defined(__APPLE__)
+    /* Relative, so the clock does not matter (tp_now reads CLOCK_UPTIME_RAW; the absolute
+     * pthread_cond_timedwait would take CLOCK_REALTIME here). NOT COMPILED in this
+     * project's checks: .ci/check-kqueue-c covers netpoll_kqueue.c only. */
+    ts.tv_sec = (time_t)left;
+    ts.tv_nsec = (long)((left - (double)ts.tv_sec) * 1e9);
+    if (ts.tv_nsec > 999999999L) {
+        ts.tv_nsec = 999999999L;
+    }
+    pthread_cond_timedwait_relative_np(cond, lock, &ts);
+#else
+    (void)left;
+    ts.tv_sec = (time_t)until;
+    ts.tv_nsec = (long)((until - (double)ts.tv_sec) * 1e9);
+    if (ts.tv_nsec > 999999999L) {
+        ts.tv_nsec = 999999999L;
+    }
+    if (ts.tv_nsec < 0) {
+        ts.tv_nsec = 0;
+    }
+    pthread_cond_timedwait(cond, lock, &ts); /* poller_cond uses CLOCK_MONOTONIC */
+#endif
+}
+
+/* poller_cond, on the clock tp_now reads (CLOCK_MONOTONIC; macOS waits relative).
+ * Go: none */
+static void
+tp_poller_cond_init(tp_runtime *rt)
+{
+#if defined(__APPLE__)
+    pthread_cond_init(&rt->poller_cond, NULL);
+#else
+    pthread_condattr_t a;
+    pthread_condattr_init(&a);
+    pthread_condattr_setclock(&a, CLOCK_MONOTONIC);
+    pthread_cond_init(&rt->poller_cond, &a);
+    pthread_condattr_destroy(&a);
+#endif
 }
 
 /* Take rt->life for reading: 1 if the backend's descriptors are open (the caller may use
@@ -583,6 +883,7 @@ pd_new(PyObject *rt_obj, tp_runtime *crt)
     pd->rparked_at = pd->wparked_at = 0.0;
     pd->registered = 0;
     pd->warmw = 0;
+    pd->lead = pd->follow = 0;
     pd->kind = PyUnicode_FromString("");
     if (tp_sema_init(&pd->rsema) != 0 || tp_sema_init(&pd->wsema) != 0 || pd->kind == NULL) {
         Py_DECREF(pd);
@@ -873,6 +1174,8 @@ PD_INT_GETTER(rg, rg)
 PD_INT_GETTER(wg, wg)
 PD_INT_GETTER(rseq, rseq)
 PD_INT_GETTER(wseq, wseq)
+PD_INT_GETTER(lead, lead)
+PD_INT_GETTER(follow, follow)
 
 #define PD_BOOL_GETTER(name, field)                                                        \
     static PyObject *pd_get_##name(PollDescObject *pd, void *Py_UNUSED(c))               \
@@ -1058,6 +1361,8 @@ static PyGetSetDef pd_getset[] = {
     {"wd", (getter)pd_get_wd, NULL, NULL, NULL},
     {"rseq", (getter)pd_get_rseq, NULL, NULL, NULL},
     {"wseq", (getter)pd_get_wseq, NULL, NULL, NULL},
+    {"lead", (getter)pd_get_lead, NULL, "1 (read) or 2 (write) while that mode's parked thread is the poll leader", NULL},
+    {"follow", (getter)pd_get_follow, NULL, "1 (read) or 2 (write) while that mode's parked thread follows, not yet readied", NULL},
     {"rparked_at", (getter)pd_get_rparked_at, NULL, NULL, NULL},
     {"wparked_at", (getter)pd_get_wparked_at, NULL, NULL, NULL},
     {"rparked_by", (getter)pd_get_rparked_by, NULL, NULL, NULL},
@@ -1118,6 +1423,8 @@ rt_init(RuntimeObject *self, PyObject *args, PyObject *kwds)
     memset(rt, 0, sizeof(*rt));
     pthread_mutex_init(&rt->lock, NULL);
     pthread_rwlock_init(&rt->life, NULL);
+    tp_poller_cond_init(rt);
+    rt->uncovered_since = -INFINITY;
     rt->pollfd = rt->break_rd = rt->break_wr = -1;
     rt->lazy_write = lazy_write;
     int err = tp_netpollinit(rt);
@@ -1155,10 +1462,11 @@ rt_dealloc(RuntimeObject *self)
     PyObject_GC_UnTrack(self);
     tp_runtime *rt = &self->rt;
     pthread_mutex_lock(&rt->lock);
-    rt->stopping = 1;
+    __atomic_store_n(&rt->stopping, 1, __ATOMIC_RELEASE);
     int running = rt->poller_running;
     rt->poller_running = 0;
     pthread_t t = rt->poller;
+    pthread_cond_broadcast(&rt->poller_cond);
     pthread_mutex_unlock(&rt->lock);
     if (running) {
         tp_netpoll_break(rt);
@@ -1375,9 +1683,18 @@ rt_shutdown(RuntimeObject *self, PyObject *Py_UNUSED(ignored))
 {
     tp_runtime *rt = &self->rt;
     Py_BEGIN_ALLOW_THREADS
+    /* Stop leading first: a leader holds rt->life for reading in netpoll; the break ends
+     * its poll, it sees stopping and parks as a follower, releasing rt->life. */
+    pthread_mutex_lock(&rt->lock);
+    __atomic_store_n(&rt->stopping, 1, __ATOMIC_RELEASE);
+    pthread_cond_broadcast(&rt->poller_cond);
+    pthread_mutex_unlock(&rt->lock);
+    if (life_lock(rt)) {
+        tp_netpoll_break(rt);
+        life_unlock(rt);
+    }
     pthread_rwlock_wrlock(&rt->life);
     pthread_mutex_lock(&rt->lock);
-    rt->stopping = 1;
     int running = rt->poller_running;
     __atomic_store_n(&rt->poller_running, 0, __ATOMIC_RELEASE);
     pthread_t t = rt->poller;
@@ -1437,8 +1754,12 @@ rt_after_fork_in_child(RuntimeObject *self, PyObject *Py_UNUSED(ignored))
     tp_runtime *rt = &self->rt;
     pthread_mutex_init(&rt->lock, NULL);
     pthread_rwlock_init(&rt->life, NULL); /* a parent thread may have held it */
+    tp_poller_cond_init(rt);
     rt->poller_running = 0;
     rt->wake_sig = 0;
+    rt->leading = rt->poller_leads = rt->poller_idle = 0;
+    rt->nfollowers = 0;
+    rt->uncovered_since = -INFINITY;
     if (!self->inited) {
         Py_RETURN_NONE;
     }
@@ -1460,6 +1781,7 @@ rt_after_fork_in_child(RuntimeObject *self, PyObject *Py_UNUSED(ignored))
         pd->rposts = pd->wposts = 0;
         pd->rg = pd->wg = PD_NIL;
         pd->rparked_by = pd->wparked_by = 0;
+        pd->lead = pd->follow = 0;
         pd->warmw = !rt->lazy_write;
         if (pd->registered) {
             tp_netpollopen(rt, pd, pd->fd, pd->fdseq);
@@ -1480,6 +1802,26 @@ RT_COUNTER(stale_events_dropped)
 RT_COUNTER(breaks)
 RT_COUNTER(deadline_expiries)
 RT_COUNTER(closes_waited)
+RT_COUNTER(leader_polls)
+RT_COUNTER(leader_handoffs)
+
+/* Parked threads that follow, not yet readied (the poll leader; atomic, may be stale).
+ * Go: none */
+static PyObject *
+rt_get_nfollowers(RuntimeObject *self, void *Py_UNUSED(c))
+{
+    return PyLong_FromUnsignedLong(__atomic_load_n(&self->rt.nfollowers, __ATOMIC_SEQ_CST));
+}
+
+/* Whether the poller holds the right to poll (the poll leader). Go: none */
+static PyObject *
+rt_get_poller_leads(RuntimeObject *self, void *Py_UNUSED(c))
+{
+    pthread_mutex_lock(&self->rt.lock);
+    int r = self->rt.poller_leads;
+    pthread_mutex_unlock(&self->rt.lock);
+    return PyBool_FromLong(r);
+}
 
 static PyObject *
 rt_get_poller_running(RuntimeObject *self, void *Py_UNUSED(c))
@@ -1514,6 +1856,10 @@ static PyGetSetDef rt_getset[] = {
     {"breaks", (getter)rt_get_breaks, NULL, NULL, NULL},
     {"deadline_expiries", (getter)rt_get_deadline_expiries, NULL, NULL, NULL},
     {"closes_waited", (getter)rt_get_closes_waited, NULL, NULL, NULL},
+    {"leader_polls", (getter)rt_get_leader_polls, NULL, NULL, NULL},
+    {"leader_handoffs", (getter)rt_get_leader_handoffs, NULL, NULL, NULL},
+    {"nfollowers", (getter)rt_get_nfollowers, NULL, NULL, NULL},
+    {"poller_leads", (getter)rt_get_poller_leads, NULL, NULL, NULL},
     {"poller_running", (getter)rt_get_poller_running, NULL, NULL, NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };

@@ -91,6 +91,11 @@ typedef struct {
     uint8_t event_err;      /* pd->lock: the backend saw an error event */
     uint8_t registered;     /* pd->lock: open with the backend (between open and close) */
     uint8_t warmw;          /* pd->lock: write interest armed (always, unless lazy_write) */
+    uint8_t lead;           /* pd->lock: MODE_R / MODE_W whose parked thread is the runtime's
+                               poll leader, in netpoll instead of on its semaphore (a wake-up
+                               for it must also break netpoll) */
+    uint8_t follow;         /* pd->lock: MODE_R / MODE_W whose parked thread is counted in
+                               rt->nfollowers (uncounted by whoever readies it) */
     double rd, wd;          /* pd->lock: deadlines, absolute monotonic seconds; INFINITY for
                                none, -INFINITY once expired */
     uint64_t rseq, wseq;    /* pd->lock: bumped when rd / wd change or the pd is reused */
@@ -106,7 +111,8 @@ int tp_netpollinit(struct tp_runtime *rt);                 /* 0 or errno */
 void tp_netpolldeinit(struct tp_runtime *rt);
 int tp_netpollopen(struct tp_runtime *rt, PollDescObject *pd, int fd, uint32_t seq);
 int tp_netpollclose(struct tp_runtime *rt, int fd);        /* 0 or errno */
-int tp_netpoll(struct tp_runtime *rt, int block);          /* waiters readied, or -errno */
+/* timeout_ms: -1 blocks, 0 polls; returns the waiters readied, or -errno */
+int tp_netpoll(struct tp_runtime *rt, int timeout_ms);
 void tp_netpoll_break(struct tp_runtime *rt);
 int tp_netpollarm_write(struct tp_runtime *rt, PollDescObject *pd, int fd, uint32_t seq);
 int tp_netpoll_is_poll_descriptor(struct tp_runtime *rt, int fd);
@@ -121,17 +127,26 @@ typedef struct tp_runtime {
     uint32_t *free;         /* lock: the pollcache free list (slots) */
     uint32_t nfree;         /* lock */
     int poller_running;     /* lock */
-    int stopping;           /* lock */
+    int stopping;           /* lock (written; read atomically by the poll leader) */
     pthread_t poller;       /* lock */
     /* backend descriptors: constant between netpollinit and netpolldeinit (life) */
     int pollfd;             /* the epoll or kqueue descriptor; -1 once closed */
     int break_rd, break_wr; /* the wake-up: an eventfd (both the same) or a pipe */
     int wake_sig;           /* lock: a wake-up is pending (de-duplicates breaks) */
     int lazy_write;         /* constant: register for reading only; arm writes on demand */
-    /* counters: the poller alone writes poller_wakeups, events and stale_events_dropped
-       (read without a lock by stats: a torn read of a counter is impossible on the 64-bit
-       platforms we build for, and a stale one is fine); the rest under lock */
-    uint64_t poller_wakeups, events, stale_events_dropped;
+    /* Leader polling (netpoll.c, "the poll leader"): */
+    pthread_cond_t poller_cond; /* the poller waits here while it need not poll */
+    int leading;            /* atomic: the right to poll is held (by a leader or the poller) */
+    int poller_leads;       /* lock: ... by the poller */
+    int poller_idle;        /* lock: the poller waits on poller_cond without a timeout */
+    uint32_t nfollowers;    /* atomic: parked threads on their semaphores not yet readied
+                               (each counted in its pd->follow) */
+    double uncovered_since; /* lock: when a leader (or the poller) last left one follower */
+    /* counters, each updated atomically, read by stats without a lock (a stale one is
+       fine): poller_wakeups counts every return from netpoll, by the poller or a leader;
+       leader_polls the returns in a parked thread that led; leader_handoffs the times the
+       poller took the right to poll (for followers a leader left or stepped down from) */
+    uint64_t poller_wakeups, events, stale_events_dropped, leader_polls, leader_handoffs;
     uint64_t breaks, deadline_expiries, closes_waited;
 } tp_runtime;
 

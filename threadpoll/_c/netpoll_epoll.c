@@ -131,14 +131,16 @@ tp_netpoll_is_poll_descriptor(tp_runtime *rt, int fd)
     return fd == rt->pollfd || fd == rt->break_rd;
 }
 
-/* Wait for events (block: no timeout; else a non-blocking poll) and ready the pollDescs
- * they name; returns how many parked threads were readied, or -errno.
+/* Wait for events (timeout_ms: -1 for none, 0 for a non-blocking poll, else at most that
+ * long) and ready the pollDescs they name; returns how many parked threads were readied, or
+ * -errno. Called by the poller or by a parking thread that leads (netpoll.c tp_lead).
  * Go: runtime/netpoll_epoll.go netpoll */
 int
-tp_netpoll(tp_runtime *rt, int block)
+tp_netpoll(tp_runtime *rt, int timeout_ms)
 {
     struct epoll_event events[MAX_EVENTS];
-    int n = epoll_wait(rt->pollfd, events, MAX_EVENTS, block ? -1 : 0);
+    int block = timeout_ms != 0;
+    int n = epoll_wait(rt->pollfd, events, MAX_EVENTS, timeout_ms);
     if (n < 0) {
         return -errno;
     }

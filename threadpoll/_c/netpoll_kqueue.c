@@ -154,11 +154,12 @@ tp_netpoll_is_poll_descriptor(tp_runtime *rt, int fd)
 
 /* Go: runtime/netpoll_kqueue.go netpoll */
 int
-tp_netpoll(tp_runtime *rt, int block)
+tp_netpoll(tp_runtime *rt, int timeout_ms)
 {
     struct kevent events[MAX_EVENTS];
-    struct timespec zero = {0, 0};
-    int n = kevent(rt->pollfd, NULL, 0, events, MAX_EVENTS, block ? NULL : &zero);
+    struct timespec ts = {timeout_ms / 1000, (long)(timeout_ms % 1000) * 1000000L};
+    int block = timeout_ms != 0;
+    int n = kevent(rt->pollfd, NULL, 0, events, MAX_EVENTS, timeout_ms < 0 ? NULL : &ts);
     if (n < 0) {
         return -errno;
     }

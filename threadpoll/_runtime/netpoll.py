@@ -100,6 +100,12 @@ Differences from Go:
 - DIVERGENCE(go): the poller always blocks (``netpoll(-1)``): it has no timers to wait for.
   ``netpoll_break`` is used to stop it, to apply a level-triggered backend's new interest,
   and after fork.
+- DIVERGENCE(go): one dedicated poller thread runs netpoll here, so a wake-up is two
+  hand-offs (kernel -> poller -> parked thread). Go has no poller thread: the M about to stop
+  polls (findRunnable). The C core does that for one or two waiters (threadpoll/_c/netpoll.c,
+  "the poll leader": a parking thread polls when nobody does and at most one other thread
+  waits; its poller pthread polls while more do); this runtime keeps the plainer shape,
+  which is the one to read.
 - DIVERGENCE(go): ``select.epoll`` has no per-event user data, so the epoll backend keeps a
   fd → pollDesc table; see netpoll_epoll.py for why stale events stay harmless.
 - DIVERGENCE(go): the poller is a Python thread, and it can die (an exception escaping a backend).

@@ -1,8 +1,9 @@
 """The C core's runtime, as the rest of threadpoll sees it.
 
 ``threadpoll._cpoll`` (sources in ``threadpoll/_c/``) implements Go's runtime/netpoll.go in
-C: the pollDesc with its per-mode states, deadlines and sequence numbers, a poller pthread
-that never takes the GIL (epoll on Linux, kqueue on the BSDs and macOS), netpollready,
+C: the pollDesc with its per-mode states, deadlines and sequence numbers, netpoll without the
+GIL (epoll on Linux, kqueue on the BSDs and macOS), run by the thread about to park when at
+most one other waits and by a poller pthread while more do, netpollready,
 netpollblock and netpollunblock, and parking on a per-pollDesc, per-mode semaphore with the
 GIL released. ``CRuntime`` is that runtime with the Python-side bookkeeping the Python
 ``Runtime`` has (the open pollDesc table for dump() and stats(), the locks diagnostics
@@ -147,7 +148,8 @@ _Base: Any = _cpoll.Runtime if _cpoll is not None else object
 
 @final
 class CRuntime(_Base):  # type: ignore[misc]
-    """The C core's runtime: one poller pthread, its pollDescs, and the bookkeeping the
+    """The C core's runtime: its pollDescs, netpoll run by a parking thread that leads or by
+    the poller pthread (netpoll.c, "the poll leader"), and the bookkeeping the
     diagnostics and tests read (open_pds, the counters, lock, stat_lock, hooks).
 
     Go: none (the package-level state of runtime/netpoll.go)
