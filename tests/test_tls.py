@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import os
 import random
+import select
 import shutil
+import signal
 import socket as stdsocket
 import ssl
 import threading
@@ -434,9 +436,9 @@ def test_write_deadline_moved_into_the_past_wakes_writer(pair: tuple[End, End]) 
 
 @pytest.mark.timeout(30)
 def test_write_cut_short_is_finished_by_the_next_write(pair: tuple[End, End]) -> None:
-    """A write that a deadline cuts short: the next write sends the rest of the 64 KiB step
-    that was cut first, then its own data. The peer reads a prefix of the first data, at
-    least ``.written`` long and at most one step longer, then the second write's, whole."""
+    """A write that a deadline cuts short: ``.written`` counts the 64 KiB step that was cut
+    (OpenSSL holds it, and the next write sends the rest of it first), so the standard
+    retry, ``write(data[e.written:])``, delivers the data exactly once."""
     c, s = pair
     data = os.urandom(8 << 20).replace(b"E", b"F")  # more than the socket buffers hold
     w = Runner(lambda: c.write(data), "writer")
@@ -455,11 +457,124 @@ def test_write_cut_short_is_finished_by_the_next_write(pair: tuple[End, End]) ->
             got.extend(b)
 
     r = Runner(read_to_end, "reader")
+    c.write(data[written:])  # the standard retry: what .written says was not written
     c.write(b"END")
     r.join(20)
-    m = len(got) - 3
-    assert written <= m <= written + 65536
-    assert bytes(got[:m]) == data[:m]
+    assert len(got) - 3 == len(data)
+    assert bytes(got[:-3]) == data
+
+
+@pytest.mark.timeout(20)
+def test_past_deadline_raises_even_when_the_call_could_finish(pair: tuple[End, End]) -> None:
+    """A deadline in the past fails the call at once, as on a plain socket, even when its
+    first step could finish (data buffered to read, room to write)."""
+    c, s = pair
+    s.write(b"hello")
+    r, _, _ = select.select([c.fileno()], [], [], 10)
+    assert r, "the record never arrived"
+    c.set_read_deadline(time.monotonic() - 1)
+    with pytest.raises(DeadlineExceededError):
+        c.read(100)
+    c.set_write_deadline(time.monotonic() - 1)
+    with pytest.raises(DeadlineExceededError) as ei:
+        c.write(b"x")
+    written = ei.value.written  # type: ignore[attr-defined]
+    if c.front == "dropin":
+        assert written == 0  # failed before its first step, as a plain socket's
+    c.set_read_deadline(None)
+    c.set_write_deadline(None)
+    assert c.read(100) == b"hello"
+    c.write(b"y")
+    # What .written counts reaches the peer (the memory-BIO routes seal before they send).
+    want = b"x"[:written] + b"y"
+    got = b""
+    while len(got) < len(want):
+        got += s.read(100)
+    assert got == want
+
+
+@pytest.mark.timeout(30)
+def test_dropin_write_from_a_callback_inside_a_read_step_is_refused(rt: Any) -> None:
+    """A callback inside a read step (it holds the step lock) that writes while another
+    thread's write is parked (holding the write lock, and needing the step lock for its
+    next step) gets RuntimeError at once instead of a deadlock."""
+    state: dict[str, Any] = {"armed": False}
+    me = threading.get_ident()
+
+    def cb(conn: Any, direction: str, *args: Any) -> None:
+        if state["armed"] and direction == "read" and threading.get_ident() == me:
+            state["armed"] = False
+            try:
+                state["c"].send(b"ping")
+            except BaseException as e:
+                state["exc"] = e
+
+    cctx = client_ctx()
+    cctx._msg_callback = cb  # type: ignore[attr-defined]
+    c, s = tls_pair("dropin", cctx=cctx)
+    try:
+        state["c"] = c.obj
+        w = Runner(lambda: c.write(b"w" * (64 << 20)), "writer")
+        wait_parked(c.fd, "w")
+        s.write(b"hello")
+        state["armed"] = True
+        assert c.read(100) == b"hello"
+        assert isinstance(state.get("exc"), RuntimeError), state.get("exc")
+        assert "reentrant call" in str(state["exc"])
+        c.set_write_deadline(time.monotonic() - 1)
+        assert isinstance(w.join_exc(), DeadlineExceededError)
+    finally:
+        c.close()
+        s.close()
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.skipif(not hasattr(signal, "pthread_kill"), reason="needs signal.pthread_kill")
+@pytest.mark.parametrize("route", ["dropin", "dropin-bio"])
+def test_dropin_write_from_a_handler_on_a_writing_thread_is_refused(
+    rt: Any, route: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A signal handler that writes on the socket its own thread is writing on gets
+    RuntimeError('reentrant call ...'), as on a plain threadpoll socket, instead of waiting
+    for itself."""
+    if threading.current_thread() is not threading.main_thread():
+        pytest.skip("signal handlers run in the main thread only")
+    if route == "dropin-bio":
+        monkeypatch.setattr(_sslsocket, "_BIO_ONLY", True)
+    c, s = tls_pair("dropin")
+    main = threading.main_thread().ident
+    assert main is not None
+    got: list[BaseException | None] = []
+
+    def handler(signum: int, frame: Any) -> None:
+        try:
+            c.obj.send(b"x")
+            got.append(None)
+        except BaseException as e:
+            got.append(e)
+        c.set_write_deadline(time.monotonic() - 1)  # end the outer write
+
+    def kick() -> None:
+        try:
+            wait_parked(c.fd, "w")
+        except BaseException:
+            c.close()
+            raise
+        signal.pthread_kill(main, signal.SIGUSR1)
+
+    old = signal.signal(signal.SIGUSR1, handler)
+    try:
+        kicker = Runner(kick, name="kicker")
+        with pytest.raises(DeadlineExceededError):
+            c.write(b"w" * (64 << 20))
+        kicker.join()
+    finally:
+        signal.signal(signal.SIGUSR1, old)
+        c.close()
+        s.close()
+    assert len(got) == 1
+    assert isinstance(got[0], RuntimeError), got[0]
+    assert "reentrant call" in str(got[0])
 
 
 @pytest.mark.timeout(20)

@@ -45,9 +45,17 @@ Writes: one writer at a time holds ``_SSLObj.wlock`` for its whole call (writes 
 interleave, and OpenSSL requires a write that wanted I/O to be retried with the same data
 before any other). A blocking write goes in steps of up to 64 KiB (``_CHUNK``), so an error
 part-way (a deadline, a timeout, close) carries ``.written``: the plaintext of the steps that
-finished. DIVERGENCE(go): the step that was cut short stays with OpenSSL, which has sealed
-and perhaps sent part of it; the next write sends the rest of it first (``_SSLObj.unsent``),
-where Go marks the connection broken for writing.
+finished and of the step that was cut short. DIVERGENCE(go): the step that was cut short
+stays with OpenSSL, which has sealed and perhaps sent part of it; the next write sends the
+rest of it first (``_SSLObj.unsent``), where Go marks the connection broken for writing. So
+``.written`` counts that step as written (it is committed: it will go out before anything
+else), and the usual retry, ``sendall(data[e.written:])``, sends no byte twice.
+
+A writer never waits for ``wlock`` where it would wait for itself: a signal handler on top of
+its own thread's write, or a callback or handler inside a step (holding ``lock``, which the
+writer holding ``wlock`` needs for its next step), gets ``RuntimeError('reentrant call: ...')``
+as on a plain threadpoll socket. A read or write whose deadline has passed fails before its
+first step, as a plain socket's does.
 
 A socket the poller refused (not pollable) has the stdlib's behaviour and none of the
 promises, as a plain threadpoll socket does: its steps are ``_ssl``'s own blocking calls.
@@ -96,7 +104,8 @@ import weakref
 from typing import Any, Callable
 
 from threadpoll import socket as _tpsocket
-from threadpoll._poll.fd_unix import CallLimit, acquire_until
+from threadpoll._poll.fd_unix import CallLimit, _reentered, acquire_until
+from threadpoll._runtime.netpoll import NO_DEADLINE
 from threadpoll._tlsengine import _Engine, _Transport
 from threadpoll.errors import DeadlineExceededError, with_written
 
@@ -131,7 +140,7 @@ class _SSLObj:
     park between them (see the module docstring). The stdlib's SSLSocket code runs unchanged
     on top."""
 
-    __slots__ = ("obj", "lock", "wlock", "unsent", "cut", "_owner")
+    __slots__ = ("obj", "lock", "wlock", "wowner", "unsent", "cut", "_owner")
 
     def __init__(self, owner: SSLSocket, server_side: bool, session: Any) -> None:
         # Weak, as _ssl's own links to its socket: the SSLSocket holds this object, and a
@@ -139,6 +148,9 @@ class _SSLObj:
         self._owner = weakref.ref(owner)
         self.lock = threading.RLock()  # one step at a time (see the module docstring)
         self.wlock = threading.Lock()  # one writer at a time, for its whole call
+        # The thread ident of wlock's holder (0: none), for the re-entry checks. Written
+        # by the holder only, under wlock.
+        self.wowner = 0
         # A blocking write's step that an error cut short: its plaintext, which OpenSSL
         # holds part of; the next write finishes it first. Guarded by wlock.
         self.unsent: bytes | None = None
@@ -194,6 +206,15 @@ class _SSLObj:
         try:
             if not d.pollable:
                 return op(*args)  # the stdlib's own blocking call (see the module docstring)
+            if what == "read" or what == "write":
+                # What the pollDesc's prepare checks first in raw_read/raw_write (closing is
+                # incref's): a deadline that has passed fails the call even if its first
+                # step could finish. Read without the short lock, one attribute load, as
+                # Go's prepare reads pd.info; the pollDesc's own prepare cannot be called
+                # here, since it resets the parked state without the FD's read/write lock.
+                dl = fd._rd if what == "read" else fd._wd
+                if dl != NO_DEADLINE and dl <= _monotonic():
+                    raise DeadlineExceededError()
             with self.lock:  # _step, inline: the first try is the hot path
                 if sock._timeout is None:
                     _c_settimeout(sock, 0.0)
@@ -272,25 +293,22 @@ class _SSLObj:
         timeout = sock._timeout
         start = _monotonic() if timeout else 0.0
         write = self.obj.write
-        wlock = self.wlock
         if timeout == 0.0 or not sock._desc.pollable:
             # One step, as the stdlib's: the caller retries with the same data on
             # SSLWantWriteError (OpenSSL's contract), and gets its length once it is out.
-            if not wlock.acquire(False):
-                raise _want_write()  # another thread is writing: this would wait
+            self._wlock_acquire(0.0, start)
             try:
                 if self.unsent is not None:
                     self._run("write", write, (self.unsent,), start)
                     self.unsent = None
                 return int(self._run("write", write, (data,), start))
             finally:
-                wlock.release()
-        if not wlock.acquire(False):
-            try:
-                acquire_until(wlock, None if timeout is None else start + timeout, _write_timed_out)
-            except BaseException as e:
-                with_written(e, 0)
-                raise
+                self._wlock_release()
+        try:
+            self._wlock_acquire(timeout, start)
+        except BaseException as e:
+            with_written(e, 0)
+            raise
         try:
             if self.unsent is not None:
                 try:
@@ -306,13 +324,37 @@ class _SSLObj:
                     self._run("write", write, (data,), start, True)
                 except BaseException as e:
                     if self.cut:
+                        # Committed: the next write sends it (see the module docstring).
                         self.unsent = data
-                    with_written(e, 0)
+                        with_written(e, len(data))
+                    else:
+                        with_written(e, 0)
                     raise
                 return len(data)
             return self._write_chunks(data, start)
         finally:
-            wlock.release()
+            self._wlock_release()
+
+    def _wlock_acquire(self, timeout: float | None, start: float) -> None:
+        """Take wlock for a write call with this timeout (0: only if free, else
+        SSLWantWriteError), noting its holder. Refused with RuntimeError where waiting would
+        wait for itself: on top of this thread's own write (a signal handler), or inside a
+        step on this connection (a callback or a handler there holds ``lock``, which the
+        writer that holds wlock needs for its next step)."""
+        wlock = self.wlock
+        if not wlock.acquire(False):
+            if timeout == 0.0:
+                raise _want_write()  # another thread is writing: this would wait
+            if self.wowner == threading.get_ident():
+                raise _reentered(False)
+            if self.lock._is_owned():  # type: ignore[attr-defined]  # C's RLock has it
+                raise _reentered_step()
+            acquire_until(wlock, None if timeout is None else start + timeout, _write_timed_out)
+        self.wowner = threading.get_ident()
+
+    def _wlock_release(self) -> None:
+        self.wowner = 0
+        self.wlock.release()
 
     def _write_chunks(self, data: Any, start: float) -> int:
         """A blocking write in steps of up to _CHUNK: the rest of write. Must be called
@@ -328,7 +370,9 @@ class _SSLObj:
                     self._run("write", write, (chunk,), start, True)
                 except BaseException as e:
                     if self.cut:
+                        # Committed: the next write sends it (see the module docstring).
                         self.unsent = bytes(chunk)
+                        written += chunk.nbytes
                     with_written(e, written)
                     raise
                 written += chunk.nbytes
@@ -340,21 +384,14 @@ class _SSLObj:
         is finished first."""
         start = _monotonic()
         sock = self._sock()
-        timeout = sock._timeout
-        if timeout == 0.0:
-            if not self.wlock.acquire(False):
-                raise _want_write()
-        else:
-            acquire_until(
-                self.wlock, None if timeout is None else start + timeout, _write_timed_out
-            )
+        self._wlock_acquire(sock._timeout, start)
         try:
             if self.unsent is not None:
                 self._run("write", self.obj.write, (self.unsent,), start)
                 self.unsent = None
             return self._run("", self.obj.shutdown, (), start)
         finally:
-            self.wlock.release()
+            self._wlock_release()
 
     # --- no I/O: one step under the lock ---------------------------------------------------
 
@@ -401,6 +438,16 @@ class _SSLObj:
 
 def _write_timed_out() -> OSError:
     return _timed_out("write")
+
+
+def _reentered_step() -> RuntimeError:
+    """A write waiting for another thread's write from inside a step on the same connection
+    (fd_unix's _reentered, for the step lock)."""
+    return RuntimeError(
+        "reentrant call: a write on this descriptor from a callback or signal handler inside "
+        "a TLS step on it while another thread is in a write on it (it would wait for a "
+        "thread that waits for it)"
+    )
 
 
 class _SockTransport(_Transport):

@@ -38,6 +38,7 @@ import ssl
 import threading
 from typing import Any, Callable, TypeVar
 
+from threadpoll._poll.fd_unix import _reentered
 from threadpoll.errors import with_written
 
 _T = TypeVar("_T")
@@ -102,6 +103,7 @@ class _Engine:
         "lock",
         "in_lock",
         "out_lock",
+        "writer",
         "pending",
         "retry",
         "rbuf",
@@ -129,6 +131,9 @@ class _Engine:
         self.lock = threading.RLock()
         self.in_lock = threading.Lock()
         self.out_lock = threading.Lock()
+        # The thread ident of the write() call that holds out_lock (0: none), for the
+        # re-entry check. Written by that call only, under out_lock.
+        self.writer = 0
         # Sealed bytes taken out of the outgoing BIO, not yet all written. Guarded by out_lock.
         self.pending: memoryview | None = None
         # A non-blocking write whose records are in ``pending``: its plaintext length, which
@@ -565,8 +570,13 @@ class _Engine:
         if not self.handshake_done:
             self.handshake(t)
         written = 0
+        me = threading.get_ident()
         try:
+            if self.writer == me:
+                # A signal handler on top of this thread's own write: it would wait for itself.
+                raise _reentered(False)
             t.acquire(self.out_lock)
+            self.writer = me
             try:
                 if not self.flush_locked(t):
                     raise _want_write()
@@ -578,13 +588,18 @@ class _Engine:
                 while True:  # do-while: a write of b"" still runs one step
                     chunk = view[written : written + step]
                     n = self._seal(t, chunk)
+                    # Sealed: whatever becomes of this flush, the next one sends it, so it
+                    # counts in .written (a retry of the rest must not send it twice).
+                    written += n
                     if not self.flush_locked(t):
+                        # Non-blocking: the caller retries with the same data.
+                        written -= n
                         self.retry = n
                         raise _want_write()
-                    written += n
                     if written >= total:
                         return total
             finally:
+                self.writer = 0
                 self.release_out(t)
         except BaseException as e:
             with_written(e, written)
