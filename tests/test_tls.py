@@ -577,6 +577,49 @@ def test_dropin_write_from_a_handler_on_a_writing_thread_is_refused(
     assert "reentrant call" in str(got[0])
 
 
+@pytest.mark.timeout(40)
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_dropin_fork_while_a_thread_writes(rt: Any) -> None:
+    """A child forked while a parent thread is parked in a TLS write: a write in the child
+    fails with the poisoned descriptor's error instead of waiting for ever for the write
+    lock the parent thread held."""
+    import warnings
+
+    c, s = tls_pair("dropin")
+    try:
+        w = Runner(lambda: c.write(b"w" * (64 << 20)), "writer")
+        wait_parked(c.fd, "w")
+        with warnings.catch_warnings():
+            # 3.12+: "This process is multi-threaded, use of fork() may lead to deadlocks".
+            warnings.simplefilter("ignore", DeprecationWarning)
+            pid = os.fork()
+        if pid == 0:  # pragma: no cover - runs in the child
+            code = 70
+            try:
+                c.obj.send(b"x")
+                code = 1
+            except OSError as e:
+                code = 0 if "forked" in str(e) else 2
+            finally:
+                os._exit(code)
+        end = time.monotonic() + 20
+        while True:
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                break
+            if time.monotonic() > end:
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+                raise AssertionError("the child hung")
+            time.sleep(0.005)  # polling the child's state
+        assert os.waitstatus_to_exitcode(status) == 0
+        c.set_write_deadline(time.monotonic() - 1)
+        assert isinstance(w.join_exc(), DeadlineExceededError)
+    finally:
+        c.close()
+        s.close()
+
+
 @pytest.mark.timeout(20)
 def test_dropin_blocking_descriptor_stays_blocking(rt: Any) -> None:
     """DESIGN: a blocking socket's descriptor is blocking. A TLS step makes it non-blocking

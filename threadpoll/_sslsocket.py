@@ -140,7 +140,7 @@ class _SSLObj:
     park between them (see the module docstring). The stdlib's SSLSocket code runs unchanged
     on top."""
 
-    __slots__ = ("obj", "lock", "wlock", "wowner", "unsent", "cut", "_owner")
+    __slots__ = ("obj", "lock", "wlock", "wowner", "unsent", "cut", "_owner", "__weakref__")
 
     def __init__(self, owner: SSLSocket, server_side: bool, session: Any) -> None:
         # Weak, as _ssl's own links to its socket: the SSLSocket holds this object, and a
@@ -160,6 +160,29 @@ class _SSLObj:
         self.obj = owner._context._wrap_socket(  # type: ignore[attr-defined]
             owner, server_side, owner.server_hostname, owner=owner, session=session
         )
+        _live.add(self)  # for _after_fork_in_child
+
+    def _after_fork_in_child(self, me: int) -> None:
+        """In a forked child (one thread, ``me``): a lock a parent thread held is never
+        released. The step lock is replaced (a step a parent thread was in held an FD
+        reference or lock, which poisoned the FD: its I/O fails already). A wlock a parent
+        thread held (its write unfinished, OpenSSL holding part of it) is replaced by one that
+        stays held, marked ``_POISONED``: every write then fails as the poisoned FD's calls
+        do, instead of waiting for ever."""
+        lock = self.lock
+        if lock.acquire(False):  # free, or the forking thread's own (re-entrant)
+            lock.release()
+        else:
+            self.lock = threading.RLock()
+        if self.wowner != me:
+            wlock = self.wlock
+            if wlock.acquire(False):
+                wlock.release()
+            else:
+                wlock = threading.Lock()
+                wlock.acquire()
+                self.wlock = wlock
+                self.wowner = _POISONED
 
     def _sock(self) -> SSLSocket:
         sock = self._owner()
@@ -343,6 +366,8 @@ class _SSLObj:
         writer that holds wlock needs for its next step)."""
         wlock = self.wlock
         if not wlock.acquire(False):
+            if self.wowner == _POISONED:
+                raise _poisoned_by_fork()
             if timeout == 0.0:
                 raise _want_write()  # another thread is writing: this would wait
             if self.wowner == threading.get_ident():
@@ -438,6 +463,37 @@ class _SSLObj:
 
 def _write_timed_out() -> OSError:
     return _timed_out("write")
+
+
+# _SSLObj.wowner of a connection whose write a parent thread was in when the process forked.
+_POISONED = -1
+
+# Every _SSLObj not collected yet, for _after_fork_in_child.
+_live: weakref.WeakSet[_SSLObj] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    """Every live _SSLObj made usable in a forked child, or its writes poisoned."""
+    me = threading.get_ident()
+    # The WeakSet's own references (one thread is left: nothing races with this).
+    refs: list[weakref.ref[_SSLObj]] = list(_live.data)  # type: ignore[attr-defined]
+    for r in refs:
+        obj = r()
+        if obj is not None:
+            obj._after_fork_in_child(me)
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def _poisoned_by_fork() -> OSError:
+    """A poisoned FD's error (fd_unix FD._closed_error), word for word."""
+    return OSError(
+        errno.EBADF,
+        "threadpoll: this descriptor was in use by another thread when the process "
+        "forked; it cannot be used in the child (close it and open a new one)",
+    )
 
 
 def _reentered_step() -> RuntimeError:
