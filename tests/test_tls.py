@@ -579,12 +579,17 @@ def test_dropin_write_from_a_handler_on_a_writing_thread_is_refused(
 
 @pytest.mark.timeout(40)
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
-def test_dropin_fork_while_a_thread_writes(rt: Any) -> None:
+@pytest.mark.parametrize("route", ["dropin", "dropin-bio"])
+def test_dropin_fork_while_a_thread_writes(
+    rt: Any, route: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A child forked while a parent thread is parked in a TLS write: a write in the child
     fails with the poisoned descriptor's error instead of waiting for ever for the write
     lock the parent thread held."""
     import warnings
 
+    if route == "dropin-bio":
+        monkeypatch.setattr(_sslsocket, "_BIO_ONLY", True)
     c, s = tls_pair("dropin")
     try:
         w = Runner(lambda: c.write(b"w" * (64 << 20)), "writer")

@@ -34,8 +34,11 @@ Write errors:
 
 from __future__ import annotations
 
+import errno
+import os
 import ssl
 import threading
+import weakref
 from typing import Any, Callable, TypeVar
 
 from threadpoll._poll.fd_unix import _reentered
@@ -89,6 +92,32 @@ class _Transport:
         return None
 
 
+class _PoisonedLock:
+    """What replaces an _Engine lock a parent thread held when the process forked: taking
+    it fails with the poisoned FD's error (fd_unix FD._closed_error), word for word.
+
+    Go: none
+    """
+
+    __slots__ = ()
+
+    def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
+        raise OSError(
+            errno.EBADF,
+            "threadpoll: this descriptor was in use by another thread when the process "
+            "forked; it cannot be used in the child (close it and open a new one)",
+        )
+
+    def release(self) -> None:
+        raise RuntimeError("release unlocked lock")
+
+    def __enter__(self) -> bool:
+        return self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
 class _Engine:
     """An SSLObject on two memory BIOs, pumped through a _Transport. See the module
     docstring for the locks.
@@ -117,6 +146,7 @@ class _Engine:
         "maybe_pending",
         "read_err",
         "framed",
+        "__weakref__",
     )
 
     def __init__(
@@ -128,6 +158,7 @@ class _Engine:
         self.obj = obj  # _ssl._SSLSocket over the BIOs; guarded by lock
         self.incoming = incoming  # guarded by lock
         self.outgoing = outgoing  # guarded by lock
+        _live.add(self)  # for _after_fork_in_child
         self.lock = threading.RLock()
         self.in_lock = threading.Lock()
         self.out_lock = threading.Lock()
@@ -181,6 +212,25 @@ class _Engine:
             session=session,
         )
         return cls(obj, incoming, outgoing, framed)
+
+    def _after_fork_in_child(self) -> None:
+        """In a forked child (one thread left): a lock a parent thread held is never
+        released. The step lock is replaced; an I/O lock (hs_lock, in_lock, out_lock) a
+        parent thread held, whose operation is unfinished, becomes a _PoisonedLock: the
+        calls that need it fail as a poisoned FD's do, instead of waiting for ever.
+
+        Go: none (Go does not fork a multi-threaded runtime)
+        """
+        if self.lock.acquire(False):  # free, or the forking thread's own (re-entrant)
+            self.lock.release()
+        else:
+            self.lock = threading.RLock()
+        for name in ("hs_lock", "in_lock", "out_lock"):
+            lock = getattr(self, name)
+            if lock.acquire(False):
+                lock.release()
+            else:
+                setattr(self, name, _PoisonedLock())
 
     def call(self, f: Callable[..., _T], *args: Any) -> _T:
         """One SSLObject step that makes no I/O (getpeercert, cipher, ...), under lock."""
@@ -679,3 +729,21 @@ class _Engine:
         TLS (the first cleartext bytes after an unwrap)."""
         with self.lock:
             return bytes(self.incoming.read()) if self.incoming.pending else b""
+
+
+# Every _Engine not collected yet, for _after_fork_in_child.
+_live: weakref.WeakSet[_Engine] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    """Every live _Engine made usable in a forked child, or poisoned (Go: none)."""
+    # The WeakSet's own references (one thread is left: nothing races with this).
+    refs: list[weakref.ref[_Engine]] = list(_live.data)  # type: ignore[attr-defined]
+    for r in refs:
+        eng = r()
+        if eng is not None:
+            eng._after_fork_in_child()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
