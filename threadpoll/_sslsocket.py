@@ -116,6 +116,7 @@ _c_settimeout = _CSocket.settimeout
 _StdSSLSocket = ssl.SSLSocket
 _MSG_DONTWAIT = getattr(_socket, "MSG_DONTWAIT", 0)
 _monotonic = time.monotonic
+_get_ident = threading.get_ident
 _WantRead = ssl.SSLWantReadError
 _WantWrite = ssl.SSLWantWriteError
 # Plaintext per SSL_write in a blocking write: .written moves in these steps.
@@ -319,19 +320,26 @@ class _SSLObj:
         if timeout == 0.0 or not sock._desc.pollable:
             # One step, as the stdlib's: the caller retries with the same data on
             # SSLWantWriteError (OpenSSL's contract), and gets its length once it is out.
-            self._wlock_acquire(0.0, start)
+            wlock = self.wlock
+            if not wlock.acquire(False):
+                self._wlock_wait(0.0, start)
+            self.wowner = _get_ident()
             try:
                 if self.unsent is not None:
                     self._run("write", write, (self.unsent,), start)
                     self.unsent = None
                 return int(self._run("write", write, (data,), start))
             finally:
-                self._wlock_release()
-        try:
-            self._wlock_acquire(timeout, start)
-        except BaseException as e:
-            with_written(e, 0)
-            raise
+                self.wowner = 0
+                wlock.release()
+        wlock = self.wlock
+        if not wlock.acquire(False):
+            try:
+                self._wlock_wait(timeout, start)
+            except BaseException as e:
+                with_written(e, 0)
+                raise
+        self.wowner = _get_ident()
         try:
             if self.unsent is not None:
                 try:
@@ -356,30 +364,25 @@ class _SSLObj:
                 return len(data)
             return self._write_chunks(data, start)
         finally:
-            self._wlock_release()
+            self.wowner = 0
+            wlock.release()
 
-    def _wlock_acquire(self, timeout: float | None, start: float) -> None:
-        """Take wlock for a write call with this timeout (0: only if free, else
-        SSLWantWriteError), noting its holder. Refused with RuntimeError where waiting would
-        wait for itself: on top of this thread's own write (a signal handler), or inside a
-        step on this connection (a callback or a handler there holds ``lock``, which the
-        writer that holds wlock needs for its next step)."""
-        wlock = self.wlock
-        if not wlock.acquire(False):
-            if self.wowner == _POISONED:
-                raise _poisoned_by_fork()
-            if timeout == 0.0:
-                raise _want_write()  # another thread is writing: this would wait
-            if self.wowner == threading.get_ident():
-                raise _reentered(False)
-            if self.lock._is_owned():  # type: ignore[attr-defined]  # C's RLock has it
-                raise _reentered_step()
-            acquire_until(wlock, None if timeout is None else start + timeout, _write_timed_out)
-        self.wowner = threading.get_ident()
-
-    def _wlock_release(self) -> None:
-        self.wowner = 0
-        self.wlock.release()
+    def _wlock_wait(self, timeout: float | None, start: float) -> None:
+        """Take wlock, which another holds (a first ``acquire(False)`` failed), for a write
+        call with this timeout (0: SSLWantWriteError at once); the caller then notes itself
+        in ``wowner``. Refused with RuntimeError where waiting would wait for itself: on top
+        of this thread's own write (a signal handler), or inside a step on this connection
+        (a callback or a handler there holds ``lock``, which the writer that holds wlock
+        needs for its next step)."""
+        if self.wowner == _POISONED:
+            raise _poisoned_by_fork()
+        if timeout == 0.0:
+            raise _want_write()  # another thread is writing: this would wait
+        if self.wowner == _get_ident():
+            raise _reentered(False)
+        if self.lock._is_owned():  # type: ignore[attr-defined]  # C's RLock has it
+            raise _reentered_step()
+        acquire_until(self.wlock, None if timeout is None else start + timeout, _write_timed_out)
 
     def _write_chunks(self, data: Any, start: float) -> int:
         """A blocking write in steps of up to _CHUNK: the rest of write. Must be called
@@ -409,14 +412,18 @@ class _SSLObj:
         is finished first."""
         start = _monotonic()
         sock = self._sock()
-        self._wlock_acquire(sock._timeout, start)
+        wlock = self.wlock
+        if not wlock.acquire(False):
+            self._wlock_wait(sock._timeout, start)
+        self.wowner = _get_ident()
         try:
             if self.unsent is not None:
                 self._run("write", self.obj.write, (self.unsent,), start)
                 self.unsent = None
             return self._run("", self.obj.shutdown, (), start)
         finally:
-            self._wlock_release()
+            self.wowner = 0
+            wlock.release()
 
     # --- no I/O: one step under the lock ---------------------------------------------------
 
