@@ -55,7 +55,9 @@ A writer never waits for ``wlock`` where it would wait for itself: a signal hand
 its own thread's write, or a callback or handler inside a step (holding ``lock``, which the
 writer holding ``wlock`` needs for its next step), gets ``RuntimeError('reentrant call: ...')``
 as on a plain threadpoll socket. A read or write whose deadline has passed fails before its
-first step, as a plain socket's does.
+first step, as a plain socket's does. In a forked child, a wlock that a parent thread held
+makes every write fail with the poisoned descriptor's error (``_after_fork_in_child``), as
+fd_unix's FDs do, instead of waiting for ever.
 
 A socket the poller refused (not pollable) has the stdlib's behaviour and none of the
 promises, as a plain threadpoll socket does: its steps are ``_ssl``'s own blocking calls.
