@@ -3,11 +3,11 @@
 Read beside Go's ``crypto/tls/conn.go``. As Go's ``tls.Conn`` sits on a ``net.Conn``, a
 ``TLSConn`` sits on a ``threadpoll.net.Conn``: OpenSSL (through the stdlib's ``ssl``) does the
 protocol on two memory BIOs, and every byte that reaches or leaves the wire goes through the
-Conn's ``read_into`` and ``write``, which park on the descriptor's pollDesc. So the promises
-hold under TLS: ``close()`` from any thread wakes a thread blocked anywhere in TLS with
-``NetClosingError``; the Conn's deadlines bound every TLS operation; one thread may read while
-another writes. Errors are the stdlib's ``ssl`` exceptions unchanged, plus the closing and
-deadline errors.
+Conn's descriptor, whose reads and writes park on its pollDesc (Go's ``Conn.Read`` and
+``Conn.Write``). So the promises hold under TLS: ``close()`` from any thread wakes a thread
+blocked anywhere in TLS with ``NetClosingError``; the Conn's deadlines bound every TLS
+operation; one thread may read while another writes. Errors are the stdlib's ``ssl``
+exceptions unchanged, plus the closing and deadline errors.
 
 The TLS machinery (the two-BIO shuffle, its locks) is in ``threadpoll._tlsengine``, shared with
 the drop-in ``ssl.SSLSocket``.
@@ -46,9 +46,10 @@ _CLOSE_NOTIFY_SECONDS = 5.0
 
 class _ConnTransport(_Transport):
     """A TLSConn's way to the wire: its Conn's FD, whose deadlines bound every wait. Each
-    attempt is one non-blocking syscall (MSG_DONTWAIT) under the FD's read or write lock
-    (Go: the RawConn's Read and Write), so it never depends on the descriptor's O_NONBLOCK
-    flag, which another holder of the open file description may clear."""
+    try is one non-blocking syscall (MSG_DONTWAIT) under the FD's read or write lock, with
+    the FD's parking between tries (Go: the Conn's Read and Write, each one pass of
+    internal/poll's loop; in C on the C core), so it never depends on the descriptor's
+    O_NONBLOCK flag, which another holder of the open file description may clear."""
 
     __slots__ = ("conn", "_fd", "_sock")
 
@@ -58,36 +59,10 @@ class _ConnTransport(_Transport):
         self._sock = conn._sock
 
     def recv_into(self, buf: memoryview) -> int:
-        if not _MSG_DONTWAIT:
-            return self.conn.read_into(buf)
-        sock = self._sock
-        got = [0]
-
-        def attempt(_: int) -> bool:
-            try:
-                got[0] = _socket.socket.recv_into(sock, buf, 0, _MSG_DONTWAIT)
-            except BlockingIOError:
-                return False
-            return True
-
-        self._fd.raw_read(attempt)
-        return got[0]
+        return int(self._fd.recv_into(buf, 0, 0))
 
     def send(self, data: memoryview) -> int:
-        if not _MSG_DONTWAIT:
-            return self.conn.write(data)
-        sock = self._sock
-        sent = [0]
-
-        def attempt(_: int) -> bool:
-            try:
-                sent[0] = _socket.socket.send(sock, data, _MSG_DONTWAIT)
-            except BlockingIOError:
-                return False
-            return True
-
-        self._fd.raw_write(attempt)
-        return sent[0]
+        return int(self._fd.send(data, 0))
 
     def peek_into(self, buf: memoryview) -> int | None:
         if not _MSG_DONTWAIT:
