@@ -107,8 +107,7 @@ from typing import Any, Callable
 
 from threadpoll import socket as _tpsocket
 from threadpoll._poll.fd_unix import CallLimit, _reentered, acquire_until
-from threadpoll._runtime.netpoll import NO_DEADLINE
-from threadpoll._tlsengine import _Engine, _Transport
+from threadpoll._tlsengine import _Engine, _reentered_step, _Transport
 from threadpoll.errors import DeadlineExceededError, with_written
 
 __all__ = ["SSLSocket", "install"]
@@ -232,15 +231,10 @@ class _SSLObj:
         try:
             if not d.pollable:
                 return op(*args)  # the stdlib's own blocking call (see the module docstring)
-            if what == "read" or what == "write":
-                # What the pollDesc's prepare checks first in raw_read/raw_write (closing is
-                # incref's): a deadline that has passed fails the call even if its first
-                # step could finish. Read without the short lock, one attribute load, as
-                # Go's prepare reads pd.info; the pollDesc's own prepare cannot be called
-                # here, since it resets the parked state without the FD's read/write lock.
-                dl = fd._rd if what == "read" else fd._wd
-                if dl != NO_DEADLINE and dl <= _monotonic():
-                    raise DeadlineExceededError()
+            if (what == "read" or what == "write") and fd.deadline_passed(what == "read"):
+                # A deadline that has passed fails the call even if its first step could
+                # finish (closing is incref's), as in raw_read/raw_write.
+                raise DeadlineExceededError()
             with self.lock:  # _step, inline: the first try is the hot path
                 if sock._timeout is None:
                     _c_settimeout(sock, 0.0)
@@ -505,16 +499,6 @@ def _poisoned_by_fork() -> OSError:
     )
 
 
-def _reentered_step() -> RuntimeError:
-    """A write waiting for another thread's write from inside a step on the same connection
-    (fd_unix's _reentered, for the step lock)."""
-    return RuntimeError(
-        "reentrant call: a write on this descriptor from a callback or signal handler inside "
-        "a TLS step on it while another thread is in a write on it (it would wait for a "
-        "thread that waits for it)"
-    )
-
-
 class _SockTransport(_Transport):
     """One TLS call's way to the wire: the socket's descriptor, parking on its pollDesc until
     ``until`` (absolute monotonic seconds, None for no limit); ``nonblocking`` makes one
@@ -532,6 +516,11 @@ class _SockTransport(_Transport):
 
     def _timed_out(self) -> OSError:
         return _stdsocket.timeout(f"The {self.what} operation timed out")
+
+    def check(self, read: bool) -> None:
+        d = self.sock._desc
+        if d.pollable and d.fd.deadline_passed(read):
+            raise DeadlineExceededError()
 
     def _io(self, reading: bool, op: Callable[..., int], *args: Any) -> int:
         sock = self.sock
@@ -940,3 +929,6 @@ def install() -> None:
     sockets (idempotent; a context class whose ``sslsocket_class`` was changed keeps it)."""
     if ssl.SSLContext.sslsocket_class is _StdSSLSocket:
         ssl.SSLContext.sslsocket_class = SSLSocket
+
+
+install()  # threadpoll.socket imports this module for this

@@ -24,12 +24,8 @@ The handshake takes ``hs_lock`` (Go: ``handshakeMutex``), then ``in_lock``, then
 ``read`` and ``write`` run it first while it is not done, so a writer waits for a handshake a
 reader started, not for the reader's next record.
 
-Write errors:
-
-- DIVERGENCE(go): after a write fails part-way (a deadline, a reset) the records already
-  sealed are kept and go out first on the next write, where Go marks the connection broken
-  for writing; ``.written`` counts the plaintext whose records all reached the kernel, in
-  steps of up to 64 KiB (``_CHUNK``).
+Write errors: as ``threadpoll.tls``'s module docstring says (the records sealed before an
+error are kept and go out first; ``.written`` counts them; a past deadline fails first).
 """
 
 from __future__ import annotations
@@ -64,6 +60,16 @@ def _want_write() -> ssl.SSLWantWriteError:
     return ssl.SSLWantWriteError(ssl.SSL_ERROR_WANT_WRITE, "The operation did not complete (write)")
 
 
+def _reentered_step() -> RuntimeError:
+    """A write waiting for another thread's write from inside a step on the same connection
+    (fd_unix's _reentered, for the step lock)."""
+    return RuntimeError(
+        "reentrant call: a write on this descriptor from a callback or signal handler inside "
+        "a TLS step on it while another thread is in a write on it (it would wait for a "
+        "thread that waits for it)"
+    )
+
+
 class _Transport:
     """How an engine reaches the wire for one call: the drop-in makes one per call (with the
     call's time limit); a TLSConn has one for its life.
@@ -85,6 +91,12 @@ class _Transport:
 
     def acquire(self, lock: threading.Lock) -> None:
         lock.acquire()
+
+    def check(self, read: bool) -> None:
+        """Raise the deadline error if the call's read (or write) deadline has passed, so
+        that it fails before its first step, as a plain read or write does (a step may
+        finish without touching the wire: plaintext OpenSSL holds, records sealed into the
+        outgoing BIO)."""
 
     def peek_into(self, buf: memoryview) -> int | None:
         """Read what the kernel already has without waiting (None: nothing, or not
@@ -520,6 +532,7 @@ class _Engine:
             self.kick(t)  # what a previous non-blocking call could not send
         t.acquire(self.in_lock)
         try:
+            t.check(True)
             err = self.read_err
             if err is not None:
                 self.read_err = None
@@ -625,9 +638,15 @@ class _Engine:
             if self.writer == me:
                 # A signal handler on top of this thread's own write: it would wait for itself.
                 raise _reentered(False)
-            t.acquire(self.out_lock)
+            if not self.out_lock.acquire(False):
+                if self.lock._is_owned():  # type: ignore[attr-defined]  # C's RLock has it
+                    # Inside a step (a callback, a handler there): the writer holding
+                    # out_lock needs lock for its next step.
+                    raise _reentered_step()
+                t.acquire(self.out_lock)
             self.writer = me
             try:
+                t.check(False)  # before anything is sealed: .written stays 0
                 if not self.flush_locked(t):
                     raise _want_write()
                 if self.retry is not None:

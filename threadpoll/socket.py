@@ -1461,9 +1461,8 @@ def patched() -> Iterator[None]:
 
 # The ssl wrapping hook: SSLContext.wrap_socket() of a threadpoll socket builds threadpoll's
 # ssl.SSLSocket (threadpoll/_sslsocket.py), whose TLS parks on the descriptor's pollDesc.
+# The module installs it as the last step of its import (it imports this module first).
 try:
-    from threadpoll import _sslsocket
+    from threadpoll import _sslsocket  # noqa: F401
 except ImportError:  # an interpreter built without ssl
     pass
-else:
-    _sslsocket.install()

@@ -16,8 +16,9 @@ Differences from Go:
 
 - DIVERGENCE(go): after a write fails part-way (a deadline, a reset) the records already
   sealed are kept and go out first on the next write, where Go marks the connection broken
-  for writing; ``.written`` counts the plaintext whose records all reached the kernel, in
-  steps of up to 64 KiB (``_CHUNK``).
+  for writing; ``.written`` counts the plaintext sealed so far (it is committed), in steps of
+  up to 64 KiB (``_CHUNK``), so the retry ``write(data[e.written:])`` sends no byte twice. A
+  write whose deadline has already passed fails before it seals anything (``.written`` 0).
 - DIVERGENCE(go): OpenSSL decides the protocol; ``ssl`` has no call to send a TLS 1.3
   KeyUpdate, so ``TLSConn`` cannot start one (it answers the peer's, as OpenSSL does).
 """
@@ -30,6 +31,7 @@ import time
 from typing import Any
 
 from threadpoll._tlsengine import _Engine, _Transport
+from threadpoll.errors import DeadlineExceededError
 from threadpoll.net import Addr, AddressArg, Conn, Listener
 from threadpoll.net import dial as _net_dial
 from threadpoll.net import listen as _listen
@@ -63,6 +65,13 @@ class _ConnTransport(_Transport):
 
     def send(self, data: memoryview) -> int:
         return int(self._fd.send(data, 0))
+
+    def check(self, read: bool) -> None:
+        # A read returns plaintext already decrypted or in the memory BIO whatever the
+        # deadline, as Go's Conn.Read returns c.input's; a write with a past deadline fails
+        # before it seals anything (Go seals, fails and breaks the connection).
+        if not read and self._fd.deadline_passed(False):
+            raise DeadlineExceededError()
 
     def peek_into(self, buf: memoryview) -> int | None:
         if not _MSG_DONTWAIT:

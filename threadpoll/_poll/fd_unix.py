@@ -1782,6 +1782,19 @@ class FD:
 
     # --- deadlines -----------------------------------------------------------------------
 
+    def deadline_passed(self, read: bool) -> bool:
+        """Whether the user's read (or write) deadline has passed: what the pollDesc's
+        prepare checks first. For a caller whose first try does not go through the FD's
+        loop (a TLS step), so that a call with a past deadline fails before it does
+        anything, as a plain read or write does. Read without the short lock, one attribute
+        load, as Go's prepare reads pd.info; the pollDesc's own prepare cannot serve here,
+        since it resets the parked state and needs the FD's read or write lock.
+
+        Go: runtime/netpoll.go netpollcheckerr's deadline test (pd.info's expired bits)
+        """
+        dl = self._rd if read else self._wd
+        return dl != NO_DEADLINE and dl <= _monotonic()
+
     def set_deadline(self, t: float | None) -> None:
         """Set the read and write deadlines: absolute time.monotonic() seconds, or None.
 
