@@ -19,7 +19,8 @@
  * DIVERGENCE(go): send(2) and accept(2) release the GIL (the peer a send wakes should not
  * then wait for the GIL; accept4 takes no MSG_DONTWAIT, and a descriptor the drop-in left in
  * blocking mode could block there); recv(2) keeps it (the data is there or EAGAIN comes back
- * at once, and the GIL round costs more than the call).
+ * at once, and the GIL round costs more than the call) unless it asks for 128 KiB or more
+ * (RECV_NOGIL_MIN), where the copy may cost more than the round.
  *
  * Free threading: every pollDesc field is read under pd->lock (tp_poll_reset,
  * tp_poll_wait), the fdMutex state word with atomics; the Python objects used across a wait
@@ -232,6 +233,11 @@ read_wait(PyObject *fd, PollDescObject *pd)
     return wait_io(pd, MODE_R);
 }
 
+/* A recv(2) asking for at least this many bytes releases the GIL: it may copy that much (a
+ * TLS engine's 256 KiB read takes ~25 us), and another thread's Python should run meanwhile.
+ * Smaller reads (the 64 KiB most callers ask for, which mostly find a few bytes) keep it. */
+#define RECV_NOGIL_MIN 131072
+
 /* Go's read loop, the read lock held and the pollDesc prepared: recv(2) of at most n bytes
  * into buf with flags until it does not say EAGAIN, parking between. The byte count (0 at
  * EOF, or once the read side is shut down and nothing is left), or -1 with an exception.
@@ -240,11 +246,21 @@ static Py_ssize_t
 recv_loop(PyObject *fd, PollDescObject *pd, int sysfd, char *buf, Py_ssize_t n, int flags)
 {
     for (;;) {
-        ssize_t r = recv(sysfd, buf, (size_t)n, flags | MSG_DONTWAIT);
+        ssize_t r;
+        int e;
+        if (n >= RECV_NOGIL_MIN) {
+            Py_BEGIN_ALLOW_THREADS
+            r = recv(sysfd, buf, (size_t)n, flags | MSG_DONTWAIT);
+            e = errno;
+            Py_END_ALLOW_THREADS
+        } else {
+            r = recv(sysfd, buf, (size_t)n, flags | MSG_DONTWAIT);
+            e = errno;
+        }
         if (r >= 0) {
             return r;
         }
-        int w = after_error(errno);
+        int w = after_error(e);
         if (w < 0) {
             return -1;
         }
