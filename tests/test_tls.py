@@ -28,6 +28,7 @@ import pytest
 from support import Runner, wait_parked
 
 import threadpoll.socket as ts
+import threadpoll.testing
 from threadpoll import _sslsocket, net, tls
 from threadpoll._sslsocket import SSLSocket as TPSSLSocket
 from threadpoll.errors import DeadlineExceededError, NetClosingError
@@ -492,6 +493,83 @@ def test_past_deadline_raises_even_when_the_call_could_finish(pair: tuple[End, E
 
 
 @pytest.mark.timeout(20)
+def test_closed_wins_over_a_past_deadline(front: str) -> None:
+    """A descriptor closed under the connection fails its reads and writes with the closing
+    error, not the deadline's, even with both deadlines in the past (Go's netpollcheckerr
+    reports closing first)."""
+    c, s = tls_pair(front)
+    try:
+        s.write(b"hello")
+        r, _, _ = select.select([c.fileno()], [], [], 10)
+        assert r, "the record never arrived"
+        c.set_read_deadline(time.monotonic() - 1)
+        c.set_write_deadline(time.monotonic() - 1)
+        assert threadpoll.testing.close_all() >= 1
+        for op in (lambda: c.write(b"x"), lambda: c.read(100)):
+            with pytest.raises(OSError) as ei:
+                op()
+            assert not isinstance(ei.value, DeadlineExceededError), repr(ei.value)
+    finally:
+        for end in (c, s):
+            try:
+                end.close()
+            except OSError:
+                pass  # a drop-in socket whose descriptor was closed under it: EBADF
+
+
+@pytest.mark.timeout(20)
+@pytest.mark.parametrize("route", ["dropin", "dropin-bio"])
+def test_dropin_nonblocking_calls_have_no_deadlines(
+    rt: Any, route: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A non-blocking TLS socket ignores its deadlines, as a plain threadpoll socket does
+    (a call that never waits has nothing for them to bound)."""
+    if route == "dropin-bio":
+        monkeypatch.setattr(_sslsocket, "_BIO_ONLY", True)
+    c, s = tls_pair(route)
+    try:
+        c.obj.settimeout(0.0)
+        c.set_read_deadline(time.monotonic() - 1)
+        c.set_write_deadline(time.monotonic() - 1)
+        assert c.obj.send(b"ping") == 4
+        assert s.read(100) == b"ping"
+        s.write(b"pong")
+        r, _, _ = select.select([c.fileno()], [], [], 10)
+        assert r, "the record never arrived"
+        got = b""
+        while len(got) < 4:
+            try:
+                got += c.obj.recv(100)
+            except ssl.SSLWantReadError:
+                select.select([c.fileno()], [], [], 10)
+        assert got == b"pong"
+    finally:
+        c.close()
+        s.close()
+
+
+@pytest.mark.timeout(30)
+def test_dropin_bio_nonblocking_write_does_not_wait_for_a_parked_writer(
+    rt: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On the memory-BIO route, a non-blocking write while another thread's write is parked
+    raises SSLWantWriteError at once (as on the _ssl route) instead of waiting for it."""
+    monkeypatch.setattr(_sslsocket, "_BIO_ONLY", True)
+    c, s = tls_pair("dropin-bio")
+    try:
+        w = Runner(lambda: c.write(b"w" * (64 << 20)), "writer")
+        wait_parked(c.fd, "w")
+        c.obj.settimeout(0.0)  # the parked write keeps the limit it started with
+        with pytest.raises(ssl.SSLWantWriteError):
+            c.obj.send(b"x")
+        c.set_write_deadline(time.monotonic() - 1)
+        assert isinstance(w.join_exc(), DeadlineExceededError)
+    finally:
+        c.close()
+        s.close()
+
+
+@pytest.mark.timeout(20)
 def test_past_read_deadline_and_plaintext_already_decrypted(pair: tuple[End, End]) -> None:
     """Plaintext OpenSSL already holds (a read took part of a record): the drop-in fails a
     read with a past deadline, as a plain socket with data in its buffer does; threadpoll.tls
@@ -591,6 +669,89 @@ def test_dropin_write_from_a_handler_on_a_writing_thread_is_refused(
     assert len(got) == 1
     assert isinstance(got[0], RuntimeError), got[0]
     assert "reentrant call" in str(got[0])
+
+
+def _handler_call_on_top_of(
+    parked: Callable[[], Any], fd: Any, mode: str, call: Callable[[], Any], end: Callable[[], None]
+) -> BaseException | None:
+    """Run parked() on the main thread; once it is parked (mode "r"/"w" on fd), a SIGUSR1
+    handler on the main thread runs call() and then end(), which must make parked() fail.
+    Returns what call() raised (None if it returned)."""
+    main = threading.main_thread().ident
+    assert main is not None
+    got: list[BaseException | None] = []
+
+    def handler(signum: int, frame: Any) -> None:
+        try:
+            call()
+            got.append(None)
+        except BaseException as e:
+            got.append(e)
+        end()
+
+    def kick() -> None:
+        wait_parked(fd, mode)
+        signal.pthread_kill(main, signal.SIGUSR1)
+
+    old = signal.signal(signal.SIGUSR1, handler)
+    try:
+        kicker = Runner(kick, name="kicker")
+        with pytest.raises(OSError):
+            parked()
+        kicker.join()
+    finally:
+        signal.signal(signal.SIGUSR1, old)
+    assert len(got) == 1
+    return got[0]
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.skipif(not hasattr(signal, "pthread_kill"), reason="needs signal.pthread_kill")
+def test_read_from_a_handler_on_a_reading_thread_is_refused(pair: tuple[End, End]) -> None:
+    """A signal handler that reads on the connection its own thread is parked reading on
+    gets RuntimeError('reentrant call ...') instead of waiting for itself."""
+    if threading.current_thread() is not threading.main_thread():
+        pytest.skip("signal handlers run in the main thread only")
+    c, s = pair
+    e = _handler_call_on_top_of(
+        lambda: c.read(100),
+        c.fd,
+        "r",
+        lambda: c.read(100),
+        lambda: c.set_read_deadline(time.monotonic() - 1),
+    )
+    assert isinstance(e, RuntimeError), e
+    assert "reentrant call" in str(e)
+    c.set_read_deadline(None)
+    s.write(b"after")
+    assert c.read(100) == b"after"  # nothing left half-changed
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.skipif(not hasattr(signal, "pthread_kill"), reason="needs signal.pthread_kill")
+def test_write_from_a_handler_during_its_threads_handshake_is_refused(front: str) -> None:
+    """A signal handler that writes on the connection whose handshake its own thread is
+    parked in gets RuntimeError('reentrant call ...') instead of waiting for itself."""
+    if threading.current_thread() is not threading.main_thread():
+        pytest.skip("signal handlers run in the main thread only")
+    a, b = raw_pair(front)
+    c: End | None = None
+    try:
+        c = wrap(a, front, client_ctx(), False, "localhost", handshake=False)
+        e = _handler_call_on_top_of(
+            c.handshake,
+            c.fd,
+            "r",  # the server never answers the ClientHello
+            lambda: c.write(b"x"),
+            lambda: c.set_read_deadline(time.monotonic() - 1),
+        )
+        assert isinstance(e, RuntimeError), e
+        assert "reentrant call" in str(e)
+    finally:
+        if c is not None:
+            c.close()
+        a.close()
+        b.close()
 
 
 @pytest.mark.timeout(40)
@@ -1445,8 +1606,11 @@ def drain(end: End, n: int) -> bytes:
 def test_any_tls_module_imports_first(first: str) -> None:
     """Whichever module a program imports first, the ssl hook is installed (no circular
     import error)."""
+    # The hook is threadpoll.socket's (a TLS socket is one of its sockets): once it is
+    # imported, whichever came first, wrap_socket builds threadpoll's SSLSocket.
     code = (
-        f"import {first}, ssl, threadpoll._sslsocket as m; "
+        f"import {first}, ssl, sys; import threadpoll.socket; "
+        "m = sys.modules['threadpoll._sslsocket']; "
         "assert ssl.SSLContext.sslsocket_class is m.SSLSocket"
     )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=50)

@@ -107,7 +107,7 @@ from typing import Any, Callable
 
 from threadpoll import socket as _tpsocket
 from threadpoll._poll.fd_unix import CallLimit, _reentered, acquire_until
-from threadpoll._tlsengine import _Engine, _reentered_step, _Transport
+from threadpoll._tlsengine import _Engine, _reentered_step, _Transport, _want_read, _want_write
 from threadpoll.errors import DeadlineExceededError, with_written
 
 __all__ = ["SSLSocket", "install"]
@@ -130,10 +130,6 @@ _BIO_ONLY = ssl.OPENSSL_VERSION_INFO < (3, 0)
 def _timed_out(what: str) -> OSError:
     """The stdlib's timeout error for a TLS operation ("read", "write", "handshake")."""
     return _stdsocket.timeout(f"The {what} operation timed out")
-
-
-def _want_write() -> ssl.SSLWantWriteError:
-    return ssl.SSLWantWriteError(ssl.SSL_ERROR_WANT_WRITE, "The operation did not complete (write)")
 
 
 class _SSLObj:
@@ -231,10 +227,10 @@ class _SSLObj:
         try:
             if not d.pollable:
                 return op(*args)  # the stdlib's own blocking call (see the module docstring)
-            if (what == "read" or what == "write") and fd.deadline_passed(what == "read"):
+            if (what == "read" or what == "write") and sock._timeout != 0.0:
                 # A deadline that has passed fails the call even if its first step could
-                # finish (closing is incref's), as in raw_read/raw_write.
-                raise DeadlineExceededError()
+                # finish, as in raw_read/raw_write; a non-blocking call has no deadlines.
+                fd.check_err(what == "read")
             with self.lock:  # _step, inline: the first try is the hot path
                 if sock._timeout is None:
                     _c_settimeout(sock, 0.0)
@@ -519,8 +515,8 @@ class _SockTransport(_Transport):
 
     def check(self, read: bool) -> None:
         d = self.sock._desc
-        if d.pollable and d.fd.deadline_passed(read):
-            raise DeadlineExceededError()
+        if d.pollable and not self.nonblocking:  # a non-blocking call has no deadlines
+            d.fd.check_err(read)
 
     def _io(self, reading: bool, op: Callable[..., int], *args: Any) -> int:
         sock = self.sock
@@ -586,6 +582,11 @@ class _SockTransport(_Transport):
             d.fd.decref()
 
     def acquire(self, lock: Any) -> None:
+        if self.nonblocking:
+            # Another thread's call holds it (parked, perhaps): this one would wait.
+            if not lock.acquire(False):
+                raise _want_write() if self.what == "write" else _want_read()
+            return
         acquire_until(lock, self.until, self._timed_out)
 
 

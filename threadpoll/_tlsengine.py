@@ -60,6 +60,19 @@ def _want_write() -> ssl.SSLWantWriteError:
     return ssl.SSLWantWriteError(ssl.SSL_ERROR_WANT_WRITE, "The operation did not complete (write)")
 
 
+def _want_read() -> ssl.SSLWantReadError:
+    return ssl.SSLWantReadError(ssl.SSL_ERROR_WANT_READ, "The operation did not complete (read)")
+
+
+def _reentered_handshake() -> RuntimeError:
+    """A TLS call from a signal handler on top of its own thread's handshake on the same
+    connection (fd_unix's _reentered, for the handshake lock)."""
+    return RuntimeError(
+        "reentrant call: a TLS call on this connection from a signal handler while its own "
+        "thread is in the handshake on it (it would wait for itself)"
+    )
+
+
 def _reentered_step() -> RuntimeError:
     """A write waiting for another thread's write from inside a step on the same connection
     (fd_unix's _reentered, for the step lock)."""
@@ -145,6 +158,8 @@ class _Engine:
         "in_lock",
         "out_lock",
         "writer",
+        "reader",
+        "shaker",
         "pending",
         "retry",
         "rbuf",
@@ -174,9 +189,14 @@ class _Engine:
         self.lock = threading.RLock()
         self.in_lock = threading.Lock()
         self.out_lock = threading.Lock()
-        # The thread ident of the write() call that holds out_lock (0: none), for the
-        # re-entry check. Written by that call only, under out_lock.
+        # The thread idents of the calls that hold out_lock, in_lock and hs_lock (0: none),
+        # for the re-entry checks: a signal handler on top of its own thread's call that
+        # would wait for that call raises RuntimeError instead (fd_unix's _reentered).
+        # Each is written by the holder only, under its lock; another thread reads it only
+        # to compare with its own ident, which a stale value never equals.
         self.writer = 0
+        self.reader = 0
+        self.shaker = 0
         # Sealed bytes taken out of the outgoing BIO, not yet all written. Guarded by out_lock.
         self.pending: memoryview | None = None
         # A non-blocking write whose records are in ``pending``: its plaintext length, which
@@ -288,10 +308,12 @@ class _Engine:
         """Send the outgoing BIO's bytes unless another thread holds out_lock, in which case
         that thread sends them (it looks again after letting go)."""
         while self.out_lock.acquire(False):
+            self.writer = threading.get_ident()
             try:
                 if not self.flush_locked(t):
                     return
             finally:
+                self.writer = 0
                 self.out_lock.release()
             with self.lock:
                 if not self.outgoing.pending:
@@ -469,21 +491,51 @@ class _Engine:
 
         Go: crypto/tls/conn.go Conn.HandshakeContext
         """
+        me = threading.get_ident()
+        if self.shaker == me:
+            raise _reentered_handshake()
         t.acquire(self.hs_lock)
+        self.shaker = me
         try:
             if self.handshake_done:
                 return
-            t.acquire(self.in_lock)
+            self._take_in(t)
             try:
-                t.acquire(self.out_lock)
+                self._take_out(t)
                 try:
                     self._handshake_locked(t)
                 finally:
+                    self.writer = 0
                     self.release_out(t)
             finally:
-                self.in_lock.release()
+                self._drop_in()
         finally:
+            self.shaker = 0
             self.hs_lock.release()
+
+    def _take_in(self, t: _Transport) -> None:
+        """Take in_lock for this thread's call (see ``reader``)."""
+        me = threading.get_ident()
+        if self.reader == me:
+            raise _reentered(True)
+        t.acquire(self.in_lock)
+        self.reader = me
+
+    def _drop_in(self) -> None:
+        self.reader = 0
+        self.in_lock.release()
+
+    def _take_out(self, t: _Transport) -> None:
+        """Take out_lock for this thread's call (see ``writer``; write() does it inline);
+        the caller clears ``writer`` before release_out."""
+        me = threading.get_ident()
+        if self.writer == me:
+            raise _reentered(False)
+        if not self.out_lock.acquire(False):
+            if self.lock._is_owned():  # type: ignore[attr-defined]  # C's RLock has it
+                raise _reentered_step()  # inside a step: see write()
+            t.acquire(self.out_lock)
+        self.writer = me
 
     def _handshake_locked(self, t: _Transport) -> None:
         while True:
@@ -530,7 +582,7 @@ class _Engine:
             self.handshake(t)
         if self.pending is not None and t.nonblocking:
             self.kick(t)  # what a previous non-blocking call could not send
-        t.acquire(self.in_lock)
+        self._take_in(t)
         try:
             t.check(True)
             err = self.read_err
@@ -546,7 +598,7 @@ class _Engine:
                     n = whole.nbytes  # as _ssl's read(n, buffer)
                 return self._read_locked(t, n, whole, None)
         finally:
-            self.in_lock.release()
+            self._drop_in()
 
     def _read_locked(
         self, t: _Transport, n: int, view: memoryview | None, parts: list[bytes] | None
@@ -686,21 +738,21 @@ class _Engine:
             except ssl.SSLError:
                 self._flush_alert_locked(t)
                 raise
-            t.acquire(self.in_lock)
+            self._take_in(t)
             try:
                 self.maybe_pending = True  # the handshake may take in application data
                 self.fill(t, want)
             finally:
-                self.in_lock.release()
+                self._drop_in()
 
     def shutdown(self, t: _Transport) -> None:
         """Send close_notify and wait for the peer's (SSLObject.unwrap).
 
         Go: crypto/tls/conn.go Conn.closeNotify (Go does not wait for the peer's)
         """
-        t.acquire(self.in_lock)
+        self._take_in(t)
         try:
-            t.acquire(self.out_lock)
+            self._take_out(t)
             try:
                 while True:
                     if not self.flush_locked(t):
@@ -720,9 +772,10 @@ class _Engine:
                         return
                     self.fill(t, want)
             finally:
+                self.writer = 0
                 self.release_out(t)
         finally:
-            self.in_lock.release()
+            self._drop_in()
 
     def close_notify(self, t: _Transport) -> bool:
         """Seal close_notify and send it, unless a write is in flight (then False: the
@@ -732,6 +785,7 @@ class _Engine:
         """
         if not self.out_lock.acquire(False):
             return False
+        self.writer = threading.get_ident()
         try:
             with self.lock:
                 try:
@@ -741,6 +795,7 @@ class _Engine:
             self.flush_locked(t)
             return True
         finally:
+            self.writer = 0
             self.out_lock.release()
 
     def leftover(self) -> bytes:

@@ -31,7 +31,6 @@ import time
 from typing import Any
 
 from threadpoll._tlsengine import _Engine, _Transport
-from threadpoll.errors import DeadlineExceededError
 from threadpoll.net import Addr, AddressArg, Conn, Listener
 from threadpoll.net import dial as _net_dial
 from threadpoll.net import listen as _listen
@@ -48,15 +47,15 @@ _CLOSE_NOTIFY_SECONDS = 5.0
 
 class _ConnTransport(_Transport):
     """A TLSConn's way to the wire: its Conn's FD, whose deadlines bound every wait. Each
-    try is one non-blocking syscall (MSG_DONTWAIT) under the FD's read or write lock, with
-    the FD's parking between tries (Go: the Conn's Read and Write, each one pass of
-    internal/poll's loop; in C on the C core), so it never depends on the descriptor's
-    O_NONBLOCK flag, which another holder of the open file description may clear."""
+    try is one non-blocking syscall under the FD's read or write lock, with the FD's parking
+    between tries (Go: the Conn's Read and Write, each one pass of internal/poll's loop; in C
+    on the C core). Where the platform has MSG_DONTWAIT each try passes it, so the
+    descriptor's O_NONBLOCK flag, which another holder of the open file description may
+    clear, never matters."""
 
-    __slots__ = ("conn", "_fd", "_sock")
+    __slots__ = ("_fd", "_sock")
 
     def __init__(self, conn: Conn) -> None:
-        self.conn = conn
         self._fd = conn._fd
         self._sock = conn._sock
 
@@ -70,8 +69,8 @@ class _ConnTransport(_Transport):
         # A read returns plaintext already decrypted or in the memory BIO whatever the
         # deadline, as Go's Conn.Read returns c.input's; a write with a past deadline fails
         # before it seals anything (Go seals, fails and breaks the connection).
-        if not read and self._fd.deadline_passed(False):
-            raise DeadlineExceededError()
+        if not read:
+            self._fd.check_err(False)
 
     def peek_into(self, buf: memoryview) -> int | None:
         if not _MSG_DONTWAIT:

@@ -1782,18 +1782,22 @@ class FD:
 
     # --- deadlines -----------------------------------------------------------------------
 
-    def deadline_passed(self, read: bool) -> bool:
-        """Whether the user's read (or write) deadline has passed: what the pollDesc's
-        prepare checks first. For a caller whose first try does not go through the FD's
-        loop (a TLS step), so that a call with a past deadline fails before it does
-        anything, as a plain read or write does. Read without the short lock, one attribute
-        load, as Go's prepare reads pd.info; the pollDesc's own prepare cannot serve here,
-        since it resets the parked state and needs the FD's read or write lock.
+    def check_err(self, read: bool) -> None:
+        """Raise what the pollDesc's prepare would: the closing error, then the deadline
+        error if the user's read (or write) deadline has passed. For a caller whose first
+        try does not go through the FD's loop (a TLS step), so that a call fails before it
+        does anything, as a plain read or write does. The deadline is read without the short
+        lock, one attribute load, as Go's prepare reads pd.info; the pollDesc's own prepare
+        cannot serve here, since it resets the parked state and needs the FD's read or write
+        lock.
 
-        Go: runtime/netpoll.go netpollcheckerr's deadline test (pd.info's expired bits)
+        Go: runtime/netpoll.go netpollcheckerr
         """
+        if self.fdmu.closing():
+            raise self._closed_error()
         dl = self._rd if read else self._wd
-        return dl != NO_DEADLINE and dl <= _monotonic()
+        if dl != NO_DEADLINE and dl <= _monotonic():
+            raise DeadlineExceededError()
 
     def set_deadline(self, t: float | None) -> None:
         """Set the read and write deadlines: absolute time.monotonic() seconds, or None.
