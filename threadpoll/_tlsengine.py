@@ -106,8 +106,9 @@ class _Transport:
         lock.acquire()
 
     def check(self, read: bool) -> None:
-        """Raise the deadline error if the call's read (or write) deadline has passed, so
-        that it fails before its first step, as a plain read or write does (a step may
+        """Raise the closing error, or the deadline error if the call's read (or write)
+        deadline has passed, so that it fails before its first step, as a plain read or
+        write does (a step may
         finish without touching the wire: plaintext OpenSSL holds, records sealed into the
         outgoing BIO)."""
 
@@ -293,8 +294,10 @@ class _Engine:
             self.pending = p[n:]
 
     def release_out(self, t: _Transport) -> None:
-        """Let go of out_lock, then send what other threads sealed meanwhile (an error doing
-        so is left for the next operation: it is not this caller's)."""
+        """Let go of out_lock (taken with _take_out), then send what other threads sealed
+        meanwhile (an error doing so is left for the next operation: it is not this
+        caller's)."""
+        self.writer = 0
         self.out_lock.release()
         with self.lock:
             more = self.outgoing.pending
@@ -505,7 +508,6 @@ class _Engine:
                 try:
                     self._handshake_locked(t)
                 finally:
-                    self.writer = 0
                     self.release_out(t)
             finally:
                 self._drop_in()
@@ -526,14 +528,15 @@ class _Engine:
         self.in_lock.release()
 
     def _take_out(self, t: _Transport) -> None:
-        """Take out_lock for this thread's call (see ``writer``; write() does it inline);
-        the caller clears ``writer`` before release_out."""
+        """Take out_lock for this thread's call (see ``writer``); release_out lets it go."""
         me = threading.get_ident()
         if self.writer == me:
             raise _reentered(False)
         if not self.out_lock.acquire(False):
             if self.lock._is_owned():  # type: ignore[attr-defined]  # C's RLock has it
-                raise _reentered_step()  # inside a step: see write()
+                # Inside a step (a callback, a handler there): the writer holding out_lock
+                # needs lock for its next step.
+                raise _reentered_step()
             t.acquire(self.out_lock)
         self.writer = me
 
@@ -685,18 +688,8 @@ class _Engine:
         if not self.handshake_done:
             self.handshake(t)
         written = 0
-        me = threading.get_ident()
         try:
-            if self.writer == me:
-                # A signal handler on top of this thread's own write: it would wait for itself.
-                raise _reentered(False)
-            if not self.out_lock.acquire(False):
-                if self.lock._is_owned():  # type: ignore[attr-defined]  # C's RLock has it
-                    # Inside a step (a callback, a handler there): the writer holding
-                    # out_lock needs lock for its next step.
-                    raise _reentered_step()
-                t.acquire(self.out_lock)
-            self.writer = me
+            self._take_out(t)
             try:
                 t.check(False)  # before anything is sealed: .written stays 0
                 if not self.flush_locked(t):
@@ -720,7 +713,6 @@ class _Engine:
                     if written >= total:
                         return total
             finally:
-                self.writer = 0
                 self.release_out(t)
         except BaseException as e:
             with_written(e, written)
@@ -772,7 +764,6 @@ class _Engine:
                         return
                     self.fill(t, want)
             finally:
-                self.writer = 0
                 self.release_out(t)
         finally:
             self._drop_in()
