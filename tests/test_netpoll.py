@@ -470,6 +470,104 @@ def test_stale_event_for_recycled_fd_is_harmless(rt: Runtime) -> None:
             os.close(fd)
 
 
+class _SwapAfterWait:
+    """Stands in for the epoll backend's ``select.epoll``: once a wait returns an event for
+    descriptor ``fd``, it runs ``swap`` before handing the events to the poller, i.e. after
+    epoll_wait and before the poller looks the descriptor number up."""
+
+    def __init__(self, ep: object, fd: int, swap: Callable[[], None]) -> None:
+        self.ep = ep
+        self.fd = fd
+        self.swap: Callable[[], None] | None = swap
+        self.entered = threading.Event()
+
+    def poll(self, timeout: float = -1, maxevents: int = -1) -> list[tuple[int, int]]:
+        self.entered.set()
+        events = self.ep.poll(timeout, maxevents)  # type: ignore[attr-defined]
+        swap = self.swap
+        if swap is not None and any(fd == self.fd for fd, _ in events):
+            self.swap = None
+            swap()
+        return events  # type: ignore[no-any-return]
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.ep, name)
+
+
+def test_stale_epoll_event_readies_the_new_owner_of_the_number(rt: Runtime) -> None:
+    """The Python epoll backend's documented spurious wake-up, shown: ``select.epoll`` has no
+    per-event user data, so an event fetched for descriptor A whose number is taken by a new
+    descriptor B before the poller looks the number up readies B (rg pdNil -> pdReady, with
+    no data). B's reader consumes that pdReady, gets EAGAIN, parks, and is readied by B's
+    own data: the leading ``pdReady -> pdNil`` that tests/test_timeline.py allows once."""
+    from threadpoll._runtime.netpoll_epoll import EpollBackend
+
+    backend = rt.backend
+    if not isinstance(backend, EpollBackend):
+        pytest.skip("the kqueue, poll and C backends carry the pollDesc with each event")
+    r, w = os.pipe()
+    os.set_blocking(r, False)
+    pd_a, _ = runtime_poll_open(r, rt)
+    assert pd_a is not None
+    b: list = []
+
+    def swap() -> None:
+        # A closes as FD.close does (evict, unregister, close(2)); B takes its number.
+        runtime_poll_unblock(pd_a)
+        runtime_poll_close(pd_a)
+        os.close(r)
+        r2, w2 = os.pipe()
+        if r2 != r:
+            os.dup2(r2, r)  # the number A had, whatever else is free
+            os.close(r2)
+        os.set_blocking(r, False)
+        pd_b, err = runtime_poll_open(r, rt)
+        assert err == 0 and pd_b is not None
+        b.append((w2, pd_b))
+
+    real = backend.ep
+    proxy = _SwapAfterWait(real, r, swap)
+    backend.ep = proxy  # type: ignore[assignment]
+    try:
+        backend.netpoll_break()  # the poller's next wait goes through the proxy
+        assert proxy.entered.wait(5), "the poller never waited through the proxy"
+        dropped = rt.stale_events_dropped
+        os.write(w, b"for A")
+        wait_until(lambda: bool(b), what="the poller fetched A's event")
+    finally:
+        backend.ep = real
+    w2, pd_b = b[0]
+    try:
+        wait_until(lambda: pd_b.rg == PD_READY, what="A's event readied B")
+        assert rt.stale_events_dropped == dropped
+        with pd_b.lock:
+            assert not pd_b.event_err  # the error bit is kept for registrations older than the wait
+        trace.start()
+        try:
+            reader = Runner(lambda: read_via_runtime(r, pd_b), name="reader-B")
+            wait_until(parked(pd_b), what="B's reader parked")  # the stale edge gave no data
+            os.write(w2, b"for B")
+            assert reader.join() == b"for B"
+        finally:
+            events = trace.stop()
+        states = [
+            (ev.old, ev.new)
+            for ev in events
+            if ev.kind == "state" and ev.fd == r and ev.mode == "r" and ev.thread == "reader-B"
+        ]
+        assert states == [
+            ("pdReady", "pdNil"),
+            ("pdNil", "pdWait"),
+            ("pdWait", "parked"),
+            ("pdReady", "pdNil"),
+        ]
+    finally:
+        runtime_poll_unblock(pd_b)
+        runtime_poll_close(pd_b)
+        for fd in (r, w2, w):
+            os.close(fd)
+
+
 def test_event_err_needs_matching_incarnation(rt: Runtime) -> None:
     with pipe_pd(rt) as (r, w, pd):
         pd.set_event_err(True, pd.fdseq - 1)  # an earlier incarnation's error event
