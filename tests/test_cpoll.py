@@ -661,3 +661,53 @@ def test_c_close_hands_the_destroy_to_the_waiting_closer() -> None:
     assert mu3.decref_for_close() is False
     assert mu3.take_handoff() is False  # the operation is still in flight
     assert mu3.rwunlock(False) is True  # so it destroys the FD itself
+
+
+@needs_c
+def test_c_fill_bytes_cuts_to_the_count_and_releases_the_view() -> None:
+    """fill_bytes (the TLS engine's read of several records into one bytes object): the
+    result is what fill wrote, cut to the count it returned; the view is released when fill
+    returns, so a view it kept can no longer write into the (now immutable) bytes."""
+    fill_bytes = netpoll_c.cpoll.fill_bytes
+    kept: list[memoryview] = []
+
+    def fill(view: memoryview) -> int:
+        assert not view.readonly and view.nbytes == 8 and view.format == "B"
+        view[:3] = b"abc"
+        view[3:5] = b"de"
+        kept.append(view)
+        return 5
+
+    out = fill_bytes(8, fill)
+    assert type(out) is bytes and out == b"abcde"
+    with pytest.raises(ValueError):  # released: "operation forbidden on released memoryview"
+        kept[0][0] = 0
+    assert out == b"abcde"
+    assert fill_bytes(4, lambda v: 0) == b""
+    full = fill_bytes(3, lambda v: v.__setitem__(slice(None), b"xyz") or 3)
+    assert full == b"xyz"
+
+
+@needs_c
+def test_c_fill_bytes_reports_fill_errors_and_bad_input() -> None:
+    fill_bytes = netpoll_c.cpoll.fill_bytes
+
+    class Boom(Exception):
+        pass
+
+    def boom(view: memoryview) -> int:
+        raise Boom("from fill")
+
+    with pytest.raises(Boom, match="from fill"):  # fill's own error, not the release's
+        fill_bytes(16, boom)
+    for bad in (-1, 17):
+        with pytest.raises(ValueError, match="fill returned"):
+            fill_bytes(16, lambda v, bad=bad: bad)
+    with pytest.raises(TypeError):
+        fill_bytes(16, lambda v: "3")
+    with pytest.raises(ValueError, match="n must be > 0"):
+        fill_bytes(0, lambda v: 0)
+    with pytest.raises(TypeError):
+        fill_bytes("16", lambda v: 0)
+    with pytest.raises(TypeError):
+        fill_bytes(16)

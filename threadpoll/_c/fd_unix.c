@@ -1049,6 +1049,70 @@ tp_try_send(PyObject *Py_UNUSED(m), PyObject *const *args, Py_ssize_t nargs)
     return try_finish(&c, 0, r, e);
 }
 
+/* fill_bytes(n, fill): a new bytes object that fill writes in place. fill gets a writable
+ * memoryview of n bytes, returns how many it wrote, and must keep neither the view nor a
+ * slice of it (the view is released when fill returns; the bytes object is then cut to the
+ * count and handed out, immutable from then on). The TLS engine reads several records into
+ * one object this way, straight from OpenSSL, instead of joining one bytes object per record.
+ * Go: none (Go reads into the caller's []byte) */
+PyObject *
+tp_fill_bytes(PyObject *Py_UNUSED(m), PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "fill_bytes(n, fill) takes 2 arguments");
+        return NULL;
+    }
+    Py_ssize_t n = PyLong_AsSsize_t(args[0]);
+    if (n == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    if (n <= 0) {
+        PyErr_SetString(PyExc_ValueError, "fill_bytes: n must be > 0");
+        return NULL;
+    }
+    PyObject *b = PyBytes_FromStringAndSize(NULL, n);
+    if (b == NULL) {
+        return NULL;
+    }
+    PyObject *view = PyMemoryView_FromMemory(PyBytes_AS_STRING(b), n, PyBUF_WRITE);
+    if (view == NULL) {
+        Py_DECREF(b);
+        return NULL;
+    }
+    PyObject *got = PyObject_CallOneArg(args[1], view);
+    PyObject *et, *ev, *tb;
+    PyErr_Fetch(&et, &ev, &tb); /* fill's exception, if any, is the one to report */
+    PyObject *released = PyObject_CallMethod(view, "release", NULL);
+    Py_DECREF(view);
+    if (got == NULL || released == NULL) {
+        if (got == NULL) {
+            PyErr_Restore(et, ev, tb);
+        }
+        else {
+            Py_DECREF(got);
+        }
+        Py_XDECREF(released);
+        Py_DECREF(b);
+        return NULL;
+    }
+    Py_DECREF(released);
+    Py_ssize_t k = PyLong_AsSsize_t(got);
+    Py_DECREF(got);
+    if (k == -1 && PyErr_Occurred()) {
+        Py_DECREF(b);
+        return NULL;
+    }
+    if (k < 0 || k > n) {
+        Py_DECREF(b);
+        PyErr_Format(PyExc_ValueError, "fill_bytes: fill returned %zd, not 0 to %zd", k, n);
+        return NULL;
+    }
+    if (k < n && _PyBytes_Resize(&b, k) < 0) {
+        return NULL; /* b was freed */
+    }
+    return b;
+}
+
 /* _init_io(convert_err): fd_poll_runtime.convert_err, which turns poll error codes into the
  * public exceptions; set once (tp_set_static). Go: none */
 PyObject *

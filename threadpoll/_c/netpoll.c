@@ -1920,6 +1920,7 @@ PyObject *tp_conn_write(PyObject *m, PyObject *const *args, Py_ssize_t nargs);
 PyObject *tp_try_recv(PyObject *m, PyObject *const *args, Py_ssize_t nargs);
 PyObject *tp_try_recv_into(PyObject *m, PyObject *const *args, Py_ssize_t nargs);
 PyObject *tp_try_send(PyObject *m, PyObject *const *args, Py_ssize_t nargs);
+PyObject *tp_fill_bytes(PyObject *m, PyObject *const *args, Py_ssize_t nargs);
 PyObject *tp_mod_init_io(PyObject *m, PyObject *arg);
 PyObject *tp_mod_init_reentry(PyObject *m, PyObject *arg);
 
@@ -1953,6 +1954,8 @@ static PyMethodDef mod_methods[] = {
      "The drop-in recv_into's first try, or None. Go: internal/poll/fd_unix.go FD.Read"},
     {"try_send", (PyCFunction)(void (*)(void))tp_try_send, METH_FASTCALL,
      "The drop-in send's first try, or None. Go: internal/poll/fd_unix.go FD.Write"},
+    {"fill_bytes", (PyCFunction)(void (*)(void))tp_fill_bytes, METH_FASTCALL,
+     "A bytes object of at most n bytes that fill(view) writes in place. Go: none"},
     {NULL, NULL, 0, NULL},
 };
 
