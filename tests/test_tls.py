@@ -20,6 +20,7 @@ import ssl
 import subprocess
 import sys
 import threading
+import tracemalloc
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -308,6 +309,27 @@ def test_close_wakes_read(pair: tuple[End, End]) -> None:
     c.close()
     assert isinstance(r.join_exc(), NetClosingError)
     assert_fd_closed(n)
+
+
+def test_parked_reader_holds_no_buffer_of_the_size_it_asked_for(pair: tuple[End, End]) -> None:
+    """A read parks for the data before it makes its result: a thread parked in
+    read(32 MiB) holds no 32 MiB (a server with many parked readers would)."""
+    c, s = pair
+    n = 32 << 20
+    tracing = tracemalloc.is_tracing()
+    if not tracing:
+        tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        r = Runner(lambda: c.read(n))
+        wait_parked(c.fd, "r")
+        held = tracemalloc.get_traced_memory()[0] - before
+        s.write(b"data")
+        assert r.join() == b"data"
+    finally:
+        if not tracing:
+            tracemalloc.stop()
+    assert held < n // 8, f"{held} bytes held by a parked read({n})"
 
 
 @pytest.mark.timeout(20)

@@ -602,7 +602,16 @@ class _Engine:
                 raise err
             if buf is None:
                 if _fill_bytes is not None and n > 0:
-                    return _fill_bytes(n, lambda view: self._read_locked(t, n, view, None))
+                    # The result is made only once there is data for it: a thread parks
+                    # outside fill_bytes, holding no n-byte buffer.
+                    while True:
+                        self._await_record(t, n)
+                        try:
+                            return _fill_bytes(
+                                n, lambda view: self._read_locked(t, n, view, None, False)
+                            )
+                        except ssl.SSLWantReadError as e:
+                            self.fill(t, e)
                 parts: list[bytes] = []
                 self._read_locked(t, n, None, parts)
                 return parts[0] if len(parts) == 1 else b"".join(parts)
@@ -613,23 +622,33 @@ class _Engine:
         finally:
             self._drop_in()
 
+    def _await_record(self, t: _Transport, n: int) -> None:
+        """Before a blocking read's first step: if OpenSSL holds nothing and the BIO no whole
+        record, read from the wire first (OpenSSL's read would only ask for bytes: an
+        exception and a GIL hand-off). Must be called holding in_lock."""
+        if n > 0 and not (self.maybe_pending or t.nonblocking):
+            with self.lock:
+                empty = not (self.incoming.eof or self._record_ready())
+            if empty:
+                self.fill(t, None)
+
     def _read_locked(
-        self, t: _Transport, n: int, view: memoryview | None, parts: list[bytes] | None
+        self,
+        t: _Transport,
+        n: int,
+        view: memoryview | None,
+        parts: list[bytes] | None,
+        wait: bool = True,
     ) -> int:
         """The read loop: plaintext into view (or appended to parts); returns its length.
-        Must be called holding in_lock."""
+        With wait false, a read that has nothing yet and must wait for the wire raises
+        SSLWantReadError instead (the caller waits, then calls again). Must be called
+        holding in_lock."""
         obj = self.obj
         lock = self.lock
-        incoming = self.incoming
         outgoing = self.outgoing
         got = 0
-        if n > 0 and not (self.maybe_pending or t.nonblocking):
-            with lock:
-                empty = not (incoming.eof or self._record_ready())
-            if empty:
-                # OpenSSL holds nothing and the BIO no whole record: its read would only
-                # ask for bytes (an exception and a GIL hand-off). Fetch them first.
-                self.fill(t, None)
+        self._await_record(t, n)
         while True:
             ask = n - got
             try:
@@ -658,6 +677,8 @@ class _Engine:
                     # answer): the caller must wait for writability, as OpenSSL on a socket
                     # would ask it to.
                     raise _want_write() from None
+                if not wait:
+                    raise
                 self.fill(t, e)
                 continue
             except ssl.SSLError as e:
