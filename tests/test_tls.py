@@ -20,8 +20,8 @@ import ssl
 import subprocess
 import sys
 import threading
-import tracemalloc
 import time
+import tracemalloc
 from pathlib import Path
 from typing import Any, Callable
 
