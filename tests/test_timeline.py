@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import re
+import threading
 
 import pytest
 
@@ -312,6 +313,63 @@ def test_one_poller(rt: Runtime) -> None:
     assert {ev.ident for ev in r.events if ev.kind == "netpoll"} == {r.poller_ident}
     with rt.lock:
         assert rt.poller is not None and rt.poller.ident == r.poller_ident
+
+
+def test_another_runtimes_poller_of_the_same_name_is_left_out(
+    rt: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another runtime whose backend has the same name has a poller thread of the same name
+    (epoll and lazy-write epoll both run "threadpoll-poller-epoll"); its netpoll records,
+    made while the scenario records, are not the scenario's (they once failed
+    test_one_poller[epoll-lazy] in CI)."""
+    from conftest import make_runtime
+
+    from threadpoll._runtime.netpoll_epoll import EpollBackend
+
+    backend = rt.backend
+    if not isinstance(backend, EpollBackend):
+        pytest.skip("two epoll runtimes make the two same-named pollers")
+    other = make_runtime("epoll" if backend.lazy_write else "epoll-lazy")
+    raw: list[TraceEvent] = []
+    stop = trace.stop
+
+    def keep() -> list[TraceEvent]:
+        events = stop()
+        raw.extend(events)
+        return events
+
+    monkeypatch.setattr(trace, "stop", keep)
+    done = threading.Event()
+
+    def breaker() -> None:
+        while not done.is_set():
+            other.backend.netpoll_break()  # the other poller returns from netpoll, and traces
+            done.wait(0.0005)
+
+    try:
+        rt.ensure_poller()
+        other.ensure_poller()
+        with rt.lock:
+            assert rt.poller is not None
+            name = rt.poller.name
+        with other.lock:
+            assert other.poller is not None
+            other_ident = other.poller.ident
+            assert other.poller.name == name
+        b = threading.Thread(target=breaker, name="breaker")
+        b.start()
+        try:
+            r = _timeline.run("one-poller", rt)
+        finally:
+            done.set()
+            b.join(10)
+    finally:
+        other.shutdown()
+    assert any(ev.ident == other_ident and ev.kind == "netpoll" for ev in raw), (
+        "the other poller recorded nothing while the scenario did: the test proves nothing"
+    )
+    assert all(ev.ident != other_ident for ev in r.events)
+    assert {ev.ident for ev in r.events if ev.kind == "netpoll"} == {r.poller_ident}
 
 
 @pytest.mark.parametrize("name", list(_timeline.SCENARIOS))

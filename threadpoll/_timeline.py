@@ -663,8 +663,11 @@ def _run(name: str, rt: Runtime) -> Result:
         st.close_all()
         for actor in st.actors:
             actor.thread.join(_WAIT)
+    # Threads by ident and name: another runtime's poller has the same name when its backend
+    # has (epoll and lazy-write epoll both run "threadpoll-poller-epoll").
     threads = {(a.thread.ident, a.name) for a in st.actors}
-    ours = [ev for ev in st.events if (ev.ident, ev.thread) in threads or ev.thread == poller.name]
+    threads.add((poller.ident, poller.name))
+    ours = [ev for ev in st.events if (ev.ident, ev.thread) in threads]
     events = sorted(ours + st.notes, key=lambda ev: ev.t)  # stable: trace order kept
     return Result(
         name=name,
