@@ -689,6 +689,36 @@ def test_c_fill_bytes_cuts_to_the_count_and_releases_the_view() -> None:
 
 
 @needs_c
+@pytest.mark.parametrize("keep", ["slice", "PickleBuffer"])
+def test_c_fill_bytes_never_hands_out_memory_something_can_still_write(keep: str) -> None:
+    """A slice of the view (which releasing the view does not release) or another export of
+    it (which makes the release fail) still reaches the memory when fill returns: the result
+    is then a copy, which writing through what was kept does not change, and the memory
+    lives as long as what was kept (the sanitizer run would see a use after free)."""
+    import pickle
+
+    fill_bytes = netpoll_c.cpoll.fill_bytes
+    kept: list[Any] = []
+
+    def fill(view: memoryview) -> int:
+        view[:5] = b"hello"
+        kept.append(view[1:] if keep == "slice" else pickle.PickleBuffer(view))
+        return 5
+
+    out = fill_bytes(1 << 16, fill)
+    assert out == b"hello"
+    with memoryview(kept[0]) as m:
+        m[:4] = b"JELL"  # the slice starts at 1
+        assert bytes(m[:4]) == b"JELL"
+    assert out == b"hello"
+    del out
+    with memoryview(kept[0]) as m:
+        m[-100:] = b"Z" * 100  # the memory is still the kept object's
+    kept.clear()
+    assert fill_bytes(4, lambda v: v.__setitem__(slice(0, 2), b"ok") or 2) == b"ok"
+
+
+@needs_c
 def test_c_fill_bytes_reports_fill_errors_and_bad_input() -> None:
     fill_bytes = netpoll_c.cpoll.fill_bytes
 

@@ -1049,11 +1049,73 @@ tp_try_send(PyObject *Py_UNUSED(m), PyObject *const *args, Py_ssize_t nargs)
     return try_finish(&c, 0, r, e);
 }
 
+/* The buffer fill_bytes lends: it exports its bytes object's memory, writable, and counts
+ * the exports, so fill_bytes knows whether anything still reaches that memory (a memoryview
+ * slice kept by fill shares the first export; a PickleBuffer makes its own). Go: none */
+typedef struct {
+    PyObject_HEAD
+    PyObject *bytes; /* the object lent; NULL once fill_bytes has taken it back */
+    Py_ssize_t exports; /* atomic: exports not yet released */
+} FillBufObject;
+
+/* Go: none */
+static int
+fillbuf_getbuffer(FillBufObject *self, Py_buffer *view, int flags)
+{
+    /* Counted before bytes is looked at: fill_bytes takes bytes first and looks at the
+     * count second, so one of the two sees the other (free threading). */
+    __atomic_fetch_add(&self->exports, 1, __ATOMIC_SEQ_CST);
+    PyObject *b = __atomic_load_n(&self->bytes, __ATOMIC_SEQ_CST);
+    if (b == NULL) {
+        __atomic_fetch_sub(&self->exports, 1, __ATOMIC_SEQ_CST);
+        PyErr_SetString(PyExc_BufferError, "fill_bytes: the buffer was handed out");
+        return -1;
+    }
+    if (PyBuffer_FillInfo(view, (PyObject *)self, PyBytes_AS_STRING(b), PyBytes_GET_SIZE(b), 0,
+                          flags) < 0) {
+        __atomic_fetch_sub(&self->exports, 1, __ATOMIC_SEQ_CST);
+        return -1;
+    }
+    return 0;
+}
+
+/* Go: none */
+static void
+fillbuf_releasebuffer(FillBufObject *self, Py_buffer *Py_UNUSED(view))
+{
+    __atomic_fetch_sub(&self->exports, 1, __ATOMIC_SEQ_CST);
+}
+
+/* Go: none */
+static void
+fillbuf_dealloc(FillBufObject *self)
+{
+    Py_XDECREF(self->bytes);
+    PyObject_Free(self);
+}
+
+static PyBufferProcs fillbuf_as_buffer = {
+    .bf_getbuffer = (getbufferproc)fillbuf_getbuffer,
+    .bf_releasebuffer = (releasebufferproc)fillbuf_releasebuffer,
+};
+
+static PyTypeObject FillBufType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "threadpoll._cpoll._FillBuf",
+    .tp_basicsize = sizeof(FillBufObject),
+    .tp_dealloc = (destructor)fillbuf_dealloc,
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_as_buffer = &fillbuf_as_buffer,
+    .tp_doc = "The writable buffer fill_bytes lends to its fill function.",
+};
+
 /* fill_bytes(n, fill): a new bytes object that fill writes in place. fill gets a writable
- * memoryview of n bytes, returns how many it wrote, and must keep neither the view nor a
- * slice of it (the view is released when fill returns; the bytes object is then cut to the
- * count and handed out, immutable from then on). The TLS engine reads several records into
- * one object this way, straight from OpenSSL, instead of joining one bytes object per record.
+ * memoryview of n bytes and returns how many it wrote. When fill returns, the view is
+ * released; if nothing else still reaches the memory (no slice of the view, no other
+ * export), the bytes object itself is cut to the count and handed out, immutable from then
+ * on; otherwise a copy of the count is, and the lent object lives on with the last export.
+ * The TLS engine reads several records into one object this way, straight from OpenSSL,
+ * instead of joining one bytes object per record.
  * Go: none (Go reads into the caller's []byte) */
 PyObject *
 tp_fill_bytes(PyObject *Py_UNUSED(m), PyObject *const *args, Py_ssize_t nargs)
@@ -1070,47 +1132,60 @@ tp_fill_bytes(PyObject *Py_UNUSED(m), PyObject *const *args, Py_ssize_t nargs)
         PyErr_SetString(PyExc_ValueError, "fill_bytes: n must be > 0");
         return NULL;
     }
-    PyObject *b = PyBytes_FromStringAndSize(NULL, n);
-    if (b == NULL) {
+    FillBufObject *lent = PyObject_New(FillBufObject, &FillBufType);
+    if (lent == NULL) {
         return NULL;
     }
-    PyObject *view = PyMemoryView_FromMemory(PyBytes_AS_STRING(b), n, PyBUF_WRITE);
+    lent->exports = 0;
+    lent->bytes = PyBytes_FromStringAndSize(NULL, n);
+    if (lent->bytes == NULL) {
+        Py_DECREF(lent);
+        return NULL;
+    }
+    PyObject *view = PyMemoryView_FromObject((PyObject *)lent);
     if (view == NULL) {
-        Py_DECREF(b);
+        Py_DECREF(lent);
         return NULL;
     }
     PyObject *got = PyObject_CallOneArg(args[1], view);
     PyObject *et, *ev, *tb;
     PyErr_Fetch(&et, &ev, &tb); /* fill's exception, if any, is the one to report */
     PyObject *released = PyObject_CallMethod(view, "release", NULL);
+    if (released == NULL) {
+        PyErr_Clear(); /* something holds an export of the view: counted below */
+    }
+    Py_XDECREF(released);
     Py_DECREF(view);
-    if (got == NULL || released == NULL) {
-        if (got == NULL) {
-            PyErr_Restore(et, ev, tb);
-        }
-        else {
-            Py_DECREF(got);
-        }
-        Py_XDECREF(released);
-        Py_DECREF(b);
+    if (got == NULL) {
+        PyErr_Restore(et, ev, tb);
+        Py_DECREF(lent);
         return NULL;
     }
-    Py_DECREF(released);
     Py_ssize_t k = PyLong_AsSsize_t(got);
     Py_DECREF(got);
     if (k == -1 && PyErr_Occurred()) {
-        Py_DECREF(b);
+        Py_DECREF(lent);
         return NULL;
     }
     if (k < 0 || k > n) {
-        Py_DECREF(b);
+        Py_DECREF(lent);
         PyErr_Format(PyExc_ValueError, "fill_bytes: fill returned %zd, not 0 to %zd", k, n);
         return NULL;
     }
-    if (k < n && _PyBytes_Resize(&b, k) < 0) {
-        return NULL; /* b was freed */
+    PyObject *b = __atomic_exchange_n(&lent->bytes, NULL, __ATOMIC_SEQ_CST);
+    if (__atomic_load_n(&lent->exports, __ATOMIC_SEQ_CST) == 0) {
+        /* Nothing reaches the memory, and no export can be made now: ours alone. */
+        Py_DECREF(lent);
+        if (k < n && _PyBytes_Resize(&b, k) < 0) {
+            return NULL; /* b was freed */
+        }
+        return b;
     }
-    return b;
+    /* A slice or another export of it is alive: it keeps the lent object; hand out a copy. */
+    __atomic_store_n(&lent->bytes, b, __ATOMIC_SEQ_CST);
+    PyObject *copy = PyBytes_FromStringAndSize(PyBytes_AS_STRING(b), k);
+    Py_DECREF(lent);
+    return copy;
 }
 
 /* _init_io(convert_err): fd_poll_runtime.convert_err, which turns poll error codes into the
@@ -1126,6 +1201,9 @@ tp_mod_init_io(PyObject *Py_UNUSED(m), PyObject *arg)
 int
 tp_fd_ready(void)
 {
+    if (PyType_Ready(&FillBufType) < 0) {
+        return -1;
+    }
     return PyType_Ready(&tp_FDMutexType);
 }
 
