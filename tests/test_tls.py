@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import pytest
-from support import Runner, wait_parked
+from support import Runner, parked, wait_parked, wait_until
 
 import threadpoll.socket as ts
 import threadpoll.testing
@@ -330,6 +330,103 @@ def test_parked_reader_holds_no_buffer_of_the_size_it_asked_for(pair: tuple[End,
         if not tracing:
             tracemalloc.stop()
     assert held < n // 8, f"{held} bytes held by a parked read({n})"
+
+
+def _unread(fd: int) -> int:
+    """Bytes the kernel holds for fd (FIONREAD)."""
+    import fcntl
+    import struct
+    import termios
+
+    return int(struct.unpack("i", fcntl.ioctl(fd, termios.FIONREAD, b"\0\0\0\0"))[0])
+
+
+@pytest.mark.timeout(30)
+def test_reader_parked_on_a_half_arrived_record_holds_no_such_buffer(front: str) -> None:
+    """The same while a record is half there: a relay passes the first 200 bytes of the
+    server's next record and holds the rest, so the reader has begun the record and parks
+    for its end. It holds no 32 MiB either."""
+    n = 32 << 20
+    lns = [stdsocket.create_server(("127.0.0.1", 0)) for _ in range(2)]  # server, relay
+    half = threading.Event()
+    sent_half = threading.Event()
+    gate = threading.Event()
+    socks: list[stdsocket.socket] = []
+    threads: list[threading.Thread] = []
+
+    def pump(src: stdsocket.socket, dst: stdsocket.socket, cut: bool) -> None:
+        try:
+            while True:
+                d = src.recv(65536)
+                if not d:
+                    break
+                if cut and half.is_set():
+                    dst.sendall(d[:200])
+                    sent_half.set()
+                    gate.wait(20)
+                    d = d[200:]
+                    half.clear()
+                dst.sendall(d)
+        except OSError:
+            pass
+        finally:
+            try:
+                dst.shutdown(stdsocket.SHUT_WR)
+            except OSError:
+                pass
+
+    def relay() -> None:
+        a, _ = lns[1].accept()
+        b = stdsocket.create_connection(lns[0].getsockname())
+        socks.extend((a, b))
+        t = threading.Thread(target=pump, args=(a, b, False), name="relay-up")
+        t.start()
+        threads.append(t)
+        pump(b, a, True)
+
+    r_thread = threading.Thread(target=relay, name="relay")
+    r_thread.start()
+    threads.append(r_thread)
+    server = Runner(lambda: server_ctx().wrap_socket(lns[0].accept()[0], server_side=True))
+    addr = lns[1].getsockname()
+    raw: Any = net.dial("tcp", f"{addr[0]}:{addr[1]}") if front == "tls" else None
+    if raw is None:
+        raw = ts.create_connection(addr)
+    c = wrap(raw, front, client_ctx(), False, "localhost")
+    srv = server.join()
+    try:
+        srv.sendall(b"x")  # settle: the session tickets come before it
+        assert c.read(10) == b"x"
+        tracing = tracemalloc.is_tracing()
+        if not tracing:
+            tracemalloc.start()
+        try:
+            before = tracemalloc.get_traced_memory()[0]
+            half.set()
+            r = Runner(lambda: c.read(n))
+            srv.sendall(b"y" * 16000)
+            assert sent_half.wait(10)
+            # Parked with nothing left in the kernel: the reader took the 200 bytes.
+            wait_until(
+                lambda: parked(c.fd)() and _unread(c.fileno()) == 0,
+                what="the reader parked mid-record",
+            )
+            held = tracemalloc.get_traced_memory()[0] - before
+            gate.set()
+            got = r.join()
+        finally:
+            if not tracing:
+                tracemalloc.stop()
+        assert got == b"y" * len(got) and 0 < len(got) <= 16000
+        assert held < n // 8, f"{held} bytes held by a read({n}) parked mid-record"
+    finally:
+        gate.set()
+        c.close()
+        srv.close()
+        for sk in [*socks, *lns]:
+            sk.close()
+        for t in threads:
+            t.join(10)
 
 
 @pytest.mark.timeout(20)

@@ -107,7 +107,14 @@ from typing import Any, Callable
 
 from threadpoll import socket as _tpsocket
 from threadpoll._poll.fd_unix import CallLimit, _reentered, acquire_until
-from threadpoll._tlsengine import _Engine, _reentered_step, _Transport, _want_read, _want_write
+from threadpoll._tlsengine import (
+    _Engine,
+    _fill_bytes,
+    _reentered_step,
+    _Transport,
+    _want_read,
+    _want_write,
+)
 from threadpoll.errors import DeadlineExceededError, with_written
 
 __all__ = ["SSLSocket", "install"]
@@ -512,6 +519,9 @@ class _SockTransport(_Transport):
 
     def _timed_out(self) -> OSError:
         return _stdsocket.timeout(f"The {self.what} operation timed out")
+
+    def fill_bytes(self) -> Callable[[int, Callable[[memoryview], int]], bytes] | None:
+        return _fill_bytes if self.sock._desc.fd._cfd else None
 
     def check(self, read: bool) -> None:
         d = self.sock._desc

@@ -45,7 +45,8 @@ _T = TypeVar("_T")
 
 # fill_bytes(n, fill) (the C core's, where it is built): a bytes object that fill writes in
 # place, so a read of several records is one object straight from OpenSSL, not a join of one
-# object per record (a copy of the whole read: about 6% of a bulk transfer's instructions).
+# object per record (a copy of the whole read: about 5% of a bulk transfer's instructions).
+# A transport on the C core's runtime uses it (_Transport.fill_bytes).
 _fill_bytes: Callable[[int, Callable[[memoryview], int]], bytes] | None = (
     _cpoll.fill_bytes if _cpoll is not None else None
 )
@@ -123,6 +124,12 @@ class _Transport:
     def peek_into(self, buf: memoryview) -> int | None:
         """Read what the kernel already has without waiting (None: nothing, or not
         supported). Errors are left for the next real read."""
+        return None
+
+    def fill_bytes(self) -> Callable[[int, Callable[[memoryview], int]], bytes] | None:
+        """_fill_bytes where the descriptor is on the C core's runtime, else None: the
+        Python runtime, the reference, keeps Python's way (a bytes object per record,
+        joined)."""
         return None
 
 
@@ -601,13 +608,14 @@ class _Engine:
                 self.read_err = None
                 raise err
             if buf is None:
-                if _fill_bytes is not None and n > 0:
+                fill_bytes = t.fill_bytes() if n > 0 else None
+                if fill_bytes is not None:
                     # The result is made only once there is data for it: a thread parks
                     # outside fill_bytes, holding no n-byte buffer.
                     while True:
                         self._await_record(t, n)
                         try:
-                            return _fill_bytes(
+                            return fill_bytes(
                                 n, lambda view: self._read_locked(t, n, view, None, False)
                             )
                         except ssl.SSLWantReadError as e:
@@ -648,7 +656,8 @@ class _Engine:
         lock = self.lock
         outgoing = self.outgoing
         got = 0
-        self._await_record(t, n)
+        if wait:
+            self._await_record(t, n)
         while True:
             ask = n - got
             try:
