@@ -499,7 +499,9 @@ def test_stale_epoll_event_readies_the_new_owner_of_the_number(rt: Runtime) -> N
     per-event user data, so an event fetched for descriptor A whose number is taken by a new
     descriptor B before the poller looks the number up readies B (rg pdNil -> pdReady, with
     no data). B's reader consumes that pdReady, gets EAGAIN, parks, and is readied by B's
-    own data: the leading ``pdReady -> pdNil`` that tests/test_timeline.py allows once."""
+    own data: the leading ``pdReady -> pdNil`` that tests/test_timeline.py allows once.
+    This pins a DIVERGENCE(go) of netpoll_epoll.py; a backend that carried the pollDesc with
+    each event would drop the event instead, and this test would change with it."""
     from threadpoll._runtime.netpoll_epoll import EpollBackend
 
     backend = rt.backend
@@ -509,35 +511,43 @@ def test_stale_epoll_event_readies_the_new_owner_of_the_number(rt: Runtime) -> N
     os.set_blocking(r, False)
     pd_a, _ = runtime_poll_open(r, rt)
     assert pd_a is not None
-    b: list = []
+    b: list = []  # (w2, pd_b) once the swap ran
+    failed: list[BaseException] = []
 
     def swap() -> None:
-        # A closes as FD.close does (evict, unregister, close(2)); B takes its number.
-        runtime_poll_unblock(pd_a)
-        runtime_poll_close(pd_a)
-        os.close(r)
-        r2, w2 = os.pipe()
-        if r2 != r:
-            os.dup2(r2, r)  # the number A had, whatever else is free
-            os.close(r2)
-        os.set_blocking(r, False)
-        pd_b, err = runtime_poll_open(r, rt)
-        assert err == 0 and pd_b is not None
-        b.append((w2, pd_b))
+        # On the poller thread: an exception here would kill the shared runtime's poller,
+        # so it is kept for the test to raise.
+        try:
+            # A closes as FD.close does (evict, unregister, close(2)); B takes its number.
+            runtime_poll_unblock(pd_a)
+            runtime_poll_close(pd_a)
+            os.close(r)
+            r2, w2 = os.pipe()
+            if r2 != r:
+                os.dup2(r2, r)  # the number A had, whatever else is free
+                os.close(r2)
+            os.set_blocking(r, False)
+            pd_b, err = runtime_poll_open(r, rt)
+            b.append((w2, pd_b))
+            assert err == 0 and pd_b is not None
+        except BaseException as e:  # noqa: BLE001 - reported by the test
+            failed.append(e)
 
     real = backend.ep
     proxy = _SwapAfterWait(real, r, swap)
     backend.ep = proxy  # type: ignore[assignment]
     try:
-        backend.netpoll_break()  # the poller's next wait goes through the proxy
-        assert proxy.entered.wait(5), "the poller never waited through the proxy"
-        dropped = rt.stale_events_dropped
-        os.write(w, b"for A")
-        wait_until(lambda: bool(b), what="the poller fetched A's event")
-    finally:
-        backend.ep = real
-    w2, pd_b = b[0]
-    try:
+        try:
+            backend.netpoll_break()  # the poller's next wait goes through the proxy
+            assert proxy.entered.wait(5), "the poller never waited through the proxy"
+            dropped = rt.stale_events_dropped
+            os.write(w, b"for A")
+            wait_until(lambda: bool(b or failed), what="the poller fetched A's event")
+        finally:
+            backend.ep = real
+        if failed:
+            raise failed[0]
+        w2, pd_b = b[0]
         wait_until(lambda: pd_b.rg == PD_READY, what="A's event readied B")
         assert rt.stale_events_dropped == dropped
         with pd_b.lock:
@@ -562,10 +572,19 @@ def test_stale_epoll_event_readies_the_new_owner_of_the_number(rt: Runtime) -> N
             ("pdReady", "pdNil"),
         ]
     finally:
-        runtime_poll_unblock(pd_b)
-        runtime_poll_close(pd_b)
-        for fd in (r, w2, w):
-            os.close(fd)
+        proxy.swap = None  # a swap that has not run never will
+        if b:
+            w2, pd_b = b[0]
+            if pd_b is not None:
+                runtime_poll_unblock(pd_b)
+                runtime_poll_close(pd_b)
+            for fd in (r, w2, w):
+                os.close(fd)
+        elif not failed:  # the swap never ran: A is still open
+            runtime_poll_unblock(pd_a)
+            runtime_poll_close(pd_a)
+            os.close(r)
+            os.close(w)
 
 
 def test_event_err_needs_matching_incarnation(rt: Runtime) -> None:
