@@ -664,9 +664,13 @@ def _run(name: str, rt: Runtime) -> Result:
         for actor in st.actors:
             actor.thread.join(_WAIT)
     # Threads by ident and name: another runtime's poller has the same name when its backend
-    # has (epoll and lazy-write epoll both run "threadpoll-poller-epoll").
+    # has (epoll and lazy-write epoll both run "threadpoll-poller-epoll"). The poller at the
+    # end too: one that died during the scenario was replaced (its poller_died shows).
     threads = {(a.thread.ident, a.name) for a in st.actors}
-    threads.add((poller.ident, poller.name))
+    with rt.lock:
+        for p in (poller, rt.poller):
+            if p is not None:
+                threads.add((p.ident, p.name))
     ours = [ev for ev in st.events if (ev.ident, ev.thread) in threads]
     events = sorted(ours + st.notes, key=lambda ev: ev.t)  # stable: trace order kept
     return Result(
