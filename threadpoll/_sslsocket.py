@@ -110,6 +110,7 @@ from threadpoll._poll.fd_unix import CallLimit, _reentered, acquire_until
 from threadpoll._tlsengine import (
     _Engine,
     _fill_bytes,
+    _FillBytes,
     _reentered_step,
     _Transport,
     _want_read,
@@ -520,7 +521,7 @@ class _SockTransport(_Transport):
     def _timed_out(self) -> OSError:
         return _stdsocket.timeout(f"The {self.what} operation timed out")
 
-    def fill_bytes(self) -> Callable[[int, Callable[[memoryview], int]], bytes] | None:
+    def fill_bytes(self) -> _FillBytes | None:
         return _fill_bytes if self.sock._desc.fd._cfd else None
 
     def check(self, read: bool) -> None:

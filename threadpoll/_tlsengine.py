@@ -47,9 +47,8 @@ _T = TypeVar("_T")
 # place, so a read of several records is one object straight from OpenSSL, not a join of one
 # object per record (a copy of the whole read: about 5% of a bulk transfer's instructions).
 # A transport on the C core's runtime uses it (_Transport.fill_bytes).
-_fill_bytes: Callable[[int, Callable[[memoryview], int]], bytes] | None = (
-    _cpoll.fill_bytes if _cpoll is not None else None
-)
+_FillBytes = Callable[[int, Callable[[memoryview], int]], bytes]
+_fill_bytes: _FillBytes | None = _cpoll.fill_bytes if _cpoll is not None else None
 
 # The largest read from the wire: many records (2^14 + 256 bytes at most each), so that a bulk
 # transfer makes one recv, one BIO copy and one GIL hand-off for several records.
@@ -126,7 +125,7 @@ class _Transport:
         supported). Errors are left for the next real read."""
         return None
 
-    def fill_bytes(self) -> Callable[[int, Callable[[memoryview], int]], bytes] | None:
+    def fill_bytes(self) -> _FillBytes | None:
         """_fill_bytes where the descriptor is on the C core's runtime, else None: the
         Python runtime, the reference, keeps Python's way (a bytes object per record,
         joined)."""

@@ -28,9 +28,9 @@ from __future__ import annotations
 import _socket
 import ssl
 import time
-from typing import Any, Callable
+from typing import Any
 
-from threadpoll._tlsengine import _Engine, _fill_bytes, _Transport
+from threadpoll._tlsengine import _Engine, _fill_bytes, _FillBytes, _Transport
 from threadpoll.net import Addr, AddressArg, Conn, Listener
 from threadpoll.net import dial as _net_dial
 from threadpoll.net import listen as _listen
@@ -72,7 +72,7 @@ class _ConnTransport(_Transport):
         if not read:
             self._fd.check_err(False)
 
-    def fill_bytes(self) -> Callable[[int, Callable[[memoryview], int]], bytes] | None:
+    def fill_bytes(self) -> _FillBytes | None:
         return _fill_bytes if self._fd._cfd else None
 
     def peek_into(self, buf: memoryview) -> int | None:
