@@ -10,6 +10,7 @@ server certificate signed by another CA (valid until 2126).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import select
@@ -19,13 +20,16 @@ import socket as stdsocket
 import ssl
 import subprocess
 import sys
+import termios
 import threading
 import time
 import tracemalloc
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Callable
 
 import pytest
+from kqueue_emul import _ioctl_int
 from support import Runner, parked, wait_parked, wait_until
 
 import threadpoll.socket as ts
@@ -311,34 +315,33 @@ def test_close_wakes_read(pair: tuple[End, End]) -> None:
     assert_fd_closed(n)
 
 
-def test_parked_reader_holds_no_buffer_of_the_size_it_asked_for(pair: tuple[End, End]) -> None:
-    """A read parks for the data before it makes its result: a thread parked in
-    read(32 MiB) holds no 32 MiB (a server with many parked readers would)."""
-    c, s = pair
-    n = 32 << 20
+@contextlib.contextmanager
+def _heap_growth() -> Iterator[Callable[[], int]]:
+    """tracemalloc on for the block (unless it already is); yields a function that says how
+    many more bytes are traced than at the block's start."""
     tracing = tracemalloc.is_tracing()
     if not tracing:
         tracemalloc.start()
     try:
         before = tracemalloc.get_traced_memory()[0]
-        r = Runner(lambda: c.read(n))
-        wait_parked(c.fd, "r")
-        held = tracemalloc.get_traced_memory()[0] - before
-        s.write(b"data")
-        assert r.join() == b"data"
+        yield lambda: tracemalloc.get_traced_memory()[0] - before
     finally:
         if not tracing:
             tracemalloc.stop()
+
+
+def test_parked_reader_holds_no_buffer_of_the_size_it_asked_for(pair: tuple[End, End]) -> None:
+    """A read parks for the data before it makes its result: a thread parked in
+    read(32 MiB) holds no 32 MiB (a server with many parked readers would)."""
+    c, s = pair
+    n = 32 << 20
+    with _heap_growth() as growth:
+        r = Runner(lambda: c.read(n))
+        wait_parked(c.fd, "r")
+        held = growth()
+        s.write(b"data")
+        assert r.join() == b"data"
     assert held < n // 8, f"{held} bytes held by a parked read({n})"
-
-
-def _unread(fd: int) -> int:
-    """Bytes the kernel holds for fd (FIONREAD)."""
-    import fcntl
-    import struct
-    import termios
-
-    return int(struct.unpack("i", fcntl.ioctl(fd, termios.FIONREAD, b"\0\0\0\0"))[0])
 
 
 @pytest.mark.timeout(30)
@@ -397,26 +400,19 @@ def test_reader_parked_on_a_half_arrived_record_holds_no_such_buffer(front: str)
     try:
         srv.sendall(b"x")  # settle: the session tickets come before it
         assert c.read(10) == b"x"
-        tracing = tracemalloc.is_tracing()
-        if not tracing:
-            tracemalloc.start()
-        try:
-            before = tracemalloc.get_traced_memory()[0]
+        with _heap_growth() as growth:
             half.set()
             r = Runner(lambda: c.read(n))
             srv.sendall(b"y" * 16000)
             assert sent_half.wait(10)
             # Parked with nothing left in the kernel: the reader took the 200 bytes.
             wait_until(
-                lambda: parked(c.fd)() and _unread(c.fileno()) == 0,
+                lambda: parked(c.fd)() and _ioctl_int(c.fileno(), termios.FIONREAD) == 0,
                 what="the reader parked mid-record",
             )
-            held = tracemalloc.get_traced_memory()[0] - before
+            held = growth()
             gate.set()
             got = r.join()
-        finally:
-            if not tracing:
-                tracemalloc.stop()
         assert got == b"y" * len(got) and 0 < len(got) <= 16000
         assert held < n // 8, f"{held} bytes held by a read({n}) parked mid-record"
     finally:
