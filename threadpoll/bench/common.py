@@ -42,6 +42,8 @@ V_FLOOR = "floor: read(2) in Python"
 V_SSL = "stdlib ssl"
 V_SSL_TPS = "threadpoll drop-in ssl"
 V_TLS = "threadpoll.tls"
+V_SSL_TPS_C = "threadpoll drop-in ssl, C core"
+V_TLS_C = "threadpoll.tls, C core"
 V_FLOOR_LOCK = "floor: + one lock"
 
 ECHO_SIZE = 64  # bytes per echo request and response, as in reference/perf-notes.md

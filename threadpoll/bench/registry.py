@@ -27,9 +27,11 @@ from threadpoll.bench.common import (
     V_SELECT,
     V_SSL,
     V_SSL_TPS,
+    V_SSL_TPS_C,
     V_STDLIB,
     V_TIMEOUT,
     V_TLS,
+    V_TLS_C,
     V_TPS,
     V_TPS_BOTH,
     V_TPS_BOTH_C,
@@ -416,11 +418,22 @@ def _cases(quick: bool, rounds: int | None, only: Sequence[str]) -> list[Case]:
                     Variant(V_SSL, _tls_bulk_stdlib, _probe_openssl, "stdlib sockets"),
                     Variant(
                         V_SSL_TPS,
-                        _tls_bulk_tps,
+                        _on_impl("python", _tls_bulk_tps),
                         _probe_openssl,
                         "SSLContext.wrap_socket on threadpoll sockets",
                     ),
-                    Variant(V_TLS, _tls_bulk_conn, _probe_openssl, "TLSConn over Conn"),
+                    Variant(
+                        V_TLS,
+                        _on_impl("python", _tls_bulk_conn),
+                        _probe_openssl,
+                        "TLSConn over Conn",
+                    ),
+                    Variant(
+                        V_SSL_TPS_C, _on_impl("c", _tls_bulk_tps), _probes(_probe_openssl, _probe_c)
+                    ),
+                    Variant(
+                        V_TLS_C, _on_impl("c", _tls_bulk_conn), _probes(_probe_openssl, _probe_c)
+                    ),
                 ],
                 {},
                 requires=_probe_openssl,
@@ -438,8 +451,14 @@ def _cases(quick: bool, rounds: int | None, only: Sequence[str]) -> list[Case]:
                 V_SSL,
                 [
                     Variant(V_SSL, _tls_pp_stdlib, _probe_openssl, "stdlib sockets"),
-                    Variant(V_SSL_TPS, _tls_pp_tps, _probe_openssl),
-                    Variant(V_TLS, _tls_pp_conn, _probe_openssl),
+                    Variant(V_SSL_TPS, _on_impl("python", _tls_pp_tps), _probe_openssl),
+                    Variant(V_TLS, _on_impl("python", _tls_pp_conn), _probe_openssl),
+                    Variant(
+                        V_SSL_TPS_C, _on_impl("c", _tls_pp_tps), _probes(_probe_openssl, _probe_c)
+                    ),
+                    Variant(
+                        V_TLS_C, _on_impl("c", _tls_pp_conn), _probes(_probe_openssl, _probe_c)
+                    ),
                 ],
                 {"size": 1},
                 requires=_probe_openssl,
