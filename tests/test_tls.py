@@ -1733,3 +1733,41 @@ def test_any_tls_module_imports_first(first: str) -> None:
     )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=50)
     assert r.returncode == 0, r.stderr
+
+
+def test_nonblocking_read_reads_the_pending_write_once() -> None:
+    """A non-blocking read that finds nothing asks the caller to wait for writability while a
+    write's sealed records are still unsent (``_Engine.pending``). That field belongs to the
+    writer (out_lock); the reader, which does not hold out_lock, must read it once: a writer
+    that finishes between two reads sets it to None (a race a no-GIL build runs into).
+    Here a stand-in engine hands out the unsent records on the first read of the field and
+    None after, as such a writer would."""
+    from threadpoll._tlsengine import _Engine
+
+    class _WriterFinishes(_Engine):
+        __slots__ = ("reads",)
+
+        @property  # type: ignore[override]
+        def pending(self) -> memoryview | None:
+            self.reads += 1
+            return memoryview(b"sealed") if self.reads == 1 else None
+
+        @pending.setter
+        def pending(self, value: memoryview | None) -> None:
+            self.reads = 0
+
+    class _Obj:
+        def read(self, n: int) -> bytes:
+            raise ssl.SSLWantReadError("The operation did not complete (read)")
+
+    class _Out:
+        pending = 0
+
+    class _Transport:
+        nonblocking = True
+
+    eng = _WriterFinishes(_Obj(), ssl.MemoryBIO(), _Out(), framed=False)  # type: ignore[arg-type]
+    eng.reads = 0
+    with pytest.raises(ssl.SSLWantWriteError):
+        eng._read_locked(_Transport(), 16, None, [])  # type: ignore[arg-type]
+    assert eng.reads == 1

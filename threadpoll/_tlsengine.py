@@ -680,7 +680,10 @@ class _Engine:
                     self.kick(t)
                 if got:
                     return got  # the records in the BIO were not data; what we have will do
-                if t.nonblocking and self.pending is not None and self.pending.nbytes:
+                # The writer's field (out_lock, not held here): read once, as a writer that
+                # finishes meanwhile sets it to None.
+                unsent = self.pending
+                if t.nonblocking and unsent is not None and unsent.nbytes:
                     # The peer may be waiting for what this read produced (a post-handshake
                     # answer): the caller must wait for writability, as OpenSSL on a socket
                     # would ask it to.
