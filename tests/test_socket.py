@@ -21,6 +21,7 @@ import smtplib
 import socket as stdsocket
 import socketserver
 import ssl
+import sys
 import tempfile
 import threading
 import time
@@ -1242,3 +1243,55 @@ def test_blocking_calls_take_every_argument_as_the_stdlib_does(
         sa.close()
         sb.close()
     assert run(*pair) == want
+
+
+@pytest.mark.timeout(30)
+def test_two_threads_closing_one_socket_both_return(pair: tuple[ts.socket, ts.socket]) -> None:
+    """close() of one socket object from two threads at once: both return, as a second
+    close() does (the stdlib's is a no-op then). Its "this object closed already" mark is
+    taken under a lock: with a check then a set, both threads could pass the check (a no-GIL
+    build runs them side by side), and the later one then found the descriptor closed and
+    raised EBADF. A trace on each thread holds it just after the check, until the other
+    thread gets there too or a second has passed: unfixed, both get there."""
+    import inspect
+
+    a, _ = pair
+    lines, first = inspect.getsourcelines(ts.socket._real_close)
+    mark = first + next(i for i, s in enumerate(lines) if "self._released = True" in s)
+    met = threading.Barrier(2)
+    both_through = threading.Event()
+
+    def at_mark(frame: Any, event: str, arg: Any) -> Any:
+        if event == "line" and frame.f_lineno == mark:
+            try:
+                met.wait(1.0)
+                both_through.set()
+            except threading.BrokenBarrierError:
+                pass
+        return at_mark
+
+    def tracer(frame: Any, event: str, arg: Any) -> Any:
+        if event == "call" and frame.f_code is ts.socket._real_close.__code__:
+            return at_mark
+        return None
+
+    errors: list[BaseException] = []
+
+    def close() -> None:
+        sys.settrace(tracer)
+        try:
+            a.close()
+        except BaseException as e:
+            errors.append(e)
+        finally:
+            sys.settrace(None)
+
+    threads = [threading.Thread(target=close) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10.0)
+    assert not any(t.is_alive() for t in threads)
+    assert errors == []
+    assert not both_through.is_set()  # one thread at a time past the check
+    assert a.fileno() == -1

@@ -243,6 +243,9 @@ class _Desc:
 # fd number → the _Desc of the live socket that owns it. Guarded by _descs_lock.
 _descs: weakref.WeakValueDictionary[int, _Desc] = weakref.WeakValueDictionary()
 _descs_lock = threading.RLock()  # re-entrant: a signal handler may make a socket meanwhile
+# Taken by _real_close to test and set _released as one step. Re-entrant: a signal handler
+# may close a socket meanwhile (held for two lines, never across a call that can wait).
+_release_lock = threading.RLock()
 
 
 def _after_fork_in_child() -> None:
@@ -484,9 +487,10 @@ class socket(_StdSocket):
         all left and the fd is closed. Called by close() once no makefile() file is open.
         Once: a second close() of this object does nothing, as the stdlib's; but if another
         object on the same descriptor closed it first, EBADF, as the stdlib's close(2)."""
-        if self._released:
-            return
-        self._released = True
+        with _release_lock:  # two threads closing this object: one closes, one returns
+            if self._released:
+                return
+            self._released = True
         d = self._desc
         try:
             # A close from a signal handler whose thread is inside a call on this socket
