@@ -1771,3 +1771,67 @@ def test_nonblocking_read_reads_the_pending_write_once() -> None:
     with pytest.raises(ssl.SSLWantWriteError):
         eng._read_locked(_Transport(), 16, None, [])  # type: ignore[arg-type]
     assert eng.reads == 1
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("call", ["recv", "recv_into"])
+def test_two_readers_after_unwrap_never_get_the_same_leftover(
+    rt: Any, monkeypatch: pytest.MonkeyPatch, call: str
+) -> None:
+    """Cleartext the peer sent right behind its close_notify, read with it by the memory-BIO
+    route's unwrap, is handed out by the next reads; two threads reading at once must get
+    different bytes, as from a kernel socket. The leftover is taken under a lock: with a
+    read and then a write of it, both threads could take the same bytes. A stand-in for the
+    attribute holds each thread at its second read of it (the first is the cheap check)
+    until the other thread gets there too or a second has passed: unfixed, both get there."""
+    monkeypatch.setattr(_sslsocket, "_BIO_ONLY", True)
+    c, peer, _ = raw_peer_pair("dropin-bio")
+    try:
+        with contextlib.suppress(ssl.SSLWantReadError):
+            peer.obj.unwrap()  # seals our close_notify; would then wait for the client's
+        peer.sock.sendall(peer.out.read() + b"clear")
+        plain = c.obj.unwrap()
+        assert plain._leftover == b"clear"  # the 5 bytes read as the next record's header
+
+        slot: dict[str, bytes] = {"v": plain._leftover}
+        reads: dict[int, int] = {}
+        met = threading.Barrier(2)
+        both_at_second_read = threading.Event()
+
+        def get(self: Any) -> bytes:
+            me = threading.get_ident()
+            reads[me] = reads.get(me, 0) + 1
+            if reads[me] == 2:
+                try:
+                    met.wait(1.0)
+                    both_at_second_read.set()
+                except threading.BrokenBarrierError:
+                    pass
+            return slot["v"]
+
+        def put(self: Any, value: bytes) -> None:
+            slot["v"] = value
+
+        monkeypatch.setattr(TPSSLSocket, "_leftover", property(get, put))
+        got: list[bytes] = []
+
+        def read_one() -> None:
+            if call == "recv":
+                got.append(plain.recv(1))
+            else:
+                buf = bytearray(1)
+                assert plain.recv_into(buf, 1) == 1
+                got.append(bytes(buf))
+
+        threads = [threading.Thread(target=read_one) for _ in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(10.0)
+        assert not any(t.is_alive() for t in threads)
+        assert sorted(got) == [b"c", b"l"]
+        assert not both_at_second_read.is_set()
+        assert slot["v"] == b"ear"
+    finally:
+        c.close()
+        peer.sock.close()

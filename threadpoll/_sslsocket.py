@@ -122,6 +122,10 @@ __all__ = ["SSLSocket", "install"]
 
 _CSocket = _socket.socket
 _c_settimeout = _CSocket.settimeout
+# Taken to hand out SSLSocket._leftover (cleartext after an unwrap) as one step: two threads
+# reading at once get different bytes. Re-entrant: a signal handler may read meanwhile (held
+# for a few lines, never across a call that can wait).
+_leftover_lock = threading.RLock()
 _StdSSLSocket = ssl.SSLSocket
 _MSG_DONTWAIT = getattr(_socket, "MSG_DONTWAIT", 0)
 _monotonic = time.monotonic
@@ -912,17 +916,22 @@ class SSLSocket(_StdSSLSocket, _tpsocket.socket):  # type: ignore[misc]
                     return b""
                 raise
         if self._leftover and sslobj is None and not flags:
-            out, self._leftover = self._leftover[:buflen], self._leftover[buflen:]
-            return out
+            with _leftover_lock:  # two readers never take the same bytes
+                left = self._leftover
+                if left:
+                    self._leftover = left[buflen:]
+                    return left[:buflen]
         return _StdSSLSocket.recv(self, buflen, flags)
 
     def recv_into(self, buffer: Any, nbytes: Any = None, flags: int = 0) -> int:
         if self._leftover and self._sslobj is None and not flags:
-            with memoryview(buffer) as m, m.cast("B") as v:
-                n = min(v.nbytes, nbytes or v.nbytes, len(self._leftover))
-                v[:n] = self._leftover[:n]
-            self._leftover = self._leftover[n:]
-            return n
+            with _leftover_lock, memoryview(buffer) as m, m.cast("B") as v:
+                left = self._leftover
+                if left:
+                    n = min(v.nbytes, nbytes or v.nbytes, len(left))
+                    v[:n] = left[:n]
+                    self._leftover = left[n:]
+                    return n
         return _StdSSLSocket.recv_into(self, buffer, nbytes, flags)
 
 
