@@ -1813,23 +1813,16 @@ def test_two_readers_after_unwrap_never_get_the_same_leftover(
             slot["v"] = value
 
         monkeypatch.setattr(TPSSLSocket, "_leftover", property(get, put))
-        got: list[bytes] = []
 
-        def read_one() -> None:
+        def read_one() -> bytes:
             if call == "recv":
-                got.append(plain.recv(1))
-            else:
-                buf = bytearray(1)
-                assert plain.recv_into(buf, 1) == 1
-                got.append(bytes(buf))
+                return plain.recv(1)  # type: ignore[no-any-return]
+            buf = bytearray(1)
+            assert plain.recv_into(buf, 1) == 1
+            return bytes(buf)
 
-        threads = [threading.Thread(target=read_one) for _ in range(2)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(10.0)
-        assert not any(t.is_alive() for t in threads)
-        assert sorted(got) == [b"c", b"l"]
+        readers = [Runner(read_one, "reader") for _ in range(2)]
+        assert sorted(r.join() for r in readers) == [b"c", b"l"]
         assert not both_at_second_read.is_set()
         assert slot["v"] == b"ear"
     finally:
