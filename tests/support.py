@@ -30,6 +30,12 @@ def wait_until(pred: Callable[[], bool], timeout: float = 5.0, what: str = "cond
         time.sleep(0.0005)
 
 
+def line_of(func: Callable[..., Any], marker: str) -> int:
+    """The number of the first source line of ``func`` that contains ``marker``."""
+    lines, first = inspect.getsourcelines(func)
+    return next(first + i for i, ln in enumerate(lines) if marker in ln)
+
+
 def thread_on_line(ident: int | None, func: Callable[..., Any], marker: str) -> bool:
     """Whether the thread ``ident``'s top frame is in ``func`` on the first source line of it
     that contains ``marker``. A thread asleep in a C call (a lock's wait, a syscall) has no
@@ -37,8 +43,25 @@ def thread_on_line(ident: int | None, func: Callable[..., Any], marker: str) -> 
     frame = sys._current_frames().get(ident or 0)
     if frame is None or frame.f_code is not func.__code__:
         return False
-    lines, first = inspect.getsourcelines(func)
-    return frame.f_lineno == next(first + i for i, ln in enumerate(lines) if marker in ln)
+    return frame.f_lineno == line_of(func, marker)
+
+
+class Meeting:
+    """A point two threads may reach together: ``arrive()`` waits up to ``wait`` seconds for
+    the other thread, then goes on either way; ``met`` is set if both were there at once
+    (both inside a window that a lock should let only one into)."""
+
+    def __init__(self, wait: float = 1.0) -> None:
+        self._barrier = threading.Barrier(2)
+        self._wait = wait
+        self.met = threading.Event()
+
+    def arrive(self) -> None:
+        try:
+            self._barrier.wait(self._wait)
+        except threading.BrokenBarrierError:
+            return
+        self.met.set()
 
 
 def blocked_on_call_gate(ident: int | None) -> bool:

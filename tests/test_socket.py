@@ -34,7 +34,16 @@ from collections.abc import Iterator
 from typing import Any, Callable, cast
 
 import pytest
-from support import Runner, blocked_on_call_gate, pd_of, wait_parked, wait_until
+from support import (
+    Meeting,
+    Runner,
+    blocked_on_call_gate,
+    line_of,
+    pd_of,
+    run_all,
+    wait_parked,
+    wait_until,
+)
 
 import threadpoll.socket as ts
 from threadpoll._poll import fd_unix
@@ -1253,21 +1262,13 @@ def test_two_threads_closing_one_socket_both_return(pair: tuple[ts.socket, ts.so
     build runs them side by side), and the later one then found the descriptor closed and
     raised EBADF. A trace on each thread holds it just after the check, until the other
     thread gets there too or a second has passed: unfixed, both get there."""
-    import inspect
-
     a, _ = pair
-    lines, first = inspect.getsourcelines(ts.socket._real_close)
-    mark = first + next(i for i, s in enumerate(lines) if "self._released = True" in s)
-    met = threading.Barrier(2)
-    both_through = threading.Event()
+    mark = line_of(ts.socket._real_close, "self._released = True")
+    past_check = Meeting()
 
     def at_mark(frame: Any, event: str, arg: Any) -> Any:
         if event == "line" and frame.f_lineno == mark:
-            try:
-                met.wait(1.0)
-                both_through.set()
-            except threading.BrokenBarrierError:
-                pass
+            past_check.arrive()
         return at_mark
 
     def tracer(frame: Any, event: str, arg: Any) -> Any:
@@ -1282,7 +1283,6 @@ def test_two_threads_closing_one_socket_both_return(pair: tuple[ts.socket, ts.so
         finally:
             sys.settrace(None)
 
-    closers = [Runner(close, "closer") for _ in range(2)]
-    assert [r.join_exc() for r in closers] == [None, None]  # neither raised EBADF
-    assert not both_through.is_set()  # one thread at a time past the check
+    run_all([close, close], timeout=10.0)  # neither raises EBADF
+    assert not past_check.met.is_set()  # one thread at a time past the check
     assert a.fileno() == -1

@@ -30,7 +30,7 @@ from typing import Any, Callable
 
 import pytest
 from kqueue_emul import _ioctl_int
-from support import Runner, parked, wait_parked, wait_until
+from support import Meeting, Runner, parked, run_all, wait_parked, wait_until
 
 import threadpoll.socket as ts
 import threadpoll.testing
@@ -1795,18 +1795,13 @@ def test_two_readers_after_unwrap_never_get_the_same_leftover(
 
         slot: dict[str, bytes] = {"v": plain._leftover}
         reads: dict[int, int] = {}
-        met = threading.Barrier(2)
-        both_at_second_read = threading.Event()
+        second_read = Meeting()
 
         def get(self: Any) -> bytes:
             me = threading.get_ident()
             reads[me] = reads.get(me, 0) + 1
             if reads[me] == 2:
-                try:
-                    met.wait(1.0)
-                    both_at_second_read.set()
-                except threading.BrokenBarrierError:
-                    pass
+                second_read.arrive()
             return slot["v"]
 
         def put(self: Any, value: bytes) -> None:
@@ -1821,9 +1816,8 @@ def test_two_readers_after_unwrap_never_get_the_same_leftover(
             assert plain.recv_into(buf, 1) == 1
             return bytes(buf)
 
-        readers = [Runner(read_one, "reader") for _ in range(2)]
-        assert sorted(r.join() for r in readers) == [b"c", b"l"]
-        assert not both_at_second_read.is_set()
+        assert sorted(run_all([read_one, read_one], timeout=10.0)) == [b"c", b"l"]
+        assert not second_read.met.is_set()
         assert slot["v"] == b"ear"
     finally:
         c.close()
