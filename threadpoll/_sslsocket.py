@@ -159,7 +159,10 @@ class _SSLObj:
         self.lock = threading.RLock()  # one step at a time (see the module docstring)
         self.wlock = threading.Lock()  # one writer at a time, for its whole call
         # The thread ident of wlock's holder (0: none), for the re-entry checks. Written
-        # by the holder only, under wlock.
+        # by the holder only, under wlock. Benign race: _wlock_wait reads it without wlock,
+        # only to compare it with its own ident, which only its own thread stores (and
+        # clears before letting wlock go), and with _POISONED, stored in a fork child
+        # before it has a second thread.
         self.wowner = 0
         # A blocking write's step that an error cut short: its plaintext, which OpenSSL
         # holds part of; the next write finishes it first. Guarded by wlock.
@@ -436,10 +439,11 @@ class _SSLObj:
             return int(self.obj.pending())
 
     def __getattr__(self, name: str) -> Any:
-        attr = getattr(self.obj, name)
+        lock = self.lock
+        with lock:  # a property of _ssl's object reads OpenSSL's state
+            attr = getattr(self.obj, name)
         if not callable(attr):
             return attr
-        lock = self.lock
 
         def step(*args: Any, **kwargs: Any) -> Any:
             with lock:
@@ -449,7 +453,8 @@ class _SSLObj:
 
     @property
     def context(self) -> ssl.SSLContext:
-        return self.obj.context  # type: ignore[no-any-return]
+        with self.lock:
+            return self.obj.context  # type: ignore[no-any-return]
 
     @context.setter
     def context(self, ctx: ssl.SSLContext) -> None:
@@ -696,7 +701,10 @@ class SSLSocket(_StdSSLSocket, _tpsocket.socket):  # type: ignore[misc]
     """An ``ssl.SSLSocket`` on a threadpoll socket; see the module docstring."""
 
     _leftover = b""  # _BIOSSLObj: cleartext the peer sent right after its close_notify (unwrap)
-    _discard_at_close = False  # closed while TLS was on: _before_close drains the socket
+    # Closed while TLS was on: _before_close drains the socket. Written by the closer before
+    # it closes the FD; read by whichever thread destroys the FD, after the last reference
+    # leaves: ordered by the fdMutex's lock (the closed mark, then the last decref).
+    _discard_at_close = False
     # What the stdlib's SSLSocket keeps (Lib/ssl.py SSLSocket._create), typed for mypy.
     _context: ssl.SSLContext
     _session: Any

@@ -219,7 +219,13 @@ class _Engine:
         # Guarded by out_lock.
         self.retry: int | None = None
         self.rbuf = memoryview(bytearray(_RECV_SIZE))  # guarded by in_lock
-        self.handshake_done = False  # set once, under in_lock and out_lock
+        # Goes from False to True once: set by handshake() (under hs_lock, in_lock and
+        # out_lock) or by a read that OpenSSL answered, which it does only once the handshake
+        # is over (in_lock only).
+        # Benign race: read without a lock. A stale False only calls handshake(), which
+        # takes hs_lock and returns at once, or runs a do_handshake that OpenSSL answers at
+        # once on a finished connection.
+        self.handshake_done = False
         self.hs_lock = threading.Lock()  # Go: handshakeMutex; taken before in_lock
         # The record framing of the bytes read so far (see _want_bytes). Guarded by in_lock.
         self.hdr = bytearray(_HEADER)
@@ -597,6 +603,8 @@ class _Engine:
         """
         if not self.handshake_done:
             self.handshake(t)
+        # Benign race: the writer's field, read once without out_lock only to decide
+        # whether to kick, which takes out_lock and looks again.
         if self.pending is not None and t.nonblocking:
             self.kick(t)  # what a previous non-blocking call could not send
         self._take_in(t)
