@@ -33,7 +33,17 @@ from decimal import Decimal
 from typing import Any, Callable
 
 import pytest
-from support import Runner, blocked_on_call_gate, pd_of, thread_on_line, wait_parked, wait_until
+from support import (
+    Meeting,
+    Runner,
+    blocked_on_call_gate,
+    line_of,
+    pd_of,
+    run_all,
+    thread_on_line,
+    wait_parked,
+    wait_until,
+)
 
 from threadpoll._poll import fd_unix
 from threadpoll._poll.fd_mutex import (
@@ -1863,3 +1873,92 @@ def test_registry_holds_an_fd_until_destroyed_and_a_front_socket_weakly(
     finally:
         g.close()
     assert g not in fd_unix._live_fds_all()
+
+
+# --- two threads at a race window ---------------------------------------------------------
+
+
+@pytest.mark.timeout(20)
+def test_two_closes_in_a_forked_child_drop_the_parents_references_once(
+    rt: Runtime, fds: Closer
+) -> None:
+    """In a forked child, close() first drops the references parent threads held (the FD's
+    ghost references). Two threads closing at once drop them once: the count is read and
+    dropped under fd_unix._live_lock. Read, dropped, then zeroed with no lock, both threads
+    could drop them (a no-GIL build runs them side by side): the Python fdMutex's count went
+    below zero (FDMutexError "too many concurrent operations"), the C one's raised
+    "inconsistent", and the descriptor stayed open. The fork is played here, as the fork
+    handler runs it in the child (the FD cannot tell). A trace on each closer holds it just
+    after its drop until the other gets there too or a second has passed: unfixed, both
+    get there."""
+    a, _ = unix_pair(fds)
+    a.incref()  # a parent thread's operation, in flight at the fork: never finished
+    a._after_fork_in_child()
+    assert a._ghost_refs == MUTEX_REF
+    dropped = line_of(FD.close, "self._ghost_refs = 0")
+    at_dropped = Meeting()
+
+    def at_line(frame: Any, event: str, arg: Any) -> Any:
+        if event == "line" and frame.f_lineno == dropped:
+            at_dropped.arrive()
+        return at_line
+
+    def tracer(frame: Any, event: str, arg: Any) -> Any:
+        if event == "call" and frame.f_code is FD.close.__code__:
+            return at_line
+        return None
+
+    def close() -> str:
+        sys.settrace(tracer)
+        try:
+            a.close()
+        except NetClosingError:
+            return "closing error"
+        finally:
+            sys.settrace(None)
+        return "closed"
+
+    assert sorted(run_all([close, close], timeout=10.0)) == ["closed", "closing error"]
+    assert a.sysfd == -1 and a._ghost_refs == 0
+    assert not at_dropped.met.is_set()  # one thread at a time past the drop
+
+
+@pytest.mark.timeout(20)
+def test_close_that_finds_the_fd_detached_sees_detached(rt: Runtime, fds: Closer) -> None:
+    """A close() that fails because detach() marked the FD closed then sees detached() true
+    (threadpoll.socket's view socket relies on it to close only its own C-level fd). detach
+    marks the fdMutex closed and sets its flag in one section under fd_unix._live_lock,
+    which detached() takes. With the flag set after the mark and no lock, a close in between
+    read False (the view socket then raised EBADF). A trace holds the detaching thread just
+    before it sets the flag until the closer has looked or a second has passed."""
+    a, _ = unix_pair(fds)
+    flag = line_of(FD.detach, "self._detaching = True")
+    at_flag = threading.Event()
+    looked = threading.Event()
+
+    def at_line(frame: Any, event: str, arg: Any) -> Any:
+        if event == "line" and frame.f_lineno == flag:
+            at_flag.set()
+            looked.wait(1.0)  # fixed, the closer waits for _live_lock instead
+        return at_line
+
+    def tracer(frame: Any, event: str, arg: Any) -> Any:
+        if event == "call" and frame.f_code is FD.detach.__code__:
+            return at_line
+        return None
+
+    def detach() -> int:
+        sys.settrace(tracer)
+        try:
+            return a.detach()
+        finally:
+            sys.settrace(None)
+
+    detacher = Runner(detach, name="detacher")
+    assert at_flag.wait(10.0)
+    with pytest.raises(NetClosingError):
+        a.close()
+    seen = a.detached()
+    looked.set()
+    fds.own(detacher.join())
+    assert seen

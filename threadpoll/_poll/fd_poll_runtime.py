@@ -167,6 +167,8 @@ class PollHandle:
     def __init__(self) -> None:
         """Go: none"""
         # Written by init before the FD is shared, cleared by close when no op remains.
+        # Benign race: FD's C fast paths read it holding no reference; the C loop takes the
+        # read or write lock before it uses it, and that fails once the FD is closed.
         self.runtime_ctx: PollDesc | None = None
 
     def init(self, sysfd: int, rt: Runtime | None = None) -> int:

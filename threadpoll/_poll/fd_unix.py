@@ -422,7 +422,10 @@ class FD:
         # Neither mutex gets a re-entry check of its own: both run _shared_reentry_check,
         # which finds this FD by its mutex on the waiting thread's stack (no closure per FD).
         self._cfast = False  # the C first attempts apply (a pollable socket on the C core)
-        self.sysfd = sysfd  # constant until _destroy, which runs when no op holds a ref
+        # Constant until _destroy, which runs when no op holds a ref. Benign race: the C
+        # core's fast paths read it (and pd.runtime_ctx) holding none; the C loop takes the
+        # read or write lock before it uses either, and that fails once the FD is closed.
+        self.sysfd = sysfd
         self.pd = PollHandle()
         # What few FDs ever need (the close semaphore before their close, the call gates and
         # limits of timed calls, detach's and fork's marks, a backend's refusal, a shut read
@@ -438,7 +441,11 @@ class FD:
         # waiting now with one of their own (_rcall, _wcall: see _wait), are guarded by the
         # FD's short lock (_short_lock: shared by stripe, none per FD); the pollDesc has the
         # earlier of each pair. A signal handler's close or deadline may run while its thread
-        # is inside (the lock is re-entrant; re-entry only reads is_blocking).
+        # is inside (the lock is re-entrant; re-entry only reads is_blocking). Benign race:
+        # the fast paths (read, write, recv, send, accept and the like), File.fileno and the
+        # reprs read is_blocking without it. It only goes from False to True (set_blocking);
+        # a stale False only picks the C loop, which makes the Python loop's syscalls and
+        # parks on the same pollDesc, or has File.fileno call set_blocking again (a no-op).
         self._rd = NO_DEADLINE  # guarded by _short_lock()
         self._wd = NO_DEADLINE  # guarded by _short_lock()
         self._sock: _socket.socket | None = sock
@@ -457,7 +464,8 @@ class FD:
                     self._cfast = self._cfd and not self.is_file
                     pd = self.pd.runtime_ctx
                     if pd is not None:
-                        pd.kind = self.kind
+                        with pd.lock:  # published: runtime_poll_open put it in open_pds
+                            pd.kind = self.kind
                         if self._cfast:  # Conn's and the drop-in's calls straight into C
                             self._cmu()._set_fast(pd, sysfd, is_stream)
                 else:
@@ -682,7 +690,9 @@ class FD:
 
     @property
     def _detaching(self) -> bool:
-        """Set by detach: the descriptor is given back, not closed.
+        """Set by detach: the descriptor is given back, not closed. Set under _live_lock
+        with the closed mark (see detach); _destroy reads it without, ordered by the
+        fdMutex (the detacher sets it before it drops its reference).
 
         Go: none
         """
@@ -697,6 +707,9 @@ class FD:
     @property
     def _ghost_refs(self) -> int:
         """In a forked child: the references parent threads held; not 0 poisons the FD.
+        Set by the fork handler (one thread left), then dropped by close under _live_lock
+        (-1 meanwhile). Benign race: close's first test reads it without the lock; it sees
+        0 only once they are dropped (or if there were none), and the lock decides the rest.
 
         Go: none
         """
@@ -852,8 +865,18 @@ class FD:
             # be dropped. Drop them here, then close as usual, so close() still waits for
             # the child's own operations before close(2).
             # One compare-and-swap on the C core; under the state lock in Python.
-            self.fdmu.clear_poison(self._ghost_refs)
-            self._ghost_refs = 0
+            # Once, under _live_lock: a second closer waits here, then finds 0 (two closers
+            # that each read the count without it both dropped it: a count below zero).
+            with _live_lock:
+                refs = self._ghost_refs
+                if refs < 0:
+                    # A signal handler on top of this thread's own close, inside this
+                    # section: that close goes on when the handler returns.
+                    return
+                if refs:
+                    self._ghost_refs = -1  # being dropped: only this thread can see it
+                    self.fdmu.clear_poison(refs)
+                    self._ghost_refs = 0
         if not self._cfd and self.fdmu.held_by_me():
             # A signal handler interrupted this thread inside the fdMutex's own critical
             # section (possible on CPython < 3.11 only): closing here would be undone when
@@ -1018,11 +1041,17 @@ class FD:
                 "an operation on this descriptor (it would wait for itself)"
             )
         csema = self.csema or self._make_csema()  # before the mark: see _make_csema
-        if not self.fdmu.incref_and_close():
-            raise self._closed_error()
+        # The closed mark and the flag in one section under _live_lock, which detached()
+        # takes: a close that fails on the mark then sees the flag. Set after the mark with
+        # no lock, a close in between read False (a view socket raised EBADF). Set before
+        # the mark, a detach that then lost it to a close could make that close's _destroy
+        # skip close(2).
+        with _live_lock:
+            if not self.fdmu.incref_and_close():
+                raise self._closed_error()
+            self._detaching = True
         fd = self.sysfd
         with self._short_lock():
-            self._detaching = True
             blocking = self.is_blocking
         self.pd.evict()
         if self.fdmu.decref():
@@ -1034,10 +1063,12 @@ class FD:
 
     def detached(self) -> bool:
         """Whether detach() gave the descriptor back (it is open, and no longer this FD's).
+        Under _live_lock: once the FD is marked closed, the answer is final (see detach).
 
         Go: none
         """
-        return self._detaching
+        with _live_lock:
+            return self._detaching
 
     # --- the call gates --------------------------------------------------------------------
 
@@ -1640,7 +1671,8 @@ class FD:
             self.pd.wait(mode, self.is_file)
         except DeadlineExceededError:
             # The earlier limit fired: the user's deadline if it is not later than ours.
-            user = self._rd if mode == "r" else self._wd
+            with self._short_lock():
+                user = self._rd if mode == "r" else self._wd
             if user > until and _monotonic() >= until:
                 raise limit.expired() from None
             raise

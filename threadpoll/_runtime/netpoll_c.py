@@ -63,6 +63,9 @@ else:
 # workflow's macOS jobs pass with THREADPOLL_IMPL=c.
 DEFAULT_IMPL = "c" if _cpoll is not None and _cpoll.backend == "epoll" else "python"
 
+# Whether chosen_impl has printed its notice. Benign race: tested and set without a lock.
+# get_runtime reaches it under proc._default_lock; two direct callers of
+# runtime_poll_server_init at once would only print the notice twice.
 _said = False
 
 # The extension module itself (None when it is not built), for internal/poll's C half.
@@ -179,7 +182,7 @@ class CRuntime(_Base):  # type: ignore[misc]
         self.lock = threading.Lock()  # what the diagnostics hold to read open_pds
         self.stat_lock = threading.Lock()
         self.pd_lock = threading.RLock()  # what a C pollDesc's ``lock`` attribute gives
-        self.stopping = False
+        self.stopping = False  # guarded by lock, as Runtime's (the C core has its own)
         self.poller_error: BaseException | None = None
         self.poller_deaths = 0
         proc._runtimes_add(self)
@@ -214,7 +217,8 @@ class CRuntime(_Base):  # type: ignore[misc]
 
         Go: none
         """
-        self.stopping = True
+        with self.lock:
+            self.stopping = True
         super().shutdown()
         proc._runtimes_discard(self)
 
