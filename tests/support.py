@@ -199,3 +199,38 @@ class Runner:
 def run_all(fns: list[Callable[[], Any]], timeout: float = 30.0) -> list[Any]:
     runners = [Runner(f, name=f"worker-{i}") for i, f in enumerate(fns)]
     return [r.join(timeout) for r in runners]
+
+
+class HoldAt:
+    """A trace function that holds a thread at one source line: the first line of ``func``
+    that contains ``marker`` (in ``func`` or in a function nested in it). The first thread
+    to get there sets ``reached`` and waits there until ``release()``, or ``wait`` seconds;
+    threads after it pass. ``run(fn)`` calls fn on the calling thread with it installed."""
+
+    def __init__(self, func: Callable[..., Any], marker: str, wait: float = 10.0) -> None:
+        self.line = line_of(func, marker)
+        self.file = func.__code__.co_filename
+        self.reached = threading.Event()
+        self._go = threading.Event()
+        self._wait = wait
+
+    def _at_line(self, frame: FrameType, event: str, arg: object) -> Any:
+        if event == "line" and frame.f_lineno == self.line and not self.reached.is_set():
+            self.reached.set()
+            self._go.wait(self._wait)
+        return self._at_line
+
+    def _tracer(self, frame: FrameType, event: str, arg: object) -> Any:
+        if event == "call" and frame.f_code.co_filename == self.file:
+            return self._at_line
+        return None
+
+    def release(self) -> None:
+        self._go.set()
+
+    def run(self, fn: Callable[[], T]) -> T:
+        sys.settrace(self._tracer)
+        try:
+            return fn()
+        finally:
+            sys.settrace(None)

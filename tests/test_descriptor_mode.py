@@ -3,8 +3,9 @@
 - Another holder of the open file description may clear ``O_NONBLOCK`` at any time: socket
   attempts use ``MSG_DONTWAIT``, so a reader still parks and close still wakes it.
 - A blocking drop-in socket's descriptor is blocking (``os.get_blocking``, a child process);
-  ``setblocking``/``settimeout`` change it as the stdlib's do; accept, connect and each step
-  of a TLS socket make it non-blocking only for the call or step.
+  ``setblocking``/``settimeout`` change it as the stdlib's do; accept, connect, sendfile and
+  each step of a TLS socket make it non-blocking only for the call or step, and a
+  ``settimeout`` from another thread meanwhile is kept.
 - A ``File`` handed to a child (``fileno()``, Go's ``Fd()``) is made blocking first.
 - A second front on a registered descriptor shares the first's FD, or is refused plainly.
 """
@@ -17,9 +18,10 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 
 import pytest
-from support import Runner, wait_parked, wait_until
+from support import HoldAt, Runner, wait_parked, wait_until
 
 import threadpoll
 import threadpoll.socket as ts
@@ -187,6 +189,104 @@ def test_accept_and_connect_leave_the_descriptors_blocking(rt: Runtime) -> None:
     finally:
         c.close()
         ln.close()
+
+
+# A settimeout from another thread while accept, connect or sendfile is in its syscall (which
+# needs O_NONBLOCK: none has MSG_DONTWAIT). A trace holds the calling thread on the syscall's
+# line until the settimeout has returned.
+
+
+def _recv_raises_at_once(sock: ts.socket, peer: socket.socket) -> None:
+    """sock (timeout 0) and its descriptor are non-blocking: recv on the empty socket raises
+    BlockingIOError at once, as the stdlib's. A recv still blocked in the kernel after 5 s is
+    freed with a byte from peer, and the test fails."""
+    assert sock.gettimeout() == 0.0
+    reader = Runner(lambda: sock.recv(1), name="reader")
+    try:
+        exc = reader.join_exc(5.0)
+    except AssertionError:
+        peer.sendall(b"!")
+        reader.join_exc()
+        raise
+    assert isinstance(exc, BlockingIOError)
+    assert not os.get_blocking(sock.fileno())
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("before, after", [(None, 0.0), (5.0, None)], ids=["to-0", "to-None"])
+def test_settimeout_during_accepts_syscall_is_kept(
+    rt: Runtime, before: float | None, after: float | None
+) -> None:
+    """The descriptor ends in the mode the new timeout gives it, and the accept parks in the
+    runtime. Unfixed, the accept put back the mode it found (settimeout(0) undone); and a
+    settimeout(None) made its accept(2) block in the kernel, where close cannot wake it."""
+    ln = ts.socket()
+    ln.bind(("127.0.0.1", 0))
+    ln.listen()
+    ln.settimeout(before)
+    hold = HoldAt(ts._accept_nonblocking, "_CSocket._accept(")
+    acceptor = Runner(lambda: hold.run(ln.accept), name="acceptor")
+    try:
+        assert hold.reached.wait(10)
+        ln.settimeout(after)
+        hold.release()
+        wait_parked(ln._desc.fd, "r")  # no connection: parked, not in accept(2)
+        assert ln.gettimeout() == after
+        assert os.get_blocking(ln.fileno()) == (after is None)  # as the stdlib sets it
+    finally:
+        hold.release()
+        if not acceptor.done.is_set():
+            with socket.create_connection(ln.getsockname(), timeout=5):
+                conn, _ = acceptor.join()
+                conn.close()
+        ln.close()
+
+
+@pytest.mark.timeout(30)
+def test_settimeout_during_connects_syscall_is_kept(rt: Runtime) -> None:
+    """settimeout(0.0) while a blocking connect is in connect(2): once connected, the socket
+    is non-blocking. Unfixed, the connect put back the blocking mode, and a recv with
+    timeout 0 blocked in the kernel."""
+    with ts.create_server(("127.0.0.1", 0)) as ln:
+        c = ts.socket()
+        hold = HoldAt(ts.socket._connect_attempt, "_CSocket.connect(self, address)")
+        addr = ln.getsockname()
+        connector = Runner(lambda: hold.run(lambda: c.connect(addr)), name="connector")
+        try:
+            assert hold.reached.wait(10)
+            c.settimeout(0.0)
+            hold.release()
+            connector.join()
+            conn, _ = ln.accept()
+            with conn:
+                _recv_raises_at_once(c, conn)
+        finally:
+            hold.release()
+            c.close()
+
+
+@pytest.mark.skipif(not hasattr(os, "sendfile"), reason="no os.sendfile")
+@pytest.mark.timeout(30)
+def test_settimeout_during_sendfiles_syscall_is_kept(rt: Runtime) -> None:
+    """settimeout(0.0) while a blocking sendfile is in sendfile(2): afterwards the socket
+    is non-blocking. Unfixed, sendfile put back the blocking mode, as connect did."""
+    a, b = ts.socketpair()
+    with tempfile.TemporaryFile() as f:
+        f.write(b"hello")
+        f.seek(0)
+        hold = HoldAt(ts.socket._sendfile_use_sendfile, "os_sendfile(sysfd")
+        sender = Runner(lambda: hold.run(lambda: a.sendfile(f)), name="sender")
+        try:
+            assert hold.reached.wait(10)
+            a.settimeout(0.0)
+            hold.release()
+            assert sender.join() == 5
+            assert b.recv(5) == b"hello"
+            _recv_raises_at_once(a, b)
+        finally:
+            hold.release()
+            a.close()
+            b.close()
 
 
 @needs_cat

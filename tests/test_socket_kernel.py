@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from typing import Any, Callable
 
 import pytest
-from support import Runner, pd_of, wait_parked, wait_until
+from support import HoldAt, Runner, pd_of, wait_parked, wait_until
 
 import threadpoll.socket as ts
 from threadpoll._runtime.netpoll import PD_PARKED
@@ -267,6 +267,31 @@ def test_so_sndtimeo_bounds_a_blocking_write_as_the_stdlib(
     with pytest.raises(BlockingIOError) as info:
         a.sendall(BIG)
     assert info.value.written == 0  # type: ignore[attr-defined]
+
+
+@needs_timeo
+@pytest.mark.timeout(20)
+def test_two_threads_setting_so_rcvtimeo_leave_the_kernels_value_cached(
+    pair: tuple[ts.socket, ts.socket],
+) -> None:
+    """Two threads set SO_RCVTIMEO at once: the cache that blocking calls honour ends as the
+    kernel's value. Each setsockopt reads the options back and stores them; unfixed, the
+    first thread's read (the older value) could be stored after the second's. A trace holds
+    the first thread between its read and its store until the second thread's setsockopt
+    has returned, or a second has passed (fixed: the second waits for that store)."""
+    a, _ = pair
+    sol, opt = stdsocket.SOL_SOCKET, stdsocket.SO_RCVTIMEO
+    hold = HoldAt(ts.socket._read_kernel_timeouts, "d.set_kernel_timeouts(rcv, snd)", 1.0)
+    first = Runner(lambda: hold.run(lambda: a.setsockopt(sol, opt, timeval(1))), name="first")
+    try:
+        assert hold.reached.wait(10)
+        a.setsockopt(sol, opt, timeval(2))
+    finally:
+        hold.release()
+        first.join()
+    kernel = ts._timeval_seconds(a.getsockopt(sol, opt, 16))
+    assert kernel == 2.0
+    assert a._desc.rcvtimeo == kernel
 
 
 # --- 8. repeated connect --------------------------------------------------------------------

@@ -19,9 +19,10 @@ How a socket is built:
   that inherits it sees that mode). The C-level timeout is None or 0, so the C-level calls
   never wait by themselves; every attempt that may wait passes ``MSG_DONTWAIT``, so it never
   blocks whatever the mode (another holder of the open file description may change it at
-  any time). accept and connect have no such flag: they make the descriptor non-blocking for
-  the call only; so does each step of a TLS socket (``_sslsocket``: OpenSSL's own reads and
-  writes).
+  any time). accept, connect and sendfile have no such flag: they make the descriptor
+  non-blocking for their syscall only (a ``settimeout`` meanwhile sets the mode as that
+  syscall returns: ``_nonblocking``); so does each step of a TLS socket (``_sslsocket``:
+  OpenSSL's own reads and writes).
 - ``settimeout`` keeps its stdlib meaning, a per-call timeout raising ``TimeoutError('timed
   out')`` (``socket.timeout``), kept here in Python (``gettimeout`` reports it) while the
   C-level timeout stays 0. It bounds the whole call, the wait for the read or write lock
@@ -220,19 +221,40 @@ class _Desc:
     FD's (its call gates: FD._gated).
     """
 
-    __slots__ = ("fd", "pollable", "direct", "rcvtimeo", "sndtimeo", "__weakref__")
+    __slots__ = (
+        "fd",
+        "pollable",
+        "direct",
+        "rcvtimeo",
+        "sndtimeo",
+        "nonblocking_calls",
+        "blocking_after",
+        "__weakref__",
+    )
 
     def __init__(self, fd: FD) -> None:
         self.fd = fd
         self.pollable = fd.pollable()
         # SO_RCVTIMEO and SO_SNDTIMEO in seconds (0: none), as last read from the socket:
-        # they bound a blocking call's wait as the kernel's do (see socket._io).
+        # they bound a blocking call's wait as the kernel's do (see socket._io). Written
+        # under lock() (_read_kernel_timeouts), with direct. Benign race: calls read the
+        # three without it, so a call racing a setsockopt sees the old or the new value of
+        # each, as a blocking call racing setsockopt in the kernel does.
         self.rcvtimeo = 0.0
         self.sndtimeo = 0.0
         # Whether the fast path (FD.recv, FD.send... with _NO_LIMIT) may serve a blocking
         # call: pollable, and no kernel timeout to honour (that is _io's work). One
         # attribute, so the fast path tests one thing.
         self.direct = self.pollable
+        # The calls now in a syscall that needs O_NONBLOCK (see _nonblocking), and the mode
+        # the last of them puts back: the descriptor's when the first began, or the one a
+        # settimeout asked for since. Guarded by lock().
+        self.nonblocking_calls = 0
+        self.blocking_after = False
+
+    def lock(self) -> threading.RLock:
+        """This descriptor's lock: the stripe of _desc_locks its id falls in."""
+        return _desc_locks[id(self) >> 4 & _DESC_LOCK_MASK]
 
     def set_kernel_timeouts(self, rcvtimeo: float, sndtimeo: float) -> None:
         self.rcvtimeo = rcvtimeo
@@ -246,13 +268,25 @@ _descs_lock = threading.RLock()  # re-entrant: a signal handler may make a socke
 # Taken by _real_close to test and set _released as one step. Re-entrant: a signal handler
 # may close a socket meanwhile (held for two lines, never across a call that can wait).
 _release_lock = threading.RLock()
+# The descriptors' locks (_Desc.lock), shared by stripe as the FDs' short locks are (no lock
+# per descriptor). One guards a descriptor's mode fields and the writes of its kernel-timeout
+# cache. Held only for a few lines whose syscalls (fcntl, ioctl, getsockopt) never wait,
+# and never while taking another. Re-entrant: a signal handler on the holding thread may set
+# a timeout meanwhile.
+_DESC_LOCK_MASK = 63
+_desc_locks = [threading.RLock() for _ in range(_DESC_LOCK_MASK + 1)]
 
 
 def _after_fork_in_child() -> None:
     # Only the forking thread exists in the child: a lock a parent thread held at the fork
-    # would never be released. (The FD's own locks and call gates are internal/poll's.)
+    # would never be released, and a parent thread's call in a non-blocking syscall never
+    # leaves it here. (The FD's own locks and call gates are internal/poll's.) The
+    # descriptor's mode is left as it is: the parent's call puts it back on the shared file.
     global _descs_lock
     _descs_lock = threading.RLock()
+    _desc_locks[:] = [threading.RLock() for _ in range(_DESC_LOCK_MASK + 1)]
+    for d in list(_descs.values()):
+        d.nonblocking_calls = 0
 
 
 if hasattr(os, "register_at_fork"):
@@ -337,37 +371,49 @@ def _with_dontwait(args: tuple[Any, ...], i: int) -> tuple[Any, ...]:
     return (*args[:i], f | _MSG_DONTWAIT, *args[i + 1 :])
 
 
-def _accept_nonblocking(sock: _socket.socket) -> tuple[int, Any]:
-    """One accept(2) that never blocks: accept has no MSG_DONTWAIT, so the descriptor is
-    made non-blocking for the duration of the call only, and put back as it was."""
-    n = _CSocket.fileno(sock)
-    blocking = n >= 0 and os.get_blocking(n)
-    if blocking:
-        os.set_blocking(n, False)
-    try:
+def _accept_nonblocking(sock: socket) -> tuple[int, Any]:
+    """One accept(2) that never blocks (accept has no MSG_DONTWAIT: see _nonblocking)."""
+    with _nonblocking(sock):
         return _CSocket._accept(sock)  # type: ignore[attr-defined, no-any-return]
-    finally:
-        if blocking:
-            os.set_blocking(n, True)
 
 
 @contextlib.contextmanager
-def _nonblocking(sock: _socket.socket) -> Iterator[None]:
-    """The C-level socket in non-blocking mode (timeout 0, O_NONBLOCK) for the duration of a
-    connect, then back to its timeout and the descriptor's mode as they were."""
+def _nonblocking(sock: socket) -> Iterator[None]:
+    """The descriptor non-blocking (O_NONBLOCK, and the C-level timeout 0 that connect
+    needs) for one syscall that has no MSG_DONTWAIT: accept(2), connect(2), sendfile(2).
+
+    The caller holds an FD reference. Calls of this kind overlap (accept and connect hold
+    different FD locks; a view shares the descriptor; a signal handler may make one), so
+    they are counted: the first saves the descriptor's mode, the last puts it back. A
+    settimeout meanwhile does not change the mode under a call that needs O_NONBLOCK (its
+    syscall would then block in the kernel, where close cannot wake it): it records its mode
+    for the last call to put on instead, so neither undoes the other.
+
+    DIVERGENCE(go): Go's descriptors are non-blocking for life. Here a blocking socket's
+    descriptor is blocking, as the stdlib promises, except during these calls."""
+    d = sock._desc
     n = _CSocket.fileno(sock)
-    timeout = _CSocket.gettimeout(sock)
-    blocking = os.get_blocking(n)
-    if timeout == 0.0 and not blocking:
-        yield
-        return
-    _CSocket.settimeout(sock, 0.0)
+    with d.lock():
+        if not d.nonblocking_calls:
+            d.blocking_after = os.get_blocking(n)  # EBADF if closed
+        d.nonblocking_calls += 1
+        try:
+            if d.blocking_after or _CSocket.gettimeout(sock) != 0.0:
+                _CSocket.settimeout(sock, 0.0)
+        except BaseException:
+            d.nonblocking_calls -= 1
+            raise
     try:
         yield
     finally:
-        if _CSocket.fileno(sock) == n:
-            _CSocket.settimeout(sock, timeout)
-            os.set_blocking(n, blocking)
+        with d.lock():
+            d.nonblocking_calls -= 1
+            # Read after the count drops: a signal handler's settimeout that finds no call
+            # running sets the mode itself, and records it for this line as well.
+            blocking = d.blocking_after
+            if not d.nonblocking_calls and _CSocket.fileno(sock) == n:
+                if blocking or _CSocket.gettimeout(sock) != 0.0:
+                    _CSocket.settimeout(sock, None if blocking else 0.0)
 
 
 def _bytes_view(data: Any) -> memoryview:
@@ -397,6 +443,10 @@ class socket(_StdSocket):
     __slots__ = ("_desc", "_timeout", "_view", "_released")
 
     _desc: _Desc
+    # The stdlib's timeout, as gettimeout() reports it. Benign race: calls read it once,
+    # without a lock (settimeout writes it before it takes the descriptor's lock, which
+    # guards the mode only), so a call racing a settimeout sees the old or the new value, as
+    # the stdlib's calls, which read sock_timeout once, do.
     _timeout: float | None
     _view: bool
     _released: bool  # this object has closed or detached its descriptor
@@ -535,9 +585,18 @@ class socket(_StdSocket):
     def settimeout(self, value: float | None, /) -> None:
         t = _parse_timeout(value)
         self._timeout = t
-        if not self._desc.pollable:
+        d = self._desc
+        if not d.pollable:
             _CSocket.settimeout(self, t)
-        else:
+            return
+        with d.lock():
+            d.blocking_after = t is None
+            if d.nonblocking_calls:
+                # A call is in a syscall that needs O_NONBLOCK: the last such call to leave
+                # puts this mode on (see _nonblocking); calls made from now on see t.
+                if _CSocket.fileno(self) == -1:
+                    raise OSError(errno.EBADF, os.strerror(errno.EBADF))
+                return
             # The descriptor's mode as the stdlib sets it (blocking for None, else
             # non-blocking; OSError on a closed socket), and a C-level timeout that never
             # waits by itself: None makes plain calls, ours add MSG_DONTWAIT.
@@ -794,6 +853,9 @@ class socket(_StdSocket):
             return self._io(_CSocket.recvmsg_into, "r", _flags_at(args, 2), _pad(args, 3), 2)
 
     def _accept(self) -> tuple[int, Any]:
+        if not self._desc.pollable:
+            # The poller refused the descriptor: the stdlib's own call, and its timeout.
+            return self._ref(_CSocket._accept)  # type: ignore[attr-defined, no-any-return]
         return self._io(_accept_nonblocking, "r", 0, ())
 
     def accept(self) -> tuple[socket, Any]:
@@ -1141,50 +1203,51 @@ class socket(_StdSocket):
     ) -> int:
         """connect's work, holding the FD's write lock: the attempt and, if it is in
         progress, the wait for its outcome (the FD's netFD.connect loop)."""
-        # Connect has no MSG_DONTWAIT: non-blocking for the duration of the call only.
-        with _nonblocking(self):
+        err = self._connect_attempt(address, raising)
+        if err == errno.ECONNABORTED and timeout is None:
+            # Linux: the first connect(2) after a non-blocking connect failed only resets
+            # the socket, reporting ECONNABORTED; a blocking connect resets it itself, so
+            # the stdlib's reports the real error every time. Make the real attempt.
             err = self._connect_attempt(address, raising)
-            if err == errno.ECONNABORTED and timeout is None:
-                # Linux: the first connect(2) after a non-blocking connect failed only resets
-                # the socket, reporting ECONNABORTED; a blocking connect resets it itself, so
-                # the stdlib's reports the real error every time. Make the real attempt.
-                err = self._connect_attempt(address, raising)
-            if err not in _CONNECT_IN_PROGRESS:
-                return err
-            # SO_SNDTIMEO bounds a blocking connect; the kernel then reports EINPROGRESS.
-            if timeout is None:
-                limit = _limit(self._desc, None, False)
-                limit.expired = _connect_timed_out
-            else:
-                limit = CallLimit(until, _timed_out)
-            try:
-                err = self._desc.fd.wait_connect(limit)
-            except OSError as e:
-                if raising:
-                    raise
-                return e.errno if e.errno is not None else errno.EWOULDBLOCK
-            if err == 0 and timeout is None:
-                # Linux marks a socket whose non-blocking connect completed as connected only
-                # at its next connect(2) (which returns 0); until then a connect returns 0
-                # again. A blocking connect is one call that does both: make the second, so
-                # that a later connect reports EISCONN as the stdlib's does.
-                with contextlib.suppress(OSError):
-                    _CSocket.connect_ex(self, address)
+        if err not in _CONNECT_IN_PROGRESS:
             return err
+        # SO_SNDTIMEO bounds a blocking connect; the kernel then reports EINPROGRESS.
+        if timeout is None:
+            limit = _limit(self._desc, None, False)
+            limit.expired = _connect_timed_out
+        else:
+            limit = CallLimit(until, _timed_out)
+        try:
+            err = self._desc.fd.wait_connect(limit)
+        except OSError as e:
+            if raising:
+                raise
+            return e.errno if e.errno is not None else errno.EWOULDBLOCK
+        if err == 0 and timeout is None:
+            # Linux marks a socket whose non-blocking connect completed as connected only
+            # at its next connect(2) (which returns 0); until then a connect returns 0
+            # again. A blocking connect is one call that does both: make the second, so
+            # that a later connect reports EISCONN as the stdlib's does.
+            with contextlib.suppress(OSError), _nonblocking(self):
+                _CSocket.connect_ex(self, address)
+        return err
 
     def _connect_attempt(self, address: Any, raising: bool) -> int:
         """One non-blocking connect(2); its error number. Address errors (gaierror,
         TypeError) raise, and so, from connect(), does every error but the ones the caller
-        goes on from: raised by the C call the user made, its message names that call."""
-        if not raising:
-            return _CSocket.connect_ex(self, address)
-        try:
-            _CSocket.connect(self, address)
-        except OSError as e:
-            if e.errno in _CONNECT_IN_PROGRESS or e.errno == errno.ECONNABORTED:
-                return e.errno
-            raise
-        return 0
+        goes on from: raised by the C call the user made, its message names that call.
+        connect(2) has no MSG_DONTWAIT: the descriptor is non-blocking for the call only
+        (not while its outcome is awaited)."""
+        with _nonblocking(self):
+            if not raising:
+                return _CSocket.connect_ex(self, address)
+            try:
+                _CSocket.connect(self, address)
+            except OSError as e:
+                if e.errno in _CONNECT_IN_PROGRESS or e.errno == errno.ECONNABORTED:
+                    return e.errno
+                raise
+            return 0
 
     # --- the rest: a reference each -------------------------------------------------------
 
@@ -1231,14 +1294,24 @@ class socket(_StdSocket):
         d = self._desc
         if not d.pollable or _SO_RCVTIMEO is None or _SO_SNDTIMEO is None:
             return  # not pollable: the stdlib's blocking calls, where the kernel honours them
+        get: Callable[..., bytes] = _CSocket.getsockopt
+        sol = _socket.SOL_SOCKET
         try:
-            get: Callable[..., bytes] = _CSocket.getsockopt
-            sol = _socket.SOL_SOCKET
-            rcv = _timeval_seconds(self._ref(get, sol, _SO_RCVTIMEO, _TIMEVAL_SIZE))
-            snd = _timeval_seconds(self._ref(get, sol, _SO_SNDTIMEO, _TIMEVAL_SIZE))
+            d.fd.incref()
+        except ClosingError:
+            return  # closed: nothing to honour
+        try:
+            # Read and stored as one step: two threads' setsockopt could otherwise store
+            # their reads in the other order, the cache keeping the older value. In one step,
+            # the last read stored is also the last made, after both setsockopt calls.
+            with d.lock():
+                rcv = _timeval_seconds(get(self, sol, _SO_RCVTIMEO, _TIMEVAL_SIZE))
+                snd = _timeval_seconds(get(self, sol, _SO_SNDTIMEO, _TIMEVAL_SIZE))
+                d.set_kernel_timeouts(rcv, snd)
         except OSError:
-            return  # not a socket the kernel gives them for: nothing to honour
-        d.set_kernel_timeouts(rcv, snd)
+            pass  # not a socket the kernel gives them for: nothing to honour
+        finally:
+            d.fd.decref()
 
     def get_inheritable(self) -> bool:
         return bool(self._desc.fd.control(os.get_inheritable))
