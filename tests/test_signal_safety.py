@@ -441,3 +441,51 @@ def test_detach_from_the_handler_is_refused(rt: Runtime, main_thread: int) -> No
         assert "reentrant call" in str(refused[0])
     finally:
         _finish(front)
+
+
+class _Kick(Exception):
+    """What the handler below raises: the signal reached the parked main thread."""
+
+
+@pytest.mark.timeout(60)
+def test_signal_the_moment_the_main_thread_parks_is_seen(rt: Runtime, main_thread: int) -> None:
+    """A signal that reaches the main thread just after it publishes PD_PARKED, before it is
+    asleep, runs its handler within one sleep slice, not at the next wake-up: the C-level
+    handler only marks the signal, and a sleep begun after the mark does not end with EINTR
+    for it. Unfixed, such a signal waited for the read deadline below (the C core on Linux;
+    found by the interrupted-park stress test under PYTHON_GIL=0). A new thread each round
+    spins on the pollDesc state and signals the moment it reads PD_PARKED."""
+    a, b = socket.socketpair()
+    fa = FD(a.detach(), net="unix", kind="unix", runtime=rt)
+    fb = FD(b.detach(), net="unix", kind="unix", runtime=rt)
+    pd = fa.pd.runtime_ctx
+    assert pd is not None
+
+    def handler(sig: int, frame: object) -> None:
+        raise _Kick
+
+    def kill() -> None:
+        give_up = time.monotonic() + 5.0
+        while pd.rg != PD_PARKED:  # no sleep: the point is to be quick
+            if time.monotonic() > give_up:
+                raise AssertionError("the main thread never parked")
+        signal.pthread_kill(main_thread, SIG)
+
+    late = []
+    old = signal.signal(SIG, handler)
+    try:
+        for i in range(300):
+            fa.set_read_deadline(time.monotonic() + 3.0)
+            killer = Runner(kill, name="killer")
+            start = time.monotonic()
+            with pytest.raises(_Kick):
+                fa.read(1)
+            took = time.monotonic() - start
+            killer.join()
+            if took > 1.0:
+                late.append(f"round {i}: {took:.2f} s")
+    finally:
+        signal.signal(SIG, old)
+        fa.close()
+        fb.close()
+    assert not late, f"the handler ran late (a sleep slice is 0.1 s): {late}"

@@ -8,7 +8,9 @@
  *   - A parked thread sleeps with the GIL released on its mode's semaphore (tp_sema), the
  *     way PyThread_acquire_lock_timed sleeps: a signal handler running in the thread ends
  *     the wait with EINTR, the thread takes the GIL, runs PyErr_CheckSignals() and parks
- *     again or raises, leaving the pollDesc as netpoll.py's _park leaves it.
+ *     again or raises, leaving the pollDesc as netpoll.py's _park leaves it. The main
+ *     thread also does so after each MAIN_SLICE of sleep, for a signal that came just
+ *     before its sleep began.
  *   - DIVERGENCE(go): as in netpoll.py, no deadline timers: a deadline is an absolute
  *     monotonic time, a parked thread's wait is timed to it, and the thread that times out
  *     runs netpolldeadlineimpl itself. A deadline moved earlier posts the semaphore so the
@@ -51,6 +53,13 @@ static void life_unlock(tp_runtime *rt);
  * waits for a signal, and the next leader to leave a follower behind signals it). Two or more
  * followers never wait for the tick: the leader hands over to the poller at once. */
 #define LEAD_TICK 0.001
+/* DIVERGENCE(go), as netpoll.py's _MAIN_SLICE: the longest the main thread (the one that runs
+ * Python signal handlers) sleeps in one go while parked. A signal that reaches it after it
+ * published PD_PARKED and before its sleep began only marks itself for Python (CPython's C
+ * handler), and the sleep, begun after it, does not end with EINTR for it: such a signal is
+ * handled this late at worst, instead of at the next wake-up. Other threads never run
+ * Python signal handlers and sleep until their deadline. */
+#define MAIN_SLICE 0.1
 #define LEAD_LINGER 0.05
 
 /* 1 while this thread is in netpoll as the poll leader (its own pollDesc's wake-ups need
@@ -417,7 +426,8 @@ tp_lead_poll(tp_runtime *rt, double d)
 /* Sleep while mode is PD_PARKED: as the poll leader in netpoll if nobody polls and at most
  * one thread follows (until two or more do), else on the mode's semaphore as a follower;
  * expire the deadline if the wait times out.
- * Returns 1 if a signal handler must run (EINTR): the thread is then still PD_PARKED, as a
+ * Returns 1 if a signal handler must run (EINTR, or the end of the main thread's
+ * MAIN_SLICE: one may have to): the thread is then still PD_PARKED, as a
  * thread parked in the Python runtime is while its handler runs (dump() shows it; a wake-up
  * meanwhile is kept), and posts may be pending; tp_park again or tp_park_abort follows.
  * Else 0, with every post consumed. Either way it no longer leads or follows. Must be called
@@ -431,6 +441,7 @@ tp_park(PollDescObject *pd, int mode)
     tp_sema *s = mode == MODE_R ? &pd->rsema : &pd->wsema;
     int *posts = mode == MODE_R ? &pd->rposts : &pd->wposts;
     tp_runtime *rt = pd->crt;
+    int main = PyThread_get_thread_ident() == rt->main_ident;
     int intr = 0;
     int leading = 0, decided = 0;
     while (*g == PD_PARKED) {
@@ -452,9 +463,17 @@ tp_park(PollDescObject *pd, int mode)
                 tp_follow(pd, mode);
             }
         }
+        double until = d; /* the end of this sleep: the deadline, or the main thread's slice */
+        if (main && tp_now() + MAIN_SLICE < until) {
+            until = tp_now() + MAIN_SLICE;
+        }
         pthread_mutex_unlock(&pd->lock);
-        int r = leading ? tp_lead_poll(rt, d) : tp_sema_wait(s, d);
+        int r = leading ? tp_lead_poll(rt, until) : tp_sema_wait(s, until);
         pthread_mutex_lock(&pd->lock);
+        if (until < d && *g == PD_PARKED &&
+            (leading ? r == 0 && tp_now() >= until : r == ETIMEDOUT)) {
+            r = EINTR; /* the main thread's slice is over: check for signals, as after EINTR */
+        }
         if (leading) {
             if (r == EINTR) {
                 intr = 1;
@@ -1407,6 +1426,29 @@ typedef struct {
     PyObject *dict;   /* attributes the Python subclass adds (PyObject_GenericGetDict) */
 } RuntimeObject;
 
+/* Note which thread runs Python's signal handlers: threading.main_thread(). Go: none */
+static int
+tp_load_main_ident(tp_runtime *rt)
+{
+    PyObject *threading = PyImport_ImportModule("threading");
+    if (threading == NULL) {
+        return -1;
+    }
+    PyObject *t = PyObject_CallMethod(threading, "main_thread", NULL);
+    Py_DECREF(threading);
+    if (t == NULL) {
+        return -1;
+    }
+    PyObject *ident = PyObject_GetAttrString(t, "ident");
+    Py_DECREF(t);
+    if (ident == NULL) {
+        return -1;
+    }
+    rt->main_ident = PyLong_AsUnsignedLong(ident);
+    Py_DECREF(ident);
+    return PyErr_Occurred() ? -1 : 0;
+}
+
 static int
 rt_init(RuntimeObject *self, PyObject *args, PyObject *kwds)
 {
@@ -1427,6 +1469,9 @@ rt_init(RuntimeObject *self, PyObject *args, PyObject *kwds)
     rt->uncovered_since = -INFINITY;
     rt->pollfd = rt->break_rd = rt->break_wr = -1;
     rt->lazy_write = lazy_write;
+    if (tp_load_main_ident(rt) < 0) {
+        return -1;
+    }
     int err = tp_netpollinit(rt);
     if (err != 0) {
         errno = err;
@@ -1752,6 +1797,7 @@ static PyObject *
 rt_after_fork_in_child(RuntimeObject *self, PyObject *Py_UNUSED(ignored))
 {
     tp_runtime *rt = &self->rt;
+    rt->main_ident = PyThread_get_thread_ident(); /* the forking thread is the child's main */
     pthread_mutex_init(&rt->lock, NULL);
     pthread_rwlock_init(&rt->life, NULL); /* a parent thread may have held it */
     tp_poller_cond_init(rt);

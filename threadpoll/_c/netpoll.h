@@ -134,6 +134,7 @@ typedef struct tp_runtime {
     int break_rd, break_wr; /* the wake-up: an eventfd (both the same) or a pipe */
     int wake_sig;           /* lock: a wake-up is pending (de-duplicates breaks) */
     int lazy_write;         /* constant: register for reading only; arm writes on demand */
+    unsigned long main_ident; /* constant (rewritten in a fork child): the main thread */
     /* Leader polling (netpoll.c, "the poll leader"): */
     pthread_cond_t poller_cond; /* the poller waits here while it need not poll */
     int leading;            /* atomic: the right to poll is held (by a leader or the poller) */
