@@ -201,23 +201,20 @@ def run_all(fns: list[Callable[[], Any]], timeout: float = 30.0) -> list[Any]:
     return [r.join(timeout) for r in runners]
 
 
-class HoldAt:
-    """A trace function that holds a thread at one source line: the first line of ``func``
-    that contains ``marker`` (in ``func`` or in a function nested in it). The first thread
-    to get there sets ``reached`` and waits there until ``release()``, or ``wait`` seconds;
-    threads after it pass. ``run(fn)`` calls fn on the calling thread with it installed."""
+class OnLine:
+    """A trace function that calls ``action()`` each time a thread running under it reaches
+    one source line: the first line of ``func`` that contains ``marker`` (in ``func`` or in
+    a function nested in it). ``run(fn)`` calls fn on the calling thread with it installed;
+    each thread that is to stop there runs its call through ``run``."""
 
-    def __init__(self, func: Callable[..., Any], marker: str, wait: float = 10.0) -> None:
+    def __init__(self, func: Callable[..., Any], marker: str, action: Callable[[], Any]) -> None:
         self.line = line_of(func, marker)
         self.file = func.__code__.co_filename
-        self.reached = threading.Event()
-        self._go = threading.Event()
-        self._wait = wait
+        self._action = action
 
     def _at_line(self, frame: FrameType, event: str, arg: object) -> Any:
-        if event == "line" and frame.f_lineno == self.line and not self.reached.is_set():
-            self.reached.set()
-            self._go.wait(self._wait)
+        if event == "line" and frame.f_lineno == self.line:
+            self._action()
         return self._at_line
 
     def _tracer(self, frame: FrameType, event: str, arg: object) -> Any:
@@ -225,12 +222,28 @@ class HoldAt:
             return self._at_line
         return None
 
-    def release(self) -> None:
-        self._go.set()
-
     def run(self, fn: Callable[[], T]) -> T:
         sys.settrace(self._tracer)
         try:
             return fn()
         finally:
             sys.settrace(None)
+
+
+class HoldAt(OnLine):
+    """OnLine that holds the first thread to get to the line there (it sets ``reached``)
+    until ``release()``, or ``wait`` seconds; threads after it pass."""
+
+    def __init__(self, func: Callable[..., Any], marker: str, wait: float = 10.0) -> None:
+        super().__init__(func, marker, self._hold)
+        self.reached = threading.Event()
+        self._go = threading.Event()
+        self._wait = wait
+
+    def _hold(self) -> None:
+        if not self.reached.is_set():
+            self.reached.set()
+            self._go.wait(self._wait)
+
+    def release(self) -> None:
+        self._go.set()

@@ -34,10 +34,11 @@ from typing import Any, Callable
 
 import pytest
 from support import (
+    HoldAt,
     Meeting,
+    OnLine,
     Runner,
     blocked_on_call_gate,
-    line_of,
     pd_of,
     run_all,
     thread_on_line,
@@ -1895,27 +1896,14 @@ def test_two_closes_in_a_forked_child_drop_the_parents_references_once(
     a.incref()  # a parent thread's operation, in flight at the fork: never finished
     a._after_fork_in_child()
     assert a._ghost_refs == MUTEX_REF
-    dropped = line_of(FD.close, "self._ghost_refs = 0")
     at_dropped = Meeting()
-
-    def at_line(frame: Any, event: str, arg: Any) -> Any:
-        if event == "line" and frame.f_lineno == dropped:
-            at_dropped.arrive()
-        return at_line
-
-    def tracer(frame: Any, event: str, arg: Any) -> Any:
-        if event == "call" and frame.f_code is FD.close.__code__:
-            return at_line
-        return None
+    dropped = OnLine(FD.close, "self._ghost_refs = 0", at_dropped.arrive)
 
     def close() -> str:
-        sys.settrace(tracer)
         try:
-            a.close()
+            dropped.run(a.close)
         except NetClosingError:
             return "closing error"
-        finally:
-            sys.settrace(None)
         return "closed"
 
     assert sorted(run_all([close, close], timeout=10.0)) == ["closed", "closing error"]
@@ -1932,33 +1920,13 @@ def test_close_that_finds_the_fd_detached_sees_detached(rt: Runtime, fds: Closer
     read False (the view socket then raised EBADF). A trace holds the detaching thread just
     before it sets the flag until the closer has looked or a second has passed."""
     a, _ = unix_pair(fds)
-    flag = line_of(FD.detach, "self._detaching = True")
-    at_flag = threading.Event()
-    looked = threading.Event()
-
-    def at_line(frame: Any, event: str, arg: Any) -> Any:
-        if event == "line" and frame.f_lineno == flag:
-            at_flag.set()
-            looked.wait(1.0)  # fixed, the closer waits for _live_lock instead
-        return at_line
-
-    def tracer(frame: Any, event: str, arg: Any) -> Any:
-        if event == "call" and frame.f_code is FD.detach.__code__:
-            return at_line
-        return None
-
-    def detach() -> int:
-        sys.settrace(tracer)
-        try:
-            return a.detach()
-        finally:
-            sys.settrace(None)
-
-    detacher = Runner(detach, name="detacher")
-    assert at_flag.wait(10.0)
+    # Fixed, the closer waits for _live_lock instead: the hold ends after a second.
+    flag = HoldAt(FD.detach, "self._detaching = True", wait=1.0)
+    detacher = Runner(lambda: flag.run(a.detach), name="detacher")
+    assert flag.reached.wait(10.0)
     with pytest.raises(NetClosingError):
         a.close()
     seen = a.detached()
-    looked.set()
+    flag.release()
     fds.own(detacher.join())
     assert seen

@@ -21,7 +21,6 @@ import smtplib
 import socket as stdsocket
 import socketserver
 import ssl
-import sys
 import tempfile
 import threading
 import time
@@ -36,9 +35,9 @@ from typing import Any, Callable, cast
 import pytest
 from support import (
     Meeting,
+    OnLine,
     Runner,
     blocked_on_call_gate,
-    line_of,
     pd_of,
     run_all,
     wait_parked,
@@ -1263,26 +1262,8 @@ def test_two_threads_closing_one_socket_both_return(pair: tuple[ts.socket, ts.so
     raised EBADF. A trace on each thread holds it just after the check, until the other
     thread gets there too or a second has passed: unfixed, both get there."""
     a, _ = pair
-    mark = line_of(ts.socket._real_close, "self._released = True")
     past_check = Meeting()
-
-    def at_mark(frame: Any, event: str, arg: Any) -> Any:
-        if event == "line" and frame.f_lineno == mark:
-            past_check.arrive()
-        return at_mark
-
-    def tracer(frame: Any, event: str, arg: Any) -> Any:
-        if event == "call" and frame.f_code is ts.socket._real_close.__code__:
-            return at_mark
-        return None
-
-    def close() -> None:
-        sys.settrace(tracer)
-        try:
-            a.close()
-        finally:
-            sys.settrace(None)
-
-    run_all([close, close], timeout=10.0)  # neither raises EBADF
+    at_mark = OnLine(ts.socket._real_close, "self._released = True", past_check.arrive)
+    run_all([lambda: at_mark.run(a.close)] * 2, timeout=10.0)  # neither raises EBADF
     assert not past_check.met.is_set()  # one thread at a time past the check
     assert a.fileno() == -1
