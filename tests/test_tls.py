@@ -11,6 +11,7 @@ server certificate signed by another CA (valid until 2126).
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import random
 import select
@@ -661,6 +662,35 @@ def test_dropin_nonblocking_calls_have_no_deadlines(
             except ssl.SSLWantReadError:
                 select.select([c.fileno()], [], [], 10)
         assert got == b"pong"
+    finally:
+        c.close()
+        s.close()
+
+
+@pytest.mark.python_runtime  # the Python backend's netpollopen is replaced
+@pytest.mark.timeout(30)
+def test_dropin_second_writer_waits_on_a_socket_the_poller_refused(
+    rt: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A drop-in TLS socket whose descriptor the poller refused (epoll_ctl's ENOSPC past
+    max_user_watches) is a plain blocking socket: a second thread's write while the first's
+    is blocked in the kernel waits for it, as on a pollable socket, and both get all their
+    bytes out. It used to raise SSLWantWriteError at once (the wait was taken as timeout
+    0)."""
+    monkeypatch.setattr(rt.backend, "netpollopen", lambda fd, pd: errno.ENOSPC)
+    c, s = tls_pair("dropin")
+    try:
+        assert not c.obj._desc.pollable
+        big = 8 << 20
+        first = Runner(lambda: c.write(b"w" * big), "first")
+        wait_until(lambda: c.obj._sslobj.wowner != 0, what="the first write holds the lock")
+        second = Runner(lambda: c.write(b"x"), "second")
+        got = 0
+        while got < big:  # the peer reads the first write; the second's then goes out
+            got += len(s.read(min(1 << 20, big - got)))
+        assert first.join() is None
+        assert second.join() is None  # unfixed: SSLWantWriteError
+        assert s.read(10) == b"x"
     finally:
         c.close()
         s.close()

@@ -271,6 +271,9 @@ def stats() -> Stats:
         "poller_deaths": 0,
         "leader_polls": 0,
     }
+    # Benign race: a snapshot. rg/wg (pd.lock), poller_deaths (rt.lock) and the poller's own
+    # counters are read without their locks, as proc.py's counters say: each read sees an
+    # old or a new value, and stats() promises no moment at which they all held.
     for rt in rts:
         pds = _open_pds(rt)
         s["open_descriptors"] += len(pds)

@@ -327,9 +327,16 @@ class _SSLObj:
         if timeout == 0.0 or not sock._desc.pollable:
             # One step, as the stdlib's: the caller retries with the same data on
             # SSLWantWriteError (OpenSSL's contract), and gets its length once it is out.
+            # A second writer meanwhile: SSLWantWriteError at once for timeout 0; a socket
+            # the poller refused but blocking (or timed) waits as a pollable one does.
             wlock = self.wlock
             if not wlock.acquire(False):
-                self._wlock_wait(0.0, start)
+                try:
+                    self._wlock_wait(timeout, start)
+                except BaseException as e:
+                    if timeout != 0.0:
+                        with_written(e, 0)
+                    raise
             self.wowner = _get_ident()
             try:
                 if self.unsent is not None:
