@@ -103,7 +103,7 @@ def _live_runtimes() -> list[Runtime]:
         # frees a runtime ("set changed size during iteration", without the GIL).
         refs: list[weakref.ref[Runtime]] = list(proc._runtimes.data)  # type: ignore[attr-defined]
     rts = [rt for rt in (r() for r in refs) if rt is not None]
-    default = proc._default
+    default = proc._default  # benign race: None or a whole Runtime (see proc.get_runtime)
     if default is not None and default in rts:
         rts.remove(default)
         rts.insert(0, default)
@@ -180,7 +180,7 @@ def _fd_index() -> dict[int, Any]:
 
     out = {}
     for fd in fd_unix.live_fds():
-        pd = fd.pd.runtime_ctx
+        pd = fd.pd.runtime_ctx  # benign race: a pollDesc or None (a diagnostic snapshot)
         if pd is not None:
             out[pd.id] = fd
     return out
@@ -254,7 +254,7 @@ def stats() -> Stats:
     counts those returns (always 0 on the Python runtime, whose poller thread alone polls).
     """
     rts = _live_runtimes()
-    default = proc._default
+    default = proc._default  # benign race: None or a whole Runtime (see proc.get_runtime)
     backend = default.name if default is not None else proc.get_runtime().name
     s: Stats = {
         "backend": backend,

@@ -406,6 +406,14 @@ tp_lead_poll(tp_runtime *rt, double d)
     if (!life_lock(rt)) {
         return ESHUTDOWN;
     }
+    /* A shutdown that began after tp_lead_begin looked at stopping may have broken the poll
+     * already (whoever held the right to poll then drained its break): do not start a wait
+     * nothing would end. Shutdown stores stopping before its break, and takes rt->life for
+     * writing only after; seen as 0 here, its break is still to come. */
+    if (__atomic_load_n(&rt->stopping, __ATOMIC_SEQ_CST)) {
+        life_unlock(rt);
+        return ESHUTDOWN;
+    }
     tp_i_lead = 1;
     int r = tp_netpoll(rt, ms);
     tp_i_lead = 0;

@@ -12,7 +12,9 @@
  *   - rt->life is read-held by every use of the backend's descriptors (pollfd, the
  *     wake-up) from a Python-called function, write-held by shutdown while it closes them:
  *     no thread uses a descriptor that has been closed (and its number perhaps reused).
- *     Held only around non-blocking syscalls; a holder never takes the GIL or pd->lock.
+ *     Held around non-blocking syscalls, and by the poll leader across its netpoll, which
+ *     takes rt->lock and pd->lock (netpollready) meanwhile; a holder never takes the GIL,
+ *     and nobody blocks on rt->life while holding pd->lock or rt->lock.
  *   - Nothing relies on the GIL: on a free-threaded build (Py_GIL_DISABLED) the module
  *     declares Py_MOD_GIL_NOT_USED. A Python object field that can change after creation
  *     is read and written under a lock (pd->lock) or in its object's critical section
@@ -78,12 +80,12 @@ struct tp_runtime;
 typedef struct {
     PyObject_HEAD
     pthread_mutex_t lock;
-    PyObject *rt;           /* constant: the Runtime (a Python object; the GIL guards use) */
+    PyObject *rt;           /* constant: the Runtime (a Python object) */
     struct tp_runtime *crt; /* constant: the same runtime's C part, for the poller */
     uint32_t index;         /* constant: this pollDesc's slot in crt->pds */
     uint32_t id;            /* constant: a process-unique id (netpoll.py's pd.id); pollDescs
                                are never freed, so 2^32 of them would not fit in memory */
-    int fd;                 /* pd->lock (written while unreachable by open) */
+    int fd;                 /* pd->lock (the poller may still reach a freed slot) */
     uint32_t fdseq;         /* pd->lock: incarnation, bumped on free (stale-event guard) */
     int rg, wg;             /* pd->lock: read / write state (table above) */
     int rposts, wposts;     /* pd->lock: posts made to rsema / wsema and not yet consumed */
@@ -126,7 +128,7 @@ typedef struct tp_runtime {
     uint32_t npds, cap;     /* lock */
     uint32_t *free;         /* lock: the pollcache free list (slots) */
     uint32_t nfree;         /* lock */
-    int poller_running;     /* lock */
+    int poller_running;     /* lock (written; tp_poll_wait's first look is atomic) */
     int stopping;           /* lock (written; read atomically by the poll leader) */
     pthread_t poller;       /* lock */
     /* backend descriptors: constant between netpollinit and netpolldeinit (life) */

@@ -332,8 +332,12 @@ class PollDesc:
         """Go: none (pollDescs are allocated by pollcache.alloc)"""
         self.rt = rt  # constant
         self.id = _next_pd_id()  # constant; with fdseq it forms the backend's event tag
-        # fd and fdseq are written by runtime_poll_open and PollCache.free while no other
-        # thread can reach this pollDesc; read under lock or by the backend's own table.
+        # fd and fdseq are written by runtime_poll_open and PollCache.free under lock: a
+        # poller death's sweep, an event the poller took before a close, and the
+        # diagnostics may still reach a freed pollDesc, and they read both under lock.
+        # Benign race: the backends read them without it where their own lock or the
+        # PollCache's orders them (netpollarm checks fd against its table; netpollopen
+        # runs after the alloc that wrote fdseq).
         self.fd = -1
         self.fdseq = 0  # incarnation counter, bumped on free (stale-event guard)
         # Protects every field below. An RLock, for two reasons. A signal handler running on
@@ -395,6 +399,7 @@ class PollDesc:
 
     def __repr__(self) -> str:
         """Go: none"""
+        # Benign race: without lock, each field one load (a repr may mix two moments).
         return (
             f"<PollDesc fd={self.fd} seq={self.fdseq} rg={STATE_NAMES[self.rg]} "
             f"wg={STATE_NAMES[self.wg]} closing={self.closing}>"
@@ -550,9 +555,12 @@ def runtime_poll_reset(pd: PollDesc, mode: str) -> int:
     # Go reads pd.atomicInfo and stores pdNil without taking pd.lock; so does the common
     # case here. Every field read below is one atomic attribute load (also on free-threaded
     # CPython), and a close or deadline change that races with this check is one that
-    # happened just after it, exactly as in Go. The store of PD_NIL may race only with the
-    # poller storing PD_READY: either order is a valid outcome (a lost stale READY is what
-    # this function is for; a kept one makes the next wait return at once and retry).
+    # happened just after it, exactly as in Go. The caller holds the mode's fdMutex lock
+    # (internal/poll's prepareRead/prepareWrite), so no thread of this mode is in WAIT or
+    # PARKED: the store of PD_NIL may race only with a PD_READY store (the poller's, a
+    # PollHandle.wake, a poller death's sweep), and either order is a valid outcome (a lost
+    # stale READY is what this function is for; a kept one makes the next wait return at
+    # once and retry).
     # Anything unusual — closing, an event error, a poller death, a deadline that has
     # passed, tracing on — takes the locked path, which reports and records it.
     d = pd.rd if mode == "r" else pd.wd
