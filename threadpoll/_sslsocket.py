@@ -324,37 +324,25 @@ class _SSLObj:
         timeout = sock._timeout
         start = _monotonic() if timeout else 0.0
         write = self.obj.write
-        if timeout == 0.0 or not sock._desc.pollable:
-            # One step, as the stdlib's: the caller retries with the same data on
-            # SSLWantWriteError (OpenSSL's contract), and gets its length once it is out.
-            # A second writer meanwhile: SSLWantWriteError at once for timeout 0; a socket
-            # the poller refused but blocking (or timed) waits as a pollable one does.
-            wlock = self.wlock
-            if not wlock.acquire(False):
-                try:
-                    self._wlock_wait(timeout, start)
-                except BaseException as e:
-                    if timeout != 0.0:
-                        with_written(e, 0)
-                    raise
-            self.wowner = _get_ident()
-            try:
-                if self.unsent is not None:
-                    self._run("write", write, (self.unsent,), start)
-                    self.unsent = None
-                return int(self._run("write", write, (data,), start))
-            finally:
-                self.wowner = 0
-                wlock.release()
+        # One writer at a time. A second meanwhile: SSLWantWriteError at once for timeout 0;
+        # otherwise it waits, on a socket the poller refused as on a pollable one.
         wlock = self.wlock
         if not wlock.acquire(False):
             try:
                 self._wlock_wait(timeout, start)
             except BaseException as e:
-                with_written(e, 0)
+                if timeout != 0.0:
+                    with_written(e, 0)
                 raise
         self.wowner = _get_ident()
         try:
+            if timeout == 0.0 or not sock._desc.pollable:
+                # One step, as the stdlib's: the caller retries with the same data on
+                # SSLWantWriteError (OpenSSL's contract), and gets its length once it is out.
+                if self.unsent is not None:
+                    self._run("write", write, (self.unsent,), start)
+                    self.unsent = None
+                return int(self._run("write", write, (data,), start))
             if self.unsent is not None:
                 try:
                     self._run("write", write, (self.unsent,), start)
