@@ -472,8 +472,11 @@ tp_park(PollDescObject *pd, int mode)
             }
         }
         double until = d; /* the end of this sleep: the deadline, or the main thread's slice */
-        if (main && tp_now() + MAIN_SLICE < until) {
-            until = tp_now() + MAIN_SLICE;
+        if (main) {
+            double slice_end = tp_now() + MAIN_SLICE;
+            if (slice_end < until) {
+                until = slice_end;
+            }
         }
         pthread_mutex_unlock(&pd->lock);
         int r = leading ? tp_lead_poll(rt, until) : tp_sema_wait(s, until);
