@@ -255,7 +255,11 @@ def test_stats_counts_closes_that_waited(rt: Runtime, pair: tuple[FD, FD]) -> No
     holder = Runner(lambda: fa.raw_read(callback), name="holder")
     assert entered.wait(5)
     closer = Runner(fa.close, name="closer")
-    wait_until(fa.fdmu.closing, what="close begun")
+    # The count is taken after close's own decref found the holder's reference still there,
+    # just before it waits on the semaphore; the holder cannot leave before the gate opens.
+    # (Opening it once the close mark is set was a race: the holder could drop its reference
+    # before close's decref, which then closed the fd itself without waiting.)
+    wait_until(lambda: _diag.stats()["closes_waited"] == base + 1, what="close to wait")
     assert not closer.done.is_set()
     gate.set()
     closer.join()
