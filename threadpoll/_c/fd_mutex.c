@@ -53,11 +53,22 @@ fdmu_field(FDMutexObject *mu, PyObject **field)
     return v;
 }
 
+static PyObject *str_acquire, *str_release; /* interned: tp_fdmutex_init_names */
+
+/* Go: none */
+int
+tp_fdmutex_init_names(void)
+{
+    str_acquire = PyUnicode_InternFromString("acquire");
+    str_release = PyUnicode_InternFromString("release");
+    return str_acquire == NULL || str_release == NULL ? -1 : 0;
+}
+
 /* Go: runtime/sema.go semrelease (through park.Sema) */
 static int
 sema_release(PyObject *sema)
 {
-    PyObject *r = PyObject_CallMethod(sema, "release", NULL);
+    PyObject *r = PyObject_CallMethodNoArgs(sema, str_release);
     Py_XDECREF(r);
     return r == NULL ? -1 : 0;
 }
@@ -417,7 +428,7 @@ rwlock_impl(FDMutexObject *mu, int read, int wait, PyObject **semap)
             }
             /* An exception out of acquire() (KeyboardInterrupt) leaves our count behind,
              * harmlessly, as in fd_mutex.py. */
-            PyObject *r = PyObject_CallMethod(*semap, "acquire", NULL);
+            PyObject *r = PyObject_CallMethodNoArgs(*semap, str_acquire);
             if (r == NULL) {
                 return NULL;
             }

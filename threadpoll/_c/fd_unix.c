@@ -1221,7 +1221,7 @@ tp_fd_init_module(PyObject *m)
     str_write = PyUnicode_InternFromString("write");
     if (str_rwlock == NULL || str_closed_error == NULL || str_destroy == NULL ||
         str_read_shut == NULL || str_written == NULL || str_read == NULL ||
-        str_read_into == NULL || str_write == NULL) {
+        str_read_into == NULL || str_write == NULL || tp_fdmutex_init_names() < 0) {
         return -1;
     }
     Py_INCREF(&tp_FDMutexType);

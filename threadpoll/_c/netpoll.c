@@ -1329,10 +1329,12 @@ pd_get_none(PollDescObject *Py_UNUSED(pd), void *Py_UNUSED(c))
 /* pd.lock, for diagnostics that read several fields "under the lock": the runtime's
  * snapshot lock (a Python lock that excludes other diagnostic readers only; the fields
  * themselves are each read under the C lock). */
+static PyObject *str_pd_lock; /* interned at import (see tp_fdmutex_init_names) */
+
 static PyObject *
 pd_get_lock(PollDescObject *pd, void *Py_UNUSED(c))
 {
-    return PyObject_GetAttrString(pd->rt, "pd_lock");
+    return PyObject_GetAttr(pd->rt, str_pd_lock);
 }
 
 static PyObject *
@@ -2031,6 +2033,10 @@ PyInit__cpoll(void)
         return NULL;
     }
     if (tp_fd_ready() < 0) {
+        return NULL;
+    }
+    str_pd_lock = PyUnicode_InternFromString("pd_lock");
+    if (str_pd_lock == NULL) {
         return NULL;
     }
     PyObject *m = PyModule_Create(&cpoll_module);

@@ -260,6 +260,10 @@ typedef struct {
 
 extern PyTypeObject tp_FDMutexType;
 int tp_fdmutex_rwunlock(FDMutexObject *mu, int read); /* 1: destroy, 0, -1 error */
+/* The method names fd_mutex.c calls, interned once at import (tp_fd_init_module). A name
+ * made from a C string at each call costs an allocation, and on CPython 3.11 the type
+ * attribute cache keeps one of every 16 or so alive (56 B each). */
+int tp_fdmutex_init_names(void);
 
 /* Record the calling thread as the holder of mu's read (write) lock, just taken. Go: none */
 static inline void
