@@ -634,6 +634,45 @@ def test_c_fdmutex_clear_poison_is_one_atomic_update() -> None:
 
 
 @needs_c
+def test_c_fdmutex_makes_its_rare_state_on_first_need() -> None:
+    """The close semaphore, the re-entry check, the waiters' semaphores and a fork's poison
+    live in state made on first need: a fresh fdMutex reads as None and 0, a value stored
+    reads back, None and 0 store nothing, and the waiters' semaphores are made once."""
+    from threadpoll._runtime.park import Sema
+
+    mu = netpoll_c.cpoll.FDMutex()
+    assert mu.csema is None and mu.reentry_check is None and mu.poisoned == 0
+    mu.csema = None  # none, where nothing was made: still none
+    mu.poisoned = 0
+    assert mu.csema is None and mu.poisoned == 0
+    cs = Sema()
+    mu.csema = cs
+    assert mu.csema is cs and mu.reentry_check is None and mu.poisoned == 0
+    rs = mu.rsema
+    assert isinstance(rs, Sema) and mu.rsema is rs and mu.wsema is not rs
+    mu.poisoned = 6
+    assert mu.poisoned == 6
+    mu.csema = None
+    assert mu.csema is None and mu.rsema is rs
+    with pytest.raises(TypeError):
+        del mu.csema
+
+
+@pytest.mark.skipif(
+    not C_BACKENDS or sys.platform != "linux" or sys.maxsize < 2**32,
+    reason="the sizes are those of 64-bit Linux (futex words)",
+)
+def test_c_pollDesc_and_fdmutex_keep_their_size() -> None:
+    """Memory per descriptor (issue 12): a pollDesc's lock and semaphores are futex words on
+    Linux, and an fdMutex keeps what few need apart. Their fields, past the object header:
+    128 and 48 bytes (a pollDesc was 232 with a pthread mutex and two sem_t)."""
+    cp = netpoll_c.cpoll
+    head = object.__basicsize__  # 16, or more on a free-threaded build
+    assert cp.PollDesc.__basicsize__ - head <= 128
+    assert cp.FDMutex.__basicsize__ - head <= 48
+
+
+@needs_c
 def test_c_close_hands_the_destroy_to_the_waiting_closer() -> None:
     """decref_for_close with an operation in flight: the operation's unlock releases the
     closer's csema instead of destroying; take_handoff then says the closer destroys."""

@@ -9,6 +9,8 @@
  */
 #include "netpoll.h"
 
+#include <stddef.h>
+
 /* Set once by _init_fd (tp_set_static), read with tp_load_static. */
 static PyObject *FDMutexError; /* fd_mutex.FDMutexError */
 static PyObject *SemaType;     /* park.Sema */
@@ -38,19 +40,87 @@ fdmu_error(const char *msg)
     return NULL;
 }
 
-/* A new reference to one of mu's object fields (rsema, wsema, reentry_check), read in mu's
- * critical section, where the setters write them: a caller never uses an object that a
- * concurrent setter has just released. Go: none */
-static PyObject *
-fdmu_field(FDMutexObject *mu, PyObject **field)
+/* mu's rare state, or NULL while it has none. Go: none */
+static inline tp_fdmu_rare *
+rare_of(FDMutexObject *mu)
 {
-    PyObject *v;
-    (void)mu; /* unused where the critical section is a no-op (with the GIL) */
+    return __atomic_load_n(&mu->rare, __ATOMIC_ACQUIRE);
+}
+
+/* mu's rare state, made if it has none (all fields zero); NULL with MemoryError. Two threads
+ * making it at once keep the first one published. Go: none */
+static tp_fdmu_rare *
+rare_make(FDMutexObject *mu)
+{
+    tp_fdmu_rare *r = rare_of(mu);
+    if (r != NULL) {
+        return r;
+    }
+    tp_fdmu_rare *n = PyMem_RawCalloc(1, sizeof(tp_fdmu_rare)); /* seen by tracemalloc */
+    if (n == NULL) {
+        PyErr_NoMemory();
+        return NULL;
+    }
+    if (__atomic_compare_exchange_n(&mu->rare, &r, n, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
+        return n;
+    }
+    PyMem_RawFree(n); /* another thread published one first: r */
+    return r;
+}
+
+/* The lock bits a fork left held (0 without rare state). Go: none */
+static inline uint64_t
+poisoned_of(FDMutexObject *mu)
+{
+    tp_fdmu_rare *r = rare_of(mu);
+    return r == NULL ? 0 : load(&r->poisoned);
+}
+
+#define RARE_FIELD(name) offsetof(tp_fdmu_rare, name)
+
+/* The object field at offset off of the rare state (RARE_FIELD). Go: none */
+static inline PyObject **
+rare_slot(tp_fdmu_rare *r, size_t off)
+{
+    return (PyObject **)((char *)r + off);
+}
+
+/* A new reference to one of mu's object fields (RARE_FIELD of rsema, wsema, reentry_check,
+ * csema), or NULL for none, read in mu's critical section, where the setters write them: a
+ * caller never uses an object that a concurrent setter has just released. Go: none */
+static PyObject *
+fdmu_field(FDMutexObject *mu, size_t off)
+{
+    PyObject *v = NULL;
     Py_BEGIN_CRITICAL_SECTION(mu);
-    v = *field;
-    Py_XINCREF(v);
+    tp_fdmu_rare *r = rare_of(mu);
+    if (r != NULL) {
+        v = *rare_slot(r, off);
+        Py_XINCREF(v);
+    }
     Py_END_CRITICAL_SECTION();
     return v;
+}
+
+/* Store v (a new reference taken; NULL for none) in one of mu's object fields, in mu's
+ * critical section; the old value is released outside it, since its destructor may run
+ * Python. Storing none where mu has no rare state makes none. 0, or -1 with an exception.
+ * Go: none */
+static int
+fdmu_store(FDMutexObject *mu, size_t off, PyObject *v)
+{
+    tp_fdmu_rare *r = v == NULL ? rare_of(mu) : rare_make(mu);
+    if (r == NULL) {
+        return v == NULL ? 0 : -1;
+    }
+    PyObject *old;
+    Py_XINCREF(v);
+    Py_BEGIN_CRITICAL_SECTION(mu);
+    old = *rare_slot(r, off);
+    *rare_slot(r, off) = v;
+    Py_END_CRITICAL_SECTION();
+    Py_XDECREF(old);
+    return 0;
 }
 
 static PyObject *str_acquire, *str_release; /* interned: tp_fdmutex_init_names */
@@ -82,16 +152,21 @@ sema_release(PyObject *sema)
 static PyObject *
 get_sema(FDMutexObject *mu, int read)
 {
-    PyObject **slot = read ? &mu->rsema : &mu->wsema;
-    PyObject *s = fdmu_field(mu, slot);
+    size_t off = read ? RARE_FIELD(rsema) : RARE_FIELD(wsema);
+    PyObject *s = fdmu_field(mu, off);
     if (s != NULL) {
         return s;
+    }
+    tp_fdmu_rare *r = rare_make(mu);
+    if (r == NULL) {
+        return NULL;
     }
     PyObject *n = PyObject_CallNoArgs(tp_load_static(&SemaType));
     if (n == NULL) {
         return NULL;
     }
     int stored = 0;
+    PyObject **slot = rare_slot(r, off);
     Py_BEGIN_CRITICAL_SECTION(mu);
     if (*slot == NULL) {
         *slot = n; /* the slot takes n's reference */
@@ -132,8 +207,9 @@ last_ref(FDMutexObject *mu, uint64_t new)
     if (!(new & MUTEX_CLOSER_WAITS)) {
         return 1;
     }
-    PyObject *cs = fdmu_field(mu, &mu->csema); /* a new reference: the call runs Python */
-    if (cs == NULL) {
+    PyObject *cs = fdmu_field(mu, RARE_FIELD(csema)); /* a new reference: the call runs Python */
+    if (cs == NULL || cs == Py_None) {
+        Py_XDECREF(cs);
         PyErr_SetString(PyExc_RuntimeError, "FDMutex has no close semaphore");
         return -1;
     }
@@ -156,12 +232,7 @@ fdmu_new(PyTypeObject *type, PyObject *Py_UNUSED(args), PyObject *Py_UNUSED(kwds
         return NULL;
     }
     mu->state = 0;
-    mu->poisoned = 0;
-    mu->reentry_check = Py_None;
-    Py_INCREF(Py_None);
-    mu->csema = Py_None;
-    Py_INCREF(Py_None);
-    mu->rsema = mu->wsema = NULL; /* made on first use: get_sema */
+    mu->rare = NULL; /* made on first need: rare_make */
     mu->rowner = mu->wowner = 0;
     mu->fast_pd = NULL; /* set by _set_fast */
     mu->fast_sysfd = -1;
@@ -173,10 +244,13 @@ fdmu_new(PyTypeObject *type, PyObject *Py_UNUSED(args), PyObject *Py_UNUSED(kwds
 static int
 fdmu_traverse(FDMutexObject *mu, visitproc visit, void *arg)
 {
-    Py_VISIT(mu->rsema);
-    Py_VISIT(mu->wsema);
-    Py_VISIT(mu->reentry_check);
-    Py_VISIT(mu->csema);
+    tp_fdmu_rare *r = rare_of(mu);
+    if (r != NULL) {
+        Py_VISIT(r->rsema);
+        Py_VISIT(r->wsema);
+        Py_VISIT(r->reentry_check);
+        Py_VISIT(r->csema);
+    }
     Py_VISIT(mu->fast_pd);
     return 0;
 }
@@ -184,10 +258,13 @@ fdmu_traverse(FDMutexObject *mu, visitproc visit, void *arg)
 static int
 fdmu_clear(FDMutexObject *mu)
 {
-    Py_CLEAR(mu->rsema);
-    Py_CLEAR(mu->wsema);
-    Py_CLEAR(mu->reentry_check);
-    Py_CLEAR(mu->csema);
+    tp_fdmu_rare *r = rare_of(mu);
+    if (r != NULL) {
+        Py_CLEAR(r->rsema);
+        Py_CLEAR(r->wsema);
+        Py_CLEAR(r->reentry_check);
+        Py_CLEAR(r->csema);
+    }
     __atomic_store_n(&mu->fast, 0, __ATOMIC_SEQ_CST);
     Py_CLEAR(mu->fast_pd);
     return 0;
@@ -198,6 +275,7 @@ fdmu_dealloc(FDMutexObject *mu)
 {
     PyObject_GC_UnTrack(mu);
     fdmu_clear(mu);
+    PyMem_RawFree(mu->rare);
     Py_TYPE(mu)->tp_free((PyObject *)mu);
 }
 
@@ -317,7 +395,7 @@ fdmu_clear_poison(FDMutexObject *mu, PyObject *arg)
     if (refs == (unsigned long long)-1 && PyErr_Occurred()) {
         return NULL;
     }
-    uint64_t bits = load(&mu->poisoned);
+    uint64_t bits = poisoned_of(mu);
     for (;;) {
         uint64_t old = load(&mu->state);
         if (old & MUTEX_CLOSED) {
@@ -336,7 +414,10 @@ fdmu_clear_poison(FDMutexObject *mu, PyObject *arg)
     if (bits & MUTEX_WLOCK) {
         __atomic_store_n(&mu->wowner, 0, __ATOMIC_RELAXED);
     }
-    __atomic_store_n(&mu->poisoned, 0, __ATOMIC_SEQ_CST);
+    tp_fdmu_rare *r = rare_of(mu);
+    if (r != NULL) {
+        __atomic_store_n(&r->poisoned, 0, __ATOMIC_SEQ_CST);
+    }
     Py_RETURN_NONE;
 }
 
@@ -351,7 +432,7 @@ rwlock_impl(FDMutexObject *mu, int read, int wait, PyObject **semap)
     int checked = 0;
     for (;;) {
         uint64_t old = load(&mu->state);
-        if (old & bit & load(&mu->poisoned)) {
+        if (old & bit & poisoned_of(mu)) {
             Py_RETURN_FALSE; /* held by a thread that is gone (fork): never released */
         }
         if (old & MUTEX_CLOSED) {
@@ -385,7 +466,7 @@ rwlock_impl(FDMutexObject *mu, int read, int wait, PyObject **semap)
             PyObject *check = NULL;
             int shared = 0;
             if (!checked) {
-                check = fdmu_field(mu, &mu->reentry_check);
+                check = fdmu_field(mu, RARE_FIELD(reentry_check));
                 if (check == Py_None) {
                     Py_CLEAR(check);
                 }
@@ -524,7 +605,7 @@ fdmu_set_state(FDMutexObject *mu, PyObject *v, void *Py_UNUSED(c))
 static PyObject *
 fdmu_get_poisoned(FDMutexObject *mu, void *Py_UNUSED(c))
 {
-    return PyLong_FromUnsignedLongLong(load(&mu->poisoned));
+    return PyLong_FromUnsignedLongLong(poisoned_of(mu));
 }
 
 static int
@@ -537,20 +618,21 @@ fdmu_set_poisoned(FDMutexObject *mu, PyObject *v, void *Py_UNUSED(c))
         }
         return -1;
     }
-    __atomic_store_n(&mu->poisoned, (uint64_t)x, __ATOMIC_SEQ_CST);
+    tp_fdmu_rare *r = x == 0 ? rare_of(mu) : rare_make(mu);
+    if (r == NULL) {
+        return x == 0 ? 0 : -1;
+    }
+    __atomic_store_n(&r->poisoned, (uint64_t)x, __ATOMIC_SEQ_CST);
     return 0;
 }
 
-/* Each reads and writes its field in mu's critical section (fdmu_field); the old value
- * is released outside it, since its destructor may run Python. */
+/* Each reads and writes its field in mu's critical section (fdmu_field, fdmu_store). The
+ * getters give None for none; a setter stores None as none. */
 #define SEMA_GETTER(name)                                                                  \
     static PyObject *fdmu_get_##name(FDMutexObject *mu, void *Py_UNUSED(c))               \
     {                                                                                      \
-        PyObject *v = fdmu_field(mu, &mu->name);                                           \
-        if (v == NULL) {                                                                   \
-            PyErr_SetString(PyExc_AttributeError, #name);                                  \
-        }                                                                                  \
-        return v;                                                                          \
+        PyObject *v = fdmu_field(mu, RARE_FIELD(name));                                    \
+        return v == NULL ? tp_newref(Py_None) : v;                                         \
     }
 #define SEMA_SETTER(name)                                                                  \
     static int fdmu_set_##name(FDMutexObject *mu, PyObject *v, void *Py_UNUSED(c))        \
@@ -559,14 +641,7 @@ fdmu_set_poisoned(FDMutexObject *mu, PyObject *v, void *Py_UNUSED(c))
             PyErr_SetString(PyExc_TypeError, "cannot delete " #name);                      \
             return -1;                                                                     \
         }                                                                                  \
-        PyObject *old;                                                                     \
-        Py_INCREF(v);                                                                      \
-        Py_BEGIN_CRITICAL_SECTION(mu);                                                     \
-        old = mu->name;                                                                    \
-        mu->name = v;                                                                      \
-        Py_END_CRITICAL_SECTION();                                                         \
-        Py_XDECREF(old);                                                                   \
-        return 0;                                                                          \
+        return fdmu_store(mu, RARE_FIELD(name), v == Py_None ? NULL : v);                  \
     }
 SEMA_SETTER(rsema)
 SEMA_SETTER(wsema)

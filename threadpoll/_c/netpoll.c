@@ -43,6 +43,12 @@
 #include <structmember.h>
 #include <time.h>
 
+#if defined(__linux__)
+#include <linux/futex.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
+
 static PyObject *InternalError; /* netpoll.InternalError, set once by _init (tp_set_static) */
 static int life_lock(tp_runtime *rt);
 static void life_unlock(tp_runtime *rt);
@@ -84,6 +90,81 @@ tp_now(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
+#if defined(__linux__)
+/* A futex on a word private to this process (no other process maps a pollDesc). */
+static long
+tp_futex(uint32_t *word, int op, uint32_t val, const struct timespec *abs_timeout)
+{
+    return syscall(SYS_futex, word, op | FUTEX_PRIVATE_FLAG, val, abs_timeout, NULL,
+                   FUTEX_BITSET_MATCH_ANY);
+}
+
+#define TP_SEMA_SLEEPING 0x80000000u
+#define TP_SEMA_COUNT 0x7fffffffu
+#endif
+
+/* ---- the pollDesc lock (tp_lock, netpoll.h) ---- */
+
+/* Go: none (runtime/lock_futex.go lock2, without its spinning) */
+static void
+tp_lock_init(tp_lock *l)
+{
+#if defined(__linux__)
+    __atomic_store_n(&l->word, 0, __ATOMIC_RELAXED);
+#else
+    pthread_mutex_init(&l->mu, NULL);
+#endif
+}
+
+/* Go: runtime/lock_futex.go lock2 */
+static inline void
+tp_lock_acquire(tp_lock *l)
+{
+#if defined(__linux__)
+    uint32_t c = 0;
+    if (__atomic_compare_exchange_n(&l->word, &c, 1, 0, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED)) {
+        return;
+    }
+    /* Held: mark it contended (2) and sleep until a release finds it free. Whoever takes
+     * it here keeps the 2, so its release wakes the next sleeper, if any. */
+    if (c != 2) {
+        c = __atomic_exchange_n(&l->word, 2, __ATOMIC_ACQUIRE);
+    }
+    while (c != 0) {
+        tp_futex(&l->word, FUTEX_WAIT_BITSET, 2, NULL);
+        c = __atomic_exchange_n(&l->word, 2, __ATOMIC_ACQUIRE);
+    }
+#else
+    pthread_mutex_lock(&l->mu);
+#endif
+}
+
+/* Go: runtime/lock_futex.go unlock2 */
+static inline void
+tp_lock_release(tp_lock *l)
+{
+#if defined(__linux__)
+    if (__atomic_exchange_n(&l->word, 0, __ATOMIC_RELEASE) == 2) {
+        tp_futex(&l->word, FUTEX_WAKE_BITSET, 1, NULL);
+    }
+#else
+    pthread_mutex_unlock(&l->mu);
+#endif
+}
+
+/* Go: none */
+static void
+tp_lock_destroy(tp_lock *l)
+{
+#if defined(__linux__)
+    (void)l;
+#else
+    pthread_mutex_destroy(&l->mu);
+#endif
+}
+
+/* ---- the parked thread's wake-up (tp_sema, netpoll.h) ---- */
+
 /* Go: none */
 static int
 tp_sema_init(tp_sema *s)
@@ -91,6 +172,9 @@ tp_sema_init(tp_sema *s)
 #if defined(__APPLE__)
     s->sem = dispatch_semaphore_create(0);
     return s->sem == NULL ? ENOMEM : 0;
+#elif defined(__linux__)
+    __atomic_store_n(&s->word, 0, __ATOMIC_RELAXED);
+    return 0;
 #else
     return sem_init(&s->sem, 0, 0) == 0 ? 0 : errno;
 #endif
@@ -102,10 +186,65 @@ tp_sema_post(tp_sema *s)
 {
 #if defined(__APPLE__)
     dispatch_semaphore_signal(s->sem);
+#elif defined(__linux__)
+    uint32_t old = __atomic_fetch_add(&s->word, 1, __ATOMIC_RELEASE);
+    if (old & TP_SEMA_SLEEPING) {
+        /* The waiter sleeps, or is about to: its FUTEX_WAIT expects the word as it was
+         * before our add, so it either sees the new count or is woken here. */
+        __atomic_fetch_and(&s->word, ~TP_SEMA_SLEEPING, __ATOMIC_RELAXED);
+        tp_futex(&s->word, FUTEX_WAKE_BITSET, 1, NULL);
+    }
 #else
     sem_post(&s->sem);
 #endif
 }
+
+#if defined(__linux__)
+/* Take one post if there is one: 1, else 0. Go: none */
+static inline int
+tp_sema_trytake(tp_sema *s)
+{
+    uint32_t v = __atomic_load_n(&s->word, __ATOMIC_ACQUIRE);
+    while (v & TP_SEMA_COUNT) {
+        if (__atomic_compare_exchange_n(&s->word, &v, v - 1, 1, __ATOMIC_ACQUIRE,
+                                        __ATOMIC_ACQUIRE)) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* The wait itself: until a post, the absolute CLOCK_MONOTONIC time *abs (NULL: none), or a
+ * signal handler. Returns 0, ETIMEDOUT or EINTR. Go: runtime/lock_futex.go notetsleep */
+static int
+tp_sema_futex_wait(tp_sema *s, const struct timespec *abs)
+{
+    for (;;) {
+        if (tp_sema_trytake(s)) {
+            return 0;
+        }
+        uint32_t v = 0;
+        /* Announce the sleep; a post between our look and this fails the exchange. The
+         * flag may already be set (a post that has not cleared it yet, or our own earlier
+         * round): sleep on it as it is. */
+        if (!__atomic_compare_exchange_n(&s->word, &v, TP_SEMA_SLEEPING, 0, __ATOMIC_ACQUIRE,
+                                         __ATOMIC_ACQUIRE) &&
+            v != TP_SEMA_SLEEPING) {
+            continue;
+        }
+        /* FUTEX_WAIT_BITSET: the timeout is absolute, on CLOCK_MONOTONIC. */
+        if (tp_futex(&s->word, FUTEX_WAIT_BITSET, TP_SEMA_SLEEPING, abs) != 0 &&
+            (errno == ETIMEDOUT || errno == EINTR)) {
+            int e = errno;
+            /* No longer sleeping. A post that came meanwhile stays in the count, as in a
+             * semaphore, for the caller's accounting (posts) to take. */
+            __atomic_fetch_and(&s->word, ~TP_SEMA_SLEEPING, __ATOMIC_RELAXED);
+            return e;
+        }
+        /* Woken, or the word changed before we slept (EAGAIN): look again. */
+    }
+}
+#endif
 
 /* Wait for a post until deadline (absolute tp_now() seconds; INFINITY for none). Returns 0
  * for a post, ETIMEDOUT, or EINTR when a signal handler ran in this thread (the caller
@@ -137,6 +276,20 @@ tp_sema_wait(tp_sema *s, double deadline)
     return dispatch_semaphore_wait(s->sem, dispatch_time(DISPATCH_TIME_NOW, ns)) == 0
                ? 0
                : ETIMEDOUT;
+#elif defined(__linux__)
+    if (isinf(deadline)) {
+        return tp_sema_futex_wait(s, NULL);
+    }
+    struct timespec ts;
+    ts.tv_sec = (time_t)until;
+    ts.tv_nsec = (long)((until - (double)ts.tv_sec) * 1e9);
+    if (ts.tv_nsec >= 1000000000L) {
+        ts.tv_nsec = 999999999L;
+    }
+    if (ts.tv_nsec < 0) {
+        ts.tv_nsec = 0;
+    }
+    return tp_sema_futex_wait(s, &ts);
 #else
     int r;
     if (isinf(deadline)) {
@@ -177,6 +330,10 @@ tp_sema_consume(tp_sema *s)
 {
 #if defined(__APPLE__)
     dispatch_semaphore_wait(s->sem, DISPATCH_TIME_FOREVER);
+#elif defined(__linux__)
+    while (!tp_sema_trytake(s)) {
+        /* Not reached: the post was counted before (pd->lock). */
+    }
 #else
     while (sem_wait(&s->sem) != 0 && errno == EINTR) {
     }
@@ -189,6 +346,8 @@ tp_sema_destroy(tp_sema *s)
 {
 #if defined(__APPLE__)
     dispatch_release(s->sem);
+#elif defined(__linux__)
+    (void)s;
 #else
     sem_destroy(&s->sem);
 #endif
@@ -196,7 +355,7 @@ tp_sema_destroy(tp_sema *s)
 
 /* ---- pollDesc state helpers (all: must be called while holding pd->lock) ------------ */
 
-static inline int *
+static inline uint8_t *
 gpp(PollDescObject *pd, int mode)
 {
     return mode == MODE_R ? &pd->rg : &pd->wg;
@@ -225,12 +384,12 @@ tp_notify(PollDescObject *pd, int mode)
         /* A follower readied: it no longer needs anyone's netpoll (see "the poll leader").
          * One only re-timing its wait (a deadline moved earlier) still does. */
         pd->follow &= ~mode;
-        __atomic_fetch_sub(&pd->crt->nfollowers, 1, __ATOMIC_SEQ_CST);
+        __atomic_fetch_sub(&tp_pd_runtime(pd)->nfollowers, 1, __ATOMIC_SEQ_CST);
     }
     if ((pd->lead & mode) && !tp_i_lead) {
         /* The parked thread leads: it sleeps in netpoll, not on the semaphore. A try-lock:
          * a shutdown holding rt->life has already broken every poll and stopped leading. */
-        tp_runtime *rt = pd->crt;
+        tp_runtime *rt = tp_pd_runtime(pd);
         if (pthread_rwlock_tryrdlock(&rt->life) == 0) {
             if (rt->pollfd >= 0) {
                 tp_netpoll_break(rt);
@@ -254,7 +413,7 @@ tp_expired(PollDescObject *pd, int mode)
         return 0;
     }
     *d = -INFINITY; /* the timer firing: netpolldeadlineimpl */
-    __atomic_fetch_add(&pd->crt->deadline_expiries, 1, __ATOMIC_RELAXED);
+    __atomic_fetch_add(&tp_pd_runtime(pd)->deadline_expiries, 1, __ATOMIC_RELAXED);
     return 1;
 }
 
@@ -282,7 +441,7 @@ netpollcheckerr(PollDescObject *pd, int mode)
 static int
 netpollunblock(PollDescObject *pd, int mode, int ioready)
 {
-    int *g = gpp(pd, mode);
+    uint8_t *g = gpp(pd, mode);
     int old = *g;
     if (old == PD_READY) {
         return 0;
@@ -336,7 +495,7 @@ tp_poke_poller(tp_runtime *rt)
 static void
 tp_follow(PollDescObject *pd, int mode)
 {
-    tp_runtime *rt = pd->crt;
+    tp_runtime *rt = tp_pd_runtime(pd);
     pd->follow |= mode;
     __atomic_fetch_add(&rt->nfollowers, 1, __ATOMIC_SEQ_CST);
     if (!__atomic_load_n(&rt->leading, __ATOMIC_SEQ_CST)) {
@@ -351,7 +510,7 @@ tp_unfollow(PollDescObject *pd, int mode)
 {
     if (pd->follow & mode) {
         pd->follow &= ~mode;
-        __atomic_fetch_sub(&pd->crt->nfollowers, 1, __ATOMIC_SEQ_CST);
+        __atomic_fetch_sub(&tp_pd_runtime(pd)->nfollowers, 1, __ATOMIC_SEQ_CST);
     }
 }
 
@@ -445,10 +604,10 @@ tp_lead_poll(tp_runtime *rt, double d)
 static int
 tp_park(PollDescObject *pd, int mode)
 {
-    int *g = gpp(pd, mode);
+    uint8_t *g = gpp(pd, mode);
     tp_sema *s = mode == MODE_R ? &pd->rsema : &pd->wsema;
     int *posts = mode == MODE_R ? &pd->rposts : &pd->wposts;
-    tp_runtime *rt = pd->crt;
+    tp_runtime *rt = tp_pd_runtime(pd);
     int main = PyThread_get_thread_ident() == rt->main_ident;
     int intr = 0;
     int leading = 0, decided = 0;
@@ -478,9 +637,9 @@ tp_park(PollDescObject *pd, int mode)
                 until = slice_end;
             }
         }
-        pthread_mutex_unlock(&pd->lock);
+        tp_lock_release(&pd->lock);
         int r = leading ? tp_lead_poll(rt, until) : tp_sema_wait(s, until);
-        pthread_mutex_lock(&pd->lock);
+        tp_lock_acquire(&pd->lock);
         if (until < d && *g == PD_PARKED &&
             (leading ? r == 0 && tp_now() >= until : r == ETIMEDOUT)) {
             r = EINTR; /* the main thread's slice is over: check for signals, as after EINTR */
@@ -538,9 +697,9 @@ tp_park(PollDescObject *pd, int mode)
 static int
 netpollblock_unpark(PollDescObject *pd, int mode, int intr)
 {
-    int *g = gpp(pd, mode);
+    uint8_t *g = gpp(pd, mode);
     if (intr) {
-        pthread_mutex_unlock(&pd->lock);
+        tp_lock_release(&pd->lock);
         return BLOCK_INTR;
     }
     if (mode == MODE_R) {
@@ -552,7 +711,7 @@ netpollblock_unpark(PollDescObject *pd, int mode, int intr)
     /* Be careful to not lose a concurrent PD_READY notification. */
     int old = *g;
     *g = PD_NIL;
-    pthread_mutex_unlock(&pd->lock);
+    tp_lock_release(&pd->lock);
     return old == PD_READY;
 }
 
@@ -561,7 +720,7 @@ netpollblock_unpark(PollDescObject *pd, int mode, int intr)
 static int
 netpollblock_resume(PollDescObject *pd, int mode)
 {
-    pthread_mutex_lock(&pd->lock);
+    tp_lock_acquire(&pd->lock);
     return netpollblock_unpark(pd, mode, tp_park(pd, mode));
 }
 
@@ -570,10 +729,10 @@ netpollblock_resume(PollDescObject *pd, int mode)
 static void
 netpollblock_abort(PollDescObject *pd, int mode)
 {
-    int *g = gpp(pd, mode);
+    uint8_t *g = gpp(pd, mode);
     tp_sema *s = mode == MODE_R ? &pd->rsema : &pd->wsema;
     int *posts = mode == MODE_R ? &pd->rposts : &pd->wposts;
-    pthread_mutex_lock(&pd->lock);
+    tp_lock_acquire(&pd->lock);
     if (mode == MODE_R) {
         pd->rparked_by = 0;
     }
@@ -587,7 +746,7 @@ netpollblock_abort(PollDescObject *pd, int mode)
         tp_sema_consume(s);
         (*posts)--;
     }
-    pthread_mutex_unlock(&pd->lock);
+    tp_lock_release(&pd->lock);
 }
 
 /* Park the calling thread until mode is ready, closed or timed out. Returns 1 if I/O is
@@ -598,16 +757,16 @@ netpollblock_abort(PollDescObject *pd, int mode)
 static int
 netpollblock(PollDescObject *pd, int mode, int waitio)
 {
-    int *g = gpp(pd, mode);
-    pthread_mutex_lock(&pd->lock);
+    uint8_t *g = gpp(pd, mode);
+    tp_lock_acquire(&pd->lock);
     int old = *g;
     if (old == PD_READY) {
         *g = PD_NIL;
-        pthread_mutex_unlock(&pd->lock);
+        tp_lock_release(&pd->lock);
         return 1;
     }
     if (old != PD_NIL) {
-        pthread_mutex_unlock(&pd->lock);
+        tp_lock_release(&pd->lock);
         return BLOCK_DOUBLE_WAIT;
     }
     *g = PD_WAIT;
@@ -631,7 +790,7 @@ netpollblock(PollDescObject *pd, int mode, int waitio)
     /* Be careful to not lose a concurrent PD_READY notification. */
     old = *g;
     *g = PD_NIL;
-    pthread_mutex_unlock(&pd->lock);
+    tp_lock_release(&pd->lock);
     return old == PD_READY;
 }
 
@@ -671,9 +830,9 @@ tp_netpollready_slot(tp_runtime *rt, uint32_t index, uint32_t seq, int mode, int
         return 0;
     }
     int n = 0;
-    pthread_mutex_lock(&pd->lock);
+    tp_lock_acquire(&pd->lock);
     if (pd->fdseq != seq || !pd->registered) {
-        pthread_mutex_unlock(&pd->lock);
+        tp_lock_release(&pd->lock);
         __atomic_fetch_add(&rt->stale_events_dropped, 1, __ATOMIC_RELAXED);
         return 0;
     }
@@ -681,7 +840,7 @@ tp_netpollready_slot(tp_runtime *rt, uint32_t index, uint32_t seq, int mode, int
     __atomic_fetch_add(&rt->events, 1, __ATOMIC_RELAXED);
     pd->event_err = err;
     n = netpollready_locked(pd, mode);
-    pthread_mutex_unlock(&pd->lock);
+    tp_lock_release(&pd->lock);
     return n;
 }
 
@@ -889,16 +1048,15 @@ internal_error(const char *msg)
 
 /* Go: runtime/netpoll.go pollCache.alloc (the allocation) */
 static PollDescObject *
-pd_new(PyObject *rt_obj, tp_runtime *crt)
+pd_new(RuntimeObject *rt_obj)
 {
     PollDescObject *pd = PyObject_GC_New(PollDescObject, &PollDescType);
     if (pd == NULL) {
         return NULL;
     }
-    pthread_mutex_init(&pd->lock, NULL);
+    tp_lock_init(&pd->lock);
     Py_INCREF(rt_obj);
-    pd->rt = rt_obj;
-    pd->crt = crt;
+    pd->rt = (PyObject *)rt_obj;
     pd->index = 0;
     pd->id = (uint32_t)__atomic_add_fetch(&pd_ids, 1, __ATOMIC_RELAXED);
     pd->fd = -1;
@@ -946,7 +1104,7 @@ pd_dealloc(PollDescObject *pd)
     /* Only reached when its runtime is gone: no poller or waiter can reach it. */
     tp_sema_destroy(&pd->rsema);
     tp_sema_destroy(&pd->wsema);
-    pthread_mutex_destroy(&pd->lock);
+    tp_lock_destroy(&pd->lock);
     Py_CLEAR(pd->rt);
     Py_CLEAR(pd->kind);
     PyObject_GC_Del(pd);
@@ -959,12 +1117,12 @@ pd_dealloc(PollDescObject *pd)
 int
 tp_poll_reset(PollDescObject *pd, int mode)
 {
-    pthread_mutex_lock(&pd->lock);
+    tp_lock_acquire(&pd->lock);
     int err = netpollcheckerr(pd, mode);
     if (err == POLL_NO_ERROR) {
         *gpp(pd, mode) = PD_NIL;
     }
-    pthread_mutex_unlock(&pd->lock);
+    tp_lock_release(&pd->lock);
     return err;
 }
 
@@ -982,12 +1140,12 @@ pd_reset(PollDescObject *pd, PyObject *m)
     if (mode < 0) {
         return NULL;
     }
-    pthread_mutex_lock(&pd->lock);
+    tp_lock_acquire(&pd->lock);
     int err = netpollcheckerr(pd, mode);
     if (err == POLL_NO_ERROR) {
         *gpp(pd, mode) = PD_NIL;
     }
-    pthread_mutex_unlock(&pd->lock);
+    tp_lock_release(&pd->lock);
     return PyLong_FromLong(err);
 }
 
@@ -1003,28 +1161,28 @@ tp_poll_wait(PollDescObject *pd, int mode)
     for (;;) {
         int err = POLL_NO_ERROR, r;
         if (!resume) {
-            pthread_mutex_lock(&pd->lock);
+            tp_lock_acquire(&pd->lock);
             err = netpollcheckerr(pd, mode);
-            pthread_mutex_unlock(&pd->lock);
+            tp_lock_release(&pd->lock);
             if (err != POLL_NO_ERROR) {
                 return err;
             }
         }
-        if (mode == MODE_W && pd->crt->lazy_write) {
+        if (mode == MODE_W && tp_pd_runtime(pd)->lazy_write) {
             /* Arm write interest before the first park (lazy_write; see the backend). */
-            pthread_mutex_lock(&pd->lock);
+            tp_lock_acquire(&pd->lock);
             int arm = !pd->warmw && pd->registered;
             int fd = pd->fd;
             uint32_t seq = pd->fdseq;
             pd->warmw = 1;
-            pthread_mutex_unlock(&pd->lock);
-            if (arm && life_lock(pd->crt)) {
-                tp_netpollarm_write(pd->crt, pd, fd, seq);
-                life_unlock(pd->crt);
+            tp_lock_release(&pd->lock);
+            if (arm && life_lock(tp_pd_runtime(pd))) {
+                tp_netpollarm_write(tp_pd_runtime(pd), pd, fd, seq);
+                life_unlock(tp_pd_runtime(pd));
             }
         }
-        if (!__atomic_load_n(&pd->crt->poller_running, __ATOMIC_ACQUIRE)) {
-            int e = tp_ensure_poller(pd->crt); /* a forked child starts it lazily */
+        if (!__atomic_load_n(&tp_pd_runtime(pd)->poller_running, __ATOMIC_ACQUIRE)) {
+            int e = tp_ensure_poller(tp_pd_runtime(pd)); /* a forked child starts it lazily */
             if (e != 0) {
                 errno = e;
                 PyErr_SetFromErrno(PyExc_OSError);
@@ -1040,9 +1198,9 @@ tp_poll_wait(PollDescObject *pd, int mode)
             }
             /* Can happen if a deadline fired and unblocked us, but before we had a chance
              * to run the deadline was reset: pretend it has not happened and retry. */
-            pthread_mutex_lock(&pd->lock);
+            tp_lock_acquire(&pd->lock);
             err = netpollcheckerr(pd, mode);
-            pthread_mutex_unlock(&pd->lock);
+            tp_lock_release(&pd->lock);
             if (err != POLL_NO_ERROR) {
                 break;
             }
@@ -1103,7 +1261,7 @@ pd_set_deadline(PollDescObject *pd, PyObject *args)
         PyErr_SetString(PyExc_ValueError, "threadpoll: deadline is NaN");
         return NULL;
     }
-    pthread_mutex_lock(&pd->lock);
+    tp_lock_acquire(&pd->lock);
     if (!pd->closing) {
         if (!isinf(d) && d <= tp_now()) {
             d = -INFINITY; /* "don't confuse deadline right now with no deadline" */
@@ -1134,7 +1292,7 @@ pd_set_deadline(PollDescObject *pd, PyObject *args)
             }
         }
     }
-    pthread_mutex_unlock(&pd->lock);
+    tp_lock_release(&pd->lock);
     Py_RETURN_NONE;
 }
 
@@ -1143,9 +1301,9 @@ pd_set_deadline(PollDescObject *pd, PyObject *args)
 static PyObject *
 pd_unblock(PollDescObject *pd, PyObject *Py_UNUSED(ignored))
 {
-    pthread_mutex_lock(&pd->lock);
+    tp_lock_acquire(&pd->lock);
     if (pd->closing) {
-        pthread_mutex_unlock(&pd->lock);
+        tp_lock_release(&pd->lock);
         return internal_error("runtime: unblock on closing polldesc");
     }
     pd->closing = 1;
@@ -1157,7 +1315,7 @@ pd_unblock(PollDescObject *pd, PyObject *Py_UNUSED(ignored))
     if (netpollunblock(pd, MODE_W, 0)) {
         tp_notify(pd, MODE_W);
     }
-    pthread_mutex_unlock(&pd->lock);
+    tp_lock_release(&pd->lock);
     Py_RETURN_NONE;
 }
 
@@ -1179,23 +1337,23 @@ pd_set_event_err(PollDescObject *pd, PyObject *args)
             return NULL;
         }
     }
-    pthread_mutex_lock(&pd->lock);
+    tp_lock_acquire(&pd->lock);
     if (s >= 0 && (uint32_t)s == pd->fdseq) {
         pd->event_err = b;
     }
     else if (!b) {
         pd->event_err = 0;
     }
-    pthread_mutex_unlock(&pd->lock);
+    tp_lock_release(&pd->lock);
     Py_RETURN_NONE;
 }
 
 #define PD_INT_GETTER(name, field)                                                         \
     static PyObject *pd_get_##name(PollDescObject *pd, void *Py_UNUSED(c))               \
     {                                                                                      \
-        pthread_mutex_lock(&pd->lock);                                                     \
+        tp_lock_acquire(&pd->lock);                                                     \
         long long v = (long long)pd->field;                                                \
-        pthread_mutex_unlock(&pd->lock);                                                   \
+        tp_lock_release(&pd->lock);                                                   \
         return PyLong_FromLongLong(v);                                                     \
     }
 PD_INT_GETTER(fd, fd)
@@ -1210,9 +1368,9 @@ PD_INT_GETTER(follow, follow)
 #define PD_BOOL_GETTER(name, field)                                                        \
     static PyObject *pd_get_##name(PollDescObject *pd, void *Py_UNUSED(c))               \
     {                                                                                      \
-        pthread_mutex_lock(&pd->lock);                                                     \
+        tp_lock_acquire(&pd->lock);                                                     \
         int v = pd->field;                                                                 \
-        pthread_mutex_unlock(&pd->lock);                                                   \
+        tp_lock_release(&pd->lock);                                                   \
         return PyBool_FromLong(v);                                                         \
     }
 PD_BOOL_GETTER(closing, closing)
@@ -1221,9 +1379,9 @@ PD_BOOL_GETTER(event_err, event_err)
 #define PD_DOUBLE_GETTER(name, field)                                                      \
     static PyObject *pd_get_##name(PollDescObject *pd, void *Py_UNUSED(c))               \
     {                                                                                      \
-        pthread_mutex_lock(&pd->lock);                                                     \
+        tp_lock_acquire(&pd->lock);                                                     \
         double v = pd->field;                                                              \
-        pthread_mutex_unlock(&pd->lock);                                                   \
+        tp_lock_release(&pd->lock);                                                   \
         return PyFloat_FromDouble(v);                                                      \
     }
 PD_DOUBLE_GETTER(rd, rd)
@@ -1244,9 +1402,9 @@ pd_set_g(PollDescObject *pd, PyObject *v, int mode)
         PyErr_SetString(PyExc_ValueError, "only PD_NIL may be stored into rg/wg");
         return -1;
     }
-    pthread_mutex_lock(&pd->lock);
+    tp_lock_acquire(&pd->lock);
     *gpp(pd, mode) = PD_NIL;
-    pthread_mutex_unlock(&pd->lock);
+    tp_lock_release(&pd->lock);
     return 0;
 }
 
@@ -1292,18 +1450,18 @@ parked_thread(unsigned long ident)
 static PyObject *
 pd_get_rparked_by(PollDescObject *pd, void *Py_UNUSED(c))
 {
-    pthread_mutex_lock(&pd->lock);
+    tp_lock_acquire(&pd->lock);
     unsigned long ident = pd->rparked_by;
-    pthread_mutex_unlock(&pd->lock);
+    tp_lock_release(&pd->lock);
     return parked_thread(ident);
 }
 
 static PyObject *
 pd_get_wparked_by(PollDescObject *pd, void *Py_UNUSED(c))
 {
-    pthread_mutex_lock(&pd->lock);
+    tp_lock_acquire(&pd->lock);
     unsigned long ident = pd->wparked_by;
-    pthread_mutex_unlock(&pd->lock);
+    tp_lock_release(&pd->lock);
     return parked_thread(ident);
 }
 
@@ -1340,9 +1498,9 @@ pd_get_lock(PollDescObject *pd, void *Py_UNUSED(c))
 static PyObject *
 pd_get_kind(PollDescObject *pd, void *Py_UNUSED(c))
 {
-    pthread_mutex_lock(&pd->lock);
+    tp_lock_acquire(&pd->lock);
     PyObject *kind = tp_newref(pd->kind);
-    pthread_mutex_unlock(&pd->lock);
+    tp_lock_release(&pd->lock);
     return kind;
 }
 
@@ -1350,10 +1508,10 @@ pd_get_kind(PollDescObject *pd, void *Py_UNUSED(c))
 static void
 pd_store_kind(PollDescObject *pd, PyObject *kind)
 {
-    pthread_mutex_lock(&pd->lock);
+    tp_lock_acquire(&pd->lock);
     PyObject *old = pd->kind;
     pd->kind = kind;
-    pthread_mutex_unlock(&pd->lock);
+    tp_lock_release(&pd->lock);
     Py_XDECREF(old);
 }
 
@@ -1372,10 +1530,10 @@ static PyObject *
 pd_repr(PollDescObject *pd)
 {
     static const char *names[] = {"pdNil", "pdReady", "pdWait", "parked"};
-    pthread_mutex_lock(&pd->lock);
+    tp_lock_acquire(&pd->lock);
     int fd = pd->fd, rg = pd->rg, wg = pd->wg, closing = pd->closing;
     unsigned seq = pd->fdseq;
-    pthread_mutex_unlock(&pd->lock);
+    tp_lock_release(&pd->lock);
     return PyUnicode_FromFormat("<PollDesc fd=%d seq=%u rg=%s wg=%s closing=%s (C)>", fd, seq,
                                 names[rg & 3], names[wg & 3], closing ? "True" : "False");
 }
@@ -1432,12 +1590,7 @@ static PyTypeObject PollDescType = {
 
 /* ---- Python types: Runtime ------------------------------------------------------------- */
 
-typedef struct {
-    PyObject_HEAD
-    tp_runtime rt;
-    int inited;       /* rt.life: netpollinit succeeded and netpolldeinit has not run */
-    PyObject *dict;   /* attributes the Python subclass adds (PyObject_GenericGetDict) */
-} RuntimeObject;
+/* RuntimeObject: netpoll.h */
 
 /* Note which thread runs Python's signal handlers: threading.main_thread(). Go: none */
 static int
@@ -1564,7 +1717,7 @@ rt_open(RuntimeObject *self, PyObject *arg)
     if (pd == NULL) {
         /* Allocated without rt->lock held: the allocation may run the garbage collector,
          * and with it Python code. */
-        pd = pd_new((PyObject *)self, rt);
+        pd = pd_new(self);
         if (pd == NULL) {
             return NULL;
         }
@@ -1588,13 +1741,13 @@ rt_open(RuntimeObject *self, PyObject *arg)
         rt->pds[rt->npds++] = pd; /* the table owns the reference */
         pthread_mutex_unlock(&rt->lock);
     }
-    pthread_mutex_lock(&pd->lock);
+    tp_lock_acquire(&pd->lock);
     if (pd->rg != PD_NIL && pd->rg != PD_READY) {
-        pthread_mutex_unlock(&pd->lock);
+        tp_lock_release(&pd->lock);
         return internal_error("runtime: blocked read on free polldesc");
     }
     if (pd->wg != PD_NIL && pd->wg != PD_READY) {
-        pthread_mutex_unlock(&pd->lock);
+        tp_lock_release(&pd->lock);
         return internal_error("runtime: blocked write on free polldesc");
     }
     pd->fd = fd;
@@ -1609,17 +1762,17 @@ rt_open(RuntimeObject *self, PyObject *arg)
     pd->registered = 1;
     pd->warmw = !rt->lazy_write;
     uint32_t seq = pd->fdseq;
-    pthread_mutex_unlock(&pd->lock);
+    tp_lock_release(&pd->lock);
     int err = ESHUTDOWN; /* the runtime was shut down after tp_ensure_poller */
     if (life_lock(&self->rt)) {
         err = tp_netpollopen(rt, pd, fd, seq);
         life_unlock(&self->rt);
     }
     if (err != 0) {
-        pthread_mutex_lock(&pd->lock);
+        tp_lock_acquire(&pd->lock);
         pd->registered = 0;
         pd->fdseq++;
-        pthread_mutex_unlock(&pd->lock);
+        tp_lock_release(&pd->lock);
         pthread_mutex_lock(&rt->lock);
         rt->free[rt->nfree++] = pd->index;
         pthread_mutex_unlock(&rt->lock);
@@ -1643,7 +1796,7 @@ rt_close(RuntimeObject *self, PyObject *arg)
         return NULL;
     }
     PollDescObject *pd = (PollDescObject *)arg;
-    pthread_mutex_lock(&pd->lock);
+    tp_lock_acquire(&pd->lock);
     const char *bad = NULL;
     if (!pd->closing) {
         bad = "runtime: close polldesc w/o unblock";
@@ -1658,7 +1811,7 @@ rt_close(RuntimeObject *self, PyObject *arg)
         bad = "runtime: close of a free polldesc";
     }
     int fd = pd->fd;
-    pthread_mutex_unlock(&pd->lock);
+    tp_lock_release(&pd->lock);
     if (bad != NULL) {
         return internal_error(bad);
     }
@@ -1666,10 +1819,10 @@ rt_close(RuntimeObject *self, PyObject *arg)
         tp_netpollclose(rt, fd);
         life_unlock(&self->rt);
     }
-    pthread_mutex_lock(&pd->lock);
+    tp_lock_acquire(&pd->lock);
     pd->registered = 0;
     pd->fdseq++; /* events for the old incarnation are now recognisably stale */
-    pthread_mutex_unlock(&pd->lock);
+    tp_lock_release(&pd->lock);
     PyObject *empty = PyUnicode_FromString("");
     if (empty == NULL) {
         return NULL;
@@ -1695,9 +1848,9 @@ rt_netpollready(RuntimeObject *Py_UNUSED(self), PyObject *args)
         return NULL;
     }
     PollDescObject *pd = (PollDescObject *)p;
-    pthread_mutex_lock(&pd->lock);
+    tp_lock_acquire(&pd->lock);
     int n = netpollready_locked(pd, mode);
-    pthread_mutex_unlock(&pd->lock);
+    tp_lock_release(&pd->lock);
     return PyLong_FromLong(n);
 }
 
@@ -1792,9 +1945,9 @@ rt_open_pds(RuntimeObject *self, PyObject *Py_UNUSED(ignored))
         pthread_mutex_lock(&rt->lock);
         PollDescObject *pd = rt->pds[i]; /* the table may have been reallocated meanwhile */
         pthread_mutex_unlock(&rt->lock);
-        pthread_mutex_lock(&pd->lock);
+        tp_lock_acquire(&pd->lock);
         int open = pd->registered;
-        pthread_mutex_unlock(&pd->lock);
+        tp_lock_release(&pd->lock);
         if (open && PyList_Append(out, (PyObject *)pd) < 0) {
             Py_DECREF(out);
             return NULL;
@@ -1834,7 +1987,7 @@ rt_after_fork_in_child(RuntimeObject *self, PyObject *Py_UNUSED(ignored))
     self->inited = 1;
     for (uint32_t i = 0; i < rt->npds; i++) {
         PollDescObject *pd = rt->pds[i];
-        pthread_mutex_init(&pd->lock, NULL);
+        tp_lock_init(&pd->lock);
         tp_sema_init(&pd->rsema);
         tp_sema_init(&pd->wsema);
         pd->rposts = pd->wposts = 0;

@@ -32,7 +32,7 @@
 
 #if defined(__APPLE__)
 #include <dispatch/dispatch.h>
-#else
+#elif !defined(__linux__)
 #include <semaphore.h>
 #endif
 
@@ -60,35 +60,57 @@
 #define PD_WAIT 2
 #define PD_PARKED 3
 
-/* A futex-style binary wake-up for one parked thread. Linux and the BSDs: a POSIX
- * semaphore, whose waits return EINTR when a signal handler runs in the waiting thread
- * (never restarted, SA_RESTART or not), so a parked main thread sees Ctrl-C. macOS has no
- * unnamed POSIX semaphores: a dispatch semaphore, waited on in slices (see tp_sema_wait). */
+/* The wake-up one parked thread sleeps on (a counting semaphore with a single waiter: the
+ * fdMutex lets one reader and one writer park at a time). Its waits return EINTR when a
+ * signal handler runs in the waiting thread, so a parked main thread sees Ctrl-C.
+ * - Linux: a futex word, 4 bytes (memory per descriptor, issue 12; glibc's sem_t is 32):
+ *   the count of posts not yet taken, and TP_SEMA_SLEEPING while the waiter is in (or on its
+ *   way into) FUTEX_WAIT, so a post makes the wake-up syscall only when someone may sleep.
+ *   Python's handlers are installed without SA_RESTART: the wait returns EINTR.
+ * - The BSDs: a POSIX semaphore (its waits are never restarted, SA_RESTART or not).
+ * - macOS has no unnamed POSIX semaphores: a dispatch semaphore, waited on in slices (see
+ *   tp_sema_wait). */
 typedef struct {
 #if defined(__APPLE__)
     dispatch_semaphore_t sem;
+#elif defined(__linux__)
+    uint32_t word; /* atomic: posts not yet taken | TP_SEMA_SLEEPING */
 #else
     sem_t sem;
 #endif
 } tp_sema;
 
+/* A pollDesc's lock. Linux: a futex word, 4 bytes (pthread_mutex_t is 40): 0 free, 1 held,
+ * 2 held and someone may sleep on it (the classic three-state futex mutex: a release makes
+ * the wake-up syscall only from 2). Elsewhere: a pthread mutex. Neither spins, as glibc's
+ * default mutex does not; every section under it is a few loads and stores. */
+typedef struct {
+#if defined(__linux__)
+    uint32_t word; /* atomic */
+#else
+    pthread_mutex_t mu;
+#endif
+} tp_lock;
+
 struct tp_runtime;
 
 /* Go: runtime/netpoll.go pollDesc
  * The fields are ordered for size (memory per descriptor, issue 12): the 4-byte ones
- * together, the flags a byte each, no padding but the flags' tail (248 bytes on LP64). */
+ * together, then the states and flags a byte each, no padding (144 bytes on 64-bit Linux,
+ * which with the GC header is one of pymalloc's 160-byte blocks). */
 typedef struct {
     PyObject_HEAD
-    pthread_mutex_t lock;
-    PyObject *rt;           /* constant: the Runtime (a Python object) */
-    struct tp_runtime *crt; /* constant: the same runtime's C part, for the poller */
-    uint32_t index;         /* constant: this pollDesc's slot in crt->pds */
+    PyObject *rt;           /* constant: the Runtime, a RuntimeObject (tp_pd_runtime gives its
+                               C part, for the poller) */
+    tp_lock lock;
+    uint32_t index;         /* constant: this pollDesc's slot in the runtime's pds */
     uint32_t id;            /* constant: a process-unique id (netpoll.py's pd.id); pollDescs
                                are never freed, so 2^32 of them would not fit in memory */
     int fd;                 /* pd->lock (the poller may still reach a freed slot) */
     uint32_t fdseq;         /* pd->lock: incarnation, bumped on free (stale-event guard) */
-    int rg, wg;             /* pd->lock: read / write state (table above) */
     int rposts, wposts;     /* pd->lock: posts made to rsema / wsema and not yet consumed */
+    tp_sema rsema, wsema;   /* a parked reader / writer sleeps here */
+    uint8_t rg, wg;         /* pd->lock: read / write state (table above) */
     uint8_t closing;        /* pd->lock: set by runtime_poll_unblock */
     uint8_t event_err;      /* pd->lock: the backend saw an error event */
     uint8_t registered;     /* pd->lock: open with the backend (between open and close) */
@@ -101,7 +123,6 @@ typedef struct {
     double rd, wd;          /* pd->lock: deadlines, absolute monotonic seconds; INFINITY for
                                none, -INFINITY once expired */
     uint64_t rseq, wseq;    /* pd->lock: bumped when rd / wd change or the pd is reused */
-    tp_sema rsema, wsema;   /* a parked reader / writer sleeps here */
     unsigned long rparked_by, wparked_by; /* pd->lock: thread ident of the parked thread */
     double rparked_at, wparked_at;        /* pd->lock: when it parked */
     PyObject *kind;         /* pd->lock: what the descriptor is ("tcp", "pipe", ...) */
@@ -152,6 +173,21 @@ typedef struct tp_runtime {
     uint64_t poller_wakeups, events, stale_events_dropped, leader_polls, leader_handoffs;
     uint64_t breaks, deadline_expiries, closes_waited;
 } tp_runtime;
+
+/* The Python type Runtime: the runtime's C part inside a Python object. */
+typedef struct {
+    PyObject_HEAD
+    tp_runtime rt;
+    int inited;       /* rt.life: netpollinit succeeded and netpolldeinit has not run */
+    PyObject *dict;   /* attributes the Python subclass adds (PyObject_GenericGetDict) */
+} RuntimeObject;
+
+/* A pollDesc's runtime (its C part). Go: none (Go has one netpoll per process) */
+static inline tp_runtime *
+tp_pd_runtime(PollDescObject *pd)
+{
+    return &((RuntimeObject *)pd->rt)->rt;
+}
 
 /* Called by a backend's tp_netpoll for an event on slot index with tag seq; takes rt->lock
  * and pd->lock itself. Returns how many parked threads it readied. */
@@ -218,16 +254,23 @@ tp_as_int(PyObject *o)
 /* Go: internal/poll/fd_mutex.go fdMutex. The state word's layout is fd_mutex.py's (above
  * MUTEX_CLOSED); it is updated with compare-and-swap loops exactly as Go's, so no lock is
  * held anywhere a thread could wait for the GIL. */
+/* What few fdMutexes need (fd_mutex.c rare_make): made on the first wait for a busy lock,
+ * the close, a fork's poison or a re-entry check of its own, so a descriptor that never
+ * needs them does without (memory per descriptor, issue 12: 32 bytes less). */
 typedef struct {
-    PyObject_HEAD
-    uint64_t state;    /* atomic */
     uint64_t poisoned; /* atomic: lock bits held by threads gone at a fork (fd_unix.py) */
     /* The object fields below: read and written in the FDMutex's critical section (a user
-     * takes a new reference there, then calls it outside). */
-    PyObject *rsema;   /* NULL until first needed (get_sema), then a park.Sema for read waiters */
+     * takes a new reference there, then calls it outside); NULL for none. */
+    PyObject *rsema;   /* a park.Sema for read waiters, made on first need (get_sema) */
     PyObject *wsema;   /* the same for write waiters */
-    PyObject *reentry_check; /* None or fd_unix's callable(read), run before a wait */
-    PyObject *csema;   /* None or the FD's close semaphore (see MUTEX_CLOSER_WAITS) */
+    PyObject *reentry_check; /* NULL, None or fd_unix's callable(read), run before a wait */
+    PyObject *csema;   /* NULL, None or the FD's close semaphore (see MUTEX_CLOSER_WAITS) */
+} tp_fdmu_rare;
+
+typedef struct {
+    PyObject_HEAD
+    uint64_t state;     /* atomic */
+    tp_fdmu_rare *rare; /* atomic: NULL until first needed, then kept until dealloc */
     /* The thread (PyThread_get_thread_ident) holding the read / write lock, 0 for none:
      * atomic, stored by the holder right after it takes the lock and cleared before it
      * releases it, so only a thread that holds the lock ever finds its own ident there. The
