@@ -658,6 +658,40 @@ def test_c_fdmutex_makes_its_rare_state_on_first_need() -> None:
         del mu.csema
 
 
+@on_c
+def test_c_fdmutex_holds_one_pollDesc_as_the_handles_runtime_ctx(crt: Any) -> None:
+    """An FD's C fdMutex is also its pollDesc handle: runtime_ctx is set once (the same
+    pollDesc may be set again), None lets go of it, another pollDesc is refused, and the fast
+    path's _set_fast must name the same one."""
+    from threadpoll._poll import fd_unix
+
+    r, w = os.pipe()
+    try:
+        h = fd_unix._CCore()
+        assert h.runtime_ctx is None and not h.pollable()
+        assert h.init(r, crt) == 0
+        pd = h.runtime_ctx
+        assert pd is not None and pd.fd == r and h.pollable()
+        other, err = netpoll.runtime_poll_open(w, crt)
+        assert err == 0 and other is not None
+        with pytest.raises(RuntimeError, match="one pollDesc"):
+            h.runtime_ctx = other
+        with pytest.raises(RuntimeError, match="another pollDesc"):
+            h._set_fast(other, w, True)
+        with pytest.raises(TypeError):
+            h.runtime_ctx = 5
+        h._set_fast(pd, r, True)
+        assert h.runtime_ctx is pd
+        h.evict()
+        h.close()
+        assert h.runtime_ctx is None and not h.pollable()
+        netpoll.runtime_poll_unblock(other)
+        netpoll.runtime_poll_close(other)
+    finally:
+        os.close(r)
+        os.close(w)
+
+
 @pytest.mark.skipif(
     not C_BACKENDS or sys.platform != "linux" or sys.maxsize < 2**32,
     reason="the sizes are those of 64-bit Linux (futex words)",

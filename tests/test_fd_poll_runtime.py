@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 from support import Runner, wait_parked
 
+from threadpoll._poll import fd_unix
 from threadpoll._poll.fd_poll_runtime import PollHandle, convert_err, deadline_value, err_closing
 from threadpoll._runtime.netpoll import (
     EXPIRED,
@@ -168,8 +169,15 @@ def pipe_fds() -> Iterator[tuple[int, int]]:
         os.close(w)
 
 
+def _handle(rt: Runtime | None = None) -> PollHandle:
+    """A pollDesc handle as an FD on rt makes it (its fdMutex, which is also its handle)."""
+    if rt is not None and rt.impl == "c":
+        return fd_unix._CCore()  # type: ignore[no-any-return]
+    return fd_unix._Core()
+
+
 def _open(rt: Runtime, fd: int) -> PollHandle:
-    h = PollHandle()
+    h = _handle(rt)
     assert h.init(fd, rt) == 0
     return h
 
@@ -213,7 +221,7 @@ def test_poll_handle_not_pollable() -> None:
 
     Go: internal/poll pollDesc.prepare, pollDesc.wait (runtimeCtx == 0)
     """
-    h = PollHandle()
+    h = _handle()
     assert not h.pollable()
     h.prepare_read(False)
     h.prepare_write(True)
@@ -231,7 +239,7 @@ def test_poll_handle_refuses_regular_file(rt: Runtime, tmp_path: Any) -> None:
         pytest.skip(f"{rt.name} may accept regular files; the os front decides by kind")
     fd = os.open(str(tmp_path / "f"), os.O_RDWR | os.O_CREAT)
     try:
-        h = PollHandle()
+        h = _handle(rt)
         before = len(rt.open_pds)
         assert h.init(fd, rt) == errno.EPERM
         assert not h.pollable()

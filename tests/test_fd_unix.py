@@ -1930,3 +1930,16 @@ def test_close_that_finds_the_fd_detached_sees_detached(rt: Runtime, fds: Closer
     flag.release()
     fds.own(detacher.join())
     assert seen
+
+
+def test_fdmutex_is_also_the_pollDesc_handle(rt: Runtime, fds: Closer) -> None:
+    """One object is both the FD's fdMutex and its pollDesc handle (Go's FD holds the two as
+    value fields): registered while open, let go of (runtime_ctx None) once closed."""
+    r, w = os.pipe()
+    fds.own(w)
+    fd = fds.fd(r, runtime=rt)
+    assert fd.fdmu is fd.pd
+    pd = fd.pd.runtime_ctx
+    assert pd is not None and pd.fd == r and fd.pd.pollable()
+    fd.close()
+    assert fd.pd.runtime_ctx is None and not fd.pd.pollable()

@@ -234,7 +234,8 @@ fdmu_new(PyTypeObject *type, PyObject *Py_UNUSED(args), PyObject *Py_UNUSED(kwds
     mu->state = 0;
     mu->rare = NULL; /* made on first need: rare_make */
     mu->rowner = mu->wowner = 0;
-    mu->fast_pd = NULL; /* set by _set_fast */
+    mu->pd = NULL; /* set by runtime_ctx or _set_fast */
+    mu->pd_cleared = 0;
     mu->fast_sysfd = -1;
     mu->fast_stream = 0;
     mu->fast = 0;
@@ -251,7 +252,7 @@ fdmu_traverse(FDMutexObject *mu, visitproc visit, void *arg)
         Py_VISIT(r->reentry_check);
         Py_VISIT(r->csema);
     }
-    Py_VISIT(mu->fast_pd);
+    Py_VISIT(mu->pd);
     return 0;
 }
 
@@ -266,7 +267,7 @@ fdmu_clear(FDMutexObject *mu)
         Py_CLEAR(r->csema);
     }
     __atomic_store_n(&mu->fast, 0, __ATOMIC_SEQ_CST);
-    Py_CLEAR(mu->fast_pd);
+    Py_CLEAR(mu->pd);
     return 0;
 }
 
@@ -663,6 +664,56 @@ fdmu_get_wsema_lazy(FDMutexObject *mu, void *Py_UNUSED(c))
     return get_sema(mu, 0);
 }
 
+/* runtime_ctx: the pollDesc of the pollDesc handle this object also is (fd_unix.py _CCore,
+ * fd_poll_runtime.py PollHandle), or None. Set once; None lets go of it (pd_cleared), and
+ * only the same pollDesc may be set again.
+ * Go: internal/poll/fd_poll_runtime.go pollDesc.runtimeCtx */
+static PyObject *
+fdmu_get_runtime_ctx(FDMutexObject *mu, void *Py_UNUSED(c))
+{
+    PyObject *pd = __atomic_load_n(&mu->pd, __ATOMIC_ACQUIRE);
+    if (pd == NULL || __atomic_load_n(&mu->pd_cleared, __ATOMIC_ACQUIRE)) {
+        Py_RETURN_NONE;
+    }
+    return tp_newref(pd);
+}
+
+static int
+fdmu_set_runtime_ctx(FDMutexObject *mu, PyObject *v, void *Py_UNUSED(c))
+{
+    if (v == NULL) {
+        PyErr_SetString(PyExc_TypeError, "cannot delete runtime_ctx");
+        return -1;
+    }
+    if (v == Py_None) {
+        __atomic_store_n(&mu->pd_cleared, 1, __ATOMIC_RELEASE);
+        return 0;
+    }
+    if (!tp_is_polldesc(v)) {
+        PyErr_SetString(PyExc_TypeError, "runtime_ctx: a pollDesc or None");
+        return -1;
+    }
+    int ok = 0;
+    Py_BEGIN_CRITICAL_SECTION(mu);
+    PyObject *have = __atomic_load_n(&mu->pd, __ATOMIC_ACQUIRE);
+    if (have == NULL) {
+        Py_INCREF(v);
+        __atomic_store_n(&mu->pd, v, __ATOMIC_RELEASE);
+        ok = 1;
+    }
+    else {
+        ok = have == v;
+    }
+    Py_END_CRITICAL_SECTION();
+    if (!ok) {
+        PyErr_SetString(PyExc_RuntimeError,
+                        "runtime_ctx: a pollDesc handle holds one pollDesc for its life");
+        return -1;
+    }
+    __atomic_store_n(&mu->pd_cleared, 0, __ATOMIC_RELEASE);
+    return 0;
+}
+
 /* ``_lock``: fd_mutex.py's state lock has no counterpart here (the state word is atomic).
  * Only fd_mutex.poison_after_fork sets it, in a forked child (one thread); readers get one
  * process-wide threading.Lock. */
@@ -707,18 +758,24 @@ fdmu_set_fast(FDMutexObject *mu, PyObject *const *args, Py_ssize_t nargs)
     if ((sysfd == -1 && PyErr_Occurred()) || stream < 0) {
         return NULL;
     }
+    /* The pollDesc is the one runtime_ctx holds (set by PollHandle.init), or is stored
+     * now (a bare fdMutex, in tests). */
     int set = 0;
     Py_BEGIN_CRITICAL_SECTION(mu);
-    if (mu->fast_pd == NULL) {
-        Py_INCREF(args[0]);
-        mu->fast_pd = args[0];
+    PyObject *have = __atomic_load_n(&mu->pd, __ATOMIC_ACQUIRE);
+    if (mu->fast_sysfd == -1 && (have == NULL || have == args[0])) {
+        if (have == NULL) {
+            Py_INCREF(args[0]);
+            __atomic_store_n(&mu->pd, args[0], __ATOMIC_RELEASE);
+        }
         mu->fast_sysfd = sysfd;
         mu->fast_stream = (uint8_t)stream;
         set = 1;
     }
     Py_END_CRITICAL_SECTION();
     if (!set) {
-        PyErr_SetString(PyExc_RuntimeError, "FDMutex._set_fast: set already");
+        PyErr_SetString(PyExc_RuntimeError,
+                        "FDMutex._set_fast: set already, or for another pollDesc");
         return NULL;
     }
     __atomic_store_n(&mu->fast, 1, __ATOMIC_SEQ_CST); /* publishes the fields above */
@@ -757,13 +814,15 @@ static PyGetSetDef fdmu_getset[] = {
     {"_lock", (getter)fdmu_get_lock, (setter)fdmu_set_lock, NULL, NULL},
     {"reentry_check", (getter)fdmu_get_reentry_check, (setter)fdmu_set_reentry_check, NULL, NULL},
     {"csema", (getter)fdmu_get_csema, (setter)fdmu_set_csema, NULL, NULL},
+    {"runtime_ctx", (getter)fdmu_get_runtime_ctx, (setter)fdmu_set_runtime_ctx, NULL, NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };
 
 PyTypeObject tp_FDMutexType = {
     PyVarObject_HEAD_INIT(NULL, 0).tp_name = "threadpoll._cpoll.FDMutex",
     .tp_basicsize = sizeof(FDMutexObject),
-    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    /* A base type: fd_unix.py's _CCore adds the pollDesc handle's methods (no fields). */
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_BASETYPE,
     .tp_doc = "The C core's fdMutex.\n\nGo: internal/poll/fd_mutex.go fdMutex",
     .tp_new = fdmu_new,
     .tp_dealloc = (destructor)fdmu_dealloc,

@@ -291,7 +291,7 @@ parse_call(PyObject *const *args, Py_ssize_t nargs, Py_ssize_t want, const char 
         PyErr_Format(PyExc_TypeError, "%s takes %zd arguments", name, want);
         return -1;
     }
-    if (!Py_IS_TYPE(args[1], &tp_FDMutexType) || !tp_is_polldesc(args[2])) {
+    if (!PyObject_TypeCheck(args[1], &tp_FDMutexType) || !tp_is_polldesc(args[2])) {
         PyErr_Format(PyExc_TypeError, "%s needs the C core's FDMutex and PollDesc", name);
         return -1;
     }
@@ -748,7 +748,7 @@ tp_fd_accept(PyObject *Py_UNUSED(m), PyObject *const *args, Py_ssize_t nargs)
 static int
 fast_call(PyObject *fd, PyObject *fdmu, io_call *c)
 {
-    if (!Py_IS_TYPE(fdmu, &tp_FDMutexType)) {
+    if (!PyObject_TypeCheck(fdmu, &tp_FDMutexType)) {
         return 0;
     }
     FDMutexObject *mu = (FDMutexObject *)fdmu;
@@ -757,7 +757,7 @@ fast_call(PyObject *fd, PyObject *fdmu, io_call *c)
     }
     c->fd = fd;
     c->mu = mu;
-    c->pd = (PollDescObject *)mu->fast_pd; /* constant once fast is set */
+    c->pd = (PollDescObject *)mu->pd; /* constant once fast is set */
     c->sysfd = mu->fast_sysfd;
     return 1;
 }

@@ -276,14 +276,21 @@ typedef struct {
      * releases it, so only a thread that holds the lock ever finds its own ident there. The
      * reentry test of a thread about to wait for the lock, and FD.close's, read it. */
     unsigned long rowner, wowner;
-    /* The fast path of Conn and the drop-in (fd_unix.c conn_*, try_*): the FD's pollDesc
-     * and descriptor, written once by _set_fast before the FD is shared (a reference kept
-     * until dealloc); ``fast`` (atomic) says whether they apply now: set with them, cleared
-     * for good when the FD stops being a pollable socket in non-blocking mode. */
-    PyObject *fast_pd;
+    /* The FD's pollDesc: this object is also the FD's pollDesc handle (fd_unix.py _CCore;
+     * Go's FD holds its fdMutex and its pollDesc as two value fields, and one object here
+     * holds both). Its ``runtime_ctx``: written once, before the FD is shared (atomic store;
+     * a reference kept until dealloc, so a fast path that read it never holds a freed
+     * pointer; pollDescs are never freed anyway); ``pd_cleared`` (atomic) set when the
+     * handle lets go of it (PollHandle.close: runtime_ctx reads None from then on). */
+    PyObject *pd;
+    /* The fast path of Conn and the drop-in (fd_unix.c conn_*, try_*): the descriptor,
+     * written once by _set_fast before the FD is shared; ``fast`` (atomic) says whether pd
+     * and it apply now: set with them, cleared for good when the FD stops being a pollable
+     * socket in non-blocking mode. */
     int fast_sysfd;
-    uint8_t fast_stream; /* 0 or 1; a byte each, with fast: 8 bytes less per descriptor */
+    uint8_t fast_stream; /* 0 or 1; a byte each, with fast and pd_cleared: no padding */
     uint8_t fast;
+    uint8_t pd_cleared;
 } FDMutexObject;
 
 #define MUTEX_CLOSED (1ull << 0)

@@ -46,8 +46,6 @@ from __future__ import annotations
 import threading
 from typing import Any, Callable
 
-from typing_extensions import final
-
 from threadpoll._runtime import netpoll_c
 from threadpoll._runtime.park import Sema
 
@@ -104,9 +102,10 @@ class FDMutexError(RuntimeError):
     """
 
 
-@final
 class FDMutex:
     """The closed / rlock / wlock / refs / waiters state word and its two semaphores.
+
+    An FD's is also its pollDesc handle (fd_unix's ``_Core``, the one subclass).
 
     Go: internal/poll/fd_mutex.go fdMutex
     """

@@ -2,8 +2,11 @@
 
 ``PollHandle`` is Go's ``internal/poll.pollDesc``: a handle holding the runtime's pollDesc
 (``runtime_ctx``, None when the descriptor is not pollable) with the calls an FD makes —
-init, close, evict, prepare, wait. ``convert_err`` turns the runtime's integer codes into the
-public exceptions: the boundary between the runtime's tier of errors and the user's.
+init, close, evict, prepare, wait. Go's FD holds it as a value field beside its fdMutex;
+here one object is both (fd_unix's ``_Core``: one allocation for two of Go's value fields),
+so ``PollHandle`` has the methods and the class that mixes it in holds ``runtime_ctx``.
+``convert_err`` turns the runtime's integer codes into the public exceptions: the boundary
+between the runtime's tier of errors and the user's.
 
 Differences from Go:
 - DIVERGENCE(go): prepare and wait raise the converted exception instead of returning an
@@ -24,8 +27,6 @@ import time
 import warnings
 from types import FrameType
 from typing import Literal, overload
-
-from typing_extensions import final
 
 from threadpoll._runtime import netpoll
 from threadpoll._runtime.netpoll import (
@@ -155,21 +156,20 @@ def _warn_if_wall_clock(v: float) -> None:
     )
 
 
-@final
 class PollHandle:
-    """The FD's handle on its runtime pollDesc.
+    """The FD's handle on its runtime pollDesc: the methods. ``runtime_ctx`` is held by the
+    class that mixes this in, which is also the FD's fdMutex (fd_unix's ``_Core`` and
+    ``_CCore``; see the module docstring).
+
+    ``runtime_ctx`` is written by init before the FD is shared, cleared by close when no op
+    remains. Benign race: FD's C fast paths read it holding no reference; the C loop takes
+    the read or write lock before it uses it, and that fails once the FD is closed.
 
     Go: internal/poll/fd_poll_runtime.go pollDesc
     """
 
-    __slots__ = ("runtime_ctx",)
-
-    def __init__(self) -> None:
-        """Go: none"""
-        # Written by init before the FD is shared, cleared by close when no op remains.
-        # Benign race: FD's C fast paths read it holding no reference; the C loop takes the
-        # read or write lock before it uses it, and that fails once the FD is closed.
-        self.runtime_ctx: PollDesc | None = None
+    __slots__ = ()
+    runtime_ctx: PollDesc | None  # the holder's field
 
     def init(self, sysfd: int, rt: Runtime | None = None) -> int:
         """Register sysfd with rt's poller (by default the default runtime's); returns 0 or
@@ -180,7 +180,8 @@ class PollHandle:
         pd, errno = netpoll.runtime_poll_open(sysfd, rt if rt is not None else get_runtime())
         if errno != 0:
             return errno
-        self.runtime_ctx = pd
+        # The holder declares the slot (mypy checks this class's empty __slots__ alone).
+        self.runtime_ctx = pd  # type: ignore[misc]
         return 0
 
     def close(self) -> None:
@@ -189,7 +190,7 @@ class PollHandle:
         if pd is None:
             return
         netpoll.runtime_poll_close(pd)
-        self.runtime_ctx = None
+        self.runtime_ctx = None  # type: ignore[misc]
 
     def evict(self) -> None:
         """Wake every thread parked on the descriptor; they fail with the closing error.

@@ -128,6 +128,34 @@ if _cpoll is not None:
     _cpoll._init_io(convert_err)
 
 
+@final
+class _Core(FDMutex, PollHandle):
+    """An FD's fdMutex and its pollDesc handle, in one object: Go's FD holds both as value
+    fields, with no allocation; here one object instead of two (memory per descriptor, issue
+    12). ``FD.fdmu`` and ``FD.pd`` are this same object, read as in Go.
+
+    Go: internal/poll/fd_unix.go FD.fdmu and FD.pd
+    """
+
+    __slots__ = ("runtime_ctx",)
+
+    def __init__(self) -> None:
+        """Go: none"""
+        super().__init__()
+        self.runtime_ctx: PollDesc | None = None
+
+
+@final
+class _CCore(_CFDMutex, PollHandle):  # type: ignore[misc]
+    """The C core's: its fdMutex with the pollDesc handle's methods; ``runtime_ctx`` is the
+    C type's own field (threadpoll/_c/fd_mutex.c), which its fast paths read.
+
+    Go: internal/poll/fd_unix.go FD.fdmu and FD.pd
+    """
+
+    __slots__ = ()
+
+
 def _conn_read_py(fd: FD, fdmu: Any, n: int) -> bytes:
     """Go: internal/poll/fd_unix.go FD.Read"""
     return fd.read(n)
@@ -418,7 +446,9 @@ class FD:
         # On the C core's runtime, the C core's fdMutex (threadpoll/_c/fd_mutex.c), whose
         # state word the C first attempts below update with compare-and-swap.
         self._cfd = rt.impl == "c"
-        self.fdmu: FDMutex = _CFDMutex() if self._cfd else FDMutex()
+        # The fdMutex is also the pollDesc handle (_Core): self.pd below is the same object.
+        core = _CCore() if self._cfd else _Core()
+        self.fdmu: FDMutex = core
         # Neither mutex gets a re-entry check of its own: both run _shared_reentry_check,
         # which finds this FD by its mutex on the waiting thread's stack (no closure per FD).
         self._cfast = False  # the C first attempts apply (a pollable socket on the C core)
@@ -426,7 +456,7 @@ class FD:
         # core's fast paths read it (and pd.runtime_ctx) holding none; the C loop takes the
         # read or write lock before it uses either, and that fails once the FD is closed.
         self.sysfd = sysfd
-        self.pd = PollHandle()
+        self.pd: PollHandle = core
         # What few FDs ever need (the close semaphore before their close, the call gates and
         # limits of timed calls, detach's and fork's marks, a backend's refusal, a shut read
         # side, a kind other than net): in one object made on first need (_rare_state); the
