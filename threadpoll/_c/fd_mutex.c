@@ -433,7 +433,7 @@ rwlock_impl(FDMutexObject *mu, int read, int wait, PyObject **semap)
     int checked = 0;
     for (;;) {
         uint64_t old = load(&mu->state);
-        if (old & bit & poisoned_of(mu)) {
+        if ((old & bit) && (poisoned_of(mu) & bit)) {
             Py_RETURN_FALSE; /* held by a thread that is gone (fork): never released */
         }
         if (old & MUTEX_CLOSED) {
@@ -686,7 +686,9 @@ fdmu_set_runtime_ctx(FDMutexObject *mu, PyObject *v, void *Py_UNUSED(c))
         return -1;
     }
     if (v == Py_None) {
+        Py_BEGIN_CRITICAL_SECTION(mu);
         __atomic_store_n(&mu->pd_cleared, 1, __ATOMIC_RELEASE);
+        Py_END_CRITICAL_SECTION();
         return 0;
     }
     if (!tp_is_polldesc(v)) {
@@ -704,13 +706,16 @@ fdmu_set_runtime_ctx(FDMutexObject *mu, PyObject *v, void *Py_UNUSED(c))
     else {
         ok = have == v;
     }
+    if (ok) {
+        /* In the section: a None stored meanwhile is not undone by this one. */
+        __atomic_store_n(&mu->pd_cleared, 0, __ATOMIC_RELEASE);
+    }
     Py_END_CRITICAL_SECTION();
     if (!ok) {
         PyErr_SetString(PyExc_RuntimeError,
                         "runtime_ctx: a pollDesc handle holds one pollDesc for its life");
         return -1;
     }
-    __atomic_store_n(&mu->pd_cleared, 0, __ATOMIC_RELEASE);
     return 0;
 }
 

@@ -43,7 +43,7 @@
 #include <structmember.h>
 #include <time.h>
 
-#if defined(__linux__)
+#if defined(TP_FUTEX)
 #include <linux/futex.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -90,7 +90,7 @@ tp_now(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
-#if defined(__linux__)
+#if defined(TP_FUTEX)
 /* A futex on a word private to this process (no other process maps a pollDesc). */
 static long
 tp_futex(uint32_t *word, int op, uint32_t val, const struct timespec *abs_timeout)
@@ -109,7 +109,7 @@ tp_futex(uint32_t *word, int op, uint32_t val, const struct timespec *abs_timeou
 static void
 tp_lock_init(tp_lock *l)
 {
-#if defined(__linux__)
+#if defined(TP_FUTEX)
     __atomic_store_n(&l->word, 0, __ATOMIC_RELAXED);
 #else
     pthread_mutex_init(&l->mu, NULL);
@@ -120,7 +120,7 @@ tp_lock_init(tp_lock *l)
 static inline void
 tp_lock_acquire(tp_lock *l)
 {
-#if defined(__linux__)
+#if defined(TP_FUTEX)
     uint32_t c = 0;
     if (__atomic_compare_exchange_n(&l->word, &c, 1, 0, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED)) {
         return;
@@ -143,7 +143,7 @@ tp_lock_acquire(tp_lock *l)
 static inline void
 tp_lock_release(tp_lock *l)
 {
-#if defined(__linux__)
+#if defined(TP_FUTEX)
     if (__atomic_exchange_n(&l->word, 0, __ATOMIC_RELEASE) == 2) {
         tp_futex(&l->word, FUTEX_WAKE_BITSET, 1, NULL);
     }
@@ -156,7 +156,7 @@ tp_lock_release(tp_lock *l)
 static void
 tp_lock_destroy(tp_lock *l)
 {
-#if defined(__linux__)
+#if defined(TP_FUTEX)
     (void)l;
 #else
     pthread_mutex_destroy(&l->mu);
@@ -172,7 +172,7 @@ tp_sema_init(tp_sema *s)
 #if defined(__APPLE__)
     s->sem = dispatch_semaphore_create(0);
     return s->sem == NULL ? ENOMEM : 0;
-#elif defined(__linux__)
+#elif defined(TP_FUTEX)
     __atomic_store_n(&s->word, 0, __ATOMIC_RELAXED);
     return 0;
 #else
@@ -186,7 +186,7 @@ tp_sema_post(tp_sema *s)
 {
 #if defined(__APPLE__)
     dispatch_semaphore_signal(s->sem);
-#elif defined(__linux__)
+#elif defined(TP_FUTEX)
     uint32_t old = __atomic_fetch_add(&s->word, 1, __ATOMIC_RELEASE);
     if (old & TP_SEMA_SLEEPING) {
         /* The waiter sleeps, or is about to: its FUTEX_WAIT expects the word as it was
@@ -199,7 +199,7 @@ tp_sema_post(tp_sema *s)
 #endif
 }
 
-#if defined(__linux__)
+#if defined(TP_FUTEX)
 /* Take one post if there is one: 1, else 0. Go: none */
 static inline int
 tp_sema_trytake(tp_sema *s)
@@ -241,7 +241,10 @@ tp_sema_futex_wait(tp_sema *s, const struct timespec *abs)
             __atomic_fetch_and(&s->word, ~TP_SEMA_SLEEPING, __ATOMIC_RELAXED);
             return e;
         }
-        /* Woken, or the word changed before we slept (EAGAIN): look again. */
+        /* Woken, or the word changed before we slept (EAGAIN): look again. No other error
+         * can come from these arguments (an aligned word of ours, a normalised timespec);
+         * were one to (ENOSYS under a sandbox), this loops as tp_park's loop did on the
+         * semaphore's errors before. */
     }
 }
 #endif
@@ -276,7 +279,7 @@ tp_sema_wait(tp_sema *s, double deadline)
     return dispatch_semaphore_wait(s->sem, dispatch_time(DISPATCH_TIME_NOW, ns)) == 0
                ? 0
                : ETIMEDOUT;
-#elif defined(__linux__)
+#elif defined(TP_FUTEX)
     if (isinf(deadline)) {
         return tp_sema_futex_wait(s, NULL);
     }
@@ -330,9 +333,11 @@ tp_sema_consume(tp_sema *s)
 {
 #if defined(__APPLE__)
     dispatch_semaphore_wait(s->sem, DISPATCH_TIME_FOREVER);
-#elif defined(__linux__)
+#elif defined(TP_FUTEX)
     while (!tp_sema_trytake(s)) {
-        /* Not reached: the post was counted before (pd->lock). */
+        /* Not reached: the caller holds pd->lock, under which every post is counted in
+         * posts together with its add, and only this waiter takes from the count, so the
+         * count is never below posts here. */
     }
 #else
     while (sem_wait(&s->sem) != 0 && errno == EINTR) {
@@ -346,7 +351,7 @@ tp_sema_destroy(tp_sema *s)
 {
 #if defined(__APPLE__)
     dispatch_release(s->sem);
-#elif defined(__linux__)
+#elif defined(TP_FUTEX)
     (void)s;
 #else
     sem_destroy(&s->sem);

@@ -30,9 +30,16 @@
 #include <limits.h>
 #include <stdint.h>
 
+/* Futex words for the pollDesc's lock and wake-ups (tp_lock, tp_sema): 64-bit Linux. On
+ * 32-bit Linux a 64-bit time_t needs futex_time64 and a 32-bit one the old call: the pthread
+ * mutex and sem_t there, which choose for themselves. */
+#if defined(__linux__) && defined(__LP64__)
+#define TP_FUTEX 1
+#endif
+
 #if defined(__APPLE__)
 #include <dispatch/dispatch.h>
-#elif !defined(__linux__)
+#elif !defined(TP_FUTEX)
 #include <semaphore.h>
 #endif
 
@@ -63,29 +70,31 @@
 /* The wake-up one parked thread sleeps on (a counting semaphore with a single waiter: the
  * fdMutex lets one reader and one writer park at a time). Its waits return EINTR when a
  * signal handler runs in the waiting thread, so a parked main thread sees Ctrl-C.
- * - Linux: a futex word, 4 bytes (memory per descriptor, issue 12; glibc's sem_t is 32):
- *   the count of posts not yet taken, and TP_SEMA_SLEEPING while the waiter is in (or on its
- *   way into) FUTEX_WAIT, so a post makes the wake-up syscall only when someone may sleep.
- *   Python's handlers are installed without SA_RESTART: the wait returns EINTR.
- * - The BSDs: a POSIX semaphore (its waits are never restarted, SA_RESTART or not).
+ * - 64-bit Linux (TP_FUTEX): a futex word, 4 bytes (memory per descriptor, issue 12;
+ *   glibc's sem_t is 32): the count of posts not yet taken, and TP_SEMA_SLEEPING while the
+ *   waiter is in (or on its way into) FUTEX_WAIT, so a post makes the wake-up syscall only
+ *   when someone may sleep. A timed wait returns EINTR whenever a handler runs; an untimed
+ *   one too, as Python installs its handlers without SA_RESTART.
+ * - The BSDs and 32-bit Linux: a POSIX semaphore (its waits are never restarted,
+ *   SA_RESTART or not).
  * - macOS has no unnamed POSIX semaphores: a dispatch semaphore, waited on in slices (see
  *   tp_sema_wait). */
 typedef struct {
 #if defined(__APPLE__)
     dispatch_semaphore_t sem;
-#elif defined(__linux__)
+#elif defined(TP_FUTEX)
     uint32_t word; /* atomic: posts not yet taken | TP_SEMA_SLEEPING */
 #else
     sem_t sem;
 #endif
 } tp_sema;
 
-/* A pollDesc's lock. Linux: a futex word, 4 bytes (pthread_mutex_t is 40): 0 free, 1 held,
- * 2 held and someone may sleep on it (the classic three-state futex mutex: a release makes
- * the wake-up syscall only from 2). Elsewhere: a pthread mutex. Neither spins, as glibc's
+/* A pollDesc's lock. 64-bit Linux (TP_FUTEX): a futex word, 4 bytes (pthread_mutex_t is
+ * 40): 0 free, 1 held, 2 held and someone may sleep on it (the classic three-state futex
+ * mutex: a release makes the wake-up syscall only from 2). Elsewhere: a pthread mutex. Neither spins, as glibc's
  * default mutex does not; every section under it is a few loads and stores. */
 typedef struct {
-#if defined(__linux__)
+#if defined(TP_FUTEX)
     uint32_t word; /* atomic */
 #else
     pthread_mutex_t mu;
@@ -281,7 +290,9 @@ typedef struct {
      * holds both). Its ``runtime_ctx``: written once, before the FD is shared (atomic store;
      * a reference kept until dealloc, so a fast path that read it never holds a freed
      * pointer; pollDescs are never freed anyway); ``pd_cleared`` (atomic) set when the
-     * handle lets go of it (PollHandle.close: runtime_ctx reads None from then on). */
+     * handle lets go of it (PollHandle.close: runtime_ctx reads None from then on). The
+     * reference goes at dealloc, or at a GC clear (only of an unreachable object, which no
+     * fast path is using). */
     PyObject *pd;
     /* The fast path of Conn and the drop-in (fd_unix.c conn_*, try_*): the descriptor,
      * written once by _set_fast before the FD is shared; ``fast`` (atomic) says whether pd
