@@ -249,6 +249,23 @@ tp_sema_futex_wait(tp_sema *s, const struct timespec *abs)
 }
 #endif
 
+/* An absolute time in seconds (a finite, non-negative double) as a normalised timespec.
+ * Go: none */
+static struct timespec
+tp_timespec(double t)
+{
+    struct timespec ts;
+    ts.tv_sec = (time_t)t;
+    ts.tv_nsec = (long)((t - (double)ts.tv_sec) * 1e9);
+    if (ts.tv_nsec >= 1000000000L) {
+        ts.tv_nsec = 999999999L;
+    }
+    if (ts.tv_nsec < 0) {
+        ts.tv_nsec = 0;
+    }
+    return ts;
+}
+
 /* Wait for a post until deadline (absolute tp_now() seconds; INFINITY for none). Returns 0
  * for a post, ETIMEDOUT, or EINTR when a signal handler ran in this thread (the caller
  * checks signals). Must be called without pd->lock and without the GIL.
@@ -283,15 +300,7 @@ tp_sema_wait(tp_sema *s, double deadline)
     if (isinf(deadline)) {
         return tp_sema_futex_wait(s, NULL);
     }
-    struct timespec ts;
-    ts.tv_sec = (time_t)until;
-    ts.tv_nsec = (long)((until - (double)ts.tv_sec) * 1e9);
-    if (ts.tv_nsec >= 1000000000L) {
-        ts.tv_nsec = 999999999L;
-    }
-    if (ts.tv_nsec < 0) {
-        ts.tv_nsec = 0;
-    }
+    struct timespec ts = tp_timespec(until);
     return tp_sema_futex_wait(s, &ts);
 #else
     int r;
@@ -301,26 +310,14 @@ tp_sema_wait(tp_sema *s, double deadline)
     }
     struct timespec ts;
 #if defined(__GLIBC__) && (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 30))
-    ts.tv_sec = (time_t)until;
-    ts.tv_nsec = (long)((until - (double)ts.tv_sec) * 1e9);
-    if (ts.tv_nsec >= 1000000000L) {
-        ts.tv_nsec = 999999999L;
-    }
-    if (ts.tv_nsec < 0) {
-        ts.tv_nsec = 0;
-    }
+    ts = tp_timespec(until);
     r = sem_clockwait(&s->sem, CLOCK_MONOTONIC, &ts);
 #else
     /* sem_timedwait takes a CLOCK_REALTIME deadline: convert the time left. */
     double left = until - now;
     struct timespec rt;
     clock_gettime(CLOCK_REALTIME, &rt);
-    double abs_rt = (double)rt.tv_sec + (double)rt.tv_nsec * 1e-9 + (left > 0 ? left : 0);
-    ts.tv_sec = (time_t)abs_rt;
-    ts.tv_nsec = (long)((abs_rt - (double)ts.tv_sec) * 1e9);
-    if (ts.tv_nsec >= 1000000000L) {
-        ts.tv_nsec = 999999999L;
-    }
+    ts = tp_timespec((double)rt.tv_sec + (double)rt.tv_nsec * 1e-9 + (left > 0 ? left : 0));
     r = sem_timedwait(&s->sem, &ts);
 #endif
     return r == 0 ? 0 : errno;
