@@ -208,8 +208,7 @@ last_ref(FDMutexObject *mu, uint64_t new)
         return 1;
     }
     PyObject *cs = fdmu_field(mu, RARE_FIELD(csema)); /* a new reference: the call runs Python */
-    if (cs == NULL || cs == Py_None) {
-        Py_XDECREF(cs);
+    if (cs == NULL) {
         PyErr_SetString(PyExc_RuntimeError, "FDMutex has no close semaphore");
         return -1;
     }
@@ -467,10 +466,7 @@ rwlock_impl(FDMutexObject *mu, int read, int wait, PyObject **semap)
             PyObject *check = NULL;
             int shared = 0;
             if (!checked) {
-                check = fdmu_field(mu, RARE_FIELD(reentry_check));
-                if (check == Py_None) {
-                    Py_CLEAR(check);
-                }
+                check = fdmu_field(mu, RARE_FIELD(reentry_check)); /* NULL: none */
                 if (check == NULL && (check = tp_load_static(&ReentryCheck)) != NULL) {
                     Py_INCREF(check);
                     shared = 1;
@@ -664,6 +660,21 @@ fdmu_get_wsema_lazy(FDMutexObject *mu, void *Py_UNUSED(c))
     return get_sema(mu, 0);
 }
 
+/* mu's pollDesc becomes pd if it has none yet (a reference taken, kept until dealloc or a GC
+ * clear). 1 if mu now holds pd, 0 if it holds another. Must be called in mu's critical
+ * section. Go: none */
+static int
+pd_adopt(FDMutexObject *mu, PyObject *pd)
+{
+    PyObject *have = __atomic_load_n(&mu->pd, __ATOMIC_ACQUIRE);
+    if (have == NULL) {
+        Py_INCREF(pd);
+        __atomic_store_n(&mu->pd, pd, __ATOMIC_RELEASE);
+        return 1;
+    }
+    return have == pd;
+}
+
 /* runtime_ctx: the pollDesc of the pollDesc handle this object also is (fd_unix.py _CCore,
  * fd_poll_runtime.py PollHandle), or None. Set once; None lets go of it (pd_cleared), and
  * only the same pollDesc may be set again.
@@ -695,17 +706,9 @@ fdmu_set_runtime_ctx(FDMutexObject *mu, PyObject *v, void *Py_UNUSED(c))
         PyErr_SetString(PyExc_TypeError, "runtime_ctx: a pollDesc or None");
         return -1;
     }
-    int ok = 0;
+    int ok;
     Py_BEGIN_CRITICAL_SECTION(mu);
-    PyObject *have = __atomic_load_n(&mu->pd, __ATOMIC_ACQUIRE);
-    if (have == NULL) {
-        Py_INCREF(v);
-        __atomic_store_n(&mu->pd, v, __ATOMIC_RELEASE);
-        ok = 1;
-    }
-    else {
-        ok = have == v;
-    }
+    ok = pd_adopt(mu, v);
     if (ok) {
         /* In the section: a None stored meanwhile is not undone by this one. */
         __atomic_store_n(&mu->pd_cleared, 0, __ATOMIC_RELEASE);
@@ -767,12 +770,7 @@ fdmu_set_fast(FDMutexObject *mu, PyObject *const *args, Py_ssize_t nargs)
      * now (a bare fdMutex, in tests). */
     int set = 0;
     Py_BEGIN_CRITICAL_SECTION(mu);
-    PyObject *have = __atomic_load_n(&mu->pd, __ATOMIC_ACQUIRE);
-    if (mu->fast_sysfd == -1 && (have == NULL || have == args[0])) {
-        if (have == NULL) {
-            Py_INCREF(args[0]);
-            __atomic_store_n(&mu->pd, args[0], __ATOMIC_RELEASE);
-        }
+    if (mu->fast_sysfd == -1 && pd_adopt(mu, args[0])) {
         mu->fast_sysfd = sysfd;
         mu->fast_stream = (uint8_t)stream;
         set = 1;

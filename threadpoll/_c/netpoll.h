@@ -91,8 +91,9 @@ typedef struct {
 
 /* A pollDesc's lock. 64-bit Linux (TP_FUTEX): a futex word, 4 bytes (pthread_mutex_t is
  * 40): 0 free, 1 held, 2 held and someone may sleep on it (the classic three-state futex
- * mutex: a release makes the wake-up syscall only from 2). Elsewhere: a pthread mutex. Neither spins, as glibc's
- * default mutex does not; every section under it is a few loads and stores. */
+ * mutex: a release makes the wake-up syscall only from 2). Elsewhere: a pthread mutex.
+ * Neither spins, as glibc's default mutex does not; every section under it is a few loads
+ * and stores. */
 typedef struct {
 #if defined(TP_FUTEX)
     uint32_t word; /* atomic */
@@ -269,11 +270,12 @@ tp_as_int(PyObject *o)
 typedef struct {
     uint64_t poisoned; /* atomic: lock bits held by threads gone at a fork (fd_unix.py) */
     /* The object fields below: read and written in the FDMutex's critical section (a user
-     * takes a new reference there, then calls it outside); NULL for none. */
+     * takes a new reference there, then calls it outside); NULL for none (the setters store
+     * None as NULL). */
     PyObject *rsema;   /* a park.Sema for read waiters, made on first need (get_sema) */
     PyObject *wsema;   /* the same for write waiters */
-    PyObject *reentry_check; /* NULL, None or fd_unix's callable(read), run before a wait */
-    PyObject *csema;   /* NULL, None or the FD's close semaphore (see MUTEX_CLOSER_WAITS) */
+    PyObject *reentry_check; /* NULL or fd_unix's callable(read), run before a wait */
+    PyObject *csema;   /* NULL or the FD's close semaphore (see MUTEX_CLOSER_WAITS) */
 } tp_fdmu_rare;
 
 typedef struct {
