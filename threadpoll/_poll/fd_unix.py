@@ -246,8 +246,10 @@ if hasattr(os, "register_at_fork"):
 # from theirs. The exception, held through a weakref.ref (see _owner_entry): an FD made on
 # a socket object of a class other than _socket.socket's (the drop-in's, which is its own
 # front), which must stay collectable for its finalizer to run; a dead one's entry stays
-# until its number is registered again.
-_owners: dict[int, FD | weakref.ref[FD]] = {}
+# until its number is registered again. A list indexed by descriptor number (None where no
+# FD is), as long as the highest number registered yet: 8 bytes a number, where a dict's
+# entry cost about 36 per descriptor (issue 12).
+_owners: list[FD | weakref.ref[FD] | None] = []
 # The rare FD that lost its _owners entry before it was destroyed: it was closing (owner_of
 # ignores it) when a new FD took the same descriptor number. Still live until destroyed (a
 # forked child must still make its locks usable). Guarded by _live_lock.
@@ -260,13 +262,21 @@ def _live_fds_all() -> list[FD]:
     Go: none
     """
     with _live_lock:
-        entries = list(_owners.values())
+        entries = [e for e in _owners if e is not None]
         # A copy of the WeakSet's own references, not list(_displaced): its iteration guard
         # races with the removal callbacks, which run unlocked in whatever thread frees an
         # FD ("changed size during iteration", without the GIL).
         refs: list[weakref.ref[FD]] = list(_displaced.data)  # type: ignore[attr-defined]
     fds = [_owner_entry(e) for e in entries] + [r() for r in refs]
     return [fd for fd in fds if fd is not None]
+
+
+def _owner_at(sysfd: int) -> FD | weakref.ref[FD] | None:
+    """The _owners entry for descriptor number sysfd, or None. Under _live_lock.
+
+    Go: none
+    """
+    return _owners[sysfd] if sysfd < len(_owners) else None
 
 
 def _owner_entry(entry: FD | weakref.ref[FD] | None) -> FD | None:
@@ -523,9 +533,11 @@ class FD:
         weak = sock is not None and sock.__class__ is not _CSocket
         entry: FD | weakref.ref[FD] = weakref.ref(self) if weak else self
         with _live_lock:
-            prev = _owner_entry(_owners.get(sysfd))
+            prev = _owner_entry(_owner_at(sysfd))
             if prev is not None:  # closing, not destroyed yet: owner_of let this one in
                 _displaced.add(prev)
+            if sysfd >= len(_owners):
+                _owners.extend([None] * (sysfd + 1 - len(_owners)))  # list over-allocates
             _owners[sysfd] = entry
 
     def __repr__(self) -> str:
@@ -856,8 +868,8 @@ class FD:
         if self._cfd:
             self._cmu()._set_fast(None)  # (the closed fdMutex already refuses every call)
         with _live_lock:
-            if _owner_entry(_owners.get(fd)) is self:
-                del _owners[fd]
+            if _owner_entry(_owner_at(fd)) is self:
+                _owners[fd] = None
             else:
                 _displaced.discard(self)
         # Poller first: an fd number must never be registered while it is closed.
@@ -1956,7 +1968,7 @@ def owner_of(sysfd: int) -> FD | None:
     Go: none
     """
     with _live_lock:
-        fd = _owner_entry(_owners.get(sysfd))
+        fd = _owner_entry(_owner_at(sysfd))
     if fd is None or fd.sysfd != sysfd or fd.fdmu.closing():
         return None
     return fd
