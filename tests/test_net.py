@@ -11,6 +11,7 @@ import gc
 import math
 import os
 import shutil
+import signal
 import socket
 import sys
 import tempfile
@@ -25,6 +26,7 @@ import pytest
 from support import Runner, wait_parked, wait_until
 
 from threadpoll import net
+from threadpoll._poll import fd_unix
 from threadpoll.errors import DeadlineExceededError, NetClosingError
 from threadpoll.net import Conn, Listener, PacketConn, dial, listen, listen_packet
 
@@ -1181,6 +1183,113 @@ def test_conns_share_remote_host_strings(rt: Any, closer: Closer) -> None:
     assert s1.remote_addr[0] is s2.remote_addr[0] is c1.remote_addr[0]
     assert {s1.remote_addr, s2.remote_addr} == {c1.local_addr, c2.local_addr}
     assert 0 < len(net._hosts) <= net._HOSTS_MAX
+
+
+def _exchange(a: Conn, b: Conn) -> None:
+    """One write each way, read back (no shutdown, no address asked)."""
+    assert a.write(b"ping") == 4
+    assert b.read(4) == b"ping"
+    assert b.write(b"pong") == 4
+    assert a.read(4) == b"pong"
+
+
+@pytest.mark.parametrize("kind", ["tcp", "unix"])
+@pytest.mark.timeout(30)
+def test_conn_makes_its_socket_object_only_when_needed(
+    rt: Any, closer: Closer, sockdir: Path, kind: str
+) -> None:
+    """A Conn's FD lets go of its socket object once the Conn is made: on the C core reads
+    and writes go to the descriptor number without it (48 bytes less per connection). What
+    needs one (the Python runtime's reads, local_addr, close_write) makes it again, in
+    non-blocking mode as before; the FD detaches it at close, so it never closes the
+    descriptor (or the number's next owner)."""
+    c, s = _pair(kind, closer, sockdir)
+    assert c._fd._sock is None and s._fd._sock is None
+    _exchange(c, s)
+    if rt.impl == "c":
+        assert c._fd._sock is None and s._fd._sock is None
+    obj = s._sock
+    assert obj is s._fd._sock and obj.fileno() == s.fileno() and obj.gettimeout() == 0.0
+    assert type(obj) is socket.socket.__bases__[0]  # _socket.socket: no front of its own
+    assert s.local_addr == c.remote_addr
+    c.close_write()
+    assert s.read(1) == b""
+    number = s.fileno()
+    s.close()
+    assert obj.fileno() == -1  # detached by the FD, which closed the descriptor itself
+    with pytest.raises(OSError):
+        os.fstat(number)
+    c.close()  # asks its local address, with an object made again for it
+    assert c._sock.fileno() == -1
+
+
+@pytest.mark.timeout(60)
+def test_conn_socket_object_made_once_for_racing_first_needs(
+    rt: Any, closer: Closer, sockdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Threads that need a Conn's socket object at once get one object between them; every
+    other one made in the race is detached, so none closes the descriptor."""
+    made: list[Any] = []
+
+    class Recorded(fd_unix._CSocket):  # type: ignore[misc,name-defined]
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            made.append(self)
+
+    for _ in range(50):
+        c, s = _pair("tcp", closer, sockdir)
+        with monkeypatch.context() as m:
+            m.setattr(fd_unix, "_CSocket", Recorded)
+            start = threading.Barrier(6)
+            got: list[Any] = []
+
+            def need(s: Conn = s, start: threading.Barrier = start, got: list[Any] = got) -> None:
+                start.wait()
+                got.append(s._sock)
+
+            runners = [Runner(need, name=f"need{i}") for i in range(6)]
+            for r in runners:
+                r.join()
+        assert len(got) == 6 and all(o is s._fd._sock for o in got)
+        assert [o for o in made if o is not got[0] and o.fileno() != -1] == []
+        made.clear()
+        _exchange(c, s)  # the descriptor still works: no loser closed it
+        c.close()
+        s.close()
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGUSR1"), reason="needs SIGUSR1")
+@pytest.mark.timeout(30)
+def test_conn_socket_object_made_again_from_a_signal_handler(
+    rt: Any, closer: Closer, sockdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A signal handler that needs a Conn's socket object while its thread is making that
+    same object (the FD's short lock is re-entrant) gets the one the FD keeps; the object
+    that lost is detached and the descriptor stays open."""
+    c, s = _pair("tcp", closer, sockdir)
+    made: list[Any] = []
+    in_handler: list[Any] = []
+
+    class Signalling(fd_unix._CSocket):  # type: ignore[misc,name-defined]
+        def settimeout(self, t: Any) -> None:
+            super().settimeout(t)
+            made.append(self)
+            if len(made) == 1:
+                signal.raise_signal(signal.SIGUSR1)  # the handler runs at the next check
+
+    def handler(signum: int, frame: Any) -> None:
+        in_handler.append(s._sock)
+
+    old = signal.signal(signal.SIGUSR1, handler)
+    try:
+        with monkeypatch.context() as m:
+            m.setattr(fd_unix, "_CSocket", Signalling)
+            outer = s._sock
+    finally:
+        signal.signal(signal.SIGUSR1, old)
+    assert len(in_handler) == 1 and in_handler[0] is outer is s._fd._sock
+    assert [o for o in made if o is not outer and o.fileno() != -1] == []
+    _exchange(c, s)
 
 
 def _outcome(call: Callable[[], Any]) -> Any:

@@ -781,11 +781,12 @@ class _Endpoint:
     @property
     def _sock(self) -> _socket.socket:
         """The FD's socket object: makes socket calls only; the FD detaches it before
-        close(2).
+        close(2). A Conn's FD lets go of it once made (FD.shed_socket) and makes it again
+        here, when something needs it.
 
         Go: none
         """
-        return cast(_socket.socket, self._fd._sock)
+        return self._fd._socket()
 
     @property
     def _net(self) -> str:
@@ -806,8 +807,8 @@ class _Endpoint:
         """
         a = self._laddr
         if a is None:
-            sock = self._sock
             try:
+                sock = self._sock
                 a = self._fd.control(lambda _: sock.getsockname())
             except ClosingError:
                 a = self._laddr  # the close that beat this one stored it first
@@ -907,6 +908,7 @@ class Conn(_Conn):
             except OSError:
                 pass
         self._raddr: Addr = "" if raddr is None else _shared_host(raddr)
+        fd.shed_socket()  # 48 bytes: reads and writes do without it on the C core
 
     def read(self, n: int) -> bytes:
         """At most n bytes from one successful read; ``b""`` at EOF. ``read(0)`` returns

@@ -493,8 +493,12 @@ class FD:
         if not self.is_file and sock is None:
             # The C type, not socket.socket: under threadpoll.socket.patch() the latter is
             # threadpoll's own class, which would register the descriptor a second time.
-            self._sock = _CSocket(fileno=sysfd)
+            # Made on sysfd in the try below (as _socket_or_none makes one): from __new__ it
+            # holds no descriptor, so no exception can drop one that would close sysfd.
+            self._sock = _CSocket.__new__(_CSocket)
         try:
+            if self._sock is not None and sock is None:
+                _CSocket.__init__(self._sock, fileno=sysfd)
             if pollable:
                 if was_blocking and not keep_mode:
                     os.set_blocking(sysfd, False)
@@ -1203,8 +1207,7 @@ class FD:
 
         Go: internal/poll/fd_unix.go FD.Accept
         """
-        sock = self._sock
-        if sock is None or sock.family not in _CACCEPT_FAMILIES:
+        if self._socket().family not in _CACCEPT_FAMILIES:
             return None
         return _cfd_accept(self, self.fdmu, pd, self.sysfd)  # type: ignore[no-any-return]
 
@@ -1222,7 +1225,7 @@ class FD:
                 # (after the lock: a zero read still queues behind a read in progress).
                 return b""
             self.pd.prepare_read(self.is_file)
-            sock = self._sock
+            sock = self._socket_or_none()
             pollable = self.pd.pollable()
             while True:
                 try:
@@ -1255,7 +1258,7 @@ class FD:
             self.pd.prepare_read(self.is_file)
             if self.is_stream and len(mv) > MAX_RW:
                 mv = mv[:MAX_RW]
-            sock = self._sock
+            sock = self._socket_or_none()
             pollable = self.pd.pollable()
             while True:
                 try:
@@ -1430,6 +1433,7 @@ class FD:
 
         Go: internal/poll/fd_unix.go FD.Write
         """
+        sock = self._socket_or_none()
         try:
             if wait_first:
                 self.pd.wait_write(self.is_file)
@@ -1440,8 +1444,8 @@ class FD:
                 eagain = False
                 try:
                     chunk = mv if nn == 0 and end == total else mv[nn:end]
-                    if self._sock is not None and pd is not None:
-                        n = _CSocket.send(self._sock, chunk, _MSG_DONTWAIT)
+                    if sock is not None and pd is not None:
+                        n = _CSocket.send(sock, chunk, _MSG_DONTWAIT)
                     else:
                         n = os.write(self.sysfd, chunk)
                 except BlockingIOError:
@@ -1847,11 +1851,76 @@ class FD:
             return flags | _MSG_DONTWAIT
         return flags
 
+    def _socket_or_none(self) -> _socket.socket | None:
+        """The socket object, made again if it was let go (shed_socket); None for a
+        descriptor that is not a socket (net "file").
+
+        Made holding a reference, so that _destroy (which detaches the object) runs after it
+        is stored, and under the FD's short lock, which set_blocking holds while it changes
+        the mode the object's timeout mirrors. The object stored first wins (another
+        thread's, or a signal handler's on this one: the lock is re-entrant); a loser is
+        detached, never closed. The second look and the store make no call, so no handler
+        runs between them on CPython 3.10 and later (which run one only at a call, a
+        function's start or a backward jump); 3.9 may run one between any two instructions.
+        It is made in two steps so that an exception a signal handler raises never drops
+        one that holds the descriptor (its finalizer would close it): __new__'s holds none,
+        and from __init__ on it is this try's to detach.
+
+        Go: none
+        """
+        sock = self._sock
+        if sock is not None or self.is_file:
+            return sock
+        self.incref()
+        try:
+            with self._short_lock():
+                new = _CSocket.__new__(_CSocket)
+                try:
+                    if self.is_stream:
+                        # The family from the descriptor (getsockname); the type and protocol
+                        # as net makes a stream socket, which saves two getsockopt calls.
+                        _CSocket.__init__(new, -1, socket.SOCK_STREAM, 0, self.sysfd)
+                    else:
+                        _CSocket.__init__(new, fileno=self.sysfd)
+                    # As __init__ sets it: calls that never poll by themselves.
+                    _CSocket.settimeout(new, None if self.is_blocking else 0.0)
+                    sock = self._sock
+                    if sock is None:
+                        self._sock = sock = new
+                finally:
+                    if sock is not new:
+                        _CSocket.detach(new)
+        finally:
+            self.decref()
+        return sock
+
+    def shed_socket(self) -> None:
+        """Let go of the socket object the FD made or was given by net, until it is next
+        needed (_socket makes it again). A Conn's reads and writes on the C core go to the
+        descriptor number and never use it: an open connection is 48 bytes smaller without
+        it (issue 12). For net, before it hands the FD to anyone: the object is detached,
+        and a thread still holding it would find it so. A drop-in socket's FD keeps its
+        object (the front itself).
+
+        Go: none
+        """
+        sock = self._sock
+        if sock is not None and sock.__class__ is _CSocket:
+            with self._short_lock():
+                _CSocket.detach(sock)  # first: an object left attached would close the fd
+                self._sock = None
+
     def _socket(self) -> _socket.socket:
-        """Go: none"""
+        """The socket object the FD makes its socket calls through (made again if it was let
+        go: shed_socket); ENOTSOCK for a descriptor that is not a socket.
+
+        Go: none
+        """
         sock = self._sock
         if sock is None:
-            raise OSError(errno.ENOTSOCK, os.strerror(errno.ENOTSOCK))
+            sock = self._socket_or_none()
+            if sock is None:
+                raise OSError(errno.ENOTSOCK, os.strerror(errno.ENOTSOCK))
         return sock
 
     # --- deadlines -----------------------------------------------------------------------
