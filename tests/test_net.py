@@ -1145,7 +1145,7 @@ def test_conn_asks_local_addr_on_first_use_and_keeps_it_after_close(
     c = closer(dial("tcp", f"127.0.0.1:{port}", timeout=5.0))
     s = closer(ln.accept())
     assert c._laddr is None and s._laddr is None
-    assert c.remote_addr == ("127.0.0.1", port) and s._raddr != ""
+    assert c.remote_addr == ("127.0.0.1", port) and s._raddr == "127.0.0.1"
     assert s.local_addr == ("127.0.0.1", port) and s._laddr is not None
     seen = s.remote_addr
     c.close()  # never asked: close keeps it
@@ -1183,6 +1183,30 @@ def test_conns_share_remote_host_strings(rt: Any, closer: Closer) -> None:
     assert s1.remote_addr[0] is s2.remote_addr[0] is c1.remote_addr[0]
     assert {s1.remote_addr, s2.remote_addr} == {c1.local_addr, c2.local_addr}
     assert 0 < len(net._hosts) <= net._HOSTS_MAX
+
+
+@pytest.mark.timeout(30)
+def test_conn_keeps_remote_address_as_host_and_port(rt: Any, closer: Closer, sockdir: Path) -> None:
+    """A Conn keeps an IP remote address as its host and port and makes the tuple when
+    asked (40 bytes less per connection), in the shape the socket module gives: a pair for
+    IPv4, (host, port, 0, 0) for IPv6 (where there is an IPv6 loopback); a unix address
+    whole."""
+    networks = [("tcp4", "127.0.0.1:0", 2)]
+    if _has_ipv6_loopback():
+        networks.append(("tcp6", "[::1]:0", 4))
+    for network, address, shape in networks:
+        ln = closer(listen(network, address))
+        c = closer(dial(network, ln.addr))
+        s = closer(ln.accept())
+        assert c.remote_addr == ln.addr and len(c.remote_addr) == shape
+        assert s.remote_addr == c.local_addr and len(s.remote_addr) == shape
+        for conn in (c, s):
+            assert (conn._raddr, conn._rport) == conn.remote_addr[:2]
+            assert type(conn.remote_addr) is tuple
+            assert f"{conn.remote_addr[1]} fd=" in repr(conn)
+    c, s = _pair("unix", closer, sockdir)
+    assert c.remote_addr == str(sockdir / "pair.sock") and s.remote_addr == ""
+    assert c._rport is None and s._rport is None
 
 
 def _exchange(a: Conn, b: Conn) -> None:
