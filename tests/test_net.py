@@ -1226,7 +1226,8 @@ def test_conn_makes_its_socket_object_only_when_needed(
     and writes go to the descriptor number without it (48 bytes less per connection). What
     needs one (the Python runtime's reads, local_addr, close_write) makes it again, in
     non-blocking mode as before; the FD detaches it at close, so it never closes the
-    descriptor (or the number's next owner)."""
+    descriptor (or the number's next owner). Asking the local address at close keeps none,
+    and a closed Conn makes none."""
     c, s = _pair(kind, closer, sockdir)
     assert c._fd._sock is None and s._fd._sock is None
     _exchange(c, s)
@@ -1236,15 +1237,23 @@ def test_conn_makes_its_socket_object_only_when_needed(
     assert obj is s._fd._sock and obj.fileno() == s.fileno() and obj.gettimeout() == 0.0
     assert type(obj) is socket.socket.__bases__[0]  # _socket.socket: no front of its own
     assert s.local_addr == c.remote_addr
-    c.close_write()
-    assert s.read(1) == b""
+    s.close_write()
+    assert c.read(1) == b""
     number = s.fileno()
     s.close()
     assert obj.fileno() == -1  # detached by the FD, which closed the descriptor itself
     with pytest.raises(OSError):
         os.fstat(number)
-    c.close()  # asks its local address, with an object made again for it
-    assert c._sock.fileno() == -1
+    had = c._fd._sock  # made by the Python runtime's reads; none on the C core
+    assert (had is None) == (rt.impl == "c")
+    c.close()  # asks its local address, through an object it does not keep if it has none
+    assert c.local_addr == s.remote_addr
+    if had is None:
+        assert c._fd._sock is None
+        with pytest.raises(NetClosingError):
+            c._sock  # noqa: B018  (a closed FD makes none)
+    else:
+        assert had.fileno() == -1
 
 
 @pytest.mark.timeout(60)

@@ -803,8 +803,7 @@ class _Endpoint:
         a = self._laddr
         if a is None:
             try:
-                sock = self._sock
-                a = self._fd.control(lambda _: sock.getsockname())
+                a = self._fd.getsockname()
             except ClosingError:
                 a = self._laddr  # the close that beat this one stored it first
                 if a is None:
