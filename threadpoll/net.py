@@ -465,7 +465,8 @@ def _new_socket(family: int, sotype: int, proto: int = 0) -> _socket.socket:
 
     It is a C-level ``_socket.socket``, not ``socket.socket``: threadpoll.socket.patch() may
     replace the latter, and these must stay plain. The FD owns the descriptor; this object
-    only makes the socket calls and is detached, never closed, when the FD is destroyed.
+    only makes the socket calls and is detached, never closed: when the FD is destroyed, or
+    once a Conn on the C core is made (FD.shed_socket).
 
     Go: net/sock_cloexec.go sysSocket
     """
@@ -912,7 +913,8 @@ class Conn(_Conn):
             # the host, which has a colon only in IPv6.
             self._raddr = _shared_host(raddr[0])
             self._rport = raddr[1]
-        fd.shed_socket()  # 48 bytes: reads and writes do without it on the C core
+        if fd._cfd:
+            fd.shed_socket()  # 48 bytes: the C core's reads and writes do without it
 
     def read(self, n: int) -> bytes:
         """At most n bytes from one successful read; ``b""`` at EOF. ``read(0)`` returns

@@ -53,11 +53,10 @@ class _ConnTransport(_Transport):
     descriptor's O_NONBLOCK flag, which another holder of the open file description may
     clear, never matters."""
 
-    __slots__ = ("_fd", "_sock")
+    __slots__ = ("_fd",)
 
     def __init__(self, conn: Conn) -> None:
         self._fd = conn._fd
-        self._sock = conn._sock
 
     def recv_into(self, buf: memoryview) -> int:
         return int(self._fd.recv_into(buf, 0, 0))
@@ -84,7 +83,11 @@ class _ConnTransport(_Transport):
         except OSError:
             return None
         try:
-            return int(_socket.socket.recv_into(self._sock, buf, 0, _MSG_DONTWAIT))
+            # The FD's socket object, made on the first peek (a Conn's FD lets go of it).
+            sock = fd._socket_or_none()
+            if sock is None:
+                return None
+            return int(_socket.socket.recv_into(sock, buf, 0, _MSG_DONTWAIT))
         except OSError:
             return None  # nothing yet, or an error the next read reports
         finally:

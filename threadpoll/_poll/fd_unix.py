@@ -108,6 +108,7 @@ MAX_RW = 1 << 30
 
 _monotonic = time.monotonic
 _MSG_DONTWAIT = getattr(socket, "MSG_DONTWAIT", 0)
+_SOCK_NONBLOCK = getattr(socket, "SOCK_NONBLOCK", 0)
 _PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # A connect that is not finished yet, when SO_ERROR is read after a wake-up (Go's list).
@@ -212,12 +213,14 @@ def _unexpected_eof() -> OSError:
 _live_lock = threading.RLock()
 
 # The FDs' short locks, shared by stripe: an FD's is _short_locks[id(fd) >> 4 & _SHORT_MASK]
-# (FD._short_lock). It guards is_blocking against set_blocking, and the deadlines (_rd, _wd)
-# and call limits (_rcall, _wcall) with the pollDesc deadline made from them. Held only for a
-# few lines that make no syscall that can block and wait for nothing, and never while taking
-# another: sharing one between FDs costs no per-FD lock (memory per descriptor, issue 12) and
-# cannot deadlock. Re-entrant: a signal handler on the holding thread may set a deadline or
-# close a descriptor (its own or another of the stripe) meanwhile.
+# (FD._short_lock). It guards is_blocking against set_blocking, the deadlines (_rd, _wd) and
+# call limits (_rcall, _wcall) with the pollDesc deadline made from them, and the making of a
+# socket object again (_socket_or_none, shed_socket: _sock). Held only for a few lines that
+# make no syscall that can block (a getsockname, an ioctl at most) and wait for nothing, and
+# never while taking another: sharing one between FDs costs no per-FD lock (memory per
+# descriptor, issue 12) and cannot deadlock. Re-entrant: a signal handler on the holding
+# thread may set a deadline, close a descriptor (its own or another of the stripe) or make a
+# socket object meanwhile.
 _SHORT_MASK = 63
 _short_locks = [threading.RLock() for _ in range(_SHORT_MASK + 1)]
 
@@ -276,7 +279,7 @@ def _owner_at(sysfd: int) -> FD | weakref.ref[FD] | None:
 
     Go: none
     """
-    return _owners[sysfd] if sysfd < len(_owners) else None
+    return _owners[sysfd] if 0 <= sysfd < len(_owners) else None
 
 
 def _owner_entry(entry: FD | weakref.ref[FD] | None) -> FD | None:
@@ -427,8 +430,9 @@ class FD:
 
         ``sock``, for a socket, is a socket object on sysfd to make the socket calls through
         (its C-level methods, in non-blocking mode); by default the FD makes its own. Either
-        way it is detached, never closed, when the FD is destroyed. If the constructor
-        raises, sysfd is left as it was and the caller still owns it.
+        way it is detached, never closed: when the FD is destroyed, or earlier by
+        shed_socket (net's Conn on the C core). If the constructor raises, sysfd is left as
+        it was and the caller still owns it.
 
         ``keep_mode`` (the drop-in socket) leaves the descriptor's blocking mode and the
         socket object's timeout to the caller: every attempt is then a recv/send with
@@ -481,7 +485,8 @@ class FD:
         # waiting now with one of their own (_rcall, _wcall: see _wait), are guarded by the
         # FD's short lock (_short_lock: shared by stripe, none per FD); the pollDesc has the
         # earlier of each pair. A signal handler's close or deadline may run while its thread
-        # is inside (the lock is re-entrant; re-entry only reads is_blocking). Benign race:
+        # is inside (the lock is re-entrant; re-entry only reads is_blocking, or makes the
+        # socket object, which _socket_or_none allows for). Benign race:
         # the fast paths (read, write, recv, send, accept and the like), File.fileno and the
         # reprs read is_blocking without it. It only goes from False to True (set_blocking);
         # a stale False only picks the C loop, which makes the Python loop's syscalls and
@@ -1433,8 +1438,8 @@ class FD:
 
         Go: internal/poll/fd_unix.go FD.Write
         """
-        sock = self._socket_or_none()
         try:
+            sock = self._socket_or_none()  # in the try: an error here carries .written too
             if wait_first:
                 self.pd.wait_write(self.is_file)
             while True:
@@ -1877,14 +1882,20 @@ class FD:
                 new = _CSocket.__new__(_CSocket)
                 try:
                     self._attach(new)
-                    # As __init__ sets it: calls that never poll by themselves.
-                    _CSocket.settimeout(new, None if self.is_blocking else 0.0)
-                    sock = self._sock
-                    if sock is None:
-                        self._sock = sock = new
+                    # As __init__ sets it: calls that never poll by themselves (timeout 0;
+                    # _attach's SOCK_NONBLOCK gives that without a syscall), or None on a
+                    # descriptor in blocking mode.
+                    timeout = None if self.is_blocking else 0.0
+                    if _CSocket.gettimeout(new) != timeout:
+                        _CSocket.settimeout(new, timeout)
+                    if self._sock is None:
+                        self._sock = new
                 finally:
-                    if sock is not new:
+                    # By what is stored, not a local: a handler's exception between a
+                    # store and a local's would otherwise detach the stored one (3.9).
+                    if self._sock is not new:
                         _CSocket.detach(new)
+                sock = self._sock
         finally:
             self.decref()
         return sock
@@ -1897,8 +1908,10 @@ class FD:
         """
         if self.is_stream:
             # The family from the descriptor (getsockname); the type and protocol as net
-            # makes a stream socket, which saves two getsockopt calls.
-            _CSocket.__init__(new, -1, socket.SOCK_STREAM, 0, self.sysfd)
+            # makes a stream socket, which saves two getsockopt calls; SOCK_NONBLOCK, where
+            # there is one, only sets the object's timeout to 0 (no syscall, whatever
+            # socket.setdefaulttimeout says), and its type reads SOCK_STREAM all the same.
+            _CSocket.__init__(new, -1, socket.SOCK_STREAM | _SOCK_NONBLOCK, 0, self.sysfd)
         else:
             _CSocket.__init__(new, fileno=self.sysfd)
 
@@ -1936,9 +1949,11 @@ class FD:
 
         Go: none
         """
-        sock = self._sock
-        if sock is not None and sock.__class__ is _CSocket:
-            with self._short_lock():
+        if self._sock is None:
+            return
+        with self._short_lock():
+            sock = self._sock
+            if sock is not None and sock.__class__ is _CSocket:
                 _CSocket.detach(sock)  # first: an object left attached would close the fd
                 self._sock = None
 
