@@ -1253,6 +1253,17 @@ def test_conn_makes_its_socket_object_only_when_needed(
         assert had.fileno() == -1
 
 
+def _recording_socket_class(made: list[Any]) -> type:
+    """A stand-in for fd_unix._CSocket that appends every object made to ``made``."""
+
+    class Recorded(fd_unix._CSocket):  # type: ignore[misc,name-defined]
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            made.append(self)
+
+    return Recorded
+
+
 @pytest.mark.timeout(60)
 def test_conn_socket_object_made_once_for_racing_first_needs(
     rt: Any, closer: Closer, sockdir: Path, monkeypatch: pytest.MonkeyPatch
@@ -1260,11 +1271,7 @@ def test_conn_socket_object_made_once_for_racing_first_needs(
     """Threads that need a Conn's socket object at once get one object between them; every
     other one made in the race is detached, so none closes the descriptor."""
     made: list[Any] = []
-
-    class Recorded(fd_unix._CSocket):  # type: ignore[misc,name-defined]
-        def __init__(self, *args: Any, **kwargs: Any) -> None:
-            super().__init__(*args, **kwargs)
-            made.append(self)
+    Recorded = _recording_socket_class(made)
 
     for _ in range(50):
         c, s = _pair("tcp", closer, sockdir)
@@ -1297,11 +1304,7 @@ def test_conn_socket_object_first_needs_racing_close(
     the object or the closing error; every object made in the race ends detached, so none
     can close the descriptor's number once it is reused."""
     made: list[Any] = []
-
-    class Recorded(fd_unix._CSocket):  # type: ignore[misc,name-defined]
-        def __init__(self, *args: Any, **kwargs: Any) -> None:
-            super().__init__(*args, **kwargs)
-            made.append(self)
+    Recorded = _recording_socket_class(made)
 
     for _ in range(30):
         c, s = _pair("tcp", closer, sockdir)
