@@ -1233,7 +1233,7 @@ def test_conn_makes_its_socket_object_only_when_needed(
     assert (c._fd._sock is None, s._fd._sock is None) == (shed, shed)
     _exchange(c, s)
     assert (c._fd._sock is None, s._fd._sock is None) == (shed, shed)
-    obj = s._sock
+    obj = s._fd._socket()
     assert obj is s._fd._sock and obj.fileno() == s.fileno() and obj.gettimeout() == 0.0
     assert type(obj) is socket.socket.__bases__[0]  # _socket.socket: no front of its own
     assert s.local_addr == c.remote_addr
@@ -1248,7 +1248,7 @@ def test_conn_makes_its_socket_object_only_when_needed(
     if had is None:
         assert c._fd._sock is None
         with pytest.raises(NetClosingError):
-            c._sock  # noqa: B018  (a closed FD makes none)
+            c._fd._socket()  # a closed FD makes none
     else:
         assert had.fileno() == -1
 
@@ -1283,7 +1283,7 @@ def test_conn_socket_object_made_once_for_racing_first_needs(
 
             def need(s: Conn = s, start: threading.Barrier = start, got: list[Any] = got) -> None:
                 start.wait()
-                got.append(s._sock)
+                got.append(s._fd._socket())
 
             runners = [Runner(need, name=f"need{i}") for i in range(6)]
             for r in runners:
@@ -1316,7 +1316,7 @@ def test_conn_socket_object_first_needs_racing_close(
             start.wait()
             for _ in range(3):
                 try:
-                    out.append(s._sock)
+                    out.append(s._fd._socket())
                 except NetClosingError as e:
                     out.append(type(e))
 
@@ -1354,7 +1354,7 @@ def test_conn_socket_object_made_again_from_a_signal_handler(
                 signal.raise_signal(signal.SIGUSR1)  # the handler runs at the next check
 
     def handler(signum: int, frame: Any) -> None:
-        in_handler.append(s._sock)
+        in_handler.append(s._fd._socket())
 
     s._fd.shed_socket()  # (the Python runtime's Conn keeps its own)
 
@@ -1362,7 +1362,7 @@ def test_conn_socket_object_made_again_from_a_signal_handler(
     try:
         with monkeypatch.context() as m:
             m.setattr(fd_unix, "_CSocket", Signalling)
-            outer = s._sock
+            outer = s._fd._socket()
     finally:
         signal.signal(signal.SIGUSR1, old)
     assert len(in_handler) == 1 and in_handler[0] is outer is s._fd._sock

@@ -764,7 +764,7 @@ class _Endpoint:
 
     def __init__(self, fd: FD, sock: _socket.socket, net: str) -> None:
         """``sock`` and ``net`` are fd's own socket object and network name (_new_fd made fd
-        with them): read from fd (_sock, _net), not kept twice.
+        with them): read from fd when needed (FD._socket, _net), not kept twice.
 
         Go: none
         """
@@ -773,16 +773,6 @@ class _Endpoint:
         # The local address, None until first asked (_local): a Conn asks the OS only when
         # someone wants it, or at close. Listener and PacketConn ask at once.
         self._laddr: Addr | None = None
-
-    @property
-    def _sock(self) -> _socket.socket:
-        """The FD's socket object: makes socket calls only; the FD detaches it before
-        close(2). A Conn's FD lets go of it once made (FD.shed_socket) and makes it again
-        here, when something needs it.
-
-        Go: none
-        """
-        return self._fd._socket()
 
     @property
     def _net(self) -> str:

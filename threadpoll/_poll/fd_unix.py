@@ -1205,14 +1205,14 @@ class FD:
             self, self.fdmu, pd, self.sysfd, buf, nbytes, flags
         )
 
-    def _accept_c(self, pd: PollDesc) -> tuple[int, Any] | None:
+    def _accept_c(self, pd: PollDesc, sock: _socket.socket) -> tuple[int, Any] | None:
         """FD.accept in C: (descriptor, address), the descriptor non-blocking and
         close-on-exec; None where the C loop does not apply (a family whose addresses it
         does not build): the caller takes the Python path. For a pollable socket only.
 
         Go: internal/poll/fd_unix.go FD.Accept
         """
-        if self._socket().family not in _CACCEPT_FAMILIES:
+        if sock.family not in _CACCEPT_FAMILIES:
             return None
         return _cfd_accept(self, self.fdmu, pd, self.sysfd)  # type: ignore[no-any-return]
 
@@ -1345,7 +1345,7 @@ class FD:
         if self._cfast:
             pd = self.pd.runtime_ctx
             if pd is not None and not self.is_blocking:
-                r = self._accept_c(pd)  # the C core's loop
+                r = self._accept_c(pd, sock)  # the C core's loop
                 if r is not None:
                     return r
         self.read_lock()
